@@ -1,0 +1,219 @@
+//! `ApiError`: every failure a handler can return, mapped to a status and an RFC 9457
+//! problem+json body with a stable `type`. 5xx bodies are opaque; details go to the log.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use bulkhead_core::db::StoreError;
+use bulkhead_core::domain::FieldError;
+use serde::Serialize;
+use std::fmt;
+
+/// Base of every problem `type` URI.
+pub const PROBLEM_BASE: &str = "https://bulkhead.dev/problems/";
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// The body or a parameter could not be read (malformed JSON, wrong type, bad cursor).
+    Malformed(String),
+    /// Fields parsed but are not acceptable; each says what to change.
+    Validation(Vec<FieldError>),
+    Unauthenticated(&'static str),
+    Forbidden(String),
+    /// Missing, or not visible to the caller: the same answer either way.
+    NotFound(String),
+    Conflict(String),
+    IdempotencyKeyReused,
+    PayloadTooLarge(usize),
+    UnsupportedMediaType,
+    TooManyRequests {
+        retry_after_secs: u64,
+        detail: String,
+    },
+    Unavailable {
+        retry_after_secs: u64,
+        detail: String,
+    },
+    Internal(anyhow::Error),
+}
+
+/// The RFC 9457 body.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// Stable URI naming the kind of problem; clients branch on this.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: &'static str,
+    pub status: u16,
+    /// What happened and what to do about it.
+    pub detail: String,
+    /// Field-level problems, for `validation-failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
+}
+
+impl ApiError {
+    pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError::new(field, message)])
+    }
+
+    pub fn internal(error: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(error.into())
+    }
+
+    /// (type slug, title)
+    fn kind(&self) -> (&'static str, &'static str) {
+        match self {
+            Self::Malformed(_) => ("malformed-request", "The request could not be read"),
+            Self::Validation(_) => ("validation-failed", "Some fields are not valid"),
+            Self::Unauthenticated(_) => ("unauthenticated", "Authentication required"),
+            Self::Forbidden(_) => ("forbidden", "Not allowed"),
+            Self::NotFound(_) => ("not-found", "Not found"),
+            Self::Conflict(_) => ("conflict", "Conflicts with the current state"),
+            Self::IdempotencyKeyReused => (
+                "idempotency-key-reused",
+                "Idempotency-Key was used with another request",
+            ),
+            Self::PayloadTooLarge(_) => ("payload-too-large", "Request body too large"),
+            Self::UnsupportedMediaType => ("unsupported-media-type", "Send JSON"),
+            Self::TooManyRequests { .. } => ("too-many-requests", "Too many attempts"),
+            Self::Unavailable { .. } => ("service-unavailable", "Temporarily unavailable"),
+            Self::Internal(_) => ("internal-error", "Internal error"),
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            Self::Malformed(detail)
+            | Self::Forbidden(detail)
+            | Self::NotFound(detail)
+            | Self::Conflict(detail) => detail.clone(),
+            Self::TooManyRequests { detail, .. } | Self::Unavailable { detail, .. } => {
+                detail.clone()
+            }
+            Self::Validation(errors) => format!(
+                "{} field(s) need changing: {}",
+                errors.len(),
+                errors
+                    .iter()
+                    .map(|e| format!("{} {}", e.field, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            Self::Unauthenticated(detail) => (*detail).to_owned(),
+            Self::IdempotencyKeyReused => "this Idempotency-Key was already used with a different \
+                request body; send a new key for a new request, or the original body to get the \
+                original response"
+                .to_owned(),
+            Self::PayloadTooLarge(limit) => {
+                format!("the body is larger than {limit} bytes; send a smaller JSON document")
+            }
+            Self::UnsupportedMediaType => {
+                "send the body as JSON with Content-Type: application/json".to_owned()
+            }
+            Self::Internal(_) => "an unexpected error occurred; it has been logged with this \
+                request's id (X-Request-Id)"
+                .to_owned(),
+        }
+    }
+
+    pub fn problem(&self) -> Problem {
+        let (slug, title) = self.kind();
+        Problem {
+            kind: format!("{PROBLEM_BASE}{slug}"),
+            title,
+            status: self.status_code().as_u16(),
+            detail: self.detail(),
+            errors: match self {
+                Self::Validation(errors) => Some(errors.clone()),
+                _ => None,
+            },
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Internal(error) => write!(f, "internal error: {error:#}"),
+            other => write!(f, "{}", other.detail()),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Malformed(_) => StatusCode::BAD_REQUEST,
+            Self::Validation(_) | Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let Self::Internal(error) = self {
+            tracing::error!(error = format!("{error:#}"), "request failed");
+        }
+        let mut response = HttpResponse::build(self.status_code());
+        response.content_type("application/problem+json");
+        match self {
+            Self::TooManyRequests {
+                retry_after_secs, ..
+            }
+            | Self::Unavailable {
+                retry_after_secs, ..
+            } => {
+                response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+            }
+            Self::Unauthenticated(_) => {
+                response.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"bulkhead\""),
+                ));
+            }
+            _ => {}
+        }
+        response.json(self.problem())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound => Self::NotFound("not found".to_owned()),
+            StoreError::Conflict(constraint) => {
+                Self::Conflict(format!("a conflicting record exists ({constraint})"))
+            }
+            StoreError::Unavailable(detail) => {
+                tracing::warn!(%detail, "control database unavailable");
+                Self::Unavailable {
+                    retry_after_secs: 2,
+                    detail: "the control database is unavailable; retry shortly".to_owned(),
+                }
+            }
+            StoreError::Database(error) => Self::Internal(error.into()),
+        }
+    }
+}
+
+impl From<diesel::result::Error> for ApiError {
+    fn from(error: diesel::result::Error) -> Self {
+        StoreError::from(error).into()
+    }
+}
+
+impl From<actix_web::error::BlockingError> for ApiError {
+    fn from(error: actix_web::error::BlockingError) -> Self {
+        Self::Internal(anyhow::anyhow!("blocking task failed: {error}"))
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

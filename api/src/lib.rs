@@ -1,0 +1,110 @@
+//! bulkhead-api: the HTTP service. Builds the actix-web server over the control database.
+
+pub mod auth;
+pub mod bootstrap;
+pub mod error;
+pub mod metrics;
+pub mod observe;
+pub mod openapi;
+pub mod routes;
+pub mod scope;
+pub mod state;
+pub mod tls;
+
+use actix_web::dev::Server;
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpRequest, HttpServer, web};
+use anyhow::Context;
+use bulkhead_core::config::Config;
+use bulkhead_core::db::PgPool;
+use error::ApiError;
+use state::AppState;
+use std::net::{SocketAddr, TcpListener};
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+fn json_error(error: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+    let api_error = match &error {
+        JsonPayloadError::OverflowKnownLength { limit, .. }
+        | JsonPayloadError::Overflow { limit } => ApiError::PayloadTooLarge(*limit),
+        JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
+        JsonPayloadError::Deserialize(inner) => ApiError::Malformed(format!(
+            "the JSON body does not fit this endpoint: {inner}; see /openapi.json"
+        )),
+        other => ApiError::Malformed(format!("the body could not be read: {other}")),
+    };
+    api_error.into()
+}
+
+fn query_error(error: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::Malformed(format!(
+        "the query string does not fit this endpoint: {error}"
+    ))
+    .into()
+}
+
+fn path_error(error: PathError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::Malformed(format!("the path does not fit this endpoint: {error}")).into()
+}
+
+async fn no_route(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::NotFound(format!(
+        "no endpoint {} {}; see /openapi.json",
+        req.method(),
+        req.path()
+    )))
+}
+
+/// A bound, not yet running server, and the address it listens on.
+pub struct Service {
+    pub server: Server,
+    pub addr: SocketAddr,
+    pub https: bool,
+}
+
+/// Builds the application state (loading the enforcer) and binds the listener.
+pub async fn build(config: Config, pool: PgPool) -> anyhow::Result<Service> {
+    let listener = TcpListener::bind(config.listen)
+        .with_context(|| format!("BULKHEAD_LISTEN: cannot bind {}", config.listen))?;
+    build_on(config, pool, listener).await
+}
+
+pub async fn build_on(
+    config: Config,
+    pool: PgPool,
+    listener: TcpListener,
+) -> anyhow::Result<Service> {
+    let addr = listener.local_addr()?;
+    let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
+    let workers = config.http_workers;
+    let max_body = config.max_body_bytes;
+    let state = web::Data::new(AppState::new(config, pool).await?);
+    let openapi = openapi::ApiDoc::openapi();
+    let factory = move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(max_body)
+                    .error_handler(json_error),
+            )
+            .app_data(web::QueryConfig::default().error_handler(query_error))
+            .app_data(web::PathConfig::default().error_handler(path_error))
+            .wrap(from_fn(observe::observe))
+            .configure(routes::configure)
+            .service(SwaggerUi::new("/swagger-ui/{_:.*}").url("/openapi.json", openapi.clone()))
+            .default_service(web::to(no_route))
+    };
+    let server = HttpServer::new(factory).workers(workers);
+    let https = tls.is_some();
+    let server = match tls {
+        Some(tls) => server.listen_rustls_0_23(listener, tls)?,
+        None => server.listen(listener)?,
+    };
+    Ok(Service {
+        server: server.run(),
+        addr,
+        https,
+    })
+}

@@ -1,0 +1,53 @@
+//! The OpenAPI document, generated from the handlers' annotations.
+
+use crate::routes;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Bulkhead",
+        description = "Multi-tenant control plane: tenants, members, API keys, audit trail. \
+            Errors are application/problem+json (RFC 9457) with a stable `type`."
+    ),
+    paths(
+        routes::health::healthz,
+        routes::health::readyz,
+        routes::health::metrics,
+        routes::auth::login,
+        routes::auth::logout,
+        routes::auth::accept_invitation,
+        routes::me::me,
+        routes::partners::create,
+        routes::tenants::create,
+        routes::tenants::list,
+        routes::tenants::get,
+        routes::tenants::update,
+        routes::tenants::delete,
+        routes::members::add,
+        routes::members::list,
+        routes::members::remove,
+        routes::api_keys::create,
+        routes::api_keys::list,
+        routes::api_keys::revoke,
+        routes::audit::list_for_tenant,
+        routes::audit::list_all,
+        routes::audit::verify,
+    ),
+    components(schemas(crate::error::Problem, bulkhead_core::domain::FieldError)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;

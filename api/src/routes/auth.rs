@@ -1,0 +1,259 @@
+//! Login, logout and invitation acceptance.
+
+use crate::auth::{Caller, request_id};
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use actix_web::{HttpRequest, HttpResponse, web};
+use bulkhead_core::audit::AuditResult;
+use bulkhead_core::domain::check_password_policy;
+use bulkhead_core::password;
+use bulkhead_core::secrets;
+use bulkhead_core::store::{self, audit::NewAuditEvent};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::time::Instant;
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LoginResponse {
+    /// Send as `Authorization: Bearer <access_token>`.
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_at: DateTime<Utc>,
+}
+
+const INVALID_LOGIN: &str = "the email or password is wrong";
+
+fn locked(wait: std::time::Duration) -> ApiError {
+    ApiError::TooManyRequests {
+        retry_after_secs: wait.as_secs().max(1),
+        detail: format!(
+            "too many failed logins; try again in {} seconds",
+            wait.as_secs().max(1)
+        ),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest, responses(
+    (status = 200, body = LoginResponse),
+    (status = 401, description = "Wrong email or password (the same answer for both)", body = crate::error::Problem),
+    (status = 429, description = "Too many failures for this account or client; see Retry-After", body = crate::error::Problem)))]
+pub async fn login(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<LoginRequest>,
+) -> ApiResult<HttpResponse> {
+    let LoginRequest { email, password } = body.into_inner();
+    let email = email.trim().to_lowercase();
+    let account_key = format!("acct:{email}");
+    let client_key = format!(
+        "ip:{}",
+        req.peer_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default()
+    );
+    let now = Instant::now();
+    if let Some(wait) = state
+        .account_throttle
+        .locked_for(&account_key, now)
+        .or_else(|| state.client_throttle.locked_for(&client_key, now))
+    {
+        state
+            .metrics
+            .login_failures
+            .with_label_values(&["locked_out"])
+            .inc();
+        return Err(locked(wait));
+    }
+
+    let lookup = email.clone();
+    let principal = state
+        .db(move |conn| Ok(store::principals::find_by_email(conn, &lookup)?))
+        .await?;
+    // Unknown users and users without a password are verified against a dummy hash, so every
+    // failure costs one argon2 verification and looks alike.
+    let stored_hash = principal
+        .as_ref()
+        .and_then(|p| p.password_hash.clone())
+        .unwrap_or_else(|| state.dummy_password_hash.clone());
+    let has_password = principal
+        .as_ref()
+        .is_some_and(|p| p.password_hash.is_some());
+    let permit = state.hashing_slot().await?;
+    let span = tracing::Span::current();
+    let matches = web::block(move || {
+        let _permit = permit;
+        span.in_scope(|| password::verify_password(&password, &stored_hash))
+    })
+    .await?;
+
+    let (Some(principal), true) = (principal, matches && has_password) else {
+        state
+            .account_throttle
+            .record_failure(&account_key, Instant::now());
+        state
+            .client_throttle
+            .record_failure(&client_key, Instant::now());
+        state
+            .metrics
+            .login_failures
+            .with_label_values(&["invalid_credentials"])
+            .inc();
+        let event = NewAuditEvent {
+            actor_id: None,
+            actor: email,
+            tenant_id: None,
+            action: "auth.login".into(),
+            target: "session".into(),
+            result: AuditResult::Denied,
+            request_id: request_id(&req),
+            details: json!({}),
+        };
+        state
+            .db(move |conn| Ok(store::audit::append(conn, &event)?))
+            .await?;
+        return Err(ApiError::Unauthenticated(INVALID_LOGIN));
+    };
+
+    state.account_throttle.clear(&account_key);
+    let token = secrets::generate_access_token();
+    let expires_at = Utc::now()
+        + chrono::Duration::from_std(state.config.token_ttl).map_err(ApiError::internal)?;
+    let event = NewAuditEvent {
+        actor_id: Some(principal.id),
+        actor: principal.label(),
+        tenant_id: None,
+        action: "auth.login".into(),
+        target: "session".into(),
+        result: AuditResult::Success,
+        request_id: request_id(&req),
+        details: json!({}),
+    };
+    let hash = token.hash;
+    state
+        .db(move |conn| {
+            conn.build_transaction().run(|conn| {
+                store::sessions::create(conn, principal.id, &hash, expires_at)?;
+                store::audit::append(conn, &event)?;
+                Ok::<_, ApiError>(())
+            })
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(LoginResponse {
+        access_token: token.secret,
+        token_type: "Bearer",
+        expires_at,
+    }))
+}
+
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", security(("bearer" = [])), responses(
+    (status = 204, description = "The access token is revoked"),
+    (status = 401, body = crate::error::Problem),
+    (status = 422, description = "API keys are revoked through the api-keys endpoint", body = crate::error::Problem)))]
+pub async fn logout(state: web::Data<AppState>, caller: Caller) -> ApiResult<HttpResponse> {
+    if caller.key.is_some() {
+        return Err(ApiError::validation(
+            "authorization",
+            "is an API key; revoke keys with DELETE /v1/tenants/{tenant}/api-keys/{key}",
+        ));
+    }
+    let event = caller.audit(
+        None,
+        "auth.logout",
+        "session",
+        AuditResult::Success,
+        json!({}),
+    );
+    let hash = caller.secret_hash;
+    state
+        .db(move |conn| {
+            conn.build_transaction().run(|conn| {
+                store::sessions::revoke(conn, &hash)?;
+                store::audit::append(conn, &event)?;
+                Ok::<_, ApiError>(())
+            })
+        })
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptInvitationRequest {
+    /// The `bki_…` token the inviter received.
+    pub token: String,
+    /// At least 12 characters, not a common password.
+    pub password: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AcceptInvitationResponse {
+    pub principal_id: uuid::Uuid,
+    pub email: String,
+}
+
+#[utoipa::path(post, path = "/v1/auth/accept-invitation", tag = "auth", request_body = AcceptInvitationRequest, responses(
+    (status = 200, description = "The password is set; log in with it", body = AcceptInvitationResponse),
+    (status = 404, description = "No live invitation has this token", body = crate::error::Problem),
+    (status = 422, body = crate::error::Problem)))]
+pub async fn accept_invitation(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<AcceptInvitationRequest>,
+) -> ApiResult<HttpResponse> {
+    let AcceptInvitationRequest { token, password } = body.into_inner();
+    check_password_policy("password", &password).map_err(|e| ApiError::Validation(vec![e]))?;
+    let permit = state.hashing_slot().await?;
+    let password_hash = web::block(move || {
+        let _permit = permit;
+        password::hash_password(&password)
+    })
+    .await?
+    .map_err(ApiError::internal)?;
+    let token_hash = secrets::sha256(token.trim().as_bytes());
+    let request_id = request_id(&req);
+    let principal = state
+        .db(move |conn| {
+            conn.build_transaction().run(|conn| {
+                let principal = store::principals::find_by_live_invitation(conn, &token_hash)?
+                    .ok_or_else(|| {
+                        ApiError::NotFound(
+                            "no live invitation has this token: it was used already, has \
+                             expired (72 hours), or was mistyped; ask for a new invitation"
+                                .into(),
+                        )
+                    })?;
+                store::principals::set_password_from_invitation(
+                    conn,
+                    principal.id,
+                    &password_hash,
+                )?;
+                store::audit::append(
+                    conn,
+                    &NewAuditEvent {
+                        actor_id: Some(principal.id),
+                        actor: principal.label(),
+                        tenant_id: None,
+                        action: "auth.accept_invitation".into(),
+                        target: format!("principal/{}", principal.id),
+                        result: AuditResult::Success,
+                        request_id,
+                        details: json!({}),
+                    },
+                )?;
+                Ok::<_, ApiError>(principal)
+            })
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(AcceptInvitationResponse {
+        principal_id: principal.id,
+        email: principal.email.unwrap_or_default(),
+    }))
+}

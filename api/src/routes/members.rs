@@ -1,0 +1,260 @@
+//! Tenant members: add (inviting unknown emails), list, remove.
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::routes::tenants::ensure_not_leaving;
+use crate::routes::{PageOf, PageQuery, parse_id};
+use crate::state::AppState;
+use actix_web::{HttpResponse, web};
+use bulkhead_core::audit::AuditResult;
+use bulkhead_core::authz::{Action, Object};
+use bulkhead_core::domain::{Email, PlatformRole, TenantRole, Validator, parse_display_text};
+use bulkhead_core::secrets;
+use bulkhead_core::store::{
+    self, memberships::Member, principals::NewPrincipal, principals::Principal,
+};
+use chrono::{DateTime, Utc};
+use diesel::PgConnection;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+/// How long an invitation token stays valid.
+pub const INVITATION_HOURS: i64 = 72;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Invitation {
+    /// Shown once. No mail is sent: hand it to the person, who exchanges it with
+    /// `POST /v1/auth/accept-invitation {token, password}`.
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Creates a user without a password, holding a fresh invitation.
+pub fn invite_user(
+    conn: &mut PgConnection,
+    email: &Email,
+    display_name: &str,
+    platform_role: Option<PlatformRole>,
+) -> ApiResult<(Principal, Invitation)> {
+    let token = secrets::generate_invitation_token();
+    let expires_at = Utc::now() + chrono::Duration::hours(INVITATION_HOURS);
+    let principal = store::principals::insert(
+        conn,
+        &NewPrincipal {
+            id: Uuid::now_v7(),
+            kind: "user",
+            email: Some(email.as_str()),
+            display_name,
+            password_hash: None,
+            platform_role: platform_role.map(PlatformRole::as_str),
+            invitation_token_hash: Some(&token.hash),
+            invitation_expires_at: Some(expires_at),
+        },
+    )?;
+    Ok((
+        principal,
+        Invitation {
+            token: token.secret,
+            expires_at,
+        },
+    ))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MemberView {
+    pub principal_id: Uuid,
+    pub email: Option<String>,
+    pub display_name: String,
+    pub role: String,
+    /// The user has not accepted an invitation yet.
+    pub invitation_pending: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<Member> for MemberView {
+    fn from(m: Member) -> Self {
+        Self {
+            principal_id: m.principal_id,
+            email: m.email,
+            display_name: m.display_name,
+            role: m.role,
+            invitation_pending: m.invitation_pending,
+            created_at: m.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddMemberRequest {
+    pub email: String,
+    /// `tenant_admin`, `operator`, `approver`, `viewer`, `billing`, or (platform admins only)
+    /// `partner`.
+    pub role: String,
+    /// Used when the email has no account yet; defaults to the email.
+    pub display_name: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MemberAdded {
+    pub member: MemberView,
+    /// Present when the email had no account, or an unaccepted invitation: shown once.
+    pub invitation: Option<Invitation>,
+}
+
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/members", tag = "members", security(("bearer" = [])),
+    params(("tenant" = String, Path, description = "Tenant id or slug")),
+    request_body = AddMemberRequest, responses(
+        (status = 201, body = MemberAdded), (status = 403, body = crate::error::Problem),
+        (status = 404, body = crate::error::Problem),
+        (status = 409, description = "Already a member, or the tenant is offboarding", body = crate::error::Problem),
+        (status = 422, body = crate::error::Problem)))]
+pub async fn add(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Json<AddMemberRequest>,
+) -> ApiResult<HttpResponse> {
+    let tenant = state
+        .authorize_tenant(&caller, &path, Object::Member, Action::Create)
+        .await?;
+    let body = body.into_inner();
+    let mut v = Validator::new();
+    let email = v.check(Email::parse("email", &body.email));
+    let role = v.check(TenantRole::parse("role", &body.role));
+    let display_name = match &body.display_name {
+        Some(name) => v.check(parse_display_text("display_name", name)),
+        None => email.as_ref().map(|e| e.as_str().to_owned()),
+    };
+    v.finish().map_err(ApiError::Validation)?;
+    let (Some(email), Some(role), Some(display_name)) = (email, role, display_name) else {
+        return Err(ApiError::internal(anyhow::anyhow!(
+            "validated fields missing"
+        )));
+    };
+    if role == TenantRole::Partner && !caller.is_platform_admin() {
+        state
+            .record_denial(
+                &caller,
+                Some(tenant.id),
+                Object::Member,
+                Action::Create,
+                format!("tenant/{}", tenant.slug),
+            )
+            .await?;
+        return Err(ApiError::Forbidden(
+            "only platform admins grant the partner role".into(),
+        ));
+    }
+    ensure_not_leaving(&tenant)?;
+    let added = state
+        .db(move |conn| {
+            conn.build_transaction().run(|conn| {
+                let (principal, invitation) =
+                    match store::principals::find_by_email(conn, email.as_str())? {
+                        Some(existing) if existing.password_hash.is_none() => {
+                            // Invited before and never accepted: issue a fresh token.
+                            let token = secrets::generate_invitation_token();
+                            let expires_at = Utc::now() + chrono::Duration::hours(INVITATION_HOURS);
+                            store::principals::renew_invitation(conn, existing.id, &token.hash, expires_at)?;
+                            (existing, Some(Invitation { token: token.secret, expires_at }))
+                        }
+                        Some(existing) => (existing, None),
+                        None => {
+                            let (principal, invitation) = invite_user(conn, &email, &display_name, None)?;
+                            (principal, Some(invitation))
+                        }
+                    };
+                if role == TenantRole::Partner && principal.platform_role() != Some(PlatformRole::Partner) {
+                    return Err(ApiError::validation(
+                        "role",
+                        "partner can be granted only to partner accounts (POST /v1/partners)",
+                    ));
+                }
+                store::memberships::add(conn, principal.id, tenant.id, role.as_str(), Some(caller.id))
+                    .map_err(|e| match e {
+                        store::StoreError::Conflict(_) => ApiError::Conflict(format!(
+                            "{email} is already a member of '{}'; remove the membership first to change the role",
+                            tenant.slug
+                        )),
+                        other => other.into(),
+                    })?;
+                store::audit::append(
+                    conn,
+                    &caller.audit(
+                        Some(tenant.id),
+                        "member.create",
+                        format!("principal/{}", principal.id),
+                        AuditResult::Success,
+                        json!({"email": email.as_str(), "role": role.as_str(), "invited": invitation.is_some()}),
+                    ),
+                )?;
+                let member = store::memberships::find(conn, tenant.id, principal.id)?
+                    .ok_or_else(|| ApiError::internal(anyhow::anyhow!("membership vanished")))?;
+                Ok::<_, ApiError>(MemberAdded { member: member.into(), invitation })
+            })
+        })
+        .await?;
+    Ok(HttpResponse::Created().json(added))
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/members", tag = "members", security(("bearer" = [])),
+    params(("tenant" = String, Path, description = "Tenant id or slug"), PageQuery),
+    responses((status = 200, body = PageOf<MemberView>), (status = 403, body = crate::error::Problem),
+        (status = 404, body = crate::error::Problem)))]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    query: web::Query<PageQuery>,
+) -> ApiResult<HttpResponse> {
+    let tenant = state
+        .authorize_tenant(&caller, &path, Object::Member, Action::Read)
+        .await?;
+    let (limit, after) = (query.limit()?, query.uuid_cursor()?);
+    let page = state
+        .db(move |conn| Ok(store::memberships::list(conn, tenant.id, after, limit)?))
+        .await?;
+    Ok(HttpResponse::Ok().json(PageOf::from_page(page, MemberView::from)))
+}
+
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/members/{principal}", tag = "members", security(("bearer" = [])),
+    params(("tenant" = String, Path, description = "Tenant id or slug"), ("principal" = Uuid, Path)),
+    responses((status = 204, description = "Removed; takes effect on the next request"),
+        (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem)))]
+pub async fn remove(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    let (tenant_ref, principal_ref) = path.into_inner();
+    let tenant = state
+        .authorize_tenant(&caller, &tenant_ref, Object::Member, Action::Delete)
+        .await?;
+    let principal_id = parse_id(&principal_ref, "member")?;
+    state
+        .db(move |conn| {
+            conn.build_transaction().run(|conn| {
+                if !store::memberships::remove(conn, tenant.id, principal_id)? {
+                    return Err(ApiError::NotFound(format!(
+                        "principal {principal_id} is not a member of '{}'",
+                        tenant.slug
+                    )));
+                }
+                store::audit::append(
+                    conn,
+                    &caller.audit(
+                        Some(tenant.id),
+                        "member.delete",
+                        format!("principal/{principal_id}"),
+                        AuditResult::Success,
+                        json!({}),
+                    ),
+                )?;
+                Ok(())
+            })
+        })
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}

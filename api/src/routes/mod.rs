@@ -1,0 +1,132 @@
+//! All routes of the v1 contract, one module per resource.
+
+pub mod api_keys;
+pub mod audit;
+pub mod auth;
+pub mod health;
+pub mod me;
+pub mod members;
+pub mod partners;
+pub mod tenants;
+
+use crate::error::{ApiError, ApiResult};
+use actix_web::web;
+use bulkhead_core::store::{MAX_PAGE, Page};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .route("/metrics", web::get().to(health::metrics))
+        .service(
+            web::scope("/v1")
+                .route("/auth/login", web::post().to(auth::login))
+                .route("/auth/logout", web::post().to(auth::logout))
+                .route(
+                    "/auth/accept-invitation",
+                    web::post().to(auth::accept_invitation),
+                )
+                .route("/me", web::get().to(me::me))
+                .route("/partners", web::post().to(partners::create))
+                .route("/tenants", web::post().to(tenants::create))
+                .route("/tenants", web::get().to(tenants::list))
+                .route("/tenants/{tenant}", web::get().to(tenants::get))
+                .route("/tenants/{tenant}", web::patch().to(tenants::update))
+                .route("/tenants/{tenant}", web::delete().to(tenants::delete))
+                .route("/tenants/{tenant}/members", web::post().to(members::add))
+                .route("/tenants/{tenant}/members", web::get().to(members::list))
+                .route(
+                    "/tenants/{tenant}/members/{principal}",
+                    web::delete().to(members::remove),
+                )
+                .route(
+                    "/tenants/{tenant}/api-keys",
+                    web::post().to(api_keys::create),
+                )
+                .route("/tenants/{tenant}/api-keys", web::get().to(api_keys::list))
+                .route(
+                    "/tenants/{tenant}/api-keys/{key}",
+                    web::delete().to(api_keys::revoke),
+                )
+                .route(
+                    "/tenants/{tenant}/audit-events",
+                    web::get().to(audit::list_for_tenant),
+                )
+                .route("/audit-events", web::get().to(audit::list_all))
+                .route("/audit-events/verify", web::get().to(audit::verify)),
+        );
+}
+
+/// `?limit=&cursor=` of list endpoints.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// 1 to 200; default 50.
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl PageQuery {
+    pub fn limit(&self) -> ApiResult<i64> {
+        match self.limit {
+            None => Ok(50),
+            Some(limit) if (1..=MAX_PAGE).contains(&limit) => Ok(limit),
+            Some(_) => Err(ApiError::validation(
+                "limit",
+                format!("must be from 1 to {MAX_PAGE}"),
+            )),
+        }
+    }
+
+    pub fn uuid_cursor(&self) -> ApiResult<Option<Uuid>> {
+        self.cursor
+            .as_deref()
+            .map(|c| {
+                Uuid::try_parse(c).map_err(|_| {
+                    ApiError::validation(
+                        "cursor",
+                        "is not a cursor this list returned; start without one",
+                    )
+                })
+            })
+            .transpose()
+    }
+
+    pub fn seq_cursor(&self) -> ApiResult<Option<i64>> {
+        self.cursor
+            .as_deref()
+            .map(|c| {
+                c.parse::<i64>().map_err(|_| {
+                    ApiError::validation(
+                        "cursor",
+                        "is not a cursor this list returned; start without one",
+                    )
+                })
+            })
+            .transpose()
+    }
+}
+
+/// One page of a list.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PageOf<T> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl<T> PageOf<T> {
+    pub fn from_page<R>(page: Page<R>, map: impl Fn(R) -> T) -> Self {
+        Self {
+            items: page.items.into_iter().map(map).collect(),
+            next_cursor: page.next_cursor,
+        }
+    }
+}
+
+/// A UUID path segment; anything else is simply not found.
+pub fn parse_id(raw: &str, what: &str) -> ApiResult<Uuid> {
+    Uuid::try_parse(raw).map_err(|_| ApiError::NotFound(format!("no {what} '{raw}' exists here")))
+}

@@ -1,0 +1,372 @@
+//! Tenants: onboard (idempotent), list what the caller can see, read, rename/retag, offboard.
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::routes::{PageOf, PageQuery};
+use crate::state::AppState;
+use actix_web::{HttpRequest, HttpResponse, web};
+use bulkhead_core::audit::AuditResult;
+use bulkhead_core::authz::{Action, Domain, Object};
+use bulkhead_core::domain::{
+    CostTags, PlatformRole, Region, Slug, TenantState, Tier, Validator, parse_display_text,
+};
+use bulkhead_core::secrets::sha256;
+use bulkhead_core::store::{self, tenants::NewTenant, tenants::Tenant, tenants::TenantChanges};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TenantView {
+    pub id: Uuid,
+    pub slug: String,
+    pub name: String,
+    pub tier: String,
+    pub region: String,
+    /// `active`, `suspended`, `offboarding` or `offboarded`.
+    pub state: String,
+    #[schema(value_type = Object)]
+    pub cost_tags: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Tenant> for TenantView {
+    fn from(t: Tenant) -> Self {
+        Self {
+            id: t.id,
+            slug: t.slug,
+            name: t.name,
+            tier: t.tier,
+            region: t.region,
+            state: t.state,
+            cost_tags: t.cost_tags,
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenantRequest {
+    /// `^[a-z][a-z0-9-]{2,39}$`, unique.
+    pub slug: String,
+    pub name: String,
+    /// `shared` or `dedicated`.
+    pub tier: String,
+    /// Such as `eu-west-1`.
+    pub region: String,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub cost_tags: Option<serde_json::Value>,
+}
+
+struct ValidTenant {
+    slug: Slug,
+    name: String,
+    tier: Tier,
+    region: Region,
+    cost_tags: CostTags,
+}
+
+fn validate_create(body: &CreateTenantRequest) -> ApiResult<ValidTenant> {
+    let mut v = Validator::new();
+    let slug = v.check(Slug::parse("slug", &body.slug));
+    let name = v.check(parse_display_text("name", &body.name));
+    let tier = v.check(Tier::parse("tier", &body.tier));
+    let region = v.check(Region::parse("region", &body.region));
+    let cost_tags = match &body.cost_tags {
+        None => Some(CostTags::default()),
+        Some(raw) => match CostTags::parse("cost_tags", raw) {
+            Ok(tags) => Some(tags),
+            Err(errors) => {
+                errors.into_iter().for_each(|e| v.push(e));
+                None
+            }
+        },
+    };
+    v.finish().map_err(ApiError::Validation)?;
+    match (slug, name, tier, region, cost_tags) {
+        (Some(slug), Some(name), Some(tier), Some(region), Some(cost_tags)) => Ok(ValidTenant {
+            slug,
+            name,
+            tier,
+            region,
+            cost_tags,
+        }),
+        _ => Err(ApiError::internal(anyhow::anyhow!(
+            "validated fields missing"
+        ))),
+    }
+}
+
+fn idempotency_key(req: &HttpRequest) -> ApiResult<Option<String>> {
+    let Some(value) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .ok_or_else(|| {
+            ApiError::validation(
+                "Idempotency-Key",
+                "must be 1 to 255 visible ASCII characters, such as a UUID",
+            )
+        })?;
+    Ok(Some(key.to_owned()))
+}
+
+#[utoipa::path(post, path = "/v1/tenants", tag = "tenants", security(("bearer" = [])),
+    request_body = CreateTenantRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key + same body → the same response; same key + another body → 422")),
+    responses(
+        (status = 201, body = TenantView),
+        (status = 403, body = crate::error::Problem),
+        (status = 409, description = "The slug is taken", body = crate::error::Problem),
+        (status = 422, body = crate::error::Problem)))]
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    body: web::Json<CreateTenantRequest>,
+) -> ApiResult<HttpResponse> {
+    state
+        .authorize_platform(&caller, Object::Tenant, Action::Create)
+        .await?;
+    let body = body.into_inner();
+    let valid = validate_create(&body)?;
+    let key = idempotency_key(&req)?;
+    let request_hash = sha256(
+        serde_json::to_string(&body)
+            .map_err(ApiError::internal)?
+            .as_bytes(),
+    );
+    let is_partner = caller.platform_role == Some(PlatformRole::Partner);
+    let (status, response) = state
+        .db(move |conn| {
+            conn.build_transaction().run(|conn| {
+                if let Some(key) = &key {
+                    if let Some(saved) = store::idempotency::lock_and_get(conn, caller.id, key)? {
+                        if saved.request_hash != request_hash {
+                            return Err(ApiError::IdempotencyKeyReused);
+                        }
+                        return Ok((saved.status, saved.body));
+                    }
+                }
+                let tenant = store::tenants::insert(
+                    conn,
+                    &NewTenant {
+                        id: Uuid::now_v7(),
+                        slug: valid.slug.as_str(),
+                        name: &valid.name,
+                        tier: valid.tier.as_str(),
+                        region: valid.region.as_str(),
+                        cost_tags: valid.cost_tags.to_json(),
+                        created_by: Some(caller.id),
+                    },
+                )
+                .map_err(|e| match e {
+                    store::StoreError::Conflict(_) => ApiError::Conflict(format!(
+                        "the slug '{}' is taken; choose another",
+                        valid.slug
+                    )),
+                    other => other.into(),
+                })?;
+                if is_partner {
+                    // A partner sees and manages the tenants it onboards.
+                    store::memberships::add(
+                        conn,
+                        caller.id,
+                        tenant.id,
+                        "partner",
+                        Some(caller.id),
+                    )?;
+                }
+                store::audit::append(
+                    conn,
+                    &caller.audit(
+                        Some(tenant.id),
+                        "tenant.create",
+                        format!("tenant/{}", tenant.slug),
+                        AuditResult::Success,
+                        json!({"slug": tenant.slug, "tier": tenant.tier, "region": tenant.region}),
+                    ),
+                )?;
+                let response =
+                    serde_json::to_value(TenantView::from(tenant)).map_err(ApiError::internal)?;
+                if let Some(key) = &key {
+                    store::idempotency::save(conn, caller.id, key, &request_hash, 201, &response)?;
+                }
+                Ok((201_i16, response))
+            })
+        })
+        .await?;
+    let status = actix_web::http::StatusCode::from_u16(u16::try_from(status).unwrap_or(201))
+        .map_err(ApiError::internal)?;
+    Ok(HttpResponse::build(status).json(response))
+}
+
+#[utoipa::path(get, path = "/v1/tenants", tag = "tenants", security(("bearer" = [])),
+    params(PageQuery), responses((status = 200, body = PageOf<TenantView>)))]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<PageQuery>,
+) -> ApiResult<HttpResponse> {
+    let (limit, after) = (query.limit()?, query.uuid_cursor()?);
+    let sees_all = state.authz.read().await.allows(
+        caller.id,
+        Domain::Everywhere,
+        Object::Tenant,
+        Action::Read,
+    );
+    let member = (!sees_all).then_some(caller.id);
+    let page = state
+        .db(move |conn| Ok(store::tenants::list(conn, member, after, limit)?))
+        .await?;
+    Ok(HttpResponse::Ok().json(PageOf::from_page(page, TenantView::from)))
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant}", tag = "tenants", security(("bearer" = [])),
+    params(("tenant" = String, Path, description = "Tenant id or slug")),
+    responses((status = 200, body = TenantView), (status = 404, body = crate::error::Problem)))]
+pub async fn get(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let tenant = state
+        .authorize_tenant(&caller, &path, Object::Tenant, Action::Read)
+        .await?;
+    Ok(HttpResponse::Ok().json(TenantView::from(tenant)))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTenantRequest {
+    pub name: Option<String>,
+    /// Replaces all cost tags.
+    #[schema(value_type = Object)]
+    pub cost_tags: Option<serde_json::Value>,
+}
+
+#[utoipa::path(patch, path = "/v1/tenants/{tenant}", tag = "tenants", security(("bearer" = [])),
+    params(("tenant" = String, Path, description = "Tenant id or slug")),
+    request_body = UpdateTenantRequest,
+    responses((status = 200, body = TenantView), (status = 403, body = crate::error::Problem),
+        (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+pub async fn update(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Json<UpdateTenantRequest>,
+) -> ApiResult<HttpResponse> {
+    let tenant = state
+        .authorize_tenant(&caller, &path, Object::Tenant, Action::Update)
+        .await?;
+    let body = body.into_inner();
+    let mut v = Validator::new();
+    let mut changes = TenantChanges::default();
+    if let Some(name) = &body.name {
+        changes.name = v.check(parse_display_text("name", name));
+    }
+    if let Some(raw) = &body.cost_tags {
+        match CostTags::parse("cost_tags", raw) {
+            Ok(tags) => changes.cost_tags = Some(tags.to_json()),
+            Err(errors) => errors.into_iter().for_each(|e| v.push(e)),
+        }
+    }
+    if body.name.is_none() && body.cost_tags.is_none() {
+        return Err(ApiError::validation(
+            "body",
+            "has nothing to change; send name and/or cost_tags",
+        ));
+    }
+    v.finish().map_err(ApiError::Validation)?;
+    ensure_not_leaving(&tenant)?;
+    let details = json!({"name": changes.name, "cost_tags": changes.cost_tags});
+    let updated = state
+        .db(move |conn| {
+            conn.build_transaction().run(|conn| {
+                let updated = store::tenants::update(conn, tenant.id, &changes)?;
+                store::audit::append(
+                    conn,
+                    &caller.audit(
+                        Some(tenant.id),
+                        "tenant.update",
+                        format!("tenant/{}", tenant.slug),
+                        AuditResult::Success,
+                        details,
+                    ),
+                )?;
+                Ok::<_, ApiError>(updated)
+            })
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(TenantView::from(updated)))
+}
+
+/// Changes to a tenant that is being torn down would be lost or race the teardown.
+pub fn ensure_not_leaving(tenant: &Tenant) -> ApiResult<()> {
+    match tenant.state() {
+        Some(TenantState::Offboarding | TenantState::Offboarded) => {
+            Err(ApiError::Conflict(format!(
+                "tenant '{}' is {}; it can no longer be changed",
+                tenant.slug, tenant.state
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}", tag = "tenants", security(("bearer" = [])),
+    params(("tenant" = String, Path, description = "Tenant id or slug")),
+    responses((status = 202, description = "Marked offboarding; teardown follows", body = TenantView),
+        (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem)))]
+pub async fn delete(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let tenant = state
+        .authorize_tenant(&caller, &path, Object::Tenant, Action::Delete)
+        .await?;
+    let current = tenant.state();
+    if matches!(
+        current,
+        Some(TenantState::Offboarding | TenantState::Offboarded)
+    ) {
+        // Deleting twice is not an error: the first request already started the teardown.
+        return Ok(HttpResponse::Accepted().json(TenantView::from(tenant)));
+    }
+    let updated = state
+        .db(move |conn| {
+            conn.build_transaction().run(|conn| {
+                let updated = store::tenants::update(
+                    conn,
+                    tenant.id,
+                    &TenantChanges {
+                        state: Some(TenantState::Offboarding.as_str().to_owned()),
+                        ..TenantChanges::default()
+                    },
+                )?;
+                store::audit::append(
+                    conn,
+                    &caller.audit(
+                        Some(tenant.id),
+                        "tenant.delete",
+                        format!("tenant/{}", tenant.slug),
+                        AuditResult::Success,
+                        json!({"from": tenant.state, "to": "offboarding"}),
+                    ),
+                )?;
+                Ok::<_, ApiError>(updated)
+            })
+        })
+        .await?;
+    Ok(HttpResponse::Accepted().json(TenantView::from(updated)))
+}

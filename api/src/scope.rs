@@ -1,0 +1,123 @@
+//! Tenant scope: resolves `{tenant}` from a path and authorizes the caller on it. A tenant the
+//! caller may not see answers exactly like a missing one (404); a visible tenant with a
+//! forbidden action answers 403. Every denial is audited and counted.
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use bulkhead_core::audit::AuditResult;
+use bulkhead_core::authz::{Action, Domain, Object};
+use bulkhead_core::store::{self, tenants::Tenant};
+use serde_json::json;
+
+pub fn tenant_not_found(reference: &str) -> ApiError {
+    ApiError::NotFound(format!(
+        "no tenant '{reference}' exists that you can see; check the id or slug"
+    ))
+}
+
+impl AppState {
+    /// Records a denied attempt in the audit trail (its own transaction) and the metrics.
+    pub async fn record_denial(
+        &self,
+        caller: &Caller,
+        tenant_id: Option<uuid::Uuid>,
+        object: Object,
+        action: Action,
+        target: String,
+    ) -> ApiResult<()> {
+        self.metrics
+            .authz_denials
+            .with_label_values(&[object.as_str(), action.as_str()])
+            .inc();
+        let event = caller.audit(
+            tenant_id,
+            &format!("{}.{}", object.as_str(), action.as_str()),
+            target,
+            AuditResult::Denied,
+            json!({}),
+        );
+        self.db(move |conn| Ok(store::audit::append(conn, &event)?))
+            .await
+    }
+
+    /// The tenant named by `reference`, if the caller may do `action` on `object` in it.
+    pub async fn authorize_tenant(
+        &self,
+        caller: &Caller,
+        reference: &str,
+        object: Object,
+        action: Action,
+    ) -> ApiResult<Tenant> {
+        let owned = reference.to_owned();
+        let tenant = self
+            .db(move |conn| Ok(store::tenants::find_by_ref(conn, &owned)?))
+            .await?
+            .ok_or_else(|| tenant_not_found(reference))?;
+        let domain = Domain::Tenant(tenant.id);
+        let (visible, allowed) = {
+            let authz = self.authz.read().await;
+            (
+                authz.allows(caller.id, domain, Object::Tenant, Action::Read),
+                authz.allows(caller.id, domain, object, action),
+            )
+        };
+        if !visible {
+            self.record_denial(
+                caller,
+                Some(tenant.id),
+                object,
+                action,
+                format!("tenant/{reference}"),
+            )
+            .await?;
+            return Err(tenant_not_found(reference));
+        }
+        if !allowed {
+            self.record_denial(
+                caller,
+                Some(tenant.id),
+                object,
+                action,
+                format!("tenant/{}", tenant.slug),
+            )
+            .await?;
+            return Err(ApiError::Forbidden(format!(
+                "your role in tenant '{}' does not allow {} on {}; ask a tenant admin",
+                tenant.slug,
+                action.as_str(),
+                object.as_str()
+            )));
+        }
+        Ok(tenant)
+    }
+
+    /// Authorizes a platform-wide action (creating tenants, the whole audit trail).
+    pub async fn authorize_platform(
+        &self,
+        caller: &Caller,
+        object: Object,
+        action: Action,
+    ) -> ApiResult<()> {
+        let allowed = self
+            .authz
+            .read()
+            .await
+            .allows(caller.id, Domain::Platform, object, action);
+        if allowed {
+            return Ok(());
+        }
+        self.record_denial(caller, None, object, action, "platform".to_owned())
+            .await?;
+        Err(ApiError::Forbidden(format!(
+            "{} on {} is for platform admins{}",
+            action.as_str(),
+            object.as_str(),
+            if object == Object::Tenant {
+                " and partners"
+            } else {
+                ""
+            }
+        )))
+    }
+}

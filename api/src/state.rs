@@ -1,0 +1,116 @@
+//! Shared state of the API process: pool, enforcer, login throttle, hashing bound, metrics.
+
+use crate::error::{ApiError, ApiResult};
+use crate::metrics::Metrics;
+use bulkhead_core::authz::Authorizer;
+use bulkhead_core::config::Config;
+use bulkhead_core::db::{PgConn, PgPool};
+use bulkhead_core::store;
+use bulkhead_core::throttle::{LoginThrottle, ThrottlePolicy};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Mutex, OwnedSemaphorePermit, RwLock, Semaphore};
+
+pub struct AppState {
+    pub config: Config,
+    pub pool: PgPool,
+    pub authz: RwLock<Authorizer>,
+    /// Held while reloading the enforcer, so a burst of stale requests reloads it once.
+    authz_reload: Mutex<()>,
+    pub account_throttle: LoginThrottle,
+    pub client_throttle: LoginThrottle,
+    hashing: Arc<Semaphore>,
+    /// Verified against when the email is unknown, so that case costs the same as a wrong password.
+    pub dummy_password_hash: String,
+    pub metrics: Metrics,
+}
+
+impl AppState {
+    pub async fn new(config: Config, pool: PgPool) -> anyhow::Result<Self> {
+        let authz = load_authorizer(&pool).await?;
+        let dummy_password_hash = tokio::task::spawn_blocking(|| {
+            bulkhead_core::password::hash_password("bulkhead-timing-equaliser")
+        })
+        .await??;
+        let account_policy = ThrottlePolicy {
+            max_failures: config.login_max_failures,
+            window: config.login_lockout,
+            max_keys: 100_000,
+        };
+        // One client address may stand for many people behind a NAT: allow it more failures.
+        let client_policy = ThrottlePolicy {
+            max_failures: config.login_max_failures.saturating_mul(10),
+            ..account_policy
+        };
+        Ok(Self {
+            hashing: Arc::new(Semaphore::new(config.max_concurrent_hashes)),
+            account_throttle: LoginThrottle::new(account_policy),
+            client_throttle: LoginThrottle::new(client_policy),
+            authz: RwLock::new(authz),
+            authz_reload: Mutex::new(()),
+            dummy_password_hash,
+            metrics: Metrics::new()?,
+            config,
+            pool,
+        })
+    }
+
+    /// A pooled connection, for use inside `web::block`.
+    pub fn conn(pool: &PgPool) -> ApiResult<PgConn> {
+        pool.get()
+            .map_err(|e| ApiError::from(store::StoreError::from(e)))
+    }
+
+    /// Runs blocking database work on the blocking pool with a pooled connection.
+    pub async fn db<T, F>(&self, work: F) -> ApiResult<T>
+    where
+        F: FnOnce(&mut PgConn) -> ApiResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let pool = self.pool.clone();
+        actix_web::web::block(move || {
+            let mut conn = Self::conn(&pool)?;
+            work(&mut conn)
+        })
+        .await?
+    }
+
+    /// Reloads role assignments if the database has moved past the enforcer's generation.
+    pub async fn refresh_authz(&self, seen_generation: i64) -> ApiResult<()> {
+        if self.authz.read().await.generation() >= seen_generation {
+            return Ok(());
+        }
+        let _reloading = self.authz_reload.lock().await;
+        if self.authz.read().await.generation() >= seen_generation {
+            return Ok(());
+        }
+        let fresh = load_authorizer(&self.pool)
+            .await
+            .map_err(ApiError::Internal)?;
+        *self.authz.write().await = fresh;
+        Ok(())
+    }
+
+    /// A slot to compute one password hash, or 503 when the bound is saturated for too long.
+    pub async fn hashing_slot(&self) -> ApiResult<OwnedSemaphorePermit> {
+        match tokio::time::timeout(Duration::from_secs(5), self.hashing.clone().acquire_owned())
+            .await
+        {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(ApiError::Unavailable {
+                retry_after_secs: 1,
+                detail: "too many logins are being checked at once; retry in a second".into(),
+            }),
+        }
+    }
+}
+
+async fn load_authorizer(pool: &PgPool) -> anyhow::Result<Authorizer> {
+    let pool = pool.clone();
+    let (assignments, generation) = tokio::task::spawn_blocking(move || {
+        let mut conn = pool.get()?;
+        anyhow::Ok(store::principals::load_assignments(&mut conn)?)
+    })
+    .await??;
+    Ok(Authorizer::new(&assignments, generation).await?)
+}

@@ -1,0 +1,282 @@
+//! Configuration from environment variables, with safe local defaults; every bad value is
+//! reported as one line naming the variable and what it expects.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{var}: {problem}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub problem: String,
+}
+
+/// The bootstrap platform admin, created at first start only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BootstrapAdmin {
+    pub email: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for BootstrapAdmin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BootstrapAdmin")
+            .field("email", &self.email)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `DATABASE_URL`: the control database.
+    pub database_url: String,
+    /// `BULKHEAD_DB_POOL_SIZE`: connections the API keeps to the control database.
+    pub db_pool_size: u32,
+    /// `BULKHEAD_LISTEN`: address the API binds.
+    pub listen: SocketAddr,
+    /// `BULKHEAD_HTTP_WORKERS`: actix worker threads (default: CPU count).
+    pub http_workers: usize,
+    /// `BULKHEAD_TOKEN_TTL_SECONDS`: absolute lifetime of an access token.
+    pub token_ttl: Duration,
+    /// `BULKHEAD_TLS_CERT` + `BULKHEAD_TLS_KEY`: PEM files; HTTPS when both are set.
+    pub tls: Option<TlsFiles>,
+    /// `BULKHEAD_BOOTSTRAP_ADMIN_EMAIL` + `BULKHEAD_BOOTSTRAP_ADMIN_PASSWORD`.
+    pub bootstrap_admin: Option<BootstrapAdmin>,
+    /// `BULKHEAD_MAX_CONCURRENT_HASHES`: password hashes computed at once (19 MiB each).
+    pub max_concurrent_hashes: usize,
+    /// `BULKHEAD_LOGIN_MAX_FAILURES`: failures per account or client before a lockout.
+    pub login_max_failures: u32,
+    /// `BULKHEAD_LOGIN_LOCKOUT_SECONDS`: how long failures count and a lockout lasts.
+    pub login_lockout: Duration,
+    /// `BULKHEAD_MAX_BODY_BYTES`: largest JSON body accepted.
+    pub max_body_bytes: usize,
+    /// `AMQP_URL`: the broker (used by the outbox relay and workers).
+    pub amqp_url: String,
+}
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/bulkhead";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration through `lookup`, so tests can supply their own environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+
+        let database_url = get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+            return Err(ConfigError {
+                var: "DATABASE_URL",
+                problem:
+                    "expected a PostgreSQL URL such as postgres://postgres@127.0.0.1:5432/bulkhead"
+                        .into(),
+            });
+        }
+        let amqp_url = get("AMQP_URL").unwrap_or_else(|| DEFAULT_AMQP_URL.to_owned());
+        if !(amqp_url.starts_with("amqp://") || amqp_url.starts_with("amqps://")) {
+            return Err(ConfigError {
+                var: "AMQP_URL",
+                problem: "expected an AMQP URL such as amqp://guest:guest@127.0.0.1:5672/%2f"
+                    .into(),
+            });
+        }
+
+        let listen_raw = get("BULKHEAD_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen = listen_raw.parse().map_err(|_| ConfigError {
+            var: "BULKHEAD_LISTEN",
+            problem: format!("expected host:port such as 127.0.0.1:8080, got {listen_raw:?}"),
+        })?;
+
+        let tls = match (get("BULKHEAD_TLS_CERT"), get("BULKHEAD_TLS_KEY")) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.into(),
+                key: key.into(),
+            }),
+            (Some(_), None) => {
+                return Err(ConfigError {
+                    var: "BULKHEAD_TLS_KEY",
+                    problem:
+                        "BULKHEAD_TLS_CERT is set, so the private key's PEM file is needed too"
+                            .into(),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError {
+                    var: "BULKHEAD_TLS_CERT",
+                    problem:
+                        "BULKHEAD_TLS_KEY is set, so the certificate chain's PEM file is needed too"
+                            .into(),
+                });
+            }
+        };
+
+        let bootstrap_admin = match (
+            get("BULKHEAD_BOOTSTRAP_ADMIN_EMAIL"),
+            lookup("BULKHEAD_BOOTSTRAP_ADMIN_PASSWORD").filter(|v| !v.is_empty()),
+        ) {
+            (None, None) => None,
+            (Some(email), Some(password)) => {
+                let email =
+                    crate::domain::Email::parse("email", &email).map_err(|e| ConfigError {
+                        var: "BULKHEAD_BOOTSTRAP_ADMIN_EMAIL",
+                        problem: e.message,
+                    })?;
+                crate::domain::check_password_policy("password", &password).map_err(|e| {
+                    ConfigError {
+                        var: "BULKHEAD_BOOTSTRAP_ADMIN_PASSWORD",
+                        problem: format!("the password {}", e.message),
+                    }
+                })?;
+                Some(BootstrapAdmin {
+                    email: email.as_str().to_owned(),
+                    password,
+                })
+            }
+            (Some(_), None) => {
+                return Err(ConfigError {
+                    var: "BULKHEAD_BOOTSTRAP_ADMIN_PASSWORD",
+                    problem: "BULKHEAD_BOOTSTRAP_ADMIN_EMAIL is set, so its password is needed too (12+ characters)".into(),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError {
+                    var: "BULKHEAD_BOOTSTRAP_ADMIN_EMAIL",
+                    problem: "BULKHEAD_BOOTSTRAP_ADMIN_PASSWORD is set, so the admin's email is needed too".into(),
+                });
+            }
+        };
+
+        Ok(Self {
+            database_url,
+            db_pool_size: number(&get, "BULKHEAD_DB_POOL_SIZE", 16, 1, 1000)?,
+            listen,
+            http_workers: number(&get, "BULKHEAD_HTTP_WORKERS", cpus as u64, 1, 256)? as usize,
+            token_ttl: Duration::from_secs(number(
+                &get,
+                "BULKHEAD_TOKEN_TTL_SECONDS",
+                900,
+                10,
+                86_400,
+            )?),
+            tls,
+            bootstrap_admin,
+            max_concurrent_hashes: number(
+                &get,
+                "BULKHEAD_MAX_CONCURRENT_HASHES",
+                cpus as u64,
+                1,
+                64,
+            )? as usize,
+            login_max_failures: number(&get, "BULKHEAD_LOGIN_MAX_FAILURES", 5, 1, 1000)?,
+            login_lockout: Duration::from_secs(number(
+                &get,
+                "BULKHEAD_LOGIN_LOCKOUT_SECONDS",
+                900,
+                1,
+                86_400,
+            )?),
+            max_body_bytes: number(&get, "BULKHEAD_MAX_BODY_BYTES", 65_536, 1_024, 10_485_760)?
+                as usize,
+            amqp_url,
+        })
+    }
+}
+
+fn number<T>(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: T,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let Some(raw) = get(var) else {
+        return Ok(default);
+    };
+    match raw.trim().parse::<T>() {
+        Ok(value) if value >= min && value <= max => Ok(value),
+        _ => Err(ConfigError {
+            var,
+            problem: format!("expected a whole number from {min} to {max}, got {raw:?}"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_are_local() {
+        let config = config(&[]).expect("defaults");
+        assert_eq!(config.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.token_ttl, Duration::from_secs(900));
+        assert!(config.tls.is_none());
+        assert!(config.bootstrap_admin.is_none());
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let err = config(&[("BULKHEAD_LISTEN", "nowhere")]).expect_err("bad listen");
+        assert_eq!(err.var, "BULKHEAD_LISTEN");
+        assert!(
+            err.to_string()
+                .starts_with("BULKHEAD_LISTEN: expected host:port")
+        );
+        let err = config(&[("BULKHEAD_TOKEN_TTL_SECONDS", "0")]).expect_err("ttl");
+        assert_eq!(err.var, "BULKHEAD_TOKEN_TTL_SECONDS");
+        let err = config(&[("DATABASE_URL", "mysql://x")]).expect_err("url");
+        assert_eq!(err.var, "DATABASE_URL");
+        let err = config(&[("BULKHEAD_TLS_CERT", "cert.pem")]).expect_err("tls");
+        assert_eq!(err.var, "BULKHEAD_TLS_KEY");
+    }
+
+    #[test]
+    fn bootstrap_admin_needs_both_halves_and_a_good_password() {
+        let err = config(&[("BULKHEAD_BOOTSTRAP_ADMIN_EMAIL", "admin@example.com")])
+            .expect_err("no password");
+        assert_eq!(err.var, "BULKHEAD_BOOTSTRAP_ADMIN_PASSWORD");
+        let err = config(&[
+            ("BULKHEAD_BOOTSTRAP_ADMIN_EMAIL", "admin@example.com"),
+            ("BULKHEAD_BOOTSTRAP_ADMIN_PASSWORD", "short"),
+        ])
+        .expect_err("weak");
+        assert_eq!(err.var, "BULKHEAD_BOOTSTRAP_ADMIN_PASSWORD");
+        let ok = config(&[
+            ("BULKHEAD_BOOTSTRAP_ADMIN_EMAIL", "Admin@Example.com"),
+            ("BULKHEAD_BOOTSTRAP_ADMIN_PASSWORD", "plum-river-lantern-42"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            ok.bootstrap_admin.map(|a| a.email).as_deref(),
+            Some("admin@example.com")
+        );
+    }
+}

@@ -1,0 +1,80 @@
+//! The control database: connection pool, embedded migrations, and the store error type.
+
+use diesel::PgConnection;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use std::time::Duration;
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
+
+pub type PgPool = Pool<ConnectionManager<PgConnection>>;
+pub type PgConn = PooledConnection<ConnectionManager<PgConnection>>;
+
+/// Why a control-database operation did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// A unique or exclusion constraint refused the write; the constraint's name says which.
+    #[error("conflict on {0}")]
+    Conflict(String),
+    #[error("control database unavailable: {0}")]
+    Unavailable(String),
+    #[error("control database error: {0}")]
+    Database(DieselError),
+}
+
+impl From<DieselError> for StoreError {
+    fn from(error: DieselError) -> Self {
+        match error {
+            DieselError::NotFound => Self::NotFound,
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
+                Self::Conflict(info.constraint_name().unwrap_or("unique").to_owned())
+            }
+            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
+                Self::Unavailable(info.message().to_owned())
+            }
+            other => Self::Database(other),
+        }
+    }
+}
+
+impl From<diesel::r2d2::PoolError> for StoreError {
+    fn from(error: diesel::r2d2::PoolError) -> Self {
+        Self::Unavailable(error.to_string())
+    }
+}
+
+/// Every pooled connection gets a statement timeout, so one slow query cannot hold a worker.
+#[derive(Debug, Clone, Copy)]
+struct SessionSettings;
+
+impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SessionSettings {
+    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+        use diesel::RunQueryDsl;
+        diesel::sql_query("SET statement_timeout = '10s'")
+            .execute(conn)
+            .map(|_| ())
+            .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+/// Opens the pool and checks one connection, so an unreachable database fails start-up clearly.
+pub fn connect(database_url: &str, size: u32) -> Result<PgPool, StoreError> {
+    let manager = ConnectionManager::<PgConnection>::new(database_url);
+    Pool::builder()
+        .max_size(size)
+        .min_idle(Some(size.min(4)))
+        .connection_timeout(Duration::from_secs(5))
+        .connection_customizer(Box::new(SessionSettings))
+        .build(manager)
+        .map_err(|e| StoreError::Unavailable(e.to_string()))
+}
+
+/// Applies pending migrations; returns the versions it applied.
+pub fn run_migrations(conn: &mut PgConnection) -> Result<Vec<String>, StoreError> {
+    conn.run_pending_migrations(MIGRATIONS)
+        .map(|versions| versions.iter().map(ToString::to_string).collect())
+        .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))
+}

@@ -1,0 +1,13 @@
+//! bulkhead-core: Bulkhead's domain types and rules, configuration, authorization policy and
+//! control-database queries. No HTTP here.
+
+pub mod audit;
+pub mod authz;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod password;
+pub mod schema;
+pub mod secrets;
+pub mod store;
+pub mod throttle;

@@ -1,0 +1,21 @@
+//! Queries of the control database, one module per table; handlers never write SQL.
+
+pub mod api_keys;
+pub mod audit;
+pub mod idempotency;
+pub mod memberships;
+pub mod principals;
+pub mod sessions;
+pub mod tenants;
+
+pub use crate::db::StoreError;
+
+/// A page of rows and the cursor of the next page, if any.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// Largest page a list endpoint returns.
+pub const MAX_PAGE: i64 = 200;

@@ -1,0 +1,124 @@
+//! Tenants: the companies, brands or regions a platform serves.
+
+use crate::domain::TenantState;
+use crate::schema::{memberships, tenants};
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use uuid::Uuid;
+
+use super::{Page, StoreError};
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = tenants)]
+pub struct Tenant {
+    pub id: Uuid,
+    pub slug: String,
+    pub name: String,
+    pub tier: String,
+    pub region: String,
+    pub state: String,
+    pub cost_tags: serde_json::Value,
+    pub created_by: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Tenant {
+    pub fn state(&self) -> Option<TenantState> {
+        TenantState::from_db(&self.state)
+    }
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = tenants)]
+pub struct NewTenant<'a> {
+    pub id: Uuid,
+    pub slug: &'a str,
+    pub name: &'a str,
+    pub tier: &'a str,
+    pub region: &'a str,
+    pub cost_tags: serde_json::Value,
+    pub created_by: Option<Uuid>,
+}
+
+pub fn insert(conn: &mut PgConnection, new: &NewTenant<'_>) -> Result<Tenant, StoreError> {
+    Ok(diesel::insert_into(tenants::table)
+        .values(new)
+        .returning(Tenant::as_returning())
+        .get_result(conn)?)
+}
+
+/// A tenant by id or slug, as `{tenant}` in a path may be either.
+pub fn find_by_ref(conn: &mut PgConnection, reference: &str) -> Result<Option<Tenant>, StoreError> {
+    let query = tenants::table.select(Tenant::as_select());
+    let found = match Uuid::try_parse(reference) {
+        Ok(id) => query.filter(tenants::id.eq(id)).first(conn).optional()?,
+        Err(_) => query
+            .filter(tenants::slug.eq(reference))
+            .first(conn)
+            .optional()?,
+    };
+    Ok(found)
+}
+
+/// Tenants in id order after `after`; all of them, or only those `member` holds a role in.
+pub fn list(
+    conn: &mut PgConnection,
+    member: Option<Uuid>,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Page<Tenant>, StoreError> {
+    let mut query = tenants::table
+        .select(Tenant::as_select())
+        .order(tenants::id.asc())
+        .limit(limit + 1)
+        .into_boxed();
+    if let Some(principal) = member {
+        query = query.filter(
+            tenants::id.eq_any(
+                memberships::table
+                    .filter(memberships::principal_id.eq(principal))
+                    .select(memberships::tenant_id),
+            ),
+        );
+    }
+    if let Some(after) = after {
+        query = query.filter(tenants::id.gt(after));
+    }
+    let rows = query.load(conn)?;
+    Ok(page(rows, limit, |t| t.id.to_string()))
+}
+
+/// Splits `limit + 1` rows into a page and the cursor of the next one.
+pub(crate) fn page<T>(mut rows: Vec<T>, limit: i64, cursor: impl Fn(&T) -> String) -> Page<T> {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let next_cursor = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(cursor)
+    } else {
+        None
+    };
+    Page {
+        items: rows,
+        next_cursor,
+    }
+}
+
+#[derive(Debug, Default, AsChangeset)]
+#[diesel(table_name = tenants)]
+pub struct TenantChanges {
+    pub name: Option<String>,
+    pub cost_tags: Option<serde_json::Value>,
+    pub state: Option<String>,
+}
+
+pub fn update(
+    conn: &mut PgConnection,
+    id: Uuid,
+    changes: &TenantChanges,
+) -> Result<Tenant, StoreError> {
+    Ok(diesel::update(tenants::table.find(id))
+        .set((changes, tenants::updated_at.eq(Utc::now())))
+        .returning(Tenant::as_returning())
+        .get_result(conn)?)
+}

@@ -1,0 +1,125 @@
+//! The `bulkhead` binary: wires configuration, the control database and the API together.
+//! Subcommands: `migrate`, `api`, `worker`, `dev` (migrate + bootstrap + serve).
+
+use anyhow::Context;
+use bulkhead_api::bootstrap::{Bootstrap, ensure_platform_admin};
+use bulkhead_core::config::{BootstrapAdmin, Config};
+use bulkhead_core::db;
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: bulkhead <migrate|api|worker|dev>
+  migrate  apply pending control-database migrations and exit
+  api      serve the HTTP API (applies migrations first)
+  worker   run a job worker (not built yet: see the README)
+  dev      migrate, create the bootstrap admin, and serve the API; prints the URL and login
+configuration: environment variables, see README.md";
+
+/// The admin `dev` creates when none is configured: local use only.
+const DEV_ADMIN_EMAIL: &str = "admin@bulkhead.local";
+const DEV_ADMIN_PASSWORD: &str = "change-me-bulkhead-dev";
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,actix_server=warn".into()),
+        )
+        .with_target(false)
+        .init();
+    let command = std::env::args().nth(1).unwrap_or_default();
+    let result = match command.as_str() {
+        "migrate" | "api" | "dev" => run(&command),
+        "worker" => Err(anyhow::anyhow!(
+            "the worker is not built yet (environments and jobs come with the provisioning issue)"
+        )),
+        "" | "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        other => {
+            eprintln!("bulkhead: unknown command {other:?}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bulkhead: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: &str) -> anyhow::Result<()> {
+    let mut config = Config::from_env().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    if command == "dev" && config.bootstrap_admin.is_none() {
+        config.bootstrap_admin = Some(BootstrapAdmin {
+            email: DEV_ADMIN_EMAIL.into(),
+            password: DEV_ADMIN_PASSWORD.into(),
+        });
+    }
+    let pool = db::connect(&config.database_url, config.db_pool_size).map_err(|e| {
+        anyhow::anyhow!(
+            "DATABASE_URL: cannot reach PostgreSQL at {} ({e}); start PostgreSQL or fix DATABASE_URL",
+            redact(&config.database_url)
+        )
+    })?;
+    let applied = {
+        let mut conn = pool.get().context("control database connection")?;
+        db::run_migrations(&mut conn)?
+    };
+    tracing::info!(applied = applied.len(), "migrations up to date");
+    if command == "migrate" {
+        println!("applied {} migration(s)", applied.len());
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    runtime.block_on(serve(command, config, pool))
+}
+
+async fn serve(command: &str, config: Config, pool: db::PgPool) -> anyhow::Result<()> {
+    let bootstrap = ensure_platform_admin(&pool, config.bootstrap_admin.as_ref()).await?;
+    let admin = config.bootstrap_admin.clone();
+    let service = bulkhead_api::build(config, pool).await?;
+    let url = format!(
+        "{}://{}",
+        if service.https { "https" } else { "http" },
+        service.addr
+    );
+    tracing::info!(%url, "serving");
+    if command == "dev" {
+        println!("Bulkhead is running at {url}  (API docs: {url}/swagger-ui/)");
+        match (bootstrap, admin) {
+            (Bootstrap::Created { .. }, Some(admin)) => println!(
+                "Platform admin created: {} / {}  (set BULKHEAD_BOOTSTRAP_ADMIN_* to choose)",
+                admin.email, admin.password
+            ),
+            (_, Some(admin)) => println!(
+                "Platform admin exists already; log in as it (dev default: {} / {})",
+                admin.email, DEV_ADMIN_PASSWORD
+            ),
+            _ => {}
+        }
+        println!(
+            "Log in: curl -s -X POST {url}/v1/auth/login -H 'content-type: application/json' -d '{{\"email\":\"...\",\"password\":\"...\"}}'"
+        );
+    }
+    service.server.await.context("HTTP server")
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}

@@ -1,0 +1,1 @@
+//! The job consumer (claiming, leases, executors). The provisioning issue fills it in.
