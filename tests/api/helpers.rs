@@ -1,0 +1,243 @@
+//! `TestApp`: a Bulkhead API on an ephemeral port over a fresh database, and request helpers.
+
+use bulkhead_api::bootstrap::ensure_platform_admin;
+use bulkhead_core::config::{BootstrapAdmin, Config};
+use bulkhead_core::db;
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use serde_json::{Value, json};
+use std::net::TcpListener;
+
+pub const ADMIN_EMAIL: &str = "admin@bulkhead.test";
+pub const ADMIN_PASSWORD: &str = "plum-river-lantern-42";
+pub const USER_PASSWORD: &str = "orchard-kettle-cobalt-7";
+
+/// Server of the test databases (`TEST_DATABASE_SERVER`, default the local PostgreSQL).
+pub fn server_url() -> String {
+    std::env::var("TEST_DATABASE_SERVER")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub db_name: String,
+    pub db_url: String,
+    /// Access token of the bootstrap platform admin.
+    pub admin: String,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Spawns with configuration changes applied (TLS, token lifetime, lockout…).
+    pub async fn spawn_with(change: impl FnOnce(&mut Config)) -> TestApp {
+        let db_name = format!("bh_test_{}", uuid::Uuid::now_v7().simple());
+        let mut maintenance = PgConnection::establish(&format!("{}/postgres", server_url()))
+            .expect("connect to the maintenance database");
+        diesel::sql_query(format!("CREATE DATABASE {db_name}"))
+            .execute(&mut maintenance)
+            .expect("create test database");
+        let db_url = format!("{}/{db_name}", server_url());
+
+        let mut config = Config::from_lookup(|_| None).expect("default config");
+        config.database_url = db_url.clone();
+        config.db_pool_size = 8;
+        config.http_workers = 2;
+        config.bootstrap_admin = Some(BootstrapAdmin {
+            email: ADMIN_EMAIL.into(),
+            password: ADMIN_PASSWORD.into(),
+        });
+        change(&mut config);
+
+        let pool = db::connect(&config.database_url, config.db_pool_size).expect("pool");
+        db::run_migrations(&mut pool.get().expect("conn")).expect("migrations");
+        ensure_platform_admin(&pool, config.bootstrap_admin.as_ref())
+            .await
+            .expect("bootstrap admin");
+        let https = config.tls.is_some();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let service = bulkhead_api::build_on(config, pool, listener)
+            .await
+            .expect("build");
+        let base = format!(
+            "{}://localhost:{}",
+            if https { "https" } else { "http" },
+            service.addr.port()
+        );
+        tokio::spawn(service.server);
+        let mut app = TestApp {
+            base,
+            client: reqwest::Client::new(),
+            db_name,
+            db_url,
+            admin: String::new(),
+        };
+        if !https {
+            app.admin = app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+        }
+        app
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A direct connection to this test's database, for assertions and tampering.
+    pub fn db(&self) -> PgConnection {
+        PgConnection::establish(&self.db_url).expect("connect to test database")
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> String {
+        let response = self
+            .client
+            .post(self.url("/v1/auth/login"))
+            .json(&json!({"email": email, "password": password}))
+            .send()
+            .await
+            .expect("login request");
+        assert_eq!(response.status(), 200, "login of {email}");
+        let body: Value = response.json().await.expect("login body");
+        body["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
+    }
+
+    /// Sends a request with a bearer token and an optional JSON body; returns status and body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, body)
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, path, token, Some(body))
+            .await
+    }
+
+    /// Creates a tenant as the platform admin; returns its JSON.
+    pub async fn create_tenant(&self, slug: &str) -> Value {
+        let (status, body) = self
+            .post(
+                "/v1/tenants",
+                &self.admin,
+                json!({"slug": slug, "name": format!("Tenant {slug}"), "tier": "shared",
+                       "region": "eu-west-1", "cost_tags": {"cost_center": "cc-1"}}),
+            )
+            .await;
+        assert_eq!(status, 201, "create tenant {slug}: {body}");
+        body
+    }
+
+    /// Adds `email` to `tenant` with `role` (as the admin), accepts the invitation and logs in.
+    /// Returns (principal id, access token).
+    pub async fn member(&self, tenant: &str, email: &str, role: &str) -> (String, String) {
+        let (status, body) = self
+            .post(
+                &format!("/v1/tenants/{tenant}/members"),
+                &self.admin,
+                json!({"email": email, "role": role}),
+            )
+            .await;
+        assert_eq!(status, 201, "add member {email}: {body}");
+        let principal = body["member"]["principal_id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        if let Some(token) = body["invitation"]["token"].as_str() {
+            self.accept_invitation(token, USER_PASSWORD).await;
+        }
+        (principal, self.login(email, USER_PASSWORD).await)
+    }
+
+    pub async fn accept_invitation(&self, token: &str, password: &str) {
+        let response = self
+            .client
+            .post(self.url("/v1/auth/accept-invitation"))
+            .json(&json!({"token": token, "password": password}))
+            .send()
+            .await
+            .expect("accept");
+        assert_eq!(response.status(), 200, "accept invitation");
+    }
+
+    /// Creates a partner account (as the admin) and logs it in; returns its token.
+    pub async fn partner(&self, email: &str) -> (String, String) {
+        let (status, body) = self
+            .post("/v1/partners", &self.admin, json!({"email": email}))
+            .await;
+        assert_eq!(status, 201, "create partner: {body}");
+        let token = body["invitation"]["token"].as_str().expect("invitation");
+        self.accept_invitation(token, USER_PASSWORD).await;
+        (
+            body["principal_id"].as_str().expect("id").to_owned(),
+            self.login(email, USER_PASSWORD).await,
+        )
+    }
+
+    /// Creates an API key in `tenant` with `role` (as the admin); returns (key id, secret).
+    pub async fn api_key(&self, tenant: &str, role: &str) -> (String, String) {
+        let (status, body) = self
+            .post(
+                &format!("/v1/tenants/{tenant}/api-keys"),
+                &self.admin,
+                json!({"name": format!("{role} key"), "role": role}),
+            )
+            .await;
+        assert_eq!(status, 201, "create api key: {body}");
+        (
+            body["api_key"]["id"].as_str().expect("id").to_owned(),
+            body["secret"].as_str().expect("secret").to_owned(),
+        )
+    }
+
+    /// Number of rows in a table of this test's database.
+    pub fn count(&self, table: &str) -> i64 {
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        diesel::sql_query(format!("SELECT count(*) AS n FROM {table}"))
+            .get_result::<Count>(&mut self.db())
+            .expect("count")
+            .n
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Ok(mut conn) = PgConnection::establish(&format!("{}/postgres", server_url())) {
+            let _ = diesel::sql_query(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.db_name
+            ))
+            .execute(&mut conn);
+        }
+    }
+}

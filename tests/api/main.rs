@@ -1,0 +1,11 @@
+//! Integration tests of the HTTP API against the real local PostgreSQL: every test gets its
+//! own database, so they run in parallel and leave nothing behind.
+
+mod helpers;
+
+mod audit;
+mod authz_matrix;
+mod bad_input;
+mod https;
+mod identity;
+mod tenants;
