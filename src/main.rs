@@ -58,10 +58,14 @@ fn run(command: &str) -> anyhow::Result<()> {
             password: DEV_ADMIN_PASSWORD.into(),
         });
     }
+    if command == "dev" && db::create_database_if_missing(&config.database_url).unwrap_or(false) {
+        println!("Created database {}", redact(&config.database_url));
+    }
     let pool = db::connect(&config.database_url, config.db_pool_size).map_err(|e| {
         anyhow::anyhow!(
-            "DATABASE_URL: cannot reach PostgreSQL at {} ({e}); start PostgreSQL or fix DATABASE_URL",
-            redact(&config.database_url)
+            "DATABASE_URL: cannot reach PostgreSQL at {} ({}); start PostgreSQL or fix DATABASE_URL",
+            redact(&config.database_url),
+            one_line(&e.to_string())
         )
     })?;
     let applied = {
@@ -108,6 +112,11 @@ async fn serve(command: &str, config: Config, pool: db::PgPool) -> anyhow::Resul
         );
     }
     service.server.await.context("HTTP server")
+}
+
+/// PostgreSQL's multi-line messages folded into one line.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The URL without its password, for messages.

@@ -60,8 +60,11 @@ impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SessionSettings 
     }
 }
 
-/// Opens the pool and checks one connection, so an unreachable database fails start-up clearly.
+/// Opens the pool after one direct connection, so an unreachable database fails start-up with
+/// PostgreSQL's own reason instead of a pool timeout.
 pub fn connect(database_url: &str, size: u32) -> Result<PgPool, StoreError> {
+    use diesel::Connection;
+    PgConnection::establish(database_url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
     let manager = ConnectionManager::<PgConnection>::new(database_url);
     Pool::builder()
         .max_size(size)
@@ -70,6 +73,33 @@ pub fn connect(database_url: &str, size: u32) -> Result<PgPool, StoreError> {
         .connection_customizer(Box::new(SessionSettings))
         .build(manager)
         .map_err(|e| StoreError::Unavailable(e.to_string()))
+}
+
+/// Creates the database `database_url` names when it does not exist yet (for `bulkhead dev`
+/// on a fresh machine). Returns whether it created it.
+pub fn create_database_if_missing(database_url: &str) -> Result<bool, StoreError> {
+    use diesel::{Connection, RunQueryDsl};
+    if PgConnection::establish(database_url).is_ok() {
+        return Ok(false);
+    }
+    let (server, rest) = database_url
+        .rsplit_once('/')
+        .ok_or_else(|| StoreError::Unavailable("DATABASE_URL has no database name".into()))?;
+    let name = rest.split('?').next().unwrap_or_default();
+    let valid_name = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !valid_name {
+        return Err(StoreError::Unavailable(format!(
+            "cannot create database {name:?}: use lowercase letters, digits and '_'"
+        )));
+    }
+    let mut maintenance = PgConnection::establish(&format!("{server}/postgres"))
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut maintenance)?;
+    Ok(true)
 }
 
 /// Applies pending migrations; returns the versions it applied.
