@@ -1,11 +1,13 @@
 //! Domain values parsed once at the edge: slugs, emails, regions, roles, tiers, cost tags, passwords.
 
 mod cost_tags;
+mod environment;
 mod password_policy;
 mod role;
 mod values;
 
 pub use cost_tags::CostTags;
+pub use environment::{Isolation, Stage, parse_environment_name};
 pub use password_policy::check_password_policy;
 pub use role::{PlatformRole, Role, TenantRole};
 pub use values::{Email, Region, Slug, TenantName, TenantState, Tier, parse_display_text};
