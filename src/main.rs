@@ -9,9 +9,10 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage: bulkhead <migrate|api|worker|dev>
   migrate  apply pending control-database migrations and exit
-  api      serve the HTTP API (applies migrations first)
-  worker   run a job worker (not built yet: see the README)
-  dev      migrate, create the bootstrap admin, and serve the API; prints the URL and login
+  api      serve the HTTP API and its outbox relay (applies migrations first)
+  worker   run a job worker: consume jobs from RabbitMQ and provision PostgreSQL
+  dev      migrate, create the bootstrap admin, serve the API and run a worker in one process;
+           prints the URL and login
 configuration: environment variables, see README.md";
 
 /// The admin `dev` creates when none is configured: local use only.
@@ -28,10 +29,7 @@ fn main() -> ExitCode {
         .init();
     let command = std::env::args().nth(1).unwrap_or_default();
     let result = match command.as_str() {
-        "migrate" | "api" | "dev" => run(&command),
-        "worker" => Err(anyhow::anyhow!(
-            "the worker is not built yet (environments and jobs come with the provisioning issue)"
-        )),
+        "migrate" | "api" | "dev" | "worker" => run(&command),
         "" | "-h" | "--help" | "help" => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -84,10 +82,65 @@ fn run(command: &str) -> anyhow::Result<()> {
     runtime.block_on(serve(command, config, pool))
 }
 
+/// A watch channel that turns true on SIGTERM or Ctrl-C.
+fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
+    let (sender, receiver) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = terminate => {}
+        }
+        tracing::info!("shutdown requested");
+        let _ = sender.send(true);
+    });
+    receiver
+}
+
 async fn serve(command: &str, config: Config, pool: db::PgPool) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal();
+    if config.credentials_key_is_default {
+        tracing::warn!(
+            "BULKHEAD_CREDENTIALS_KEY is not set: environment credentials are sealed with the \
+             built-in development key; set your own for anything but local use"
+        );
+    }
+    if command == "worker" {
+        let worker = bulkhead_worker::runtime::Worker::new(config, pool, shutdown, None).await?;
+        worker.run().await;
+        return Ok(());
+    }
     let bootstrap = ensure_platform_admin(&pool, config.bootstrap_admin.as_ref()).await?;
     let admin = config.bootstrap_admin.clone();
-    let service = bulkhead_api::build(config, pool).await?;
+    let service = bulkhead_api::build(config.clone(), pool.clone()).await?;
+    let relay = tokio::spawn(bulkhead_core::queue::run_relay(
+        pool.clone(),
+        config.amqp_url.clone(),
+        bulkhead_core::queue::Topology::with_prefix(&config.queue_prefix),
+        service.relay_wake.clone(),
+        std::time::Duration::from_millis(500),
+        shutdown.clone(),
+    ));
+    let worker = if command == "dev" {
+        // One relay serves both: the worker wakes the API's relay after its own commits.
+        let worker = bulkhead_worker::runtime::Worker::new(
+            config,
+            pool,
+            shutdown.clone(),
+            Some(service.relay_wake.clone()),
+        )
+        .await?;
+        Some(tokio::spawn(worker.run()))
+    } else {
+        None
+    };
     let url = format!(
         "{}://{}",
         if service.https { "https" } else { "http" },
@@ -95,7 +148,7 @@ async fn serve(command: &str, config: Config, pool: db::PgPool) -> anyhow::Resul
     );
     tracing::info!(%url, "serving");
     if command == "dev" {
-        println!("Bulkhead is running at {url}  (API docs: {url}/swagger-ui/)");
+        println!("Bulkhead is running at {url}  (API docs: {url}/swagger-ui/), with a worker");
         match (bootstrap, admin) {
             (Bootstrap::Created { .. }, Some(admin)) => println!(
                 "Platform admin created: {} / {}  (set BULKHEAD_BOOTSTRAP_ADMIN_* to choose)",
@@ -111,7 +164,13 @@ async fn serve(command: &str, config: Config, pool: db::PgPool) -> anyhow::Resul
             "Log in: curl -s -X POST {url}/v1/auth/login -H 'content-type: application/json' -d '{{\"email\":\"...\",\"password\":\"...\"}}'"
         );
     }
-    service.server.await.context("HTTP server")
+    // actix stops the server on SIGTERM/SIGINT; the same signal stops the relay and the worker.
+    let served = service.server.await.context("HTTP server");
+    if let Some(worker) = worker {
+        let _ = worker.await;
+    }
+    let _ = relay.await;
+    served
 }
 
 /// PostgreSQL's multi-line messages folded into one line.

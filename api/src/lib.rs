@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod bootstrap;
 pub mod error;
+pub mod idempotency;
 pub mod metrics;
 pub mod observe;
 pub mod openapi;
@@ -61,6 +62,8 @@ pub struct Service {
     pub server: Server,
     pub addr: SocketAddr,
     pub https: bool,
+    /// Notify this to make the outbox relay publish now (handlers do after committing a job).
+    pub relay_wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// Builds the application state (loading the enforcer) and binds the listener.
@@ -80,6 +83,7 @@ pub async fn build_on(
     let workers = config.http_workers;
     let max_body = config.max_body_bytes;
     let state = web::Data::new(AppState::new(config, pool).await?);
+    let relay_wake = state.relay_wake.clone();
     let openapi = openapi::ApiDoc::openapi();
     let factory = move || {
         App::new()
@@ -106,5 +110,6 @@ pub async fn build_on(
         server: server.run(),
         addr,
         https,
+        relay_wake,
     })
 }

@@ -20,7 +20,7 @@ impl Modify for BearerAuth {
 #[openapi(
     info(
         title = "Bulkhead",
-        description = "Multi-tenant control plane: tenants, members, API keys, audit trail. \
+        description = "Multi-tenant control plane: tenants, members, API keys, environments as code, jobs, audit trail. \
             Errors are application/problem+json (RFC 9457) with a stable `type`."
     ),
     paths(
@@ -43,6 +43,19 @@ impl Modify for BearerAuth {
         routes::api_keys::create,
         routes::api_keys::list,
         routes::api_keys::revoke,
+        routes::environments::create,
+        routes::environments::list,
+        routes::environments::get,
+        routes::environments::destroy,
+        routes::environments::plan,
+        routes::environments::apply,
+        routes::environments::drift_check,
+        routes::environments::credentials,
+        routes::environments::isolation,
+        routes::jobs::list,
+        routes::jobs::get,
+        routes::jobs::events,
+        routes::jobs::cancel,
         routes::audit::list_for_tenant,
         routes::audit::list_all,
         routes::audit::verify,

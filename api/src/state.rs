@@ -3,13 +3,14 @@
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
 use bulkhead_core::authz::Authorizer;
+use bulkhead_core::blueprint::BlueprintCatalog;
 use bulkhead_core::config::Config;
 use bulkhead_core::db::{PgConn, PgPool};
 use bulkhead_core::store;
 use bulkhead_core::throttle::{LoginThrottle, ThrottlePolicy};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Mutex, OwnedSemaphorePermit, RwLock, Semaphore};
+use tokio::sync::{Mutex, Notify, OwnedSemaphorePermit, RwLock, Semaphore};
 
 pub struct AppState {
     pub config: Config,
@@ -23,6 +24,10 @@ pub struct AppState {
     /// Verified against when the email is unknown, so that case costs the same as a wrong password.
     pub dummy_password_hash: String,
     pub metrics: Metrics,
+    /// Blueprints environments may be created from.
+    pub catalog: BlueprintCatalog,
+    /// Notified after a job commits, so the outbox relay publishes without waiting for a poll.
+    pub relay_wake: Arc<Notify>,
 }
 
 impl AppState {
@@ -42,7 +47,14 @@ impl AppState {
             max_failures: config.login_max_failures.saturating_mul(10),
             ..account_policy
         };
+        let catalog = match &config.worker.blueprints_dir {
+            Some(dir) => BlueprintCatalog::load_dir(dir),
+            None => BlueprintCatalog::builtin(),
+        }
+        .map_err(|e| anyhow::anyhow!("blueprints: {e}"))?;
         Ok(Self {
+            catalog,
+            relay_wake: Arc::new(Notify::new()),
             hashing: Arc::new(Semaphore::new(config.max_concurrent_hashes)),
             account_throttle: LoginThrottle::new(account_policy),
             client_throttle: LoginThrottle::new(client_policy),

@@ -60,11 +60,48 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// `AMQP_URL`: the broker (used by the outbox relay and workers).
     pub amqp_url: String,
+    /// `BULKHEAD_QUEUE_PREFIX`: prefix of the exchange and queue names.
+    pub queue_prefix: String,
+    /// `BULKHEAD_CREDENTIALS_KEY`: 64 hex characters sealing environment credentials.
+    pub credentials_key: crate::crypto::CredentialsKey,
+    /// Whether `credentials_key` is the built-in development key.
+    pub credentials_key_is_default: bool,
+    /// Worker settings.
+    pub worker: WorkerConfig,
+}
+
+/// What a worker needs: how much it runs at once, its lease, retries, and its targets.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// `BULKHEAD_WORKER_ID`: name in leases and logs (default: host-pid).
+    pub id: String,
+    /// `BULKHEAD_WORKER_CONCURRENCY`: jobs run at once (the AMQP prefetch).
+    pub concurrency: u16,
+    /// `BULKHEAD_LEASE_SECONDS`: how long a claim lasts without a heartbeat.
+    pub lease: Duration,
+    /// `BULKHEAD_JOB_MAX_ATTEMPTS`: attempts before a job fails for good.
+    pub max_attempts: i32,
+    /// `BULKHEAD_RETRY_BASE_MS`: first retry delay; doubles per attempt.
+    pub retry_base: Duration,
+    /// `BULKHEAD_SWEEP_MS`: how often the sweeper looks for expired leases and lost messages.
+    pub sweep_every: Duration,
+    /// `BULKHEAD_TARGET_SHARED_URL`: admin URL (maintenance database) of the pooled server.
+    pub shared_admin_url: String,
+    /// `BULKHEAD_TARGET_POOLED_DATABASE`: the pooled database shared-tier schemas live in.
+    pub pooled_database: String,
+    /// `BULKHEAD_TARGET_DEDICATED_URL`: admin URL (maintenance database) for dedicated databases.
+    pub dedicated_admin_url: String,
+    /// `BULKHEAD_BLUEPRINTS_DIR`: load blueprints from here instead of the built-in ones.
+    pub blueprints_dir: Option<PathBuf>,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/bulkhead";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const DEFAULT_TARGET_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// Development-only key: anyone with this source can read credentials sealed with it.
+pub const DEV_CREDENTIALS_KEY: &str =
+    "6275 6c6b 6865 6164 2d64 6576 2d6f 6e6c 792d 6e6f 742d 6120 7365 6372 6574 2121";
 
 impl Config {
     /// Reads the process environment.
@@ -193,6 +230,94 @@ impl Config {
             max_body_bytes: number(&get, "BULKHEAD_MAX_BODY_BYTES", 65_536, 1_024, 10_485_760)?
                 as usize,
             amqp_url,
+            queue_prefix: {
+                let prefix = get("BULKHEAD_QUEUE_PREFIX").unwrap_or_else(|| "bulkhead".to_owned());
+                let ok = (1..=64).contains(&prefix.len())
+                    && prefix.bytes().all(|b| {
+                        b.is_ascii_lowercase()
+                            || b.is_ascii_digit()
+                            || matches!(b, b'-' | b'_' | b'.')
+                    });
+                if !ok {
+                    return Err(ConfigError {
+                        var: "BULKHEAD_QUEUE_PREFIX",
+                        problem: "expected 1 to 64 characters of a-z, 0-9, '-', '_', '.'".into(),
+                    });
+                }
+                prefix
+            },
+            credentials_key_is_default: get("BULKHEAD_CREDENTIALS_KEY").is_none(),
+            credentials_key: crate::crypto::CredentialsKey::from_hex(
+                &get("BULKHEAD_CREDENTIALS_KEY")
+                    .unwrap_or_else(|| DEV_CREDENTIALS_KEY.replace(' ', "")),
+            )
+            .map_err(|e| ConfigError {
+                var: "BULKHEAD_CREDENTIALS_KEY",
+                problem: e.to_string(),
+            })?,
+            worker: WorkerConfig {
+                id: get("BULKHEAD_WORKER_ID").unwrap_or_else(|| {
+                    format!(
+                        "{}-{}",
+                        std::fs::read_to_string("/etc/hostname")
+                            .map(|h| h.trim().to_owned())
+                            .unwrap_or_else(|_| "worker".to_owned()),
+                        std::process::id()
+                    )
+                }),
+                concurrency: number(&get, "BULKHEAD_WORKER_CONCURRENCY", 4, 1, 256)?,
+                lease: Duration::from_secs(number(&get, "BULKHEAD_LEASE_SECONDS", 30, 2, 600)?),
+                max_attempts: number(&get, "BULKHEAD_JOB_MAX_ATTEMPTS", 3, 1, 20)?,
+                retry_base: Duration::from_millis(number(
+                    &get,
+                    "BULKHEAD_RETRY_BASE_MS",
+                    1000,
+                    10,
+                    600_000,
+                )?),
+                sweep_every: Duration::from_millis(number(
+                    &get,
+                    "BULKHEAD_SWEEP_MS",
+                    1000,
+                    50,
+                    60_000,
+                )?),
+                shared_admin_url: postgres_url(&get, "BULKHEAD_TARGET_SHARED_URL")?,
+                pooled_database: {
+                    let name = get("BULKHEAD_TARGET_POOLED_DATABASE")
+                        .unwrap_or_else(|| "bulkhead_pool".to_owned());
+                    let ok = (1..=63).contains(&name.len())
+                        && name.starts_with(|c: char| c.is_ascii_lowercase())
+                        && name
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+                    if !ok {
+                        return Err(ConfigError {
+                            var: "BULKHEAD_TARGET_POOLED_DATABASE",
+                            problem: "expected a database name of a-z, 0-9 and '_' (at most 63)"
+                                .into(),
+                        });
+                    }
+                    name
+                },
+                dedicated_admin_url: postgres_url(&get, "BULKHEAD_TARGET_DEDICATED_URL")?,
+                blueprints_dir: get("BULKHEAD_BLUEPRINTS_DIR").map(PathBuf::from),
+            },
+        })
+    }
+}
+
+fn postgres_url(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+) -> Result<String, ConfigError> {
+    let url = get(var).unwrap_or_else(|| DEFAULT_TARGET_URL.to_owned());
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(url)
+    } else {
+        Err(ConfigError {
+            var,
+            problem: "expected a PostgreSQL admin URL such as postgres://postgres@127.0.0.1:5432/postgres".into(),
         })
     }
 }

@@ -3,10 +3,15 @@
 
 pub mod audit;
 pub mod authz;
+pub mod blueprint;
 pub mod config;
+pub mod crypto;
 pub mod db;
 pub mod domain;
+pub mod jobs;
 pub mod password;
+pub mod plan;
+pub mod queue;
 pub mod schema;
 pub mod secrets;
 pub mod store;

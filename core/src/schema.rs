@@ -119,3 +119,124 @@ diesel::table! {
         generation -> Int8,
     }
 }
+
+diesel::table! {
+    environments (id) {
+        id -> Uuid,
+        tenant_id -> Uuid,
+        name -> Text,
+        stage -> Text,
+        isolation -> Text,
+        blueprint -> Text,
+        blueprint_version -> Int4,
+        cost_tags -> Jsonb,
+        state -> Text,
+        drift -> Nullable<Jsonb>,
+        created_by -> Nullable<Uuid>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    jobs (id) {
+        id -> Uuid,
+        tenant_id -> Uuid,
+        environment_id -> Uuid,
+        operation -> Text,
+        state -> Text,
+        attempts -> Int4,
+        max_attempts -> Int4,
+        run_after -> Timestamptz,
+        lease_owner -> Nullable<Text>,
+        lease_expires_at -> Nullable<Timestamptz>,
+        fencing_token -> Int8,
+        plan -> Nullable<Jsonb>,
+        plan_hash -> Nullable<Text>,
+        expected_plan_hash -> Nullable<Text>,
+        requested_by -> Nullable<Uuid>,
+        approved_by -> Nullable<Uuid>,
+        error -> Nullable<Text>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        started_at -> Nullable<Timestamptz>,
+        finished_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    job_events (id) {
+        id -> Int8,
+        job_id -> Uuid,
+        occurred_at -> Timestamptz,
+        kind -> Text,
+        message -> Text,
+        details -> Jsonb,
+    }
+}
+
+diesel::table! {
+    outbox (id) {
+        id -> Int8,
+        job_id -> Uuid,
+        payload -> Jsonb,
+        created_at -> Timestamptz,
+        sent_at -> Nullable<Timestamptz>,
+        attempts -> Int4,
+        last_error -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    resources (id) {
+        id -> Uuid,
+        environment_id -> Uuid,
+        kind -> Text,
+        name -> Text,
+        attributes -> Jsonb,
+        cost_tags -> Jsonb,
+        state -> Text,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    isolation_guarantees (environment_id, layer, mechanism) {
+        environment_id -> Uuid,
+        layer -> Text,
+        mechanism -> Text,
+        status -> Text,
+        evidence -> Text,
+        checked_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    environment_credentials (environment_id) {
+        environment_id -> Uuid,
+        host -> Text,
+        port -> Int4,
+        database -> Text,
+        schema -> Text,
+        username -> Text,
+        nonce -> Bytea,
+        ciphertext -> Bytea,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(environments -> tenants (tenant_id));
+diesel::joinable!(jobs -> environments (environment_id));
+diesel::joinable!(job_events -> jobs (job_id));
+diesel::joinable!(outbox -> jobs (job_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    tenants,
+    environments,
+    jobs,
+    job_events,
+    outbox,
+    resources,
+    isolation_guarantees,
+    environment_credentials,
+);

@@ -47,6 +47,11 @@ pub fn generate_invitation_token() -> GeneratedSecret {
     GeneratedSecret { secret, hash }
 }
 
+/// A generated database password: 256 random bits in hex (no characters that need quoting).
+pub fn generate_password() -> String {
+    hex::encode(random_bytes::<32>())
+}
+
 /// A new API key: the full secret (shown once), its display prefix and its stored hash.
 pub struct GeneratedApiKey {
     pub secret: String,

@@ -2,7 +2,6 @@ DROP TABLE environment_credentials;
 DROP TABLE isolation_guarantees;
 DROP TABLE resources;
 DROP TABLE outbox;
-DROP FUNCTION notify_outbox();
 DROP TABLE job_events;
 DROP TABLE jobs;
 DROP TABLE environments;

@@ -65,7 +65,8 @@ CREATE TABLE job_events (
 CREATE INDEX job_events_job ON job_events (job_id, id);
 
 -- Messages to publish: written in the transaction that creates or requeues a job, published by
--- the relay with publisher confirms, marked sent only after the confirm.
+-- the relay with publisher confirms, marked sent only after the confirm. A row may be published
+-- twice (two relays, a crash before marking): workers treat duplicates as no-ops.
 CREATE TABLE outbox (
     id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     job_id     uuid NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
@@ -76,14 +77,6 @@ CREATE TABLE outbox (
     last_error text
 );
 CREATE INDEX outbox_unsent ON outbox (id) WHERE sent_at IS NULL;
-
-CREATE FUNCTION notify_outbox() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('bulkhead_outbox', '');
-    RETURN NULL;
-END $$;
-CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
-    FOR EACH STATEMENT EXECUTE FUNCTION notify_outbox();
 
 CREATE TABLE resources (
     id             uuid PRIMARY KEY,

@@ -1,1 +1,6 @@
-//! The job consumer (claiming, leases, executors). The provisioning issue fills it in.
+//! bulkhead-worker: the job consumer. `runtime` takes messages and claims jobs, `execution`
+//! runs one claimed job, `executor` acts on the target PostgreSQL servers.
+
+pub mod execution;
+pub mod executor;
+pub mod runtime;

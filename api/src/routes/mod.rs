@@ -3,7 +3,9 @@
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
+pub mod environments;
 pub mod health;
+pub mod jobs;
 pub mod me;
 pub mod members;
 pub mod partners;
@@ -48,6 +50,52 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(
                     "/tenants/{tenant}/api-keys/{key}",
                     web::delete().to(api_keys::revoke),
+                )
+                .route(
+                    "/tenants/{tenant}/environments",
+                    web::post().to(environments::create),
+                )
+                .route(
+                    "/tenants/{tenant}/environments",
+                    web::get().to(environments::list),
+                )
+                .route(
+                    "/tenants/{tenant}/environments/{env}",
+                    web::get().to(environments::get),
+                )
+                .route(
+                    "/tenants/{tenant}/environments/{env}",
+                    web::delete().to(environments::destroy),
+                )
+                .route(
+                    "/tenants/{tenant}/environments/{env}/plan",
+                    web::post().to(environments::plan),
+                )
+                .route(
+                    "/tenants/{tenant}/environments/{env}/apply",
+                    web::post().to(environments::apply),
+                )
+                .route(
+                    "/tenants/{tenant}/environments/{env}/drift-check",
+                    web::post().to(environments::drift_check),
+                )
+                .route(
+                    "/tenants/{tenant}/environments/{env}/credentials",
+                    web::get().to(environments::credentials),
+                )
+                .route(
+                    "/tenants/{tenant}/environments/{env}/isolation",
+                    web::get().to(environments::isolation),
+                )
+                .route("/tenants/{tenant}/jobs", web::get().to(jobs::list))
+                .route("/tenants/{tenant}/jobs/{job}", web::get().to(jobs::get))
+                .route(
+                    "/tenants/{tenant}/jobs/{job}/events",
+                    web::get().to(jobs::events),
+                )
+                .route(
+                    "/tenants/{tenant}/jobs/{job}/cancel",
+                    web::post().to(jobs::cancel),
                 )
                 .route(
                     "/tenants/{tenant}/audit-events",

@@ -2,6 +2,7 @@
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::idempotency;
 use crate::routes::{PageOf, PageQuery};
 use crate::state::AppState;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -10,7 +11,6 @@ use bulkhead_core::authz::{Action, Domain, Object};
 use bulkhead_core::domain::{
     CostTags, PlatformRole, Region, Slug, TenantState, Tier, Validator, parse_display_text,
 };
-use bulkhead_core::secrets::sha256;
 use bulkhead_core::store::{self, tenants::NewTenant, tenants::Tenant, tenants::TenantChanges};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -102,24 +102,6 @@ fn validate_create(body: &CreateTenantRequest) -> ApiResult<ValidTenant> {
     }
 }
 
-fn idempotency_key(req: &HttpRequest) -> ApiResult<Option<String>> {
-    let Some(value) = req.headers().get("idempotency-key") else {
-        return Ok(None);
-    };
-    let key = value
-        .to_str()
-        .ok()
-        .map(str::trim)
-        .filter(|k| !k.is_empty() && k.len() <= 255)
-        .ok_or_else(|| {
-            ApiError::validation(
-                "Idempotency-Key",
-                "must be 1 to 255 visible ASCII characters, such as a UUID",
-            )
-        })?;
-    Ok(Some(key.to_owned()))
-}
-
 #[utoipa::path(post, path = "/v1/tenants", tag = "tenants", security(("bearer" = [])),
     request_body = CreateTenantRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Same key + same body → the same response; same key + another body → 422")),
@@ -139,75 +121,57 @@ pub async fn create(
         .await?;
     let body = body.into_inner();
     let valid = validate_create(&body)?;
-    let key = idempotency_key(&req)?;
-    let request_hash = sha256(
-        serde_json::to_string(&body)
-            .map_err(ApiError::internal)?
-            .as_bytes(),
+    let key = idempotency::key(&req)?;
+    let request_hash = idempotency::request_hash(
+        &req,
+        &serde_json::to_value(&body).map_err(ApiError::internal)?,
     );
     let is_partner = caller.platform_role == Some(PlatformRole::Partner);
     let (status, response) = state
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
-                if let Some(key) = &key {
-                    if let Some(saved) = store::idempotency::lock_and_get(conn, caller.id, key)? {
-                        if saved.request_hash != request_hash {
-                            return Err(ApiError::IdempotencyKeyReused);
-                        }
-                        return Ok((saved.status, saved.body));
-                    }
-                }
-                let tenant = store::tenants::insert(
-                    conn,
-                    &NewTenant {
-                        id: Uuid::now_v7(),
-                        slug: valid.slug.as_str(),
-                        name: &valid.name,
-                        tier: valid.tier.as_str(),
-                        region: valid.region.as_str(),
-                        cost_tags: valid.cost_tags.to_json(),
-                        created_by: Some(caller.id),
-                    },
-                )
-                .map_err(|e| match e {
-                    store::StoreError::Conflict(_) => ApiError::Conflict(format!(
-                        "the slug '{}' is taken; choose another",
-                        valid.slug
-                    )),
-                    other => other.into(),
-                })?;
-                if is_partner {
-                    // A partner sees and manages the tenants it onboards.
-                    store::memberships::add(
+                idempotency::once(conn, caller.id, key.as_deref(), &request_hash, |conn| {
+                    let tenant = store::tenants::insert(
                         conn,
-                        caller.id,
-                        tenant.id,
-                        "partner",
-                        Some(caller.id),
+                        &NewTenant {
+                            id: Uuid::now_v7(),
+                            slug: valid.slug.as_str(),
+                            name: &valid.name,
+                            tier: valid.tier.as_str(),
+                            region: valid.region.as_str(),
+                            cost_tags: valid.cost_tags.to_json(),
+                            created_by: Some(caller.id),
+                        },
+                    )
+                    .map_err(|e| match e {
+                        store::StoreError::Conflict(_) => ApiError::Conflict(format!(
+                            "the slug '{}' is taken; choose another",
+                            valid.slug
+                        )),
+                        other => other.into(),
+                    })?;
+                    if is_partner {
+                        // A partner sees and manages the tenants it onboards.
+                        store::memberships::add(conn, caller.id, tenant.id, "partner", Some(caller.id))?;
+                    }
+                    store::audit::append(
+                        conn,
+                        &caller.audit(
+                            Some(tenant.id),
+                            "tenant.create",
+                            format!("tenant/{}", tenant.slug),
+                            AuditResult::Success,
+                            json!({"slug": tenant.slug, "tier": tenant.tier, "region": tenant.region}),
+                        ),
                     )?;
-                }
-                store::audit::append(
-                    conn,
-                    &caller.audit(
-                        Some(tenant.id),
-                        "tenant.create",
-                        format!("tenant/{}", tenant.slug),
-                        AuditResult::Success,
-                        json!({"slug": tenant.slug, "tier": tenant.tier, "region": tenant.region}),
-                    ),
-                )?;
-                let response =
-                    serde_json::to_value(TenantView::from(tenant)).map_err(ApiError::internal)?;
-                if let Some(key) = &key {
-                    store::idempotency::save(conn, caller.id, key, &request_hash, 201, &response)?;
-                }
-                Ok((201_i16, response))
+                    let response = serde_json::to_value(TenantView::from(tenant))
+                        .map_err(ApiError::internal)?;
+                    Ok((201, response))
+                })
             })
         })
         .await?;
-    let status = actix_web::http::StatusCode::from_u16(u16::try_from(status).unwrap_or(201))
-        .map_err(ApiError::internal)?;
-    Ok(HttpResponse::build(status).json(response))
+    idempotency::respond(status, response)
 }
 
 #[utoipa::path(get, path = "/v1/tenants", tag = "tenants", security(("bearer" = [])),

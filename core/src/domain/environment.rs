@@ -18,7 +18,10 @@ impl Stage {
             "development" => Ok(Self::Development),
             "staging" => Ok(Self::Staging),
             "production" => Ok(Self::Production),
-            _ => Err(FieldError::new(field, "must be one of: development, staging, production")),
+            _ => Err(FieldError::new(
+                field,
+                "must be one of: development, staging, production",
+            )),
         }
     }
 
@@ -83,7 +86,10 @@ mod tests {
     fn parses_stages_isolations_and_names() {
         assert_eq!(Stage::parse("stage", "production"), Ok(Stage::Production));
         assert!(Stage::parse("stage", "prod").is_err());
-        assert_eq!(Isolation::parse("isolation", "dedicated"), Ok(Isolation::Dedicated));
+        assert_eq!(
+            Isolation::parse("isolation", "dedicated"),
+            Ok(Isolation::Dedicated)
+        );
         assert!(parse_environment_name("name", "prod-eu").is_ok());
         for bad in ["p", "Prod", "1prod", "prod_eu", "prod eu", &"a".repeat(41)] {
             assert!(parse_environment_name("name", bad).is_err(), "{bad}");

@@ -2,8 +2,11 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod environments;
 pub mod idempotency;
+pub mod jobs;
 pub mod memberships;
+pub mod outbox;
 pub mod principals;
 pub mod sessions;
 pub mod tenants;

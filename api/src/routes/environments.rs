@@ -1,0 +1,677 @@
+//! Environments: create (→ an apply job), list, read, destroy (→ a destroy job), plan / apply /
+//! drift-check jobs, credentials (audited reads) and isolation guarantees.
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::idempotency;
+use crate::routes::jobs::JobView;
+use crate::routes::{PageOf, PageQuery};
+use crate::state::AppState;
+use actix_web::{HttpRequest, HttpResponse, web};
+use bulkhead_core::audit::AuditResult;
+use bulkhead_core::authz::{Action, Object};
+use bulkhead_core::domain::{
+    CostTags, FieldError, Isolation, Stage, TenantState, Validator, parse_environment_name,
+};
+use bulkhead_core::jobs::Operation;
+use bulkhead_core::store::environments::{Environment, NewEnvironment};
+use bulkhead_core::store::jobs::NewJob;
+use bulkhead_core::store::tenants::Tenant;
+use bulkhead_core::store::{self, StoreError};
+use chrono::{DateTime, Utc};
+use diesel::PgConnection;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// Cost tags every environment must carry, from `policies/cost_tags.txt`.
+pub fn required_cost_tags() -> Vec<&'static str> {
+    include_str!("../../../policies/cost_tags.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EnvironmentView {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub name: String,
+    /// `development`, `staging` or `production`.
+    pub stage: String,
+    /// `shared` (a schema in a pooled database) or `dedicated` (its own database).
+    pub isolation: String,
+    pub blueprint: String,
+    pub blueprint_version: i32,
+    #[schema(value_type = Object)]
+    pub cost_tags: serde_json::Value,
+    /// `pending`, `provisioning`, `ready`, `drifted`, `failed`, `destroying`, `destroyed`.
+    pub state: String,
+    /// What differs from the blueprint, when `drifted`.
+    #[schema(value_type = Option<Object>)]
+    pub drift: Option<serde_json::Value>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Environment> for EnvironmentView {
+    fn from(e: Environment) -> Self {
+        Self {
+            id: e.id,
+            tenant_id: e.tenant_id,
+            name: e.name,
+            stage: e.stage,
+            isolation: e.isolation,
+            blueprint: e.blueprint,
+            blueprint_version: e.blueprint_version,
+            cost_tags: e.cost_tags,
+            state: e.state,
+            drift: e.drift,
+            created_at: e.created_at,
+            updated_at: e.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEnvironmentRequest {
+    /// `^[a-z][a-z0-9-]{1,39}$`, unique among the tenant's live environments.
+    pub name: String,
+    /// `development`, `staging` or `production`.
+    pub stage: String,
+    /// `shared` or `dedicated`; default: the tenant's tier.
+    pub isolation: Option<String>,
+    /// Blueprint name; default: the default blueprint for the isolation.
+    pub blueprint: Option<String>,
+    /// Blueprint version; default: the latest.
+    pub blueprint_version: Option<u32>,
+    /// `business_unit` and `cost_center` unless the tenant's tags carry them.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub cost_tags: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EnvironmentAccepted {
+    pub environment: EnvironmentView,
+    pub job: JobView,
+}
+
+/// Validated request: everything the insert needs.
+struct ValidEnvironment {
+    name: String,
+    stage: Stage,
+    isolation: Isolation,
+    blueprint: String,
+    blueprint_version: u32,
+    cost_tags: BTreeMap<String, String>,
+}
+
+fn validate(
+    state: &AppState,
+    tenant: &Tenant,
+    body: &CreateEnvironmentRequest,
+) -> ApiResult<ValidEnvironment> {
+    let mut v = Validator::new();
+    let name = v.check(parse_environment_name("name", &body.name));
+    let stage = v.check(Stage::parse("stage", &body.stage));
+    let isolation = match &body.isolation {
+        Some(raw) => v.check(Isolation::parse("isolation", raw)),
+        None => Some(if tenant.tier == "dedicated" {
+            Isolation::Dedicated
+        } else {
+            Isolation::Shared
+        }),
+    };
+    let blueprint = isolation.and_then(|isolation| {
+        let found = match &body.blueprint {
+            Some(name) => state.catalog.get(name, body.blueprint_version),
+            None => state.catalog.default_for(isolation),
+        };
+        let names: Vec<String> = state
+            .catalog
+            .all()
+            .iter()
+            .map(|b| format!("{} v{} ({})", b.name, b.version, b.isolation.as_str()))
+            .collect();
+        match found {
+            None => {
+                v.push(FieldError::new(
+                    "blueprint",
+                    format!("no such blueprint; available: {}", names.join(", ")),
+                ));
+                None
+            }
+            Some(b) if b.isolation != isolation => {
+                v.push(FieldError::new(
+                    "blueprint",
+                    format!(
+                        "{} is a {} blueprint but the environment is {}; pick a {} blueprint: {}",
+                        b.name,
+                        b.isolation.as_str(),
+                        isolation.as_str(),
+                        isolation.as_str(),
+                        names.join(", ")
+                    ),
+                ));
+                None
+            }
+            Some(b) => Some((b.name.clone(), b.version)),
+        }
+    });
+    let requested = match &body.cost_tags {
+        None => Some(CostTags::default()),
+        Some(raw) => match CostTags::parse("cost_tags", raw) {
+            Ok(tags) => Some(tags),
+            Err(errors) => {
+                errors.into_iter().for_each(|e| v.push(e));
+                None
+            }
+        },
+    };
+    // Final tags: the tenant's, overridden by the request's, with the four Bulkhead knows.
+    let mut tags: BTreeMap<String, String> = tenant
+        .cost_tags
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(requested) = &requested {
+        if let Some(object) = requested.to_json().as_object() {
+            for (k, value) in object {
+                if let Some(value) = value.as_str() {
+                    tags.insert(k.clone(), value.to_owned());
+                }
+            }
+        }
+    }
+    tags.insert("tenant".into(), tenant.slug.clone());
+    if let Some(name) = &name {
+        tags.insert("environment".into(), name.clone());
+    }
+    if let Some(stage) = stage {
+        tags.insert("stage".into(), stage.as_str().into());
+    }
+    tags.insert("region".into(), tenant.region.clone());
+    if requested.is_some() && name.is_some() && stage.is_some() {
+        for key in required_cost_tags() {
+            if tags.get(key).is_none_or(|v| v.trim().is_empty()) {
+                v.push(FieldError::new(
+                    format!("cost_tags.{key}"),
+                    format!("is required and missing or empty; set it in cost_tags or on the tenant's cost tags"),
+                ));
+            }
+        }
+    }
+    v.finish().map_err(ApiError::Validation)?;
+    match (name, stage, isolation, blueprint) {
+        (Some(name), Some(stage), Some(isolation), Some((blueprint, blueprint_version))) => {
+            Ok(ValidEnvironment {
+                name,
+                stage,
+                isolation,
+                blueprint,
+                blueprint_version,
+                cost_tags: tags,
+            })
+        }
+        _ => Err(ApiError::internal(anyhow::anyhow!(
+            "validated fields missing"
+        ))),
+    }
+}
+
+fn ensure_tenant_active(tenant: &Tenant) -> ApiResult<()> {
+    if tenant.state() == Some(TenantState::Active) {
+        Ok(())
+    } else {
+        Err(ApiError::Conflict(format!(
+            "tenant '{}' is {}; environments change only in active tenants",
+            tenant.slug, tenant.state
+        )))
+    }
+}
+
+/// Queues a job in the caller's transaction and audits it; returns its view.
+fn queue_job(
+    conn: &mut PgConnection,
+    caller: &Caller,
+    environment: &Environment,
+    operation: Operation,
+    max_attempts: i32,
+    expected_plan_hash: Option<&str>,
+) -> ApiResult<JobView> {
+    let job = store::jobs::insert(
+        conn,
+        &NewJob {
+            id: Uuid::now_v7(),
+            tenant_id: environment.tenant_id,
+            environment_id: environment.id,
+            operation: operation.as_str(),
+            max_attempts,
+            expected_plan_hash,
+            requested_by: Some(caller.id),
+        },
+    )?;
+    store::audit::append(
+        conn,
+        &caller.audit(
+            Some(environment.tenant_id),
+            &format!("job.{}", operation.as_str()),
+            format!("environment/{}", environment.id),
+            AuditResult::Success,
+            json!({"job_id": job.id, "environment": environment.name}),
+        ),
+    )?;
+    let position = store::jobs::queue_position(conn, &job)?;
+    Ok(JobView::new(job, position))
+}
+
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/environments", tag = "environments", security(("bearer" = [])),
+    params(("tenant" = String, Path, description = "Tenant id or slug"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Same key + same body → the same response")),
+    request_body = CreateEnvironmentRequest,
+    responses((status = 202, description = "Environment recorded; an apply job provisions it", body = EnvironmentAccepted),
+        (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem),
+        (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<CreateEnvironmentRequest>,
+) -> ApiResult<HttpResponse> {
+    let tenant = state
+        .authorize_tenant(&caller, &path, Object::Environment, Action::Create)
+        .await?;
+    let body = body.into_inner();
+    let valid = validate(&state, &tenant, &body)?;
+    ensure_tenant_active(&tenant)?;
+    let key = idempotency::key(&req)?;
+    let request_hash = idempotency::request_hash(
+        &req,
+        &serde_json::to_value(&body).map_err(ApiError::internal)?,
+    );
+    let max_attempts = state.config.worker.max_attempts;
+    let (status, response) = state
+        .db(move |conn| {
+            conn.build_transaction().run(|conn| {
+                idempotency::once(conn, caller.id, key.as_deref(), &request_hash, |conn| {
+                    let environment = store::environments::insert(
+                        conn,
+                        &NewEnvironment {
+                            id: Uuid::now_v7(),
+                            tenant_id: tenant.id,
+                            name: &valid.name,
+                            stage: valid.stage.as_str(),
+                            isolation: valid.isolation.as_str(),
+                            blueprint: &valid.blueprint,
+                            blueprint_version: i32::try_from(valid.blueprint_version).unwrap_or(1),
+                            cost_tags: serde_json::to_value(&valid.cost_tags).map_err(ApiError::internal)?,
+                            created_by: Some(caller.id),
+                        },
+                    )
+                    .map_err(|e| match e {
+                        StoreError::Conflict(_) => ApiError::Conflict(format!(
+                            "tenant '{}' already has a live environment named '{}'; pick another name or destroy it first",
+                            tenant.slug, valid.name
+                        )),
+                        other => other.into(),
+                    })?;
+                    let job = queue_job(conn, &caller, &environment, Operation::Apply, max_attempts, None)?;
+                    let body = serde_json::to_value(EnvironmentAccepted {
+                        environment: environment.into(),
+                        job,
+                    })
+                    .map_err(ApiError::internal)?;
+                    Ok((202, body))
+                })
+            })
+        })
+        .await?;
+    state.relay_wake.notify_one();
+    idempotency::respond(status, response)
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/environments", tag = "environments", security(("bearer" = [])),
+    params(("tenant" = String, Path, description = "Tenant id or slug"), PageQuery),
+    responses((status = 200, body = PageOf<EnvironmentView>), (status = 404, body = crate::error::Problem)))]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    query: web::Query<PageQuery>,
+) -> ApiResult<HttpResponse> {
+    let tenant = state
+        .authorize_tenant(&caller, &path, Object::Environment, Action::Read)
+        .await?;
+    let (limit, after) = (query.limit()?, query.uuid_cursor()?);
+    let page = state
+        .db(move |conn| Ok(store::environments::list(conn, tenant.id, after, limit)?))
+        .await?;
+    Ok(HttpResponse::Ok().json(PageOf::from_page(page, EnvironmentView::from)))
+}
+
+/// The tenant (authorized for `object`/`action`) and its environment `{env}`.
+async fn environment(
+    state: &AppState,
+    caller: &Caller,
+    tenant_ref: &str,
+    env_ref: &str,
+    object: Object,
+    action: Action,
+) -> ApiResult<(Tenant, Environment)> {
+    let tenant = state
+        .authorize_tenant(caller, tenant_ref, object, action)
+        .await?;
+    let (tenant_id, reference) = (tenant.id, env_ref.to_owned());
+    let environment = state
+        .db(move |conn| Ok(store::environments::find_in_tenant(conn, tenant_id, &reference)?))
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "tenant '{}' has no environment '{env_ref}'; list them with GET /v1/tenants/{}/environments",
+                tenant.slug, tenant.slug
+            ))
+        })?;
+    Ok((tenant, environment))
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/environments/{env}", tag = "environments", security(("bearer" = [])),
+    params(("tenant" = String, Path), ("env" = String, Path, description = "Environment id or name")),
+    responses((status = 200, body = EnvironmentView), (status = 404, body = crate::error::Problem)))]
+pub async fn get(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    let (tenant_ref, env_ref) = path.into_inner();
+    let (_, environment) = environment(
+        &state,
+        &caller,
+        &tenant_ref,
+        &env_ref,
+        Object::Environment,
+        Action::Read,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(EnvironmentView::from(environment)))
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyRequest {
+    /// Apply exactly what this succeeded plan job showed; refused if the target changed since.
+    pub plan_job_id: Option<Uuid>,
+}
+
+async fn job_action(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    operation: Operation,
+    body: Option<ApplyRequest>,
+) -> ApiResult<HttpResponse> {
+    let (tenant_ref, env_ref) = path.into_inner();
+    let (object, action) = match operation {
+        Operation::Destroy => (Object::Environment, Action::Delete),
+        _ => (Object::Job, Action::Create),
+    };
+    let (tenant, environment) =
+        environment(&state, &caller, &tenant_ref, &env_ref, object, action).await?;
+    ensure_tenant_active(&tenant).or_else(|e| {
+        // Destroying is how an offboarding tenant is torn down.
+        if operation == Operation::Destroy {
+            Ok(())
+        } else {
+            Err(e)
+        }
+    })?;
+    if environment.state == "destroyed" {
+        return Err(ApiError::Conflict(format!(
+            "environment '{}' is destroyed; create a new one",
+            environment.name
+        )));
+    }
+    let body = body.unwrap_or_default();
+    let key = idempotency::key(&req)?;
+    let request_hash = idempotency::request_hash(
+        &req,
+        &serde_json::to_value(&body).map_err(ApiError::internal)?,
+    );
+    let max_attempts = state.config.worker.max_attempts;
+    let (status, response) = state
+        .db(move |conn| {
+            conn.build_transaction().run(|conn| {
+                idempotency::once(conn, caller.id, key.as_deref(), &request_hash, |conn| {
+                    let expected = match body.plan_job_id {
+                        None => None,
+                        Some(plan_job_id) => {
+                            let plan_job = store::jobs::find(conn, environment.tenant_id, plan_job_id)?
+                                .filter(|j| j.environment_id == environment.id && j.operation == "plan")
+                                .ok_or_else(|| ApiError::validation("plan_job_id", "is not a plan job of this environment"))?;
+                            match (plan_job.state.as_str(), plan_job.plan_hash) {
+                                ("succeeded", Some(hash)) => Some(hash),
+                                _ => {
+                                    return Err(ApiError::validation(
+                                        "plan_job_id",
+                                        "names a plan job that has not succeeded; wait for it or run plan again",
+                                    ));
+                                }
+                            }
+                        }
+                    };
+                    let job = queue_job(conn, &caller, &environment, operation, max_attempts, expected.as_deref())?;
+                    let body = serde_json::to_value(json!({"job": job})).map_err(ApiError::internal)?;
+                    Ok((202, body))
+                })
+            })
+        })
+        .await?;
+    state.relay_wake.notify_one();
+    idempotency::respond(status, response)
+}
+
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/environments/{env}", tag = "environments", security(("bearer" = [])),
+    params(("tenant" = String, Path), ("env" = String, Path, description = "Environment id or name")),
+    responses((status = 202, description = "A destroy job is queued", body = Object),
+        (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem)))]
+pub async fn destroy(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    job_action(state, caller, req, path, Operation::Destroy, None).await
+}
+
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/environments/{env}/plan", tag = "environments", security(("bearer" = [])),
+    params(("tenant" = String, Path), ("env" = String, Path)),
+    responses((status = 202, description = "A plan job is queued; its plan appears on the job", body = Object)))]
+pub async fn plan(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    job_action(state, caller, req, path, Operation::Plan, None).await
+}
+
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/environments/{env}/apply", tag = "environments", security(("bearer" = [])),
+    params(("tenant" = String, Path), ("env" = String, Path)),
+    request_body(content = Option<ApplyRequest>, description = "Optional: the plan job to apply exactly"),
+    responses((status = 202, description = "An apply job is queued", body = Object)))]
+pub async fn apply(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: Option<web::Json<ApplyRequest>>,
+) -> ApiResult<HttpResponse> {
+    job_action(
+        state,
+        caller,
+        req,
+        path,
+        Operation::Apply,
+        body.map(web::Json::into_inner),
+    )
+    .await
+}
+
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/environments/{env}/drift-check", tag = "environments", security(("bearer" = [])),
+    params(("tenant" = String, Path), ("env" = String, Path)),
+    responses((status = 202, description = "A drift-check job is queued", body = Object)))]
+pub async fn drift_check(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    job_action(state, caller, req, path, Operation::DriftCheck, None).await
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CredentialsView {
+    pub host: String,
+    pub port: i32,
+    pub database: String,
+    pub schema: String,
+    pub username: String,
+    pub password: String,
+    /// A libpq URL with the schema as search_path.
+    pub url: String,
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/environments/{env}/credentials", tag = "environments", security(("bearer" = [])),
+    params(("tenant" = String, Path), ("env" = String, Path)),
+    responses((status = 200, description = "Every read is audited", body = CredentialsView),
+        (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem),
+        (status = 409, description = "Not provisioned yet", body = crate::error::Problem)))]
+pub async fn credentials(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    let (tenant_ref, env_ref) = path.into_inner();
+    let (_, environment) = environment(
+        &state,
+        &caller,
+        &tenant_ref,
+        &env_ref,
+        Object::Credentials,
+        Action::Read,
+    )
+    .await?;
+    let environment_id = environment.id;
+    let event = caller.audit(
+        Some(environment.tenant_id),
+        "credentials.read",
+        format!("environment/{environment_id}"),
+        AuditResult::Success,
+        json!({"environment": environment.name}),
+    );
+    let stored = state
+        .db(move |conn| {
+            conn.build_transaction().run(|conn| {
+                let stored = store::environments::credentials(conn, environment_id)?;
+                if stored.is_some() {
+                    store::audit::append(conn, &event)?;
+                }
+                Ok::<_, ApiError>(stored)
+            })
+        })
+        .await?
+        .ok_or_else(|| {
+            ApiError::Conflict(format!(
+                "environment '{}' has no credentials yet (state {}); wait until it is ready",
+                environment.name, environment.state
+            ))
+        })?;
+    let password = state
+        .config
+        .credentials_key
+        .open(
+            &bulkhead_core::crypto::Sealed {
+                nonce: stored.nonce,
+                ciphertext: stored.ciphertext,
+            },
+            environment_id.as_bytes(),
+        )
+        .map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok().json(CredentialsView {
+        url: format!(
+            "postgres://{}:{}@{}:{}/{}?options=-csearch_path%3D{}",
+            stored.username, password, stored.host, stored.port, stored.database, stored.schema
+        ),
+        host: stored.host,
+        port: stored.port,
+        database: stored.database,
+        schema: stored.schema,
+        username: stored.username,
+        password,
+    }))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct GuaranteeView {
+    /// `data`, `identity`, `compute`…
+    pub layer: String,
+    pub mechanism: String,
+    /// `verified` or `violated`.
+    pub status: String,
+    pub evidence: String,
+    pub checked_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct IsolationView {
+    pub environment_id: Uuid,
+    pub isolation: String,
+    pub guarantees: Vec<GuaranteeView>,
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/environments/{env}/isolation", tag = "environments", security(("bearer" = [])),
+    params(("tenant" = String, Path), ("env" = String, Path)),
+    responses((status = 200, body = IsolationView), (status = 404, body = crate::error::Problem)))]
+pub async fn isolation(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    let (tenant_ref, env_ref) = path.into_inner();
+    let (_, environment) = environment(
+        &state,
+        &caller,
+        &tenant_ref,
+        &env_ref,
+        Object::Environment,
+        Action::Read,
+    )
+    .await?;
+    let environment_id = environment.id;
+    let rows = state
+        .db(move |conn| Ok(store::environments::guarantees(conn, environment_id)?))
+        .await?;
+    Ok(HttpResponse::Ok().json(IsolationView {
+        environment_id,
+        isolation: environment.isolation,
+        guarantees: rows
+            .into_iter()
+            .map(|g| GuaranteeView {
+                layer: g.layer,
+                mechanism: g.mechanism,
+                status: g.status,
+                evidence: g.evidence,
+                checked_at: g.checked_at,
+            })
+            .collect(),
+    }))
+}

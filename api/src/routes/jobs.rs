@@ -1,0 +1,226 @@
+//! Jobs of a tenant: list, read (with queue position and plan), events, cancel.
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::routes::{PageOf, PageQuery, parse_id};
+use crate::state::AppState;
+use actix_web::{HttpResponse, web};
+use bulkhead_core::audit::AuditResult;
+use bulkhead_core::authz::{Action, Object};
+use bulkhead_core::store::{self, jobs::Job, jobs::JobEvent};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobView {
+    pub id: Uuid,
+    pub environment_id: Uuid,
+    /// `apply`, `plan`, `destroy` or `drift_check`.
+    pub operation: String,
+    /// `queued`, `running`, `succeeded`, `failed` or `canceled`.
+    pub state: String,
+    /// For an unfinished job: active jobs of the same environment ahead of it (0 = next).
+    pub queue_position: Option<i64>,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    /// What went wrong, for a person: what, where, why.
+    pub error: Option<String>,
+    pub plan_hash: Option<String>,
+    /// The plan: ordered actions, the actual-state fingerprint and the hash.
+    #[schema(value_type = Option<Object>)]
+    pub plan: Option<serde_json::Value>,
+    pub requested_by: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl JobView {
+    pub fn new(job: Job, queue_position: Option<i64>) -> Self {
+        Self {
+            id: job.id,
+            environment_id: job.environment_id,
+            operation: job.operation,
+            state: job.state,
+            queue_position,
+            attempts: job.attempts,
+            max_attempts: job.max_attempts,
+            error: job.error,
+            plan_hash: job.plan_hash,
+            plan: job.plan,
+            requested_by: job.requested_by,
+            created_at: job.created_at,
+            started_at: job.started_at,
+            finished_at: job.finished_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct JobQuery {
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+    /// Only this environment's jobs (id).
+    pub environment: Option<Uuid>,
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/jobs", tag = "jobs", security(("bearer" = [])),
+    params(("tenant" = String, Path), JobQuery),
+    responses((status = 200, body = PageOf<JobView>), (status = 404, body = crate::error::Problem)))]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    query: web::Query<JobQuery>,
+) -> ApiResult<HttpResponse> {
+    let tenant = state
+        .authorize_tenant(&caller, &path, Object::Job, Action::Read)
+        .await?;
+    let query = query.into_inner();
+    let paging = PageQuery {
+        limit: query.limit,
+        cursor: query.cursor,
+    };
+    let (limit, after, environment) = (paging.limit()?, paging.uuid_cursor()?, query.environment);
+    let page = state
+        .db(move |conn| {
+            let page = store::jobs::list(conn, tenant.id, environment, after, limit)?;
+            let mut items = Vec::with_capacity(page.items.len());
+            for job in page.items {
+                let position = store::jobs::queue_position(conn, &job)?;
+                items.push(JobView::new(job, position));
+            }
+            Ok::<_, ApiError>(PageOf {
+                items,
+                next_cursor: page.next_cursor,
+            })
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+async fn job(
+    state: &AppState,
+    caller: &Caller,
+    tenant_ref: &str,
+    job_ref: &str,
+    action: Action,
+) -> ApiResult<Job> {
+    let tenant = state
+        .authorize_tenant(caller, tenant_ref, Object::Job, action)
+        .await?;
+    let job_id = parse_id(job_ref, "job")?;
+    state
+        .db(move |conn| Ok(store::jobs::find(conn, tenant.id, job_id)?))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no job {job_id} in tenant '{}'", tenant.slug)))
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/jobs/{job}", tag = "jobs", security(("bearer" = [])),
+    params(("tenant" = String, Path), ("job" = Uuid, Path)),
+    responses((status = 200, body = JobView), (status = 404, body = crate::error::Problem)))]
+pub async fn get(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    let (tenant_ref, job_ref) = path.into_inner();
+    let job = job(&state, &caller, &tenant_ref, &job_ref, Action::Read).await?;
+    let view = state
+        .db(move |conn| {
+            let position = store::jobs::queue_position(conn, &job)?;
+            Ok::<_, ApiError>(JobView::new(job, position))
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobEventView {
+    pub id: i64,
+    pub occurred_at: DateTime<Utc>,
+    /// `queued`, `claimed`, `planned`, `step`, `verified`, `retry`, `lease_expired`,
+    /// `released`, `succeeded`, `failed`.
+    pub kind: String,
+    pub message: String,
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+}
+
+impl From<JobEvent> for JobEventView {
+    fn from(e: JobEvent) -> Self {
+        Self {
+            id: e.id,
+            occurred_at: e.occurred_at,
+            kind: e.kind,
+            message: e.message,
+            details: e.details,
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/jobs/{job}/events", tag = "jobs", security(("bearer" = [])),
+    params(("tenant" = String, Path), ("job" = Uuid, Path), PageQuery),
+    responses((status = 200, body = PageOf<JobEventView>), (status = 404, body = crate::error::Problem)))]
+pub async fn events(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+    query: web::Query<PageQuery>,
+) -> ApiResult<HttpResponse> {
+    let (tenant_ref, job_ref) = path.into_inner();
+    let job = job(&state, &caller, &tenant_ref, &job_ref, Action::Read).await?;
+    let (limit, after) = (query.limit()?, query.seq_cursor()?);
+    let page = state
+        .db(move |conn| Ok(store::jobs::events(conn, job.id, after, limit)?))
+        .await?;
+    Ok(HttpResponse::Ok().json(PageOf::from_page(page, JobEventView::from)))
+}
+
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/jobs/{job}/cancel", tag = "jobs", security(("bearer" = [])),
+    params(("tenant" = String, Path), ("job" = Uuid, Path)),
+    responses((status = 200, description = "Canceled", body = JobView),
+        (status = 409, description = "Running or finished", body = crate::error::Problem)))]
+pub async fn cancel(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    let (tenant_ref, job_ref) = path.into_inner();
+    let job = job(&state, &caller, &tenant_ref, &job_ref, Action::Create).await?;
+    let event = caller.audit(
+        Some(job.tenant_id),
+        "job.cancel",
+        format!("job/{}", job.id),
+        AuditResult::Success,
+        json!({}),
+    );
+    let view = state
+        .db(move |conn| {
+            conn.build_transaction().run(|conn| {
+                if !store::jobs::cancel(conn, job.id)? {
+                    return Err(ApiError::Conflict(format!(
+                        "job {} is {}; only jobs that have not started can be canceled",
+                        job.id, job.state
+                    )));
+                }
+                store::jobs::add_event(conn, job.id, "canceled", "canceled by request", json!({}))?;
+                store::audit::append(conn, &event)?;
+                // The job may have been first in line: wake the next one.
+                if let Some((next, operation)) =
+                    store::jobs::next_in_line(conn, job.environment_id)?
+                {
+                    store::outbox::enqueue(conn, next, &operation)?;
+                }
+                let job = store::jobs::get(conn, job.id)?
+                    .ok_or_else(|| ApiError::internal(anyhow::anyhow!("job vanished")))?;
+                Ok::<_, ApiError>(JobView::new(job, None))
+            })
+        })
+        .await?;
+    state.relay_wake.notify_one();
+    Ok(HttpResponse::Ok().json(view))
+}

@@ -1,0 +1,163 @@
+//! The job state machine: states, operations, and the one table of allowed transitions that
+//! every write checks.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Planned,
+    AwaitingApproval,
+    Approved,
+    Running,
+    Succeeded,
+    Failed,
+    Canceled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 8] = [
+        JobState::Queued,
+        JobState::Planned,
+        JobState::AwaitingApproval,
+        JobState::Approved,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Canceled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Planned => "planned",
+            Self::AwaitingApproval => "awaiting_approval",
+            Self::Approved => "approved",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Canceled => "canceled",
+        }
+    }
+
+    pub fn from_db(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Canceled)
+    }
+}
+
+/// Every allowed transition. `Running → Queued` is a retry or a lease given back (crash,
+/// SIGTERM); `Queued → Failed` is the sweeper giving up on a job that used all its attempts.
+pub const TRANSITIONS: &[(JobState, JobState)] = {
+    use JobState::*;
+    &[
+        (Queued, Running),
+        (Queued, Canceled),
+        (Queued, Failed),
+        (Queued, Planned),
+        (Planned, AwaitingApproval),
+        (Planned, Queued),
+        (Planned, Canceled),
+        (AwaitingApproval, Approved),
+        (AwaitingApproval, Canceled),
+        (Approved, Running),
+        (Approved, Canceled),
+        (Running, Succeeded),
+        (Running, Failed),
+        (Running, Queued),
+        (Running, Canceled),
+    ]
+};
+
+pub fn can_transition(from: JobState, to: JobState) -> bool {
+    TRANSITIONS.contains(&(from, to))
+}
+
+/// The states a job may be in for a move to `to` (for `UPDATE … WHERE state IN (…)`).
+pub fn sources_of(to: JobState) -> Vec<&'static str> {
+    TRANSITIONS
+        .iter()
+        .filter(|(_, target)| *target == to)
+        .map(|(from, _)| from.as_str())
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    Apply,
+    Plan,
+    Destroy,
+    DriftCheck,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Apply => "apply",
+            Self::Plan => "plan",
+            Self::Destroy => "destroy",
+            Self::DriftCheck => "drift_check",
+        }
+    }
+
+    pub fn from_db(raw: &str) -> Option<Self> {
+        [Self::Apply, Self::Plan, Self::Destroy, Self::DriftCheck]
+            .into_iter()
+            .find(|o| o.as_str() == raw)
+    }
+}
+
+/// Delay before retry `attempt` (1-based) of a failed job: 1 s, 2 s, 4 s … capped at 5 min.
+pub fn retry_backoff(attempt: u32, base: std::time::Duration) -> std::time::Duration {
+    let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(16));
+    base.saturating_mul(factor)
+        .min(std::time::Duration::from_secs(300))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use JobState::*;
+
+    #[test]
+    fn terminal_states_have_no_way_out() {
+        for state in JobState::ALL.into_iter().filter(|s| s.is_terminal()) {
+            for to in JobState::ALL {
+                assert!(!can_transition(state, to), "{state:?} -> {to:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_happy_paths_are_allowed() {
+        assert!(can_transition(Queued, Running));
+        assert!(can_transition(Running, Succeeded));
+        assert!(can_transition(Running, Queued));
+        assert!(can_transition(AwaitingApproval, Approved));
+        assert!(can_transition(Approved, Running));
+        assert!(!can_transition(Queued, Succeeded));
+        assert!(!can_transition(AwaitingApproval, Running));
+    }
+
+    #[test]
+    fn sources_match_the_table() {
+        assert_eq!(sources_of(Running), vec!["queued", "approved"]);
+        assert_eq!(sources_of(Succeeded), vec!["running"]);
+        for state in JobState::ALL {
+            assert_eq!(JobState::from_db(state.as_str()), Some(state));
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let base = std::time::Duration::from_secs(1);
+        assert_eq!(retry_backoff(1, base).as_secs(), 1);
+        assert_eq!(retry_backoff(3, base).as_secs(), 4);
+        assert_eq!(retry_backoff(40, base).as_secs(), 300);
+    }
+}

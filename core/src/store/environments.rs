@@ -1,0 +1,300 @@
+//! Environments and what they own: resources, isolation guarantees, sealed credentials.
+
+use crate::schema::{environment_credentials, environments, isolation_guarantees, resources};
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use uuid::Uuid;
+
+use super::tenants::page;
+use super::{Page, StoreError};
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = environments)]
+pub struct Environment {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub name: String,
+    pub stage: String,
+    pub isolation: String,
+    pub blueprint: String,
+    pub blueprint_version: i32,
+    pub cost_tags: serde_json::Value,
+    pub state: String,
+    pub drift: Option<serde_json::Value>,
+    pub created_by: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = environments)]
+pub struct NewEnvironment<'a> {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub name: &'a str,
+    pub stage: &'a str,
+    pub isolation: &'a str,
+    pub blueprint: &'a str,
+    pub blueprint_version: i32,
+    pub cost_tags: serde_json::Value,
+    pub created_by: Option<Uuid>,
+}
+
+pub fn insert(
+    conn: &mut PgConnection,
+    new: &NewEnvironment<'_>,
+) -> Result<Environment, StoreError> {
+    Ok(diesel::insert_into(environments::table)
+        .values(new)
+        .returning(Environment::as_returning())
+        .get_result(conn)?)
+}
+
+pub fn find(conn: &mut PgConnection, id: Uuid) -> Result<Option<Environment>, StoreError> {
+    Ok(environments::table
+        .find(id)
+        .select(Environment::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// A tenant's environment by id, or by name among its live (not destroyed) environments.
+pub fn find_in_tenant(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    reference: &str,
+) -> Result<Option<Environment>, StoreError> {
+    let query = environments::table
+        .filter(environments::tenant_id.eq(tenant_id))
+        .select(Environment::as_select());
+    Ok(match Uuid::try_parse(reference) {
+        Ok(id) => query
+            .filter(environments::id.eq(id))
+            .first(conn)
+            .optional()?,
+        Err(_) => query
+            .filter(environments::name.eq(reference))
+            .filter(environments::state.ne("destroyed"))
+            .first(conn)
+            .optional()?,
+    })
+}
+
+pub fn list(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Page<Environment>, StoreError> {
+    let mut query = environments::table
+        .filter(environments::tenant_id.eq(tenant_id))
+        .select(Environment::as_select())
+        .order(environments::id.asc())
+        .limit(limit + 1)
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(environments::id.gt(after));
+    }
+    let rows = query.load(conn)?;
+    Ok(page(rows, limit, |e| e.id.to_string()))
+}
+
+/// Sets the state and, when given, the drift report (`Some(None)` clears it).
+pub fn set_state(
+    conn: &mut PgConnection,
+    id: Uuid,
+    state: &str,
+    drift: Option<Option<serde_json::Value>>,
+) -> Result<(), StoreError> {
+    let target = diesel::update(environments::table.find(id));
+    match drift {
+        Some(drift) => target
+            .set((
+                environments::state.eq(state),
+                environments::drift.eq(drift),
+                environments::updated_at.eq(Utc::now()),
+            ))
+            .execute(conn)?,
+        None => target
+            .set((
+                environments::state.eq(state),
+                environments::updated_at.eq(Utc::now()),
+            ))
+            .execute(conn)?,
+    };
+    Ok(())
+}
+
+/// One thing an environment owns on its target, as last applied.
+#[derive(Debug, Clone, Queryable)]
+pub struct ResourceRow {
+    pub kind: String,
+    pub name: String,
+    pub attributes: serde_json::Value,
+    pub cost_tags: serde_json::Value,
+    pub state: String,
+}
+
+/// Replaces the environment's resource rows with what the target now holds.
+pub fn record_resources(
+    conn: &mut PgConnection,
+    environment_id: Uuid,
+    present: &[(String, String, serde_json::Value)],
+    cost_tags: &serde_json::Value,
+) -> Result<(), StoreError> {
+    diesel::update(resources::table.filter(resources::environment_id.eq(environment_id)))
+        .set((
+            resources::state.eq("deleted"),
+            resources::updated_at.eq(Utc::now()),
+        ))
+        .execute(conn)?;
+    for (kind, name, attributes) in present {
+        diesel::insert_into(resources::table)
+            .values((
+                resources::id.eq(Uuid::now_v7()),
+                resources::environment_id.eq(environment_id),
+                resources::kind.eq(kind),
+                resources::name.eq(name),
+                resources::attributes.eq(attributes),
+                resources::cost_tags.eq(cost_tags),
+                resources::state.eq("present"),
+            ))
+            .on_conflict((resources::environment_id, resources::kind, resources::name))
+            .do_update()
+            .set((
+                resources::attributes.eq(attributes),
+                resources::cost_tags.eq(cost_tags),
+                resources::state.eq("present"),
+                resources::updated_at.eq(Utc::now()),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+pub fn list_resources(
+    conn: &mut PgConnection,
+    environment_id: Uuid,
+) -> Result<Vec<ResourceRow>, StoreError> {
+    Ok(resources::table
+        .filter(resources::environment_id.eq(environment_id))
+        .order((resources::kind.asc(), resources::name.asc()))
+        .select((
+            resources::kind,
+            resources::name,
+            resources::attributes,
+            resources::cost_tags,
+            resources::state,
+        ))
+        .load(conn)?)
+}
+
+#[derive(Debug, Clone, Queryable)]
+pub struct GuaranteeRow {
+    pub layer: String,
+    pub mechanism: String,
+    pub status: String,
+    pub evidence: String,
+    pub checked_at: DateTime<Utc>,
+}
+
+pub fn record_guarantee(
+    conn: &mut PgConnection,
+    environment_id: Uuid,
+    layer: &str,
+    mechanism: &str,
+    status: &str,
+    evidence: &str,
+) -> Result<(), StoreError> {
+    diesel::insert_into(isolation_guarantees::table)
+        .values((
+            isolation_guarantees::environment_id.eq(environment_id),
+            isolation_guarantees::layer.eq(layer),
+            isolation_guarantees::mechanism.eq(mechanism),
+            isolation_guarantees::status.eq(status),
+            isolation_guarantees::evidence.eq(evidence),
+            isolation_guarantees::checked_at.eq(Utc::now()),
+        ))
+        .on_conflict((
+            isolation_guarantees::environment_id,
+            isolation_guarantees::layer,
+            isolation_guarantees::mechanism,
+        ))
+        .do_update()
+        .set((
+            isolation_guarantees::status.eq(status),
+            isolation_guarantees::evidence.eq(evidence),
+            isolation_guarantees::checked_at.eq(Utc::now()),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn guarantees(
+    conn: &mut PgConnection,
+    environment_id: Uuid,
+) -> Result<Vec<GuaranteeRow>, StoreError> {
+    Ok(isolation_guarantees::table
+        .filter(isolation_guarantees::environment_id.eq(environment_id))
+        .order((
+            isolation_guarantees::layer.asc(),
+            isolation_guarantees::mechanism.asc(),
+        ))
+        .select((
+            isolation_guarantees::layer,
+            isolation_guarantees::mechanism,
+            isolation_guarantees::status,
+            isolation_guarantees::evidence,
+            isolation_guarantees::checked_at,
+        ))
+        .load(conn)?)
+}
+
+pub fn clear_guarantees(conn: &mut PgConnection, environment_id: Uuid) -> Result<(), StoreError> {
+    diesel::delete(
+        isolation_guarantees::table.filter(isolation_guarantees::environment_id.eq(environment_id)),
+    )
+    .execute(conn)?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Queryable, Insertable)]
+#[diesel(table_name = environment_credentials)]
+pub struct StoredCredentials {
+    pub environment_id: Uuid,
+    pub host: String,
+    pub port: i32,
+    pub database: String,
+    pub schema: String,
+    pub username: String,
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+}
+
+pub fn credentials(
+    conn: &mut PgConnection,
+    environment_id: Uuid,
+) -> Result<Option<StoredCredentials>, StoreError> {
+    Ok(environment_credentials::table
+        .find(environment_id)
+        .first(conn)
+        .optional()?)
+}
+
+/// Stores credentials unless some are stored already (a retried apply keeps the first password).
+pub fn store_credentials_once(
+    conn: &mut PgConnection,
+    row: &StoredCredentials,
+) -> Result<(), StoreError> {
+    diesel::insert_into(environment_credentials::table)
+        .values(row)
+        .on_conflict_do_nothing()
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn delete_credentials(conn: &mut PgConnection, environment_id: Uuid) -> Result<(), StoreError> {
+    diesel::delete(environment_credentials::table.find(environment_id)).execute(conn)?;
+    Ok(())
+}

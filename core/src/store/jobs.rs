@@ -1,0 +1,441 @@
+//! Jobs: creation, reads, and the worker's fenced writes (claim, heartbeat, finish, requeue).
+//! Every state change names its allowed source states from `jobs::TRANSITIONS`.
+
+use crate::jobs::{JobState, sources_of};
+use crate::schema::{job_events, jobs};
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{Int8, Text, Uuid as SqlUuid};
+use std::time::Duration;
+use uuid::Uuid;
+
+use super::tenants::page;
+use super::{Page, StoreError};
+
+#[derive(Debug, Clone, Queryable, Selectable, QueryableByName)]
+#[diesel(table_name = jobs)]
+pub struct Job {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub environment_id: Uuid,
+    pub operation: String,
+    pub state: String,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub run_after: DateTime<Utc>,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub fencing_token: i64,
+    pub plan: Option<serde_json::Value>,
+    pub plan_hash: Option<String>,
+    pub expected_plan_hash: Option<String>,
+    pub requested_by: Option<Uuid>,
+    pub approved_by: Option<Uuid>,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl Job {
+    pub fn state(&self) -> Option<JobState> {
+        JobState::from_db(&self.state)
+    }
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = jobs)]
+pub struct NewJob<'a> {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub environment_id: Uuid,
+    pub operation: &'a str,
+    pub max_attempts: i32,
+    pub expected_plan_hash: Option<&'a str>,
+    pub requested_by: Option<Uuid>,
+}
+
+/// Inserts a queued job and its wake-up message in the caller's transaction.
+pub fn insert(conn: &mut PgConnection, new: &NewJob<'_>) -> Result<Job, StoreError> {
+    let job: Job = diesel::insert_into(jobs::table)
+        .values(new)
+        .returning(Job::as_returning())
+        .get_result(conn)?;
+    add_event(conn, job.id, "queued", "job queued", serde_json::json!({}))?;
+    super::outbox::enqueue(conn, job.id, &job.operation)?;
+    Ok(job)
+}
+
+pub fn find(conn: &mut PgConnection, tenant_id: Uuid, id: Uuid) -> Result<Option<Job>, StoreError> {
+    Ok(jobs::table
+        .filter(jobs::tenant_id.eq(tenant_id))
+        .filter(jobs::id.eq(id))
+        .select(Job::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+pub fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<Job>, StoreError> {
+    Ok(jobs::table
+        .find(id)
+        .select(Job::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+pub fn list(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    environment_id: Option<Uuid>,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Page<Job>, StoreError> {
+    let mut query = jobs::table
+        .filter(jobs::tenant_id.eq(tenant_id))
+        .select(Job::as_select())
+        .order(jobs::id.asc())
+        .limit(limit + 1)
+        .into_boxed();
+    if let Some(environment_id) = environment_id {
+        query = query.filter(jobs::environment_id.eq(environment_id));
+    }
+    if let Some(after) = after {
+        query = query.filter(jobs::id.gt(after));
+    }
+    let rows = query.load(conn)?;
+    Ok(page(rows, limit, |j| j.id.to_string()))
+}
+
+const ACTIVE: [&str; 5] = [
+    "queued",
+    "planned",
+    "awaiting_approval",
+    "approved",
+    "running",
+];
+
+/// For an active job: how many active jobs of its environment are ahead of it (0 = next or
+/// running). `None` for a finished job.
+pub fn queue_position(conn: &mut PgConnection, job: &Job) -> Result<Option<i64>, StoreError> {
+    if !ACTIVE.contains(&job.state.as_str()) {
+        return Ok(None);
+    }
+    let ahead: i64 = jobs::table
+        .filter(jobs::environment_id.eq(job.environment_id))
+        .filter(jobs::state.eq_any(ACTIVE))
+        .filter(
+            jobs::created_at
+                .lt(job.created_at)
+                .or(jobs::created_at.eq(job.created_at).and(jobs::id.lt(job.id))),
+        )
+        .count()
+        .get_result(conn)?;
+    Ok(Some(ahead))
+}
+
+pub fn add_event(
+    conn: &mut PgConnection,
+    job_id: Uuid,
+    kind: &str,
+    message: &str,
+    details: serde_json::Value,
+) -> Result<(), StoreError> {
+    diesel::insert_into(job_events::table)
+        .values((
+            job_events::job_id.eq(job_id),
+            job_events::kind.eq(kind),
+            job_events::message.eq(message),
+            job_events::details.eq(details),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Queryable)]
+pub struct JobEvent {
+    pub id: i64,
+    pub occurred_at: DateTime<Utc>,
+    pub kind: String,
+    pub message: String,
+    pub details: serde_json::Value,
+}
+
+pub fn events(
+    conn: &mut PgConnection,
+    job_id: Uuid,
+    after: Option<i64>,
+    limit: i64,
+) -> Result<Page<JobEvent>, StoreError> {
+    let mut query = job_events::table
+        .filter(job_events::job_id.eq(job_id))
+        .order(job_events::id.asc())
+        .limit(limit + 1)
+        .select((
+            job_events::id,
+            job_events::occurred_at,
+            job_events::kind,
+            job_events::message,
+            job_events::details,
+        ))
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(job_events::id.gt(after));
+    }
+    let rows = query.load(conn)?;
+    Ok(page(rows, limit, |e: &JobEvent| e.id.to_string()))
+}
+
+/// Claims a job for `worker`: only if it is runnable now and first in its environment's line.
+/// Bumps the fencing token; every later write must present it.
+pub fn claim(
+    conn: &mut PgConnection,
+    job_id: Uuid,
+    worker: &str,
+    lease: Duration,
+) -> Result<Option<Job>, StoreError> {
+    let lease_secs = i64::try_from(lease.as_secs()).unwrap_or(30);
+    let sources = sources_of(JobState::Running);
+    let job = diesel::sql_query(
+        "UPDATE jobs SET state = 'running', lease_owner = $2, \
+                lease_expires_at = now() + make_interval(secs => $3), \
+                fencing_token = fencing_token + 1, attempts = attempts + 1, \
+                started_at = coalesce(started_at, now()), updated_at = now() \
+         WHERE id = $1 AND state = ANY($4) AND run_after <= now() \
+           AND id = (SELECT j.id FROM jobs j WHERE j.environment_id = jobs.environment_id \
+                     AND j.state IN ('queued','planned','awaiting_approval','approved','running') \
+                     ORDER BY j.created_at, j.id LIMIT 1) \
+         RETURNING *",
+    )
+    .bind::<SqlUuid, _>(job_id)
+    .bind::<Text, _>(worker)
+    .bind::<Int8, _>(lease_secs)
+    .bind::<diesel::sql_types::Array<Text>, _>(sources)
+    .get_result::<Job>(conn)
+    .optional();
+    match job {
+        // Another worker holds this environment's running slot right now.
+        Err(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UniqueViolation,
+            _,
+        )) => Ok(None),
+        other => Ok(other?),
+    }
+}
+
+/// Extends the lease; `false` when the lease was lost (token moved on).
+pub fn heartbeat(
+    conn: &mut PgConnection,
+    job_id: Uuid,
+    token: i64,
+    lease: Duration,
+) -> Result<bool, StoreError> {
+    let lease_secs = i64::try_from(lease.as_secs()).unwrap_or(30);
+    let changed = diesel::sql_query(
+        "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $3) \
+         WHERE id = $1 AND fencing_token = $2 AND state = 'running'",
+    )
+    .bind::<SqlUuid, _>(job_id)
+    .bind::<Int8, _>(token)
+    .bind::<Int8, _>(lease_secs)
+    .execute(conn)?;
+    Ok(changed == 1)
+}
+
+/// Moves a running job (holding `token`) to `to`; `false` if the lease was lost meanwhile.
+pub fn finish(
+    conn: &mut PgConnection,
+    job_id: Uuid,
+    token: i64,
+    to: JobState,
+    error: Option<&str>,
+    plan: Option<(&serde_json::Value, &str)>,
+) -> Result<bool, StoreError> {
+    let sources = sources_of(to);
+    if !sources.contains(&"running") {
+        return Err(StoreError::Unavailable(format!(
+            "job transition running -> {} is not in the state machine",
+            to.as_str()
+        )));
+    }
+    let target = jobs::table
+        .filter(jobs::id.eq(job_id))
+        .filter(jobs::fencing_token.eq(token))
+        .filter(jobs::state.eq("running"));
+    let now = Utc::now();
+    let changed = diesel::update(target)
+        .set((
+            jobs::state.eq(to.as_str()),
+            jobs::error.eq(error),
+            jobs::lease_owner.eq(None::<String>),
+            jobs::lease_expires_at.eq(None::<DateTime<Utc>>),
+            jobs::finished_at.eq(Some(now)),
+            jobs::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    if changed == 1 {
+        if let Some((plan, hash)) = plan {
+            diesel::update(jobs::table.find(job_id))
+                .set((jobs::plan.eq(plan), jobs::plan_hash.eq(hash)))
+                .execute(conn)?;
+        }
+    }
+    Ok(changed == 1)
+}
+
+/// Stores the plan computed so far on a running job (fenced).
+pub fn record_plan(
+    conn: &mut PgConnection,
+    job_id: Uuid,
+    token: i64,
+    plan: &serde_json::Value,
+    hash: &str,
+) -> Result<bool, StoreError> {
+    let changed = diesel::update(
+        jobs::table
+            .filter(jobs::id.eq(job_id))
+            .filter(jobs::fencing_token.eq(token))
+            .filter(jobs::state.eq("running")),
+    )
+    .set((jobs::plan.eq(plan), jobs::plan_hash.eq(hash)))
+    .execute(conn)?;
+    Ok(changed == 1)
+}
+
+/// Gives a running job back to the queue (retry after `delay`, or a released lease), bumping
+/// the fencing token so a stale holder can write nothing more, and queues its wake-up.
+pub fn requeue(
+    conn: &mut PgConnection,
+    job_id: Uuid,
+    token: i64,
+    delay: Duration,
+    error: Option<&str>,
+) -> Result<bool, StoreError> {
+    let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+    let changed = diesel::sql_query(
+        "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL, \
+                fencing_token = fencing_token + 1, error = $3, updated_at = now(), \
+                run_after = now() + make_interval(secs => $4::double precision / 1000) \
+         WHERE id = $1 AND fencing_token = $2 AND state = 'running'",
+    )
+    .bind::<SqlUuid, _>(job_id)
+    .bind::<Int8, _>(token)
+    .bind::<diesel::sql_types::Nullable<Text>, _>(error)
+    .bind::<Int8, _>(delay_ms)
+    .execute(conn)?;
+    Ok(changed == 1)
+}
+
+/// Cancels a job that has not started; `false` if it is running or finished.
+pub fn cancel(conn: &mut PgConnection, job_id: Uuid) -> Result<bool, StoreError> {
+    let sources: Vec<&str> = sources_of(JobState::Canceled)
+        .into_iter()
+        .filter(|s| *s != "running")
+        .collect();
+    let now = Utc::now();
+    let changed = diesel::update(
+        jobs::table
+            .filter(jobs::id.eq(job_id))
+            .filter(jobs::state.eq_any(sources)),
+    )
+    .set((
+        jobs::state.eq(JobState::Canceled.as_str()),
+        jobs::finished_at.eq(Some(now)),
+        jobs::updated_at.eq(now),
+    ))
+    .execute(conn)?;
+    Ok(changed == 1)
+}
+
+/// The first active job of an environment, if it is queued: the one to wake next.
+pub fn next_in_line(
+    conn: &mut PgConnection,
+    environment_id: Uuid,
+) -> Result<Option<(Uuid, String)>, StoreError> {
+    let first: Option<(Uuid, String, String)> = jobs::table
+        .filter(jobs::environment_id.eq(environment_id))
+        .filter(jobs::state.eq_any(ACTIVE))
+        .order((jobs::created_at.asc(), jobs::id.asc()))
+        .select((jobs::id, jobs::operation, jobs::state))
+        .first(conn)
+        .optional()?;
+    Ok(first
+        .filter(|(_, _, state)| state == "queued")
+        .map(|(id, operation, _)| (id, operation)))
+}
+
+#[derive(Debug, Clone, QueryableByName)]
+pub struct StaleJob {
+    #[diesel(sql_type = SqlUuid)]
+    pub id: Uuid,
+    #[diesel(sql_type = Text)]
+    pub operation: String,
+    #[diesel(sql_type = Int8)]
+    pub fencing_token: i64,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    pub attempts: i32,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    pub max_attempts: i32,
+    #[diesel(sql_type = SqlUuid)]
+    pub environment_id: Uuid,
+    #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+    pub lease_owner: Option<String>,
+}
+
+/// Running jobs whose lease expired (their worker died or stalled).
+pub fn expired_leases(conn: &mut PgConnection) -> Result<Vec<StaleJob>, StoreError> {
+    Ok(diesel::sql_query(
+        "SELECT id, operation, fencing_token, attempts, max_attempts, environment_id, lease_owner \
+         FROM jobs WHERE state = 'running' AND lease_expires_at < now() LIMIT 100",
+    )
+    .load(conn)?)
+}
+
+/// Queued jobs that are due and first in their environment's line but have no wake-up on the
+/// way: none waiting in the outbox, and none published since they became due — or the last one
+/// was published more than `quiet` ago and evidently lost. Covers retries come due and lost
+/// messages.
+pub fn stranded(conn: &mut PgConnection, quiet: Duration) -> Result<Vec<StaleJob>, StoreError> {
+    let quiet_ms = i64::try_from(quiet.as_millis()).unwrap_or(i64::MAX);
+    Ok(diesel::sql_query(
+        "SELECT j.id, j.operation, j.fencing_token, j.attempts, j.max_attempts, j.environment_id, \
+                j.lease_owner \
+         FROM jobs j \
+         WHERE j.state = 'queued' AND j.run_after <= now() \
+           AND j.id = (SELECT f.id FROM jobs f WHERE f.environment_id = j.environment_id \
+                       AND f.state IN ('queued','planned','awaiting_approval','approved','running') \
+                       ORDER BY f.created_at, f.id LIMIT 1) \
+           AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.job_id = j.id AND o.sent_at IS NULL) \
+           AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.job_id = j.id AND o.created_at >= j.run_after \
+                 AND o.sent_at > now() - make_interval(secs => $1::double precision / 1000)) \
+         LIMIT 100",
+    )
+    .bind::<Int8, _>(quiet_ms)
+    .load(conn)?)
+}
+
+/// Fails a queued job that has used all its attempts (sweeper), if it is still queued.
+pub fn give_up(
+    conn: &mut PgConnection,
+    job_id: Uuid,
+    token: i64,
+    error: &str,
+) -> Result<bool, StoreError> {
+    let now = Utc::now();
+    let changed = diesel::update(
+        jobs::table
+            .filter(jobs::id.eq(job_id))
+            .filter(jobs::fencing_token.eq(token))
+            .filter(jobs::state.eq_any(sources_of(JobState::Failed))),
+    )
+    .set((
+        jobs::state.eq(JobState::Failed.as_str()),
+        jobs::error.eq(error),
+        jobs::lease_owner.eq(None::<String>),
+        jobs::lease_expires_at.eq(None::<DateTime<Utc>>),
+        jobs::finished_at.eq(Some(now)),
+        jobs::updated_at.eq(now),
+    ))
+    .execute(conn)?;
+    Ok(changed == 1)
+}

@@ -1,0 +1,615 @@
+//! One claimed job, run to an outcome: heartbeats keep its lease, each executor step records an
+//! event and checks the lease and SIGTERM, and the result is written fenced by the token.
+
+use crate::executor::{ExecError, GuaranteeCheck, StepAbort};
+use crate::runtime::Worker;
+use bulkhead_core::audit::AuditResult;
+use bulkhead_core::domain::{Isolation, Stage};
+use bulkhead_core::jobs::{JobState, Operation, retry_backoff};
+use bulkhead_core::plan::{EnvironmentSpec, Plan, PlanAction};
+use bulkhead_core::store::environments::{Environment, StoredCredentials};
+use bulkhead_core::store::jobs::Job;
+use bulkhead_core::store::{self, StoreError, audit::NewAuditEvent};
+use diesel::Connection;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// How a job attempt ended, for the message: ack, or dead-letter on `Failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    /// Requeued for another attempt after a backoff.
+    Retrying,
+    /// Failed for good.
+    Failed,
+    /// Lease given back at a step boundary because the worker is stopping.
+    Released,
+    /// Someone else holds the job now (our lease expired); we wrote nothing more.
+    LostLease,
+}
+
+pub struct Execution {
+    worker: Arc<Worker>,
+    job: Job,
+    received: Instant,
+    lost: Arc<AtomicBool>,
+}
+
+/// Why an attempt stopped early.
+enum Stop {
+    Exec(ExecError),
+    Store(StoreError),
+    /// Not retryable: what, where, why.
+    Fatal(String),
+}
+
+impl From<ExecError> for Stop {
+    fn from(error: ExecError) -> Self {
+        Self::Exec(error)
+    }
+}
+
+impl From<StoreError> for Stop {
+    fn from(error: StoreError) -> Self {
+        Self::Store(error)
+    }
+}
+
+fn ms(since: Instant) -> f64 {
+    (since.elapsed().as_secs_f64() * 1e4).round() / 10.0
+}
+
+impl Execution {
+    pub fn new(worker: Arc<Worker>, job: Job, received: Instant) -> Self {
+        Self {
+            worker,
+            job,
+            received,
+            lost: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    async fn db<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut bulkhead_core::db::PgConn) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let pool = self.worker.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get()?;
+            work(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?
+    }
+
+    pub async fn run(self) -> Outcome {
+        let heartbeat = self.spawn_heartbeat();
+        let (job_id, token) = (self.job.id, self.job.fencing_token);
+        let claim_ms = ms(self.received);
+        let queued_ms = (self.job.started_at.unwrap_or(self.job.created_at) - self.job.created_at)
+            .num_microseconds()
+            .map_or(0.0, |us| us as f64 / 1000.0);
+        let _ = self
+            .db(move |conn| {
+                store::jobs::add_event(
+                    conn,
+                    job_id,
+                    "claimed",
+                    "claimed by a worker",
+                    json!({"claim_ms": claim_ms, "since_created_ms": queued_ms, "token": token}),
+                )
+            })
+            .await;
+        let result = self.attempt().await;
+        heartbeat.abort();
+        self.conclude(result).await
+    }
+
+    /// Extends the lease every third of its length; flags the job as lost if that fails.
+    fn spawn_heartbeat(&self) -> tokio::task::JoinHandle<()> {
+        let (pool, lost) = (self.worker.pool.clone(), self.lost.clone());
+        let (job_id, token, lease) = (
+            self.job.id,
+            self.job.fencing_token,
+            self.worker.config.worker.lease,
+        );
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                let pool = pool.clone();
+                let alive = tokio::task::spawn_blocking(move || {
+                    let mut conn = pool.get()?;
+                    store::jobs::heartbeat(&mut conn, job_id, token, lease)
+                })
+                .await;
+                if let Ok(Ok(false)) = alive {
+                    tracing::warn!(%job_id, "lease lost: another worker owns this job now");
+                    lost.store(true, Ordering::SeqCst);
+                    return;
+                }
+            }
+        })
+    }
+
+    async fn load_spec(&self) -> Result<(Environment, EnvironmentSpec), Stop> {
+        let environment_id = self.job.environment_id;
+        let environment = self
+            .db(move |conn| store::environments::find(conn, environment_id))
+            .await?
+            .ok_or_else(|| Stop::Fatal(format!("environment {environment_id} no longer exists")))?;
+        let blueprint = self
+            .worker
+            .catalog
+            .get(&environment.blueprint, u32::try_from(environment.blueprint_version).ok())
+            .cloned()
+            .ok_or_else(|| {
+                Stop::Fatal(format!(
+                    "blueprint {} v{} is not in this worker's catalog; deploy a worker that has \
+                     it (BULKHEAD_BLUEPRINTS_DIR) or recreate the environment with another blueprint",
+                    environment.blueprint, environment.blueprint_version
+                ))
+            })?;
+        let isolation = match environment.isolation.as_str() {
+            "dedicated" => Isolation::Dedicated,
+            _ => Isolation::Shared,
+        };
+        let stage = Stage::parse("stage", &environment.stage)
+            .map_err(|e| Stop::Fatal(format!("environment stage: {}", e.message)))?;
+        let cost_tags: BTreeMap<String, String> = environment
+            .cost_tags
+            .as_object()
+            .map(|tags| {
+                tags.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let spec = EnvironmentSpec {
+            id: environment.id,
+            tenant_id: environment.tenant_id,
+            isolation,
+            stage,
+            blueprint,
+            cost_tags,
+        };
+        Ok((environment, spec))
+    }
+
+    /// The step callback: records an event per action and stops at the boundary when the lease
+    /// is lost or the worker is stopping.
+    fn on_step(&self) -> impl FnMut(&PlanAction) -> Result<(), StepAbort> + Send + 'static {
+        let (pool, lost, shutdown) = (
+            self.worker.pool.clone(),
+            self.lost.clone(),
+            self.worker.shutdown.clone(),
+        );
+        let job_id = self.job.id;
+        let mut last = Instant::now();
+        move |action: &PlanAction| {
+            let step_ms = ms(last);
+            last = Instant::now();
+            if let Ok(mut conn) = pool.get() {
+                let _ = store::jobs::add_event(
+                    &mut conn,
+                    job_id,
+                    "step",
+                    &action.detail,
+                    json!({"op": action.op, "kind": action.kind, "name": action.name, "ms": step_ms}),
+                );
+            }
+            if lost.load(Ordering::SeqCst) || *shutdown.borrow() {
+                Err(StepAbort)
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    async fn plan(&self, spec: &EnvironmentSpec, destroy: bool) -> Result<Plan, Stop> {
+        let (executor, spec) = (self.worker.executor.clone(), spec.clone());
+        let started = Instant::now();
+        let plan = tokio::task::spawn_blocking(move || {
+            if destroy {
+                executor.destroy_plan(&spec)
+            } else {
+                executor.plan(&spec)
+            }
+        })
+        .await
+        .map_err(|e| Stop::Fatal(format!("planner task: {e}")))??;
+        let (job_id, token) = (self.job.id, self.job.fencing_token);
+        let (summary, plan_json, hash) = (
+            plan.summary(),
+            serde_json::to_value(&plan).unwrap_or_default(),
+            plan.hash.clone(),
+        );
+        let plan_ms = ms(started);
+        self.db(move |conn| {
+            store::jobs::record_plan(conn, job_id, token, &plan_json, &hash)?;
+            store::jobs::add_event(
+                conn,
+                job_id,
+                "planned",
+                "plan computed",
+                json!({"plan_ms": plan_ms, "summary": summary}),
+            )
+        })
+        .await?;
+        Ok(plan)
+    }
+
+    /// The app role's password: the stored one, or a new one sealed and stored first (so a
+    /// retried apply after a crash reuses it).
+    async fn password(&self, spec: &EnvironmentSpec) -> Result<String, Stop> {
+        let environment_id = spec.id;
+        let key = self.worker.config.credentials_key.clone();
+        if let Some(stored) = self
+            .db(move |conn| store::environments::credentials(conn, environment_id))
+            .await?
+        {
+            return open(&key, &stored);
+        }
+        let password = bulkhead_core::secrets::generate_password();
+        let info = self.worker.executor.connection_info(spec);
+        let sealed = key
+            .seal(&password, environment_id.as_bytes())
+            .map_err(|e| Stop::Fatal(e.to_string()))?;
+        let row = StoredCredentials {
+            environment_id,
+            host: info.host,
+            port: i32::from(info.port),
+            database: info.database,
+            schema: info.schema,
+            username: info.username,
+            nonce: sealed.nonce,
+            ciphertext: sealed.ciphertext,
+            created_at: chrono::Utc::now(),
+        };
+        let stored = self
+            .db(move |conn| {
+                store::environments::store_credentials_once(conn, &row)?;
+                store::environments::credentials(conn, environment_id)
+            })
+            .await?
+            .ok_or_else(|| Stop::Fatal("credentials vanished after storing them".into()))?;
+        open(&key, &stored)
+    }
+
+    async fn attempt(&self) -> Result<(), Stop> {
+        let operation = Operation::from_db(&self.job.operation)
+            .ok_or_else(|| Stop::Fatal(format!("unknown operation {}", self.job.operation)))?;
+        let (environment, spec) = self.load_spec().await?;
+        let environment_id = environment.id;
+        match operation {
+            Operation::Plan => {
+                self.plan(&spec, false).await?;
+                Ok(())
+            }
+            Operation::DriftCheck => {
+                let plan = self.plan(&spec, false).await?;
+                let drifted = !plan.is_empty();
+                let summary = plan.summary();
+                let settled = environment.state == "ready" || environment.state == "drifted";
+                self.db(move |conn| {
+                    if drifted {
+                        store::environments::set_state(
+                            conn,
+                            environment_id,
+                            "drifted",
+                            Some(Some(summary)),
+                        )
+                    } else if settled {
+                        store::environments::set_state(conn, environment_id, "ready", Some(None))
+                    } else {
+                        Ok(())
+                    }
+                })
+                .await?;
+                Ok(())
+            }
+            Operation::Apply => self.apply(&spec).await,
+            Operation::Destroy => self.destroy(&spec).await,
+        }
+    }
+
+    async fn apply(&self, spec: &EnvironmentSpec) -> Result<(), Stop> {
+        let environment_id = spec.id;
+        self.db(move |conn| {
+            store::environments::set_state(conn, environment_id, "provisioning", None)
+        })
+        .await?;
+        let plan = self.plan(spec, false).await?;
+        if let Some(expected) = &self.job.expected_plan_hash {
+            if expected != &plan.hash {
+                return Err(Stop::Fatal(format!(
+                    "stale plan: the environment changed since the reviewed plan {expected} was \
+                     made (it would now be {}); run plan again and apply that one",
+                    plan.hash
+                )));
+            }
+        }
+        let password = self.password(spec).await?;
+        let started = Instant::now();
+        let (executor, spec_owned, pw, plan_owned) = (
+            self.worker.executor.clone(),
+            spec.clone(),
+            password.clone(),
+            plan.clone(),
+        );
+        let mut on_step = self.on_step();
+        tokio::task::spawn_blocking(move || {
+            executor.apply(&spec_owned, &plan_owned, &pw, &mut on_step)
+        })
+        .await
+        .map_err(|e| Stop::Fatal(format!("apply task: {e}")))??;
+        let apply_ms = ms(started);
+
+        let started = Instant::now();
+        let (executor, spec_owned) = (self.worker.executor.clone(), spec.clone());
+        let checks: Vec<GuaranteeCheck> =
+            tokio::task::spawn_blocking(move || executor.verify_isolation(&spec_owned, &password))
+                .await
+                .map_err(|e| Stop::Fatal(format!("verify task: {e}")))??;
+        let verify_ms = ms(started);
+
+        let (executor, spec_owned) = (self.worker.executor.clone(), spec.clone());
+        let actual = tokio::task::spawn_blocking(move || executor.read_actual(&spec_owned))
+            .await
+            .map_err(|e| Stop::Fatal(format!("read task: {e}")))??;
+        let present: Vec<(String, String, serde_json::Value)> = actual
+            .into_iter()
+            .map(|r| {
+                (
+                    r.kind,
+                    r.name,
+                    serde_json::to_value(r.attributes).unwrap_or_default(),
+                )
+            })
+            .collect();
+        let tags = serde_json::to_value(&spec.cost_tags).unwrap_or_default();
+        let (job_id, tenant_id, worker_id) = (
+            self.job.id,
+            spec.tenant_id,
+            self.worker.config.worker.id.clone(),
+        );
+        self.db(move |conn| {
+            conn.transaction(|conn| {
+                store::environments::record_resources(conn, environment_id, &present, &tags)?;
+                let mut violations = Vec::new();
+                for check in &checks {
+                    store::environments::record_guarantee(
+                        conn,
+                        environment_id,
+                        &check.layer,
+                        &check.mechanism,
+                        &check.status,
+                        &check.evidence,
+                    )?;
+                    if check.status != "verified" {
+                        violations.push(format!("{}/{}: {}", check.layer, check.mechanism, check.evidence));
+                    }
+                }
+                if violations.is_empty() {
+                    store::environments::set_state(conn, environment_id, "ready", Some(None))?;
+                } else {
+                    store::environments::set_state(
+                        conn,
+                        environment_id,
+                        "drifted",
+                        Some(Some(json!({"isolation_violations": violations}))),
+                    )?;
+                    store::audit::append(
+                        conn,
+                        &NewAuditEvent {
+                            actor_id: None,
+                            actor: format!("worker:{worker_id}"),
+                            tenant_id: Some(tenant_id),
+                            action: "environment.isolation_violated".into(),
+                            target: format!("environment/{environment_id}"),
+                            result: AuditResult::Failure,
+                            request_id: format!("job:{job_id}"),
+                            details: json!({"violations": violations}),
+                        },
+                    )?;
+                }
+                store::jobs::add_event(
+                    conn,
+                    job_id,
+                    "verified",
+                    "applied and verified isolation",
+                    json!({"apply_ms": apply_ms, "verify_ms": verify_ms, "checks": checks.len(), "violations": violations.len()}),
+                )
+            })
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn destroy(&self, spec: &EnvironmentSpec) -> Result<(), Stop> {
+        let environment_id = spec.id;
+        self.db(move |conn| {
+            store::environments::set_state(conn, environment_id, "destroying", None)
+        })
+        .await?;
+        let plan = self.plan(spec, true).await?;
+        let (executor, spec_owned) = (self.worker.executor.clone(), spec.clone());
+        let mut on_step = self.on_step();
+        tokio::task::spawn_blocking(move || executor.apply(&spec_owned, &plan, "", &mut on_step))
+            .await
+            .map_err(|e| Stop::Fatal(format!("destroy task: {e}")))??;
+        self.db(move |conn| {
+            conn.transaction(|conn| {
+                store::environments::record_resources(conn, environment_id, &[], &json!({}))?;
+                store::environments::clear_guarantees(conn, environment_id)?;
+                store::environments::delete_credentials(conn, environment_id)?;
+                store::environments::set_state(conn, environment_id, "destroyed", Some(None))
+            })
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Writes the attempt's result (fenced), wakes the environment's next job, and says how to
+    /// settle the message.
+    async fn conclude(&self, result: Result<(), Stop>) -> Outcome {
+        let (job_id, token, environment_id) =
+            (self.job.id, self.job.fencing_token, self.job.environment_id);
+        let attempts = self.job.attempts;
+        let max_attempts = self.job.max_attempts;
+        let total_ms = ms(self.received);
+        enum Write {
+            Finish(JobState, Option<String>),
+            Requeue(Duration, String),
+            Release,
+        }
+        let write = match result {
+            Ok(()) => Write::Finish(JobState::Succeeded, None),
+            Err(Stop::Exec(ExecError::Aborted)) if self.lost.load(Ordering::SeqCst) => {
+                return Outcome::LostLease;
+            }
+            Err(Stop::Exec(ExecError::Aborted)) => Write::Release,
+            Err(Stop::Fatal(reason)) => Write::Finish(JobState::Failed, Some(reason)),
+            Err(Stop::Exec(error @ ExecError::StalePlan(_))) => {
+                Write::Finish(JobState::Failed, Some(error.to_string()))
+            }
+            Err(Stop::Exec(error)) => {
+                retry_or_fail(attempts, max_attempts, error.to_string(), &self.worker)
+            }
+            Err(Stop::Store(error)) => {
+                retry_or_fail(attempts, max_attempts, error.to_string(), &self.worker)
+            }
+        };
+        fn retry_or_fail(attempts: i32, max: i32, reason: String, worker: &Worker) -> Write {
+            if attempts < max {
+                let delay = retry_backoff(
+                    u32::try_from(attempts).unwrap_or(1),
+                    worker.config.worker.retry_base,
+                );
+                Write::Requeue(
+                    delay,
+                    format!("attempt {attempts} of {max} failed: {reason}"),
+                )
+            } else {
+                Write::Finish(
+                    JobState::Failed,
+                    Some(format!(
+                        "failed after {attempts} attempts; last error: {reason}"
+                    )),
+                )
+            }
+        }
+        let outcome = match &write {
+            Write::Finish(JobState::Succeeded, _) => Outcome::Succeeded,
+            Write::Finish(_, _) => Outcome::Failed,
+            Write::Requeue(..) => Outcome::Retrying,
+            Write::Release => Outcome::Released,
+        };
+        let operation = self.job.operation.clone();
+        let written = self
+            .db(move |conn| {
+                conn.transaction(|conn| {
+                    let held = match &write {
+                        Write::Finish(state, error) => {
+                            let held = store::jobs::finish(
+                                conn,
+                                job_id,
+                                token,
+                                *state,
+                                error.as_deref(),
+                                None,
+                            )?;
+                            if held {
+                                let (kind, message) = match state {
+                                    JobState::Succeeded => {
+                                        ("succeeded", "job succeeded".to_owned())
+                                    }
+                                    _ => ("failed", error.clone().unwrap_or_default()),
+                                };
+                                store::jobs::add_event(
+                                    conn,
+                                    job_id,
+                                    kind,
+                                    &message,
+                                    json!({"total_ms": total_ms}),
+                                )?;
+                                if *state == JobState::Failed {
+                                    store::environments::set_state(
+                                        conn,
+                                        environment_id,
+                                        "failed",
+                                        None,
+                                    )?;
+                                }
+                                if let Some((next, operation)) =
+                                    store::jobs::next_in_line(conn, environment_id)?
+                                {
+                                    store::outbox::enqueue(conn, next, &operation)?;
+                                }
+                            }
+                            held
+                        }
+                        Write::Requeue(delay, reason) => {
+                            let held =
+                                store::jobs::requeue(conn, job_id, token, *delay, Some(reason))?;
+                            if held {
+                                store::jobs::add_event(
+                                    conn,
+                                    job_id,
+                                    "retry",
+                                    reason,
+                                    json!({"retry_in_ms": delay.as_millis() as u64}),
+                                )?;
+                            }
+                            held
+                        }
+                        Write::Release => {
+                            let held =
+                                store::jobs::requeue(conn, job_id, token, Duration::ZERO, None)?;
+                            if held {
+                                store::jobs::add_event(
+                                    conn,
+                                    job_id,
+                                    "released",
+                                    "worker stopping; lease given back at a step boundary",
+                                    json!({}),
+                                )?;
+                                store::outbox::enqueue(conn, job_id, &operation)?;
+                            }
+                            held
+                        }
+                    };
+                    Ok::<_, StoreError>(held)
+                })
+            })
+            .await;
+        match written {
+            Ok(true) => {
+                self.worker.wake.notify_one();
+                outcome
+            }
+            Ok(false) => Outcome::LostLease,
+            Err(error) => {
+                // The row still says running; the lease will expire and the sweeper requeues it.
+                tracing::error!(%job_id, %error, "could not record the job's result; the sweeper will retry it");
+                Outcome::Retrying
+            }
+        }
+    }
+}
+
+fn open(
+    key: &bulkhead_core::crypto::CredentialsKey,
+    stored: &StoredCredentials,
+) -> Result<String, Stop> {
+    key.open(
+        &bulkhead_core::crypto::Sealed {
+            nonce: stored.nonce.clone(),
+            ciphertext: stored.ciphertext.clone(),
+        },
+        stored.environment_id.as_bytes(),
+    )
+    .map_err(|e| Stop::Fatal(e.to_string()))
+}

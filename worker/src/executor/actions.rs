@@ -1,0 +1,579 @@
+//! Executes one plan action. Every action converges: it brings its object to the desired state
+//! whatever state it finds (`IF NOT EXISTS`, guards, revoke-then-grant), so running it twice, or
+//! after a crash half-way, ends in the same place. The statements of one action go in one round
+//! trip, which PostgreSQL runs as one transaction; `CREATE DATABASE` / `DROP DATABASE` run alone.
+//!
+//! Identifiers always come from the environment's [`EnvNames`], never from the plan's
+//! attributes; attributes only supply values (limits, privileges from a fixed list, settings
+//! from a fixed list, tags), and are quoted.
+
+use super::ExecError;
+use super::postgres::Session;
+use super::scram;
+use super::sql::{ident, literal};
+use bulkhead_core::plan::{
+    self, BASELINE_TABLE, EnvNames, EnvironmentSpec, GRANT_DEFAULT_PRIVILEGES, GRANT_ON_DATABASE,
+    GRANT_ON_SCHEMA, KIND_BASELINE, KIND_DATABASE, KIND_GRANT, KIND_ROLE, KIND_SCHEMA, Op,
+    PlanAction, Resource,
+};
+use serde_json::Value;
+use std::collections::BTreeSet;
+
+/// What every action needs besides the action itself.
+pub(crate) struct Context<'a> {
+    pub spec: &'a EnvironmentSpec,
+    pub names: &'a EnvNames,
+    pub dedicated: bool,
+    pub app_password: &'a str,
+}
+
+pub(crate) fn execute(
+    session: &mut Session<'_>,
+    ctx: &Context<'_>,
+    action: &PlanAction,
+) -> Result<(), ExecError> {
+    guard(ctx, action)?;
+    let step = action.headline();
+    let resource = match (action.op, &action.desired, &action.actual) {
+        (Op::Delete, _, Some(actual)) => actual,
+        (Op::Create | Op::Update, Some(desired), _) => desired,
+        _ => return Err(refused(&step, "the action lacks the resource it acts on")),
+    };
+    match (action.kind.as_str(), action.op) {
+        (KIND_ROLE, Op::Create | Op::Update) => {
+            ensure_role(session, ctx, &step, resource, action.op)
+        }
+        (KIND_ROLE, Op::Delete) => drop_role(session, ctx, &step, &action.name),
+        (KIND_DATABASE, Op::Create | Op::Update) => {
+            ensure_database(session, ctx, &step, resource, action.op)
+        }
+        (KIND_DATABASE, Op::Delete) => drop_database(session, ctx, &step),
+        (KIND_SCHEMA, Op::Create | Op::Update) => ensure_schema(session, ctx, &step, resource),
+        (KIND_SCHEMA, Op::Delete) => drop_schema(session, ctx, &step),
+        (KIND_GRANT, op) => grant(session, ctx, &step, resource, op),
+        (KIND_BASELINE, Op::Create) => apply_baseline(session, ctx, &step, resource, &action.name),
+        (KIND_BASELINE, _) => Err(refused(
+            &step,
+            "baseline migrations are forward-only: an applied migration cannot be changed or \
+             removed; add a new migration in a new blueprint version instead",
+        )),
+        (other, _) => Err(refused(&step, &format!("unknown resource kind {other:?}"))),
+    }
+}
+
+fn refused(step: &str, reason: &str) -> ExecError {
+    ExecError::Target {
+        step: step.to_owned(),
+        target: "(plan)".to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// A plan may only touch the environment's own objects: its (kind, name) must be one the
+/// environment would have.
+fn guard(ctx: &Context<'_>, action: &PlanAction) -> Result<(), ExecError> {
+    let own: BTreeSet<(String, String)> = plan::desired(ctx.spec, ctx.names)
+        .into_iter()
+        .map(|r| (r.kind, r.name))
+        .collect();
+    let is_own = own.contains(&(action.kind.clone(), action.name.clone()))
+        || (action.kind == KIND_BASELINE
+            && [&action.desired, &action.actual]
+                .into_iter()
+                .flatten()
+                .all(|r| {
+                    r.attr_str("schema") == Some(ctx.names.schema.as_str())
+                        && r.attr_str("database") == Some(ctx.names.database.as_str())
+                }));
+    if is_own {
+        Ok(())
+    } else {
+        Err(refused(
+            &action.headline(),
+            "the plan names an object this environment does not own; refusing to touch it",
+        ))
+    }
+}
+
+/// Serialises changes to one database's ACL row: concurrent GRANT/REVOKE on the same
+/// `pg_database` row fail with "tuple concurrently updated" otherwise.
+fn acl_lock(database: &str) -> Result<String, ExecError> {
+    Ok(format!(
+        "SELECT pg_advisory_xact_lock(hashtext('bulkhead.database_acl'), hashtext({}));\n",
+        literal(database)?
+    ))
+}
+
+/// Runs `statement` only when role `role` exists.
+fn if_role_exists(role: &str, statement: &str) -> Result<String, ExecError> {
+    Ok(format!(
+        "DO $bk$BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = {}) THEN EXECUTE {}; END IF; END$bk$;\n",
+        literal(role)?,
+        literal(statement)?
+    ))
+}
+
+fn comment(resource: &Resource) -> Result<String, ExecError> {
+    let tags = resource
+        .cost_tags()
+        .cloned()
+        .unwrap_or_else(|| Value::Object(serde_json::Map::new()));
+    literal(&plan::canonical_json(&tags))
+}
+
+fn int_attr(resource: &Resource, key: &str) -> Result<i64, ExecError> {
+    resource
+        .attributes
+        .get(key)
+        .and_then(Value::as_i64)
+        .ok_or_else(|| {
+            refused(
+                &format!("{} {}", resource.kind, resource.name),
+                &format!("attribute {key} must be an integer"),
+            )
+        })
+}
+
+/// The privileges listed in `key`, each checked against `allowed`, joined for GRANT.
+fn privileges(
+    resource: &Resource,
+    key: &str,
+    allowed: &[&str],
+) -> Result<Vec<&'static str>, ExecError> {
+    let listed = resource.attributes.get(key).and_then(Value::as_array);
+    let mut out = Vec::new();
+    for item in listed.into_iter().flatten() {
+        let name = item.as_str().unwrap_or("");
+        match allowed.iter().find(|a| **a == name) {
+            Some(known) => out.push(static_privilege(known)),
+            None => {
+                return Err(refused(
+                    &format!("{} {}", resource.kind, resource.name),
+                    &format!(
+                        "{key} lists {item}, which is not one of {}",
+                        allowed.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn static_privilege(name: &str) -> &'static str {
+    const ALL: &[&str] = &[
+        "CONNECT",
+        "TEMPORARY",
+        "CREATE",
+        "USAGE",
+        "SELECT",
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+        "TRUNCATE",
+        "REFERENCES",
+        "TRIGGER",
+    ];
+    ALL.iter().copied().find(|p| *p == name).unwrap_or("USAGE")
+}
+
+fn ensure_role(
+    session: &mut Session<'_>,
+    ctx: &Context<'_>,
+    step: &str,
+    resource: &Resource,
+    op: Op,
+) -> Result<(), ExecError> {
+    let name = if resource.name == ctx.names.app_role {
+        &ctx.names.app_role
+    } else {
+        &ctx.names.owner_role
+    };
+    let role = ident(name)?;
+    let login = resource
+        .attributes
+        .get("login")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let limit = int_attr(resource, "connection_limit")?;
+    let mut sql = format!(
+        "DO $bk$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {}) THEN CREATE ROLE {role}; END IF; END$bk$;\n",
+        literal(name)?
+    );
+    sql.push_str(&format!(
+        "ALTER ROLE {role} WITH NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT {} CONNECTION LIMIT {limit}",
+        if login { "LOGIN" } else { "NOLOGIN" }
+    ));
+    if op == Op::Create {
+        // The password is set when the role is made (or re-made after drift), never on update.
+        if login {
+            let secret = scram::verifier(ctx.app_password)
+                .map_or_else(|| literal(ctx.app_password), |v| literal(&v))?;
+            sql.push_str(&format!(" PASSWORD {secret}"));
+        } else {
+            sql.push_str(" PASSWORD NULL");
+        }
+    }
+    sql.push_str(";\n");
+    sql.push_str(&format!("ALTER ROLE {role} RESET ALL;\n"));
+    let settings = resource
+        .attributes
+        .get("settings")
+        .and_then(Value::as_object);
+    for (key, value) in settings.into_iter().flatten() {
+        let value = value.as_str().unwrap_or("");
+        let set = match key.as_str() {
+            "search_path" => ident(value)?,
+            "statement_timeout" | "idle_in_transaction_session_timeout" | "lock_timeout" => {
+                let ms: u64 = value.parse().map_err(|_| {
+                    refused(
+                        step,
+                        &format!("setting {key} must be a number of milliseconds, not {value:?}"),
+                    )
+                })?;
+                ms.to_string()
+            }
+            other => {
+                return Err(refused(
+                    step,
+                    &format!("setting {other:?} is not managed by Bulkhead"),
+                ));
+            }
+        };
+        sql.push_str(&format!("ALTER ROLE {role} SET {key} = {set};\n"));
+    }
+    sql.push_str(&format!(
+        "COMMENT ON ROLE {role} IS {};\n",
+        comment(resource)?
+    ));
+    session.server()?.batch(step, &sql)
+}
+
+fn drop_role(
+    session: &mut Session<'_>,
+    ctx: &Context<'_>,
+    step: &str,
+    name: &str,
+) -> Result<(), ExecError> {
+    let name = if name == ctx.names.app_role {
+        &ctx.names.app_role
+    } else {
+        &ctx.names.owner_role
+    };
+    let mut sql = String::new();
+    if !ctx.dedicated {
+        // DROP OWNED BY revokes the role's CONNECT on the pooled database: its ACL row.
+        sql.push_str(&acl_lock(&ctx.names.database)?);
+    }
+    sql.push_str(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {} AND pid <> pg_backend_pid();\n",
+        literal(name)?
+    ));
+    sql.push_str(&if_role_exists(
+        name,
+        &format!("DROP OWNED BY {}", ident(name)?),
+    )?);
+    sql.push_str(&format!("DROP ROLE IF EXISTS {};\n", ident(name)?));
+    session.server()?.batch(step, &sql)
+}
+
+fn ensure_database(
+    session: &mut Session<'_>,
+    ctx: &Context<'_>,
+    step: &str,
+    resource: &Resource,
+    op: Op,
+) -> Result<(), ExecError> {
+    let db = ident(&ctx.names.database)?;
+    let owner = ident(&ctx.names.owner_role)?;
+    let limit = int_attr(resource, "connection_limit")?;
+    if op == Op::Create {
+        let create = format!("CREATE DATABASE {db} OWNER {owner} CONNECTION LIMIT {limit}");
+        let server = session.server()?;
+        match server.run(step, |c| {
+            diesel::RunQueryDsl::execute(diesel::sql_query(&create), c)
+        }) {
+            Ok(_) => {}
+            // Made by an earlier attempt whose result was lost: converge it below.
+            Err(ExecError::Target { reason, .. }) if reason.contains("already exists") => {}
+            Err(other) => return Err(other),
+        }
+    }
+    let mut sql = acl_lock(&ctx.names.database)?;
+    sql.push_str(&format!("ALTER DATABASE {db} OWNER TO {owner};\n"));
+    sql.push_str(&format!("ALTER DATABASE {db} CONNECTION LIMIT {limit};\n"));
+    sql.push_str(&format!("REVOKE ALL ON DATABASE {db} FROM PUBLIC;\n"));
+    let public = privileges(
+        resource,
+        "public_privileges",
+        &["CONNECT", "TEMPORARY", "CREATE"],
+    )?;
+    if !public.is_empty() {
+        sql.push_str(&format!(
+            "GRANT {} ON DATABASE {db} TO PUBLIC;\n",
+            public.join(", ")
+        ));
+    }
+    sql.push_str(&format!(
+        "COMMENT ON DATABASE {db} IS {};\n",
+        comment(resource)?
+    ));
+    session.server()?.batch(step, &sql)?;
+
+    // Template-made databases let PUBLIC use schema public: take that away at once.
+    let public_schema = privileges(resource, "public_schema_privileges", &["USAGE", "CREATE"])?;
+    let mut inside = String::from(
+        "DO $bk$BEGIN IF EXISTS (SELECT FROM pg_namespace WHERE nspname = 'public') THEN \
+         REVOKE ALL ON SCHEMA public FROM PUBLIC; END IF; END$bk$;\n",
+    );
+    if !public_schema.is_empty() {
+        inside.push_str(&format!(
+            "GRANT {} ON SCHEMA public TO PUBLIC;\n",
+            public_schema.join(", ")
+        ));
+    }
+    session.envdb()?.batch(step, &inside)
+}
+
+fn drop_database(
+    session: &mut Session<'_>,
+    ctx: &Context<'_>,
+    step: &str,
+) -> Result<(), ExecError> {
+    if !ctx.dedicated {
+        return Err(refused(
+            step,
+            "a shared environment's database is the pooled one; it is never dropped",
+        ));
+    }
+    session.forget_envdb();
+    let sql = format!(
+        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+        ident(&ctx.names.database)?
+    );
+    session
+        .server()?
+        .run(step, |c| {
+            diesel::RunQueryDsl::execute(diesel::sql_query(&sql), c)
+        })
+        .map(|_| ())
+}
+
+fn ensure_schema(
+    session: &mut Session<'_>,
+    ctx: &Context<'_>,
+    step: &str,
+    resource: &Resource,
+) -> Result<(), ExecError> {
+    let schema = ident(&ctx.names.schema)?;
+    let owner = ident(&ctx.names.owner_role)?;
+    let mut sql = format!("CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {owner};\n");
+    sql.push_str(&format!("ALTER SCHEMA {schema} OWNER TO {owner};\n"));
+    sql.push_str(&format!("REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;\n"));
+    let public = privileges(resource, "public_privileges", &["USAGE", "CREATE"])?;
+    if !public.is_empty() {
+        sql.push_str(&format!(
+            "GRANT {} ON SCHEMA {schema} TO PUBLIC;\n",
+            public.join(", ")
+        ));
+    }
+    sql.push_str(&format!(
+        "COMMENT ON SCHEMA {schema} IS {};\n",
+        comment(resource)?
+    ));
+    session.envdb()?.batch(step, &sql)
+}
+
+fn drop_schema(session: &mut Session<'_>, ctx: &Context<'_>, step: &str) -> Result<(), ExecError> {
+    // The environment's sessions would hold locks on its tables: end them first.
+    let sql = format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename IN ({}, {}) \
+         AND datname = current_database() AND pid <> pg_backend_pid();\n\
+         DROP SCHEMA IF EXISTS {} CASCADE;\n",
+        literal(&ctx.names.app_role)?,
+        literal(&ctx.names.owner_role)?,
+        ident(&ctx.names.schema)?
+    );
+    session.envdb()?.batch(step, &sql)
+}
+
+fn grant(
+    session: &mut Session<'_>,
+    ctx: &Context<'_>,
+    step: &str,
+    resource: &Resource,
+    op: Op,
+) -> Result<(), ExecError> {
+    let app = ident(&ctx.names.app_role)?;
+    let schema = ident(&ctx.names.schema)?;
+    let owner = ident(&ctx.names.owner_role)?;
+    match resource.attr_str("object_type") {
+        Some(GRANT_ON_DATABASE) => {
+            let db = ident(&ctx.names.database)?;
+            let mut sql = acl_lock(&ctx.names.database)?;
+            sql.push_str(&if_role_exists(
+                &ctx.names.app_role,
+                &format!("REVOKE ALL ON DATABASE {db} FROM {app}"),
+            )?);
+            if op != Op::Delete {
+                let granted =
+                    privileges(resource, "privileges", &["CONNECT", "TEMPORARY", "CREATE"])?;
+                if !granted.is_empty() {
+                    sql.push_str(&format!(
+                        "GRANT {} ON DATABASE {db} TO {app};\n",
+                        granted.join(", ")
+                    ));
+                }
+            }
+            session.server()?.batch(step, &sql)
+        }
+        Some(GRANT_ON_SCHEMA) => {
+            let mut sql = if_role_exists(
+                &ctx.names.app_role,
+                &format!("REVOKE ALL ON SCHEMA {schema} FROM {app}"),
+            )?;
+            if op != Op::Delete {
+                let granted = privileges(resource, "privileges", &["USAGE", "CREATE"])?;
+                if !granted.is_empty() {
+                    sql.push_str(&format!(
+                        "GRANT {} ON SCHEMA {schema} TO {app};\n",
+                        granted.join(", ")
+                    ));
+                }
+            }
+            session.envdb()?.batch(step, &sql)
+        }
+        Some(GRANT_DEFAULT_PRIVILEGES) => {
+            let prefix = format!("ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {schema}");
+            let mut sql = if_role_exists(
+                &ctx.names.app_role,
+                &format!("{prefix} REVOKE ALL ON TABLES FROM {app}"),
+            )?;
+            sql.push_str(&if_role_exists(
+                &ctx.names.app_role,
+                &format!("{prefix} REVOKE ALL ON SEQUENCES FROM {app}"),
+            )?);
+            if op != Op::Delete {
+                let tables = privileges(
+                    resource,
+                    "tables",
+                    &[
+                        "SELECT",
+                        "INSERT",
+                        "UPDATE",
+                        "DELETE",
+                        "TRUNCATE",
+                        "REFERENCES",
+                        "TRIGGER",
+                    ],
+                )?;
+                if !tables.is_empty() {
+                    sql.push_str(&format!(
+                        "{prefix} GRANT {} ON TABLES TO {app};\n",
+                        tables.join(", ")
+                    ));
+                }
+                let sequences = privileges(resource, "sequences", &["USAGE", "SELECT", "UPDATE"])?;
+                if !sequences.is_empty() {
+                    sql.push_str(&format!(
+                        "{prefix} GRANT {} ON SEQUENCES TO {app};\n",
+                        sequences.join(", ")
+                    ));
+                }
+                // Tables the owner already has (a re-made app role, a repaired grant) get the
+                // same privileges; the admin's baseline record table is not the owner's.
+                sql.push_str(&existing_objects_grant(ctx, &tables, &sequences)?);
+            }
+            session.envdb()?.batch(step, &sql)
+        }
+        other => Err(refused(
+            step,
+            &format!("unknown grant object_type {other:?}"),
+        )),
+    }
+}
+
+fn apply_baseline(
+    session: &mut Session<'_>,
+    ctx: &Context<'_>,
+    step: &str,
+    resource: &Resource,
+    id: &str,
+) -> Result<(), ExecError> {
+    let Some(migration) = ctx.spec.blueprint.baseline.iter().find(|m| m.id == id) else {
+        return Err(ExecError::StalePlan(format!(
+            "baseline migration {id} is not in blueprint {}; re-plan",
+            ctx.spec.blueprint.key()
+        )));
+    };
+    let checksum = plan::sha256_hex(migration.sql.as_bytes());
+    if resource.attr_str("checksum") != Some(checksum.as_str()) {
+        return Err(ExecError::StalePlan(format!(
+            "baseline migration {id} of blueprint {} changed since the plan was made; re-plan",
+            ctx.spec.blueprint.key()
+        )));
+    }
+    let schema = ident(&ctx.names.schema)?;
+    let table = format!("{schema}.{}", ident(BASELINE_TABLE)?);
+    // The record table belongs to the admin, so the tenant's roles cannot rewrite history; the
+    // record and the migration commit together, so a migration applies exactly once.
+    let sql = format!(
+        "CREATE TABLE IF NOT EXISTS {table} (id text PRIMARY KEY, checksum text NOT NULL, \
+         applied_at timestamptz NOT NULL DEFAULT now());\n\
+         REVOKE ALL ON TABLE {table} FROM PUBLIC;\n\
+         INSERT INTO {table} (id, checksum) VALUES ({}, {});\n\
+         SET LOCAL ROLE {};\n\
+         SET LOCAL search_path = {schema};\n\
+         {}\n;\n",
+        literal(id)?,
+        literal(&checksum)?,
+        ident(&ctx.names.owner_role)?,
+        migration.sql
+    );
+    let conn = session.envdb()?;
+    let result = conn.run(step, |c| {
+        diesel::Connection::transaction(c, |c| {
+            diesel::connection::SimpleConnection::batch_execute(c, &sql)
+        })
+    });
+    match result {
+        Err(ExecError::Target { reason, .. }) if reason.contains("bulkhead_baseline_pkey") => {
+            // Recorded by a concurrent or earlier attempt: the migration is applied.
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Grants `tables` / `sequences` privileges on what the owner role already owns in the schema.
+fn existing_objects_grant(
+    ctx: &Context<'_>,
+    tables: &[&str],
+    sequences: &[&str],
+) -> Result<String, ExecError> {
+    let grant = |privileges: &[&str], kind: &str| -> Result<String, ExecError> {
+        if privileges.is_empty() {
+            return Ok("NULL;".to_owned());
+        }
+        Ok(format!(
+            "EXECUTE format({}, t.relname);",
+            literal(&format!(
+                "GRANT {} ON {kind} {}.%I TO {}",
+                privileges.join(", "),
+                ident(&ctx.names.schema)?,
+                ident(&ctx.names.app_role)?
+            ))?
+        ))
+    };
+    Ok(format!(
+        "DO $bk$DECLARE t record; BEGIN\n\
+         FOR t IN SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace\n\
+           WHERE n.nspname = {} AND c.relowner = {}::regrole AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') LOOP\n\
+           IF t.relkind = 'S' THEN {} ELSE {} END IF;\n\
+         END LOOP; END$bk$;\n",
+        literal(&ctx.names.schema)?,
+        literal(&ctx.names.owner_role)?,
+        grant(sequences, "SEQUENCE")?,
+        grant(tables, "TABLE")?
+    ))
+}

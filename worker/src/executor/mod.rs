@@ -1,0 +1,111 @@
+//! Executors: act on target servers. `postgres` provisions environments on PostgreSQL from a
+//! plan (see `bulkhead_core::plan`), reads their actual state from the catalogs, destroys them
+//! and probes their isolation. Everything here is blocking; call it from `spawn_blocking`.
+
+mod actions;
+mod catalog;
+mod pool;
+mod postgres;
+mod probes;
+pub mod scram;
+mod sql;
+
+pub use postgres::PostgresExecutor;
+
+use serde::{Deserialize, Serialize};
+
+/// Where tenants' applications connect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+/// The servers an executor acts on. URLs are libpq URLs (`postgres://user[:password]@host:port/db`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Targets {
+    /// Admin URL of the pooled server, on its maintenance database.
+    pub shared_admin_url: String,
+    /// The pooled database on that server; `prepare` creates it when missing.
+    pub pooled_database: String,
+    /// Admin URL (maintenance database) of the server dedicated databases are made on.
+    pub dedicated_admin_url: String,
+    pub shared_endpoint: Endpoint,
+    pub dedicated_endpoint: Endpoint,
+}
+
+impl std::fmt::Debug for Targets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Targets")
+            .field("shared_admin_url", &sql::redact(&self.shared_admin_url))
+            .field("pooled_database", &self.pooled_database)
+            .field(
+                "dedicated_admin_url",
+                &sql::redact(&self.dedicated_admin_url),
+            )
+            .field("shared_endpoint", &self.shared_endpoint)
+            .field("dedicated_endpoint", &self.dedicated_endpoint)
+            .finish()
+    }
+}
+
+/// How the tenant's application connects (the password is handed out separately, once).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionInfo {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub schema: String,
+    pub username: String,
+}
+
+/// The outcome of one isolation probe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuaranteeCheck {
+    /// `data`, `identity` or `compute`.
+    pub layer: String,
+    /// What enforces it, unique within the layer, such as `role_connection_limit`.
+    pub mechanism: String,
+    /// `verified` (the forbidden thing was refused) or `violated` (it succeeded).
+    pub status: String,
+    /// One line: what was tried and what the server answered.
+    pub evidence: String,
+}
+
+pub const STATUS_VERIFIED: &str = "verified";
+pub const STATUS_VIOLATED: &str = "violated";
+
+/// Why an executor call did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The target changed since the plan was made; make a new plan.
+    #[error("stale plan: {0}")]
+    StalePlan(String),
+    /// The target refused a step; a person must act (the reason says what failed and where).
+    #[error("{step} failed on {target}: {reason}")]
+    Target {
+        step: String,
+        target: String,
+        reason: String,
+    },
+    /// The target could not be reached or was busy (connection refused or lost, too many
+    /// connections, lock timeout, deadlock); trying again later may work.
+    #[error("target unavailable: {0}")]
+    Unreachable(String),
+    /// The `on_step` callback asked to stop between two steps.
+    #[error("stopped between steps on request")]
+    Aborted,
+}
+
+impl ExecError {
+    /// Whether the same job may succeed if tried again: unreachable or busy targets and aborted
+    /// runs are; a stale plan (needs a new plan) and a refused step (needs a person) are not.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unreachable(_) | Self::Aborted)
+    }
+}
+
+/// Returned by the `on_step` callback of [`PostgresExecutor::apply`] to stop between steps
+/// (lease lost, shutdown requested). The steps done so far stay done; a new plan continues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StepAbort;

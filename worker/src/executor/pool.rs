@@ -1,0 +1,136 @@
+//! A small cache of admin connections, keyed by URL, so one provisioning run (plan, apply,
+//! verify) does not pay for a new backend at every phase.
+
+use super::ExecError;
+use super::sql;
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, PgConnection};
+use std::sync::Mutex;
+
+/// Settings of every admin session: quiet, bounded waits, recognisable in `pg_stat_activity`.
+const SESSION_SETUP: &str = "SET client_min_messages = warning; \
+     SET lock_timeout = '10s'; \
+     SET statement_timeout = '5min'; \
+     SET idle_in_transaction_session_timeout = '1min'; \
+     SET application_name = 'bulkhead-worker'";
+
+/// Idle connections kept at most.
+const MAX_IDLE: usize = 8;
+
+#[derive(Default)]
+pub(crate) struct ConnPool {
+    idle: Mutex<Vec<(String, PgConnection)>>,
+}
+
+impl ConnPool {
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<(String, PgConnection)>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// An idle connection to `url`, or a new one.
+    pub(crate) fn get(&self, url: &str) -> Result<PooledConn<'_>, ExecError> {
+        let cached = {
+            let mut idle = self.idle();
+            idle.iter()
+                .rposition(|(u, _)| u == url)
+                .map(|at| idle.remove(at).1)
+        };
+        let conn = match cached {
+            Some(conn) => conn,
+            None => {
+                let target = sql::target_of(url);
+                let mut conn =
+                    PgConnection::establish(url).map_err(|e| sql::connect_error(&target, &e))?;
+                conn.batch_execute(SESSION_SETUP)
+                    .map_err(|e| sql::query_error("set up session", &target, &e))?;
+                conn
+            }
+        };
+        Ok(PooledConn {
+            pool: self,
+            url: url.to_owned(),
+            target: sql::target_of(url),
+            conn: Some(conn),
+            keep: true,
+        })
+    }
+
+    /// Closes idle connections to `url` (before its database is dropped).
+    pub(crate) fn evict(&self, url: &str) {
+        self.idle().retain(|(u, _)| u != url);
+    }
+
+    /// Closes every idle connection.
+    pub(crate) fn clear(&self) {
+        self.idle().clear();
+    }
+
+    fn put(&self, url: String, conn: PgConnection) {
+        let mut idle = self.idle();
+        if idle.len() >= MAX_IDLE {
+            idle.remove(0);
+        }
+        idle.push((url, conn));
+    }
+}
+
+/// A connection on loan; it goes back to the cache when dropped unless a statement failed on it.
+pub(crate) struct PooledConn<'a> {
+    pool: &'a ConnPool,
+    url: String,
+    target: String,
+    conn: Option<PgConnection>,
+    keep: bool,
+}
+
+impl PooledConn<'_> {
+    /// `host:port/database`, for messages.
+    pub(crate) fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Runs `f` on the connection; an error discards the connection instead of returning it.
+    pub(crate) fn run<T>(
+        &mut self,
+        step: &str,
+        f: impl FnOnce(&mut PgConnection) -> diesel::QueryResult<T>,
+    ) -> Result<T, ExecError> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(ExecError::Unreachable(format!(
+                "{step}: connection already closed"
+            )));
+        };
+        f(conn).map_err(|e| {
+            self.keep = false;
+            sql::query_error(step, &self.target, &e)
+        })
+    }
+
+    /// Runs statements in one round trip (an implicit transaction when there are several).
+    pub(crate) fn batch(&mut self, step: &str, statements: &str) -> Result<(), ExecError> {
+        self.run(step, |c| c.batch_execute(statements))
+    }
+
+    /// Runs statements in one explicit transaction.
+    pub(crate) fn transaction(&mut self, step: &str, statements: &str) -> Result<(), ExecError> {
+        self.run(step, |c| c.transaction(|c| c.batch_execute(statements)))
+    }
+
+    /// Closes the connection now instead of caching it.
+    pub(crate) fn close(mut self) {
+        self.keep = false;
+        self.conn = None;
+    }
+}
+
+impl Drop for PooledConn<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && self.keep
+        {
+            self.pool.put(std::mem::take(&mut self.url), conn);
+        }
+    }
+}

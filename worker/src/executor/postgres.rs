@@ -1,0 +1,437 @@
+//! The PostgreSQL executor: environments as schemas in a pooled database (shared) or as
+//! databases of their own (dedicated), each with an owner role and an app role.
+//!
+//! One run (plan, apply, verify) reuses cached admin connections: on the pooled database for a
+//! shared environment, on the maintenance database plus the environment's own database for a
+//! dedicated one. The catalogs are read in two or three queries; each action is one round trip.
+
+use super::actions::{self, Context};
+use super::pool::{ConnPool, PooledConn};
+use super::probes;
+use super::scram;
+use super::sql::{self, ident, literal};
+use super::{ConnectionInfo, Endpoint, ExecError, GuaranteeCheck, StepAbort, Targets};
+use bulkhead_core::domain::Isolation;
+use bulkhead_core::plan::{self, EnvNames, EnvironmentSpec, Plan, PlanAction, Resource};
+use diesel::sql_types::{BigInt, Text};
+use diesel::{QueryableByName, RunQueryDsl};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// The schema, in the pooled database, holding the table the data probe tries to read.
+pub const CANARY_SCHEMA: &str = "bk_canary";
+
+/// Provisions, inspects, destroys and probes environments on PostgreSQL servers.
+pub struct PostgresExecutor {
+    targets: Targets,
+    pool: ConnPool,
+    prepared: Mutex<bool>,
+}
+
+/// The connections of one run against one environment.
+pub(crate) struct Session<'a> {
+    pool: &'a ConnPool,
+    server_url: String,
+    envdb_url: String,
+    server: Option<PooledConn<'a>>,
+    envdb: Option<PooledConn<'a>>,
+}
+
+impl<'a> Session<'a> {
+    /// A connection to the environment's server: the pooled database for a shared
+    /// environment (roles are server-wide), the maintenance database for a dedicated one.
+    pub(crate) fn server(&mut self) -> Result<&mut PooledConn<'a>, ExecError> {
+        if self.server.is_none() {
+            self.server = Some(self.pool.get(&self.server_url)?);
+        }
+        self.server
+            .as_mut()
+            .ok_or_else(|| ExecError::Unreachable("no server connection".to_owned()))
+    }
+
+    /// A connection to the database the environment's schema lives in.
+    pub(crate) fn envdb(&mut self) -> Result<&mut PooledConn<'a>, ExecError> {
+        if self.envdb_url == self.server_url {
+            return self.server();
+        }
+        if self.envdb.is_none() {
+            self.envdb = Some(self.pool.get(&self.envdb_url)?);
+        }
+        self.envdb
+            .as_mut()
+            .ok_or_else(|| ExecError::Unreachable("no database connection".to_owned()))
+    }
+
+    /// Closes every connection to the environment's database (before it is dropped).
+    pub(crate) fn forget_envdb(&mut self) {
+        if let Some(conn) = self.envdb.take() {
+            conn.close();
+        }
+        self.pool.evict(&self.envdb_url);
+    }
+}
+
+#[derive(QueryableByName)]
+struct Name {
+    #[diesel(sql_type = Text)]
+    name: String,
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    count: i64,
+}
+
+impl PostgresExecutor {
+    pub fn new(targets: Targets) -> Self {
+        Self {
+            targets,
+            pool: ConnPool::default(),
+            prepared: Mutex::new(false),
+        }
+    }
+
+    pub fn targets(&self) -> &Targets {
+        &self.targets
+    }
+
+    /// The database the data probe tries to connect to; made by `prepare` on each server, named
+    /// after the pooled database so several deployments (or tests) on one server do not clash.
+    pub fn canary_database(&self) -> String {
+        let digest = plan::sha256_hex(self.targets.pooled_database.as_bytes());
+        format!("bk_canary_{}", &digest[..16])
+    }
+
+    /// Once per process (later calls return at once): the pooled database exists, PUBLIC may
+    /// neither connect to it nor use its schema `public`, and the canary objects the isolation
+    /// probes need exist (a canary database on each server, a canary schema with a table in the
+    /// pooled database). Safe to run concurrently from several workers.
+    pub fn prepare(&self) -> Result<(), ExecError> {
+        let mut prepared = self
+            .prepared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *prepared {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let pooled = self.targets.pooled_database.clone();
+        let canary = self.canary_database();
+        {
+            let mut admin = self.pool.get(&self.targets.shared_admin_url)?;
+            ensure_databases(&mut admin, &[&pooled, &canary])?;
+            let mut sql = lock_sql(&pooled)?;
+            sql.push_str(&format!(
+                "REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC;\n",
+                ident(&pooled)?
+            ));
+            sql.push_str(&canary_lockdown(&canary)?);
+            admin.batch("lock down the pooled and canary databases", &sql)?;
+        }
+        {
+            let mut conn = self.pool.get(&self.pooled_url())?;
+            let schema = ident(CANARY_SCHEMA)?;
+            let sql = format!(
+                "SELECT pg_advisory_xact_lock(hashtext('bulkhead.prepare'), hashtext({}));\n\
+                 REVOKE ALL ON SCHEMA public FROM PUBLIC;\n\
+                 CREATE SCHEMA IF NOT EXISTS {schema};\n\
+                 REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;\n\
+                 COMMENT ON SCHEMA {schema} IS 'Bulkhead isolation canary: no tenant may read it';\n\
+                 CREATE TABLE IF NOT EXISTS {schema}.secret (id integer PRIMARY KEY, note text NOT NULL);\n\
+                 INSERT INTO {schema}.secret VALUES (1, 'a tenant must never read this') ON CONFLICT DO NOTHING;\n",
+                literal(&pooled)?
+            );
+            conn.transaction("prepare the pooled database", &sql)?;
+        }
+        if !self.same_server() {
+            let mut admin = self.pool.get(&self.targets.dedicated_admin_url)?;
+            ensure_databases(&mut admin, &[&canary])?;
+            admin.batch("lock down the canary database", &canary_lockdown(&canary)?)?;
+        }
+        *prepared = true;
+        tracing::info!(
+            pooled_database = %pooled,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "postgres executor prepared"
+        );
+        Ok(())
+    }
+
+    /// Undoes `prepare`: drops the canary databases and the pooled database. For tests and
+    /// decommissioning; refuses while any environment schema is left in the pooled database.
+    pub fn drop_prepared(&self) -> Result<(), ExecError> {
+        let mut prepared = self
+            .prepared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pooled = self.targets.pooled_database.clone();
+        let canary = self.canary_database();
+        {
+            let mut admin = self.pool.get(&self.targets.shared_admin_url)?;
+            let exists = admin.run("find the pooled database", |c| {
+                diesel::sql_query(
+                    "SELECT datname::text AS name FROM pg_database WHERE datname = $1",
+                )
+                .bind::<Text, _>(&pooled)
+                .load::<Name>(c)
+            })?;
+            if !exists.is_empty() {
+                let mut conn = self.pool.get(&self.pooled_url())?;
+                let left = conn.run("count environments", |c| {
+                    diesel::sql_query(
+                        "SELECT count(*) AS count FROM pg_namespace WHERE nspname ~ '^bk_[0-9a-f]{32}$'",
+                    )
+                    .get_result::<Count>(c)
+                })?;
+                conn.close();
+                if left.count > 0 {
+                    return Err(ExecError::Target {
+                        step: "drop the pooled database".to_owned(),
+                        target: sql::target_of(&self.pooled_url()),
+                        reason: format!(
+                            "{} environments still live in it; destroy them first",
+                            left.count
+                        ),
+                    });
+                }
+            }
+        }
+        self.pool.clear();
+        let mut admin = self.pool.get(&self.targets.shared_admin_url)?;
+        for database in [&canary, &pooled] {
+            let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(database)?);
+            admin.run("drop a prepared database", |c| {
+                diesel::sql_query(&drop).execute(c)
+            })?;
+        }
+        drop(admin);
+        if !self.same_server() {
+            let mut admin = self.pool.get(&self.targets.dedicated_admin_url)?;
+            let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(&canary)?);
+            admin.run("drop the canary database", |c| {
+                diesel::sql_query(&drop).execute(c)
+            })?;
+        }
+        self.pool.clear();
+        *prepared = false;
+        Ok(())
+    }
+
+    pub fn names(&self, spec: &EnvironmentSpec) -> EnvNames {
+        plan::names(spec.id, spec.isolation, &self.targets.pooled_database)
+    }
+
+    /// The environment's resources as the target has them.
+    pub fn read_actual(&self, spec: &EnvironmentSpec) -> Result<Vec<Resource>, ExecError> {
+        self.prepare()?;
+        let names = self.names(spec);
+        let mut session = self.session(spec, &names);
+        read_actual_in(&mut session, spec, &names)
+    }
+
+    /// What `apply` would do now to reach the spec.
+    pub fn plan(&self, spec: &EnvironmentSpec) -> Result<Plan, ExecError> {
+        let actual = self.read_actual(spec)?;
+        Ok(plan::diff(&plan::desired(spec, &self.names(spec)), &actual))
+    }
+
+    /// What `apply` would do now to remove the environment.
+    pub fn destroy_plan(&self, spec: &EnvironmentSpec) -> Result<Plan, ExecError> {
+        Ok(plan::teardown(&self.read_actual(spec)?))
+    }
+
+    /// Executes `plan`, refusing it when the target changed since it was made. `on_step` runs
+    /// after each action; returning `Err(StepAbort)` stops before the next one. Every action
+    /// converges, so after a stop or crash a new plan picks up where this one ended.
+    pub fn apply(
+        &self,
+        spec: &EnvironmentSpec,
+        plan: &Plan,
+        app_password: &str,
+        on_step: &mut dyn FnMut(&PlanAction) -> Result<(), StepAbort>,
+    ) -> Result<(), ExecError> {
+        if plan.hash != plan.recompute_hash() {
+            return Err(ExecError::StalePlan(
+                "the plan's hash does not match its actions; make a new plan".to_owned(),
+            ));
+        }
+        self.prepare()?;
+        let names = self.names(spec);
+        let mut session = self.session(spec, &names);
+        let actual = read_actual_in(&mut session, spec, &names)?;
+        let now = plan::fingerprint(&actual);
+        if now != plan.actual_fingerprint {
+            return Err(ExecError::StalePlan(format!(
+                "the target changed since the plan was made (state {} is now {}); re-plan",
+                &plan.actual_fingerprint[..plan.actual_fingerprint.len().min(12)],
+                &now[..12]
+            )));
+        }
+        let ctx = Context {
+            spec,
+            names: &names,
+            dedicated: spec.isolation == Isolation::Dedicated,
+            app_password,
+        };
+        for action in &plan.actions {
+            let started = Instant::now();
+            actions::execute(&mut session, &ctx, action)?;
+            tracing::debug!(
+                environment_id = %spec.id,
+                step = %action.headline(),
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "applied"
+            );
+            on_step(action).map_err(|StepAbort| ExecError::Aborted)?;
+        }
+        Ok(())
+    }
+
+    /// Probes the environment's isolation as its app role, over TCP, with its password.
+    pub fn verify_isolation(
+        &self,
+        spec: &EnvironmentSpec,
+        app_password: &str,
+    ) -> Result<Vec<GuaranteeCheck>, ExecError> {
+        self.prepare()?;
+        let names = self.names(spec);
+        probes::verify(self, spec, &names, app_password)
+    }
+
+    /// Sets a new password on the environment's app role (rotation).
+    pub fn set_app_password(
+        &self,
+        spec: &EnvironmentSpec,
+        app_password: &str,
+    ) -> Result<(), ExecError> {
+        let names = self.names(spec);
+        let secret =
+            scram::verifier(app_password).map_or_else(|| literal(app_password), |v| literal(&v))?;
+        let sql = format!("ALTER ROLE {} PASSWORD {secret}", ident(&names.app_role)?);
+        let mut session = self.session(spec, &names);
+        session.server()?.run("set the app role's password", |c| {
+            diesel::sql_query(&sql).execute(c)
+        })?;
+        Ok(())
+    }
+
+    pub fn connection_info(&self, spec: &EnvironmentSpec) -> ConnectionInfo {
+        let names = self.names(spec);
+        let endpoint = self.endpoint(spec.isolation);
+        ConnectionInfo {
+            host: endpoint.host.clone(),
+            port: endpoint.port,
+            database: names.database,
+            schema: names.schema,
+            username: names.app_role,
+        }
+    }
+
+    pub(crate) fn endpoint(&self, isolation: Isolation) -> &Endpoint {
+        match isolation {
+            Isolation::Shared => &self.targets.shared_endpoint,
+            Isolation::Dedicated => &self.targets.dedicated_endpoint,
+        }
+    }
+
+    fn pooled_url(&self) -> String {
+        sql::with_database(
+            &self.targets.shared_admin_url,
+            &self.targets.pooled_database,
+        )
+    }
+
+    fn same_server(&self) -> bool {
+        sql::with_database(&self.targets.shared_admin_url, "x")
+            == sql::with_database(&self.targets.dedicated_admin_url, "x")
+    }
+
+    fn session(&self, spec: &EnvironmentSpec, names: &EnvNames) -> Session<'_> {
+        let (server_url, envdb_url) = match spec.isolation {
+            Isolation::Shared => (self.pooled_url(), self.pooled_url()),
+            Isolation::Dedicated => (
+                self.targets.dedicated_admin_url.clone(),
+                sql::with_database(&self.targets.dedicated_admin_url, &names.database),
+            ),
+        };
+        Session {
+            pool: &self.pool,
+            server_url,
+            envdb_url,
+            server: None,
+            envdb: None,
+        }
+    }
+}
+
+fn read_actual_in(
+    session: &mut Session<'_>,
+    spec: &EnvironmentSpec,
+    names: &EnvNames,
+) -> Result<Vec<Resource>, ExecError> {
+    let dedicated = spec.isolation == Isolation::Dedicated;
+    let mut actual = Vec::new();
+    let database_exists =
+        super::catalog::read_server(session.server()?, names, dedicated, &mut actual)?;
+    if database_exists {
+        super::catalog::read_database(session.envdb()?, names, dedicated, &mut actual)?;
+    }
+    Ok(actual)
+}
+
+/// Creates the databases that do not exist yet (tolerating a concurrent creator).
+fn ensure_databases(admin: &mut PooledConn<'_>, databases: &[&str]) -> Result<(), ExecError> {
+    let wanted: Vec<String> = databases.iter().map(|d| (*d).to_owned()).collect();
+    let existing = admin.run("list databases", |c| {
+        diesel::sql_query("SELECT datname::text AS name FROM pg_database WHERE datname = ANY($1)")
+            .bind::<diesel::sql_types::Array<Text>, _>(&wanted)
+            .load::<Name>(c)
+    })?;
+    for database in databases {
+        if existing.iter().any(|e| e.name == *database) {
+            continue;
+        }
+        let create = format!("CREATE DATABASE {}", ident(database)?);
+        match admin.run("create database", |c| diesel::sql_query(&create).execute(c)) {
+            Ok(_) => {}
+            Err(ExecError::Target { reason, .. }) if reason.contains("already exists") => {}
+            Err(ExecError::Unreachable(reason)) if reason.contains("pg_database_datname_index") => {
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    Ok(())
+}
+
+fn lock_sql(database: &str) -> Result<String, ExecError> {
+    Ok(format!(
+        "SELECT pg_advisory_xact_lock(hashtext('bulkhead.database_acl'), hashtext({}));\n",
+        literal(database)?
+    ))
+}
+
+fn canary_lockdown(canary: &str) -> Result<String, ExecError> {
+    let mut sql = lock_sql(canary)?;
+    sql.push_str(&format!(
+        "REVOKE ALL ON DATABASE {} FROM PUBLIC;\n",
+        ident(canary)?
+    ));
+    sql.push_str(&format!(
+        "COMMENT ON DATABASE {} IS 'Bulkhead isolation canary: no tenant may connect to it';\n",
+        ident(canary)?
+    ));
+    Ok(sql)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn executor_can_be_shared_across_threads() {
+        assert_send_sync::<PostgresExecutor>();
+    }
+}

@@ -1,0 +1,354 @@
+//! The worker runtime: consumes job messages (manual acks after the database commit, bounded
+//! prefetch), claims jobs with a lease and a fencing token, keeps the lease alive with
+//! heartbeats, runs the executor, retries with backoff, and sweeps for expired leases and lost
+//! messages. SIGTERM: stop taking messages, finish the current step, give the lease back, exit.
+
+use crate::execution::{Execution, Outcome};
+use crate::executor::{Endpoint, PostgresExecutor, Targets};
+use bulkhead_core::blueprint::BlueprintCatalog;
+use bulkhead_core::config::Config;
+use bulkhead_core::db::PgPool;
+use bulkhead_core::queue::{self, JobMessage, MESSAGE_VERSION, Topology};
+use bulkhead_core::store::{self, StoreError};
+use futures_lite::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("blueprints: {0}")]
+    Blueprints(String),
+    #[error("target PostgreSQL: {0}")]
+    Target(String),
+}
+
+/// Shared by every job task of this worker.
+pub struct Worker {
+    pub config: Config,
+    pub pool: PgPool,
+    pub executor: Arc<PostgresExecutor>,
+    pub catalog: Arc<BlueprintCatalog>,
+    /// Notified after this worker commits outbox rows, so the relay publishes at once.
+    pub wake: Arc<Notify>,
+    /// Whether this worker runs its own relay (not when it shares a process with the API's).
+    own_relay: bool,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+fn endpoint(url: &str) -> Endpoint {
+    // postgres://user[:pw]@host[:port]/db
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let host_port = after_scheme
+        .rsplit_once('@')
+        .map_or(after_scheme, |(_, rest)| rest)
+        .split('/')
+        .next()
+        .unwrap_or("127.0.0.1:5432");
+    let (host, port) = host_port.rsplit_once(':').unwrap_or((host_port, "5432"));
+    Endpoint {
+        host: host.to_owned(),
+        port: port.parse().unwrap_or(5432),
+    }
+}
+
+impl Worker {
+    /// Loads blueprints and prepares the targets; fails with a message a person can act on.
+    pub async fn new(
+        config: Config,
+        pool: PgPool,
+        shutdown: watch::Receiver<bool>,
+        shared_relay: Option<Arc<Notify>>,
+    ) -> Result<Arc<Self>, WorkerError> {
+        let catalog = match &config.worker.blueprints_dir {
+            Some(dir) => BlueprintCatalog::load_dir(dir),
+            None => BlueprintCatalog::builtin(),
+        }
+        .map_err(|e| WorkerError::Blueprints(e.to_string()))?;
+        let w = &config.worker;
+        let executor = Arc::new(PostgresExecutor::new(Targets {
+            shared_admin_url: w.shared_admin_url.clone(),
+            pooled_database: w.pooled_database.clone(),
+            dedicated_admin_url: w.dedicated_admin_url.clone(),
+            shared_endpoint: endpoint(&w.shared_admin_url),
+            dedicated_endpoint: endpoint(&w.dedicated_admin_url),
+        }));
+        let preparing = executor.clone();
+        tokio::task::spawn_blocking(move || preparing.prepare())
+            .await
+            .map_err(|e| WorkerError::Target(e.to_string()))?
+            .map_err(|e| WorkerError::Target(e.to_string()))?;
+        Ok(Arc::new(Self {
+            config,
+            pool,
+            executor,
+            catalog: Arc::new(catalog),
+            own_relay: shared_relay.is_none(),
+            wake: shared_relay.unwrap_or_else(|| Arc::new(Notify::new())),
+            shutdown,
+        }))
+    }
+
+    fn topology(&self) -> Topology {
+        Topology::with_prefix(&self.config.queue_prefix)
+    }
+
+    fn stopping(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Runs the relay, the sweeper and the consumer until shutdown.
+    pub async fn run(self: Arc<Self>) {
+        let relay = self.own_relay.then(|| {
+            tokio::spawn(queue::run_relay(
+                self.pool.clone(),
+                self.config.amqp_url.clone(),
+                self.topology(),
+                self.wake.clone(),
+                Duration::from_millis(500),
+                self.shutdown.clone(),
+            ))
+        });
+        let sweeper = tokio::spawn(self.clone().sweep_forever());
+        let mut in_flight = JoinSet::new();
+        self.clone().consume_forever(&mut in_flight).await;
+        tracing::info!(
+            jobs = in_flight.len(),
+            "worker stopping: waiting for running jobs to reach a step boundary"
+        );
+        while in_flight.join_next().await.is_some() {}
+        let _ = sweeper.await;
+        if let Some(relay) = relay {
+            let _ = relay.await;
+        }
+        tracing::info!("worker stopped");
+    }
+
+    async fn consume_forever(self: Arc<Self>, in_flight: &mut JoinSet<()>) {
+        let mut shutdown = self.shutdown.clone();
+        let mut backoff = Duration::from_millis(200);
+        while !self.stopping() {
+            let session = async {
+                let connection = queue::connect(&self.config.amqp_url).await?;
+                let channel = connection
+                    .create_channel()
+                    .await
+                    .map_err(queue::QueueError::from)?;
+                queue::declare(&channel, &self.topology()).await?;
+                channel
+                    .basic_qos(self.config.worker.concurrency, BasicQosOptions::default())
+                    .await
+                    .map_err(queue::QueueError::from)?;
+                let tag = format!(
+                    "{}-{}",
+                    self.config.worker.id,
+                    uuid::Uuid::now_v7().simple()
+                );
+                let consumer = channel
+                    .basic_consume(
+                        self.topology().queue.as_str().into(),
+                        tag.as_str().into(),
+                        BasicConsumeOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(queue::QueueError::from)?;
+                Ok::<_, queue::QueueError>((connection, channel, consumer, tag))
+            };
+            let (connection, channel, mut consumer, tag) = match session.await {
+                Ok(session) => session,
+                Err(error) => {
+                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "worker: broker unreachable");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(200);
+            tracing::info!(consumer = %tag, "worker consuming");
+            loop {
+                tokio::select! {
+                    next = consumer.next() => match next {
+                        Some(Ok(delivery)) => {
+                            let worker = self.clone();
+                            in_flight.spawn(async move { worker.handle(delivery).await });
+                        }
+                        Some(Err(error)) => {
+                            tracing::warn!(%error, "worker: consumer failed; reconnecting");
+                            break;
+                        }
+                        None => {
+                            tracing::warn!("worker: consumer closed; reconnecting");
+                            break;
+                        }
+                    },
+                    Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                    _ = shutdown.changed() => {
+                        // Stop taking messages; unacked prefetched ones go back to the queue.
+                        let _ = channel
+                            .basic_cancel(tag.as_str().into(), lapin::options::BasicCancelOptions::default())
+                            .await;
+                        break;
+                    }
+                }
+            }
+            if self.stopping() {
+                // Let running jobs reach a step boundary and ack before the connection closes.
+                while in_flight.join_next().await.is_some() {}
+                let _ = channel.close(200, "shutdown".into()).await;
+                let _ = connection.close(200, "shutdown".into()).await;
+                return;
+            }
+        }
+    }
+
+    /// Runs blocking database work for a job task.
+    async fn db<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut bulkhead_core::db::PgConn) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get()?;
+            work(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?
+    }
+
+    async fn handle(self: Arc<Self>, delivery: Delivery) {
+        let message = serde_json::from_slice::<JobMessage>(&delivery.data)
+            .ok()
+            .filter(|m| m.v == MESSAGE_VERSION);
+        let Some(message) = message else {
+            tracing::error!("worker: unreadable job message; dead-lettering it");
+            let _ = delivery
+                .nack(BasicNackOptions {
+                    requeue: false,
+                    ..BasicNackOptions::default()
+                })
+                .await;
+            return;
+        };
+        let job_id = message.job_id;
+        let (worker_id, lease) = (self.config.worker.id.clone(), self.config.worker.lease);
+        let received = Instant::now();
+        let claimed = self
+            .db(move |conn| store::jobs::claim(conn, job_id, &worker_id, lease))
+            .await;
+        let job = match claimed {
+            Ok(Some(job)) => job,
+            Ok(None) => {
+                // Finished, running elsewhere, not its turn, or not due: the row is the truth, and
+                // whoever makes it runnable again queues a fresh message.
+                tracing::debug!(%job_id, "worker: nothing to claim; acking");
+                let _ = delivery.ack(BasicAckOptions::default()).await;
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%job_id, %error, "worker: cannot claim (database); returning the message");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let _ = delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
+                    .await;
+                return;
+            }
+        };
+        let span = tracing::info_span!("job", job.id = %job.id, environment.id = %job.environment_id, tenant.id = %job.tenant_id, operation = %job.operation);
+        let outcome = tracing::Instrument::instrument(
+            Execution::new(self.clone(), job, received).run(),
+            span,
+        )
+        .await;
+        let final_failure = matches!(outcome, Outcome::Failed);
+        let acked = if final_failure {
+            // Failed for good: the message goes to the dead-letter queue for inspection.
+            delivery
+                .nack(BasicNackOptions {
+                    requeue: false,
+                    ..BasicNackOptions::default()
+                })
+                .await
+        } else {
+            delivery.ack(BasicAckOptions::default()).await
+        };
+        if let Err(error) = acked {
+            tracing::warn!(%job_id, %error, "worker: ack failed (the message may come again; it will change nothing)");
+        }
+    }
+
+    async fn sweep_forever(self: Arc<Self>) {
+        let mut shutdown = self.shutdown.clone();
+        let redeliver_after = (self.config.worker.lease * 2).max(Duration::from_secs(5));
+        while !self.stopping() {
+            let swept = self.db(move |conn| sweep_once(conn, redeliver_after)).await;
+            match swept {
+                Ok(0) => {}
+                Ok(count) => {
+                    tracing::info!(count, "sweeper requeued jobs");
+                    self.wake.notify_one();
+                }
+                Err(error) => tracing::warn!(%error, "sweeper: control database unavailable"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(self.config.worker.sweep_every) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+}
+
+/// One sweep: requeue (or fail) jobs whose lease expired, and re-send wake-ups for runnable jobs
+/// whose message is missing. Returns how many jobs it touched.
+pub fn sweep_once(
+    conn: &mut bulkhead_core::db::PgConn,
+    redeliver_after: Duration,
+) -> Result<usize, StoreError> {
+    use diesel::Connection;
+    let mut touched = 0;
+    for stale in store::jobs::expired_leases(conn)? {
+        conn.transaction(|conn| {
+            let owner = stale.lease_owner.clone().unwrap_or_default();
+            if stale.attempts >= stale.max_attempts {
+                let reason = format!(
+                    "the worker {owner} stopped heartbeating during attempt {} of {}; no attempts left",
+                    stale.attempts, stale.max_attempts
+                );
+                if store::jobs::give_up(conn, stale.id, stale.fencing_token, &reason)? {
+                    store::environments::set_state(conn, stale.environment_id, "failed", None)?;
+                    store::jobs::add_event(conn, stale.id, "failed", &reason, serde_json::json!({}))?;
+                    if let Some((next, operation)) = store::jobs::next_in_line(conn, stale.environment_id)? {
+                        store::outbox::enqueue(conn, next, &operation)?;
+                    }
+                    touched += 1;
+                }
+            } else if store::jobs::requeue(conn, stale.id, stale.fencing_token, Duration::ZERO, None)? {
+                store::jobs::add_event(
+                    conn,
+                    stale.id,
+                    "lease_expired",
+                    &format!("the lease of worker {owner} expired; requeued"),
+                    serde_json::json!({"attempts": stale.attempts}),
+                )?;
+                store::outbox::enqueue(conn, stale.id, &stale.operation)?;
+                touched += 1;
+            }
+            Ok::<_, StoreError>(())
+        })?;
+    }
+    for stranded in store::jobs::stranded(conn, redeliver_after)? {
+        store::outbox::enqueue(conn, stranded.id, &stranded.operation)?;
+        touched += 1;
+    }
+    Ok(touched)
+}

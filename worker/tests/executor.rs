@@ -1,0 +1,686 @@
+//! The PostgreSQL executor against the real local server (`TEST_DATABASE_SERVER`, default
+//! `postgres://postgres@127.0.0.1:5432`). Each test has its own pooled database and unique
+//! environment ids, and removes everything it made, so tests run in parallel.
+
+use bulkhead_core::blueprint::BlueprintCatalog;
+use bulkhead_core::domain::{Isolation, Stage};
+use bulkhead_core::plan::{EnvironmentSpec, Op, Plan, PlanAction};
+use bulkhead_worker::executor::{
+    Endpoint, ExecError, GuaranteeCheck, PostgresExecutor, StepAbort, Targets, scram,
+};
+use diesel::connection::SimpleConnection;
+use diesel::sql_types::{BigInt, Text};
+use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+fn server_url() -> String {
+    std::env::var("TEST_DATABASE_SERVER")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+fn endpoint() -> Endpoint {
+    let url = server_url();
+    let host_port = url.rsplit('@').next().unwrap_or("127.0.0.1:5432");
+    let host_port = host_port.split('/').next().unwrap_or(host_port);
+    let (host, port) = host_port.rsplit_once(':').unwrap_or((host_port, "5432"));
+    Endpoint {
+        host: host.to_owned(),
+        port: port.parse().expect("port"),
+    }
+}
+
+struct Fixture {
+    exec: PostgresExecutor,
+    pooled: String,
+    made: Vec<EnvironmentSpec>,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let pooled = format!("bh_pool_{}", Uuid::now_v7().simple());
+        let admin = format!("{}/postgres", server_url());
+        let exec = PostgresExecutor::new(Targets {
+            shared_admin_url: admin.clone(),
+            pooled_database: pooled.clone(),
+            dedicated_admin_url: admin,
+            shared_endpoint: endpoint(),
+            dedicated_endpoint: endpoint(),
+        });
+        exec.prepare().expect("prepare");
+        Self {
+            exec,
+            pooled,
+            made: Vec::new(),
+        }
+    }
+
+    fn spec(&mut self, isolation: Isolation) -> EnvironmentSpec {
+        let catalog = BlueprintCatalog::builtin().expect("blueprints");
+        let spec = EnvironmentSpec {
+            id: Uuid::now_v7(),
+            tenant_id: Uuid::now_v7(),
+            isolation,
+            stage: Stage::Development,
+            blueprint: catalog
+                .default_for(isolation)
+                .expect("default blueprint")
+                .clone(),
+            cost_tags: BTreeMap::from([
+                ("cost_center".to_owned(), "cc-1042".to_owned()),
+                ("team".to_owned(), "o'brien's \"wms\"".to_owned()),
+            ]),
+        };
+        self.made.push(spec.clone());
+        spec
+    }
+
+    fn admin(&self, database: &str) -> PgConnection {
+        PgConnection::establish(&format!("{}/{database}", server_url())).expect("admin connection")
+    }
+
+    fn apply(&self, spec: &EnvironmentSpec, plan: &Plan, password: &str) -> Result<(), ExecError> {
+        self.exec.apply(spec, plan, password, &mut |_| Ok(()))
+    }
+
+    /// plan → apply → the next plan is empty.
+    fn provision(&self, spec: &EnvironmentSpec, password: &str) {
+        let plan = self.exec.plan(spec).expect("plan");
+        self.apply(spec, &plan, password).expect("apply");
+        let again = self.exec.plan(spec).expect("re-plan");
+        assert!(again.is_empty(), "plan after apply: {:?}", again.summary());
+    }
+
+    fn destroy(&self, spec: &EnvironmentSpec) {
+        let plan = self.exec.destroy_plan(spec).expect("destroy plan");
+        self.apply(spec, &plan, "unused").expect("destroy");
+        assert!(
+            self.exec
+                .destroy_plan(spec)
+                .expect("destroy plan")
+                .is_empty()
+        );
+    }
+
+    fn app_url(&self, spec: &EnvironmentSpec, password: &str) -> String {
+        let info = self.exec.connection_info(spec);
+        format!(
+            "postgres://{}:{password}@{}:{}/{}",
+            info.username, info.host, info.port, info.database
+        )
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        for spec in &self.made {
+            let result = self
+                .exec
+                .destroy_plan(spec)
+                .and_then(|plan| self.exec.apply(spec, &plan, "unused", &mut |_| Ok(())));
+            if let Err(e) = result {
+                eprintln!("cleanup of {} failed: {e}", spec.id);
+            }
+        }
+        if let Err(e) = self.exec.drop_prepared() {
+            eprintln!("cleanup of {} failed: {e}", self.pooled);
+        }
+    }
+}
+
+fn password() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    count: i64,
+}
+
+#[derive(QueryableByName)]
+struct TextValue {
+    #[diesel(sql_type = Text)]
+    value: String,
+}
+
+fn count(conn: &mut PgConnection, query: &str, bind: &str) -> i64 {
+    diesel::sql_query(query)
+        .bind::<Text, _>(bind)
+        .get_result::<Count>(conn)
+        .expect("count query")
+        .count
+}
+
+/// How many roles, schemas and databases of the environment exist (by its id).
+fn leftovers(fx: &Fixture, spec: &EnvironmentSpec) -> (i64, i64, i64) {
+    let prefix = format!("bk_{}%", spec.id.simple());
+    let mut pooled = fx.admin(&fx.pooled);
+    let roles = count(
+        &mut pooled,
+        "SELECT count(*) AS count FROM pg_roles WHERE rolname LIKE $1",
+        &prefix,
+    );
+    let schemas = count(
+        &mut pooled,
+        "SELECT count(*) AS count FROM pg_namespace WHERE nspname LIKE $1",
+        &prefix,
+    );
+    let databases = count(
+        &mut pooled,
+        "SELECT count(*) AS count FROM pg_database WHERE datname LIKE $1",
+        &prefix,
+    );
+    (roles, schemas, databases)
+}
+
+fn all_verified(checks: &[GuaranteeCheck]) {
+    for check in checks {
+        assert_eq!(check.status, "verified", "{check:?}");
+        assert!(!check.evidence.is_empty());
+    }
+}
+
+fn has(checks: &[GuaranteeCheck], layer: &str, mechanism: &str) -> bool {
+    checks
+        .iter()
+        .any(|c| c.layer == layer && c.mechanism == mechanism)
+}
+
+fn error_text(result: diesel::QueryResult<usize>) -> String {
+    result.expect_err("must be refused").to_string()
+}
+
+#[test]
+fn shared_environment_lifecycle() {
+    let mut fx = Fixture::new();
+    let spec = fx.spec(Isolation::Shared);
+    let names = fx.exec.names(&spec);
+    let pw = password();
+
+    let started = Instant::now();
+    let plan = fx.exec.plan(&spec).expect("plan");
+    assert_eq!(plan.summary()["create"], 8, "{}", plan.summary());
+    fx.apply(&spec, &plan, &pw).expect("apply");
+    let checks = fx.exec.verify_isolation(&spec, &pw).expect("verify");
+    eprintln!("shared plan+apply+verify: {:?}", started.elapsed());
+
+    all_verified(&checks);
+    for (layer, mechanism) in [
+        ("data", "database_connect_privilege"),
+        ("data", "schema_privileges"),
+        ("identity", "no_create_on_public"),
+        ("compute", "role_connection_limit"),
+        ("compute", "statement_timeout"),
+    ] {
+        assert!(
+            has(&checks, layer, mechanism),
+            "{layer}/{mechanism} missing: {checks:?}"
+        );
+    }
+    let limit = checks
+        .iter()
+        .find(|c| c.mechanism == "role_connection_limit")
+        .expect("compute check");
+    assert!(
+        limit.evidence.contains("too many connections for role"),
+        "{}",
+        limit.evidence
+    );
+    assert!(fx.exec.plan(&spec).expect("re-plan").is_empty());
+
+    // The credentials work and reach exactly the environment's schema.
+    let info = fx.exec.connection_info(&spec);
+    assert_eq!(
+        (info.database.as_str(), info.schema.as_str()),
+        (fx.pooled.as_str(), names.schema.as_str())
+    );
+    assert_eq!(info.username, names.app_role);
+    let mut app = PgConnection::establish(&fx.app_url(&spec, &pw)).expect("app connects");
+    diesel::sql_query("CREATE TABLE notes (id integer PRIMARY KEY)")
+        .execute(&mut app)
+        .expect("create in own schema");
+    diesel::sql_query("INSERT INTO orders (external_id, customer) VALUES ('o-1', 'acme')")
+        .execute(&mut app)
+        .expect("baseline tables are usable");
+    diesel::sql_query("INSERT INTO order_lines VALUES ((SELECT id FROM orders), 1, 'sku-1', 2)")
+        .execute(&mut app)
+        .expect("second baseline migration applied");
+    let history = error_text(diesel::sql_query("DELETE FROM bulkhead_baseline").execute(&mut app));
+    assert!(history.contains("permission denied"), "{history}");
+    drop(app);
+
+    // The password is stored as a SCRAM verifier of the given password.
+    let mut admin = fx.admin(&fx.pooled);
+    let stored = diesel::sql_query("SELECT rolpassword AS value FROM pg_authid WHERE rolname = $1")
+        .bind::<Text, _>(&names.app_role)
+        .get_result::<TextValue>(&mut admin)
+        .expect("rolpassword");
+    assert!(scram::matches(&stored.value, &pw), "{}", stored.value);
+    assert!(!scram::matches(&stored.value, "other"));
+    let comment =
+        diesel::sql_query("SELECT obj_description($1::regnamespace, 'pg_namespace') AS value")
+            .bind::<Text, _>(&names.schema)
+            .get_result::<TextValue>(&mut admin)
+            .expect("comment");
+    let tags: serde_json::Value = serde_json::from_str(&comment.value).expect("comment is JSON");
+    assert_eq!(tags["team"], "o'brien's \"wms\"");
+    drop(admin);
+
+    fx.destroy(&spec);
+    assert_eq!(leftovers(&fx, &spec), (0, 0, 0));
+}
+
+#[test]
+fn dedicated_environment_lifecycle() {
+    let mut fx = Fixture::new();
+    let spec = fx.spec(Isolation::Dedicated);
+    let names = fx.exec.names(&spec);
+    let pw = password();
+
+    let started = Instant::now();
+    let plan = fx.exec.plan(&spec).expect("plan");
+    assert_eq!(plan.summary()["create"], 10, "{}", plan.summary());
+    fx.apply(&spec, &plan, &pw).expect("apply");
+    let checks = fx.exec.verify_isolation(&spec, &pw).expect("verify");
+    eprintln!("dedicated plan+apply+verify: {:?}", started.elapsed());
+
+    all_verified(&checks);
+    for (layer, mechanism) in [
+        ("data", "database_connect_privilege"),
+        ("data", "pooled_database_connect_privilege"),
+        ("identity", "no_create_on_public"),
+        ("compute", "role_connection_limit"),
+        ("compute", "statement_timeout"),
+    ] {
+        assert!(
+            has(&checks, layer, mechanism),
+            "{layer}/{mechanism} missing: {checks:?}"
+        );
+    }
+    assert!(fx.exec.plan(&spec).expect("re-plan").is_empty());
+
+    let info = fx.exec.connection_info(&spec);
+    assert_eq!(
+        (info.database.as_str(), info.schema.as_str()),
+        (names.database.as_str(), "app")
+    );
+    let mut app = PgConnection::establish(&fx.app_url(&spec, &pw)).expect("app connects");
+    diesel::sql_query("CREATE TABLE notes (id integer PRIMARY KEY)")
+        .execute(&mut app)
+        .expect("create in app");
+    diesel::sql_query("INSERT INTO orders (external_id, customer) VALUES ('o-1', 'acme')")
+        .execute(&mut app)
+        .expect("baseline tables are usable");
+    let public =
+        error_text(diesel::sql_query("CREATE TABLE public.x (id integer)").execute(&mut app));
+    assert!(public.contains("permission denied"), "{public}");
+    drop(app);
+
+    let mut admin = fx.admin("postgres");
+    let limit = count(
+        &mut admin,
+        "SELECT datconnlimit::bigint AS count FROM pg_database WHERE datname = $1",
+        &names.database,
+    );
+    assert_eq!(limit, 13, "blueprint limit 10 plus the reserve");
+    let public_connect = count(
+        &mut admin,
+        "SELECT count(*) AS count FROM pg_database d, aclexplode(d.datacl) a \
+         WHERE d.datname = $1 AND a.grantee = 0",
+        &names.database,
+    );
+    assert_eq!(public_connect, 0, "PUBLIC has no privilege on the database");
+    drop(admin);
+
+    fx.destroy(&spec);
+    assert_eq!(leftovers(&fx, &spec), (0, 0, 0));
+}
+
+#[test]
+fn tenants_cannot_reach_each_other() {
+    let mut fx = Fixture::new();
+    let (a, b, c) = (
+        fx.spec(Isolation::Shared),
+        fx.spec(Isolation::Shared),
+        fx.spec(Isolation::Dedicated),
+    );
+    let (pw_a, pw_b, pw_c) = (password(), password(), password());
+    fx.provision(&a, &pw_a);
+    fx.provision(&b, &pw_b);
+    fx.provision(&c, &pw_c);
+    let (names_b, names_c) = (fx.exec.names(&b), fx.exec.names(&c));
+
+    let mut app_a = PgConnection::establish(&fx.app_url(&a, &pw_a)).expect("A connects");
+    let read_b = error_text(
+        diesel::sql_query(format!("SELECT * FROM {}.orders", names_b.schema)).execute(&mut app_a),
+    );
+    assert!(read_b.contains("permission denied for schema"), "{read_b}");
+    let use_b = error_text(
+        diesel::sql_query(format!(
+            "CREATE TABLE {}.intruder (x integer)",
+            names_b.schema
+        ))
+        .execute(&mut app_a),
+    );
+    assert!(use_b.contains("permission denied"), "{use_b}");
+    let become_b = error_text(
+        diesel::sql_query(format!("SET ROLE {}", names_b.owner_role)).execute(&mut app_a),
+    );
+    assert!(become_b.contains("permission denied"), "{become_b}");
+    drop(app_a);
+
+    let endpoint = endpoint();
+    let a_to_c = format!(
+        "postgres://{}:{pw_a}@{}:{}/{}",
+        fx.exec.names(&a).app_role,
+        endpoint.host,
+        endpoint.port,
+        names_c.database
+    );
+    let refused = PgConnection::establish(&a_to_c)
+        .err()
+        .expect("A cannot connect to C's database")
+        .to_string();
+    assert!(
+        refused.contains("permission denied for database"),
+        "{refused}"
+    );
+    let c_to_pool = format!(
+        "postgres://{}:{pw_c}@{}:{}/{}",
+        names_c.app_role, endpoint.host, endpoint.port, fx.pooled
+    );
+    let refused = PgConnection::establish(&c_to_pool)
+        .err()
+        .expect("C cannot connect to the pool")
+        .to_string();
+    assert!(
+        refused.contains("permission denied for database"),
+        "{refused}"
+    );
+
+    all_verified(&fx.exec.verify_isolation(&a, &pw_a).expect("verify A"));
+    all_verified(&fx.exec.verify_isolation(&b, &pw_b).expect("verify B"));
+
+    // Destroying A leaves B untouched.
+    fx.destroy(&a);
+    assert_eq!(leftovers(&fx, &a), (0, 0, 0));
+    assert!(fx.exec.plan(&b).expect("plan B").is_empty());
+    let mut app_b = PgConnection::establish(&fx.app_url(&b, &pw_b)).expect("B still connects");
+    diesel::sql_query("SELECT * FROM orders")
+        .execute(&mut app_b)
+        .expect("B still reads its data");
+}
+
+#[test]
+fn dropped_app_role_is_planned_and_repaired() {
+    let mut fx = Fixture::new();
+    let spec = fx.spec(Isolation::Shared);
+    let names = fx.exec.names(&spec);
+    let pw = password();
+    fx.provision(&spec, &pw);
+
+    let mut admin = fx.admin(&fx.pooled);
+    admin
+        .batch_execute(&format!("DROP OWNED BY {0}; DROP ROLE {0}", names.app_role))
+        .expect("drop the app role by hand");
+    drop(admin);
+
+    let plan = fx.exec.plan(&spec).expect("drift plan");
+    let changes: Vec<String> = plan.actions.iter().map(PlanAction::headline).collect();
+    assert!(
+        changes.contains(&format!("create role {}", names.app_role)),
+        "{changes:?}"
+    );
+    assert!(
+        plan.actions.iter().all(|a| a.op == Op::Create),
+        "{changes:?}"
+    );
+    assert_eq!(
+        changes.len(),
+        4,
+        "the role and its three grants: {changes:?}"
+    );
+
+    let new_pw = password();
+    fx.apply(&spec, &plan, &new_pw).expect("repair");
+    assert!(fx.exec.plan(&spec).expect("plan").is_empty());
+    let mut app = PgConnection::establish(&fx.app_url(&spec, &new_pw)).expect("app connects again");
+    diesel::sql_query("INSERT INTO orders (external_id, customer) VALUES ('o-2', 'acme')")
+        .execute(&mut app)
+        .expect("grants repaired");
+    drop(app);
+    all_verified(&fx.exec.verify_isolation(&spec, &new_pw).expect("verify"));
+}
+
+#[test]
+fn dedicated_drift_is_repaired() {
+    let mut fx = Fixture::new();
+    let spec = fx.spec(Isolation::Dedicated);
+    let names = fx.exec.names(&spec);
+    let pw = password();
+    fx.provision(&spec, &pw);
+
+    let mut admin = fx.admin("postgres");
+    admin
+        .batch_execute(&format!(
+            "GRANT CONNECT ON DATABASE {0} TO PUBLIC; ALTER DATABASE {0} CONNECTION LIMIT 500; \
+             ALTER ROLE {1} CONNECTION LIMIT 99 CREATEDB; COMMENT ON ROLE {1} IS 'edited by hand'",
+            names.database, names.app_role
+        ))
+        .expect("drift");
+    drop(admin);
+    let mut inside = fx.admin(&names.database);
+    diesel::sql_query("GRANT USAGE, CREATE ON SCHEMA public TO PUBLIC")
+        .execute(&mut inside)
+        .expect("drift inside");
+    drop(inside);
+
+    let plan = fx.exec.plan(&spec).expect("drift plan");
+    let changes: Vec<String> = plan.actions.iter().map(PlanAction::headline).collect();
+    assert_eq!(
+        changes,
+        [
+            format!("update role {}", names.app_role),
+            format!("update database {}", names.database)
+        ]
+    );
+    let detail = &plan.actions[0].detail;
+    assert!(
+        detail.contains(r#"capabilities: ["CREATEDB"] → []"#),
+        "{detail}"
+    );
+    assert!(detail.contains("connection_limit: 99 → 10"), "{detail}");
+    assert!(
+        plan.actions[1]
+            .detail
+            .contains(r#"public_privileges: ["CONNECT"] → []"#),
+        "{}",
+        plan.actions[1].detail
+    );
+    fx.apply(&spec, &plan, &pw).expect("repair");
+    assert!(fx.exec.plan(&spec).expect("plan").is_empty());
+    all_verified(&fx.exec.verify_isolation(&spec, &pw).expect("verify"));
+}
+
+#[test]
+fn stale_plan_is_refused() {
+    let mut fx = Fixture::new();
+    let spec = fx.spec(Isolation::Shared);
+    let names = fx.exec.names(&spec);
+    let pw = password();
+    let plan = fx.exec.plan(&spec).expect("plan");
+
+    let mut admin = fx.admin(&fx.pooled);
+    diesel::sql_query(format!("CREATE ROLE {}", names.owner_role))
+        .execute(&mut admin)
+        .expect("someone else acts first");
+    drop(admin);
+
+    let error = fx.apply(&spec, &plan, &pw).expect_err("stale");
+    assert!(matches!(error, ExecError::StalePlan(_)), "{error}");
+    assert!(!error.is_retryable());
+    assert_eq!(leftovers(&fx, &spec), (1, 0, 0), "nothing was applied");
+
+    let mut tampered = fx.exec.plan(&spec).expect("fresh plan");
+    tampered.actions.truncate(1);
+    let error = fx.apply(&spec, &tampered, &pw).expect_err("tampered");
+    assert!(matches!(error, ExecError::StalePlan(_)), "{error}");
+
+    fx.provision(&spec, &pw);
+}
+
+#[test]
+fn changed_tags_are_applied_as_updates() {
+    let mut fx = Fixture::new();
+    let mut spec = fx.spec(Isolation::Shared);
+    let names = fx.exec.names(&spec);
+    let pw = password();
+    fx.provision(&spec, &pw);
+
+    spec.cost_tags
+        .insert("cost_center".to_owned(), "cc-2001".to_owned());
+    let plan = fx.exec.plan(&spec).expect("plan");
+    assert_eq!(plan.summary()["update"], 3, "{}", plan.summary());
+    assert_eq!(plan.summary()["create"], 0);
+    fx.apply(&spec, &plan, &pw).expect("apply");
+    assert!(fx.exec.plan(&spec).expect("plan").is_empty());
+
+    let mut admin = fx.admin(&fx.pooled);
+    let comment = diesel::sql_query("SELECT shobj_description($1::regrole, 'pg_authid') AS value")
+        .bind::<Text, _>(&names.app_role)
+        .get_result::<TextValue>(&mut admin)
+        .expect("comment");
+    let tags: serde_json::Value = serde_json::from_str(&comment.value).expect("JSON");
+    assert_eq!(tags["cost_center"], "cc-2001");
+}
+
+#[test]
+fn interrupted_apply_resumes_from_a_new_plan() {
+    let mut fx = Fixture::new();
+    for isolation in [Isolation::Dedicated, Isolation::Shared] {
+        let spec = fx.spec(isolation);
+        let pw = password();
+        let plan = fx.exec.plan(&spec).expect("plan");
+        let total = plan.actions.len();
+
+        // Stop right after the third step (the database of a dedicated environment).
+        let mut done = 0;
+        let error = fx
+            .exec
+            .apply(&spec, &plan, &pw, &mut |_| {
+                done += 1;
+                if done == 3 { Err(StepAbort) } else { Ok(()) }
+            })
+            .expect_err("aborted");
+        assert!(matches!(error, ExecError::Aborted));
+        assert!(error.is_retryable());
+
+        let rest = fx.exec.plan(&spec).expect("re-plan");
+        assert_eq!(rest.actions.len(), total - 3, "{}", rest.summary());
+        assert!(
+            fx.apply(&spec, &plan, &pw).is_err(),
+            "the old plan is stale now"
+        );
+        fx.apply(&spec, &rest, &pw).expect("finish");
+        assert!(fx.exec.plan(&spec).expect("plan").is_empty());
+        all_verified(&fx.exec.verify_isolation(&spec, &pw).expect("verify"));
+
+        // Destroy can be interrupted too.
+        let destroy = fx.exec.destroy_plan(&spec).expect("destroy plan");
+        let error = fx
+            .exec
+            .apply(&spec, &destroy, &pw, &mut |_| Err(StepAbort))
+            .expect_err("aborted");
+        assert!(matches!(error, ExecError::Aborted));
+        fx.destroy(&spec);
+        assert_eq!(leftovers(&fx, &spec), (0, 0, 0));
+    }
+}
+
+#[test]
+fn prepare_is_idempotent_across_executors() {
+    let fx = Fixture::new();
+    let other = PostgresExecutor::new(fx.exec.targets().clone());
+    std::thread::scope(|s| {
+        let one = s.spawn(|| other.prepare());
+        let two = s.spawn(|| PostgresExecutor::new(fx.exec.targets().clone()).prepare());
+        one.join().expect("thread").expect("prepare");
+        two.join().expect("thread").expect("prepare");
+    });
+    fx.exec.prepare().expect("again");
+}
+
+/// Prints p50 of plan + apply + verify for fresh environments (`--nocapture` shows them).
+#[test]
+fn provisioning_timings() {
+    let mut fx = Fixture::new();
+    for (isolation, runs) in [(Isolation::Shared, 7), (Isolation::Dedicated, 5)] {
+        let mut times: Vec<Duration> = Vec::new();
+        let mut phases = Vec::new();
+        for _ in 0..runs {
+            let spec = fx.spec(isolation);
+            let pw = password();
+            let t0 = Instant::now();
+            let plan = fx.exec.plan(&spec).expect("plan");
+            let t1 = Instant::now();
+            fx.apply(&spec, &plan, &pw).expect("apply");
+            let t2 = Instant::now();
+            all_verified(&fx.exec.verify_isolation(&spec, &pw).expect("verify"));
+            let t3 = Instant::now();
+            times.push(t3 - t0);
+            phases.push((t1 - t0, t2 - t1, t3 - t2));
+        }
+        let mut sorted = times.clone();
+        sorted.sort();
+        eprintln!(
+            "{isolation:?}: p50 {:?}, min {:?}, max {:?}; per run (plan, apply, verify): {phases:?}",
+            sorted[sorted.len() / 2],
+            sorted[0],
+            sorted[sorted.len() - 1]
+        );
+    }
+}
+#[test]
+fn zz_step_timings() {
+    let mut fx = Fixture::new();
+    for isolation in [
+        Isolation::Shared,
+        Isolation::Shared,
+        Isolation::Shared,
+        Isolation::Dedicated,
+        Isolation::Dedicated,
+    ] {
+        let spec = fx.spec(isolation);
+        let pw = password();
+        let t = Instant::now();
+        let s = Instant::now();
+        let _ = scram::verifier(&pw);
+        let scram_t = s.elapsed();
+        let plan = fx.exec.plan(&spec).expect("plan");
+        let mut last = Instant::now();
+        let plan_t = t.elapsed();
+        let mut steps = Vec::new();
+        let t_apply = Instant::now();
+        fx.exec
+            .apply(&spec, &plan, &pw, &mut |a| {
+                steps.push((
+                    a.headline().chars().take(22).collect::<String>(),
+                    last.elapsed(),
+                ));
+                last = Instant::now();
+                Ok(())
+            })
+            .expect("apply");
+        let apply_t = t_apply.elapsed();
+        let v = Instant::now();
+        fx.exec.verify_isolation(&spec, &pw).expect("verify");
+        eprintln!(
+            "{isolation:?} scram {scram_t:?} plan {plan_t:?} apply {apply_t:?} verify {:?}\n  {steps:?}",
+            v.elapsed()
+        );
+    }
+}
