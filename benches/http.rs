@@ -27,14 +27,20 @@ impl Drop for Api {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if let Ok(mut conn) = PgConnection::establish(&format!("{}/postgres", self.server)) {
-            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db_name))
-                .execute(&mut conn);
+            let _ = diesel::sql_query(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.db_name
+            ))
+            .execute(&mut conn);
         }
     }
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 #[tokio::main]
@@ -57,7 +63,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()?;
-    let api = Api { child, db_name, server };
+    let api = Api {
+        child,
+        db_name,
+        server,
+    };
     let client = reqwest::Client::new();
     wait_ready(&client, &base).await?;
 
@@ -95,7 +105,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?
         .json()
         .await?;
-    let invitation = added["invitation"]["token"].as_str().ok_or("no invitation")?;
+    let invitation = added["invitation"]["token"]
+        .as_str()
+        .ok_or("no invitation")?;
     client
         .post(format!("{base}/v1/auth/accept-invitation"))
         .json(&json!({"token": invitation, "password": USER_PASSWORD}))
@@ -118,27 +130,40 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "seeded {TENANTS} tenants x {MEMBERS_PER_TENANT} members in {:.1} s",
         seed.as_secs_f64()
     );
-    println!("\n== GET /v1/tenants/{{tenant}} as a viewer (wrk -t2 -c{connections} -d{seconds}s) ==");
+    println!(
+        "\n== GET /v1/tenants/{{tenant}} as a viewer (wrk -t2 -c{connections} -d{seconds}s) =="
+    );
     let output = Command::new("wrk")
-        .args(["-t2", &format!("-c{connections}"), &format!("-d{seconds}s"), "--latency"])
+        .args([
+            "-t2",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+        ])
         .args(["-H", &format!("Authorization: Bearer {viewer}")])
         .arg(format!("{base}/v1/tenants/{slug}"))
         .output()
         .map_err(|e| format!("wrk not runnable ({e}); apt-get install wrk"))?;
     println!("{}", String::from_utf8_lossy(&output.stdout));
 
-    println!("== POST /v1/auth/login, {} concurrent clients for 10 s ==", 8);
+    println!(
+        "== POST /v1/auth/login, {} concurrent clients for 10 s ==",
+        8
+    );
     login_throughput(&client, &base, 8, Duration::from_secs(10)).await?;
     drop(api);
     Ok(())
 }
 
-async fn wait_ready(client: &reqwest::Client, base: &str) -> Result<(), Box<dyn std::error::Error>> {
+async fn wait_ready(
+    client: &reqwest::Client,
+    base: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
     for _ in 0..100 {
-        if let Ok(response) = client.get(format!("{base}/readyz")).send().await {
-            if response.status() == 200 {
-                return Ok(());
-            }
+        if let Ok(response) = client.get(format!("{base}/readyz")).send().await
+            && response.status() == 200
+        {
+            return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -176,7 +201,9 @@ async fn login_throughput(
             let mut latencies = Vec::new();
             while Instant::now() < deadline {
                 let started = Instant::now();
-                let ok = login(&client, &base, ADMIN_EMAIL, ADMIN_PASSWORD).await.is_ok();
+                let ok = login(&client, &base, ADMIN_EMAIL, ADMIN_PASSWORD)
+                    .await
+                    .is_ok();
                 if ok {
                     latencies.push(started.elapsed());
                 }
@@ -189,7 +216,11 @@ async fn login_throughput(
         all.extend(task.await?);
     }
     all.sort_unstable();
-    let pct = |p: f64| all.get(((all.len() as f64 - 1.0) * p) as usize).copied().unwrap_or_default();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or_default()
+    };
     println!(
         "logins: {} in {:?} = {:.1}/s; latency p50 {:.0} ms, p99 {:.0} ms",
         all.len(),

@@ -1,6 +1,7 @@
 //! Tenants: onboard (idempotent), list what the caller can see, read, rename/retag, offboard.
 
 use crate::auth::Caller;
+use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::routes::{PageOf, PageQuery};
 use crate::state::AppState;
@@ -132,12 +133,12 @@ pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
     req: HttpRequest,
-    body: web::Json<CreateTenantRequest>,
+    body: JsonBody<CreateTenantRequest>,
 ) -> ApiResult<HttpResponse> {
     state
         .authorize_platform(&caller, Object::Tenant, Action::Create)
         .await?;
-    let body = body.into_inner();
+    let body = body.into_inner()?;
     let valid = validate_create(&body)?;
     let key = idempotency_key(&req)?;
     let request_hash = sha256(
@@ -149,13 +150,13 @@ pub async fn create(
     let (status, response) = state
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
-                if let Some(key) = &key {
-                    if let Some(saved) = store::idempotency::lock_and_get(conn, caller.id, key)? {
-                        if saved.request_hash != request_hash {
-                            return Err(ApiError::IdempotencyKeyReused);
-                        }
-                        return Ok((saved.status, saved.body));
+                if let Some(key) = &key
+                    && let Some(saved) = store::idempotency::lock_and_get(conn, caller.id, key)?
+                {
+                    if saved.request_hash != request_hash {
+                        return Err(ApiError::IdempotencyKeyReused);
                     }
+                    return Ok((saved.status, saved.body));
                 }
                 let tenant = store::tenants::insert(
                     conn,
@@ -263,12 +264,12 @@ pub async fn update(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
-    body: web::Json<UpdateTenantRequest>,
+    body: JsonBody<UpdateTenantRequest>,
 ) -> ApiResult<HttpResponse> {
     let tenant = state
         .authorize_tenant(&caller, &path, Object::Tenant, Action::Update)
         .await?;
-    let body = body.into_inner();
+    let body = body.into_inner()?;
     let mut v = Validator::new();
     let mut changes = TenantChanges::default();
     if let Some(name) = &body.name {
