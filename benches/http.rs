@@ -160,10 +160,10 @@ async fn wait_ready(
     base: &str,
 ) -> Result<(), Box<dyn std::error::Error>> {
     for _ in 0..100 {
-        if let Ok(response) = client.get(format!("{base}/readyz")).send().await {
-            if response.status() == 200 {
-                return Ok(());
-            }
+        if let Ok(response) = client.get(format!("{base}/readyz")).send().await
+            && response.status() == 200
+        {
+            return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

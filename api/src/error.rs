@@ -35,6 +35,8 @@ pub enum ApiError {
         detail: String,
     },
     Internal(anyhow::Error),
+    /// A body the JSON extractor refused, answered once the caller is authorized.
+    Rejected(Box<ApiError>),
 }
 
 /// The RFC 9457 body.
@@ -79,6 +81,7 @@ impl ApiError {
             Self::TooManyRequests { .. } => ("too-many-requests", "Too many attempts"),
             Self::Unavailable { .. } => ("service-unavailable", "Temporarily unavailable"),
             Self::Internal(_) => ("internal-error", "Internal error"),
+            Self::Rejected(inner) => inner.kind(),
         }
     }
 
@@ -114,6 +117,7 @@ impl ApiError {
             Self::Internal(_) => "an unexpected error occurred; it has been logged with this \
                 request's id (X-Request-Id)"
                 .to_owned(),
+            Self::Rejected(inner) => inner.detail(),
         }
     }
 
@@ -155,10 +159,14 @@ impl ResponseError for ApiError {
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Rejected(inner) => inner.status_code(),
         }
     }
 
     fn error_response(&self) -> HttpResponse {
+        if let Self::Rejected(inner) = self {
+            return inner.error_response();
+        }
         if let Self::Internal(error) = self {
             tracing::error!(error = format!("{error:#}"), "request failed");
         }

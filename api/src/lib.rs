@@ -1,6 +1,7 @@
 //! bulkhead-api: the HTTP service. Builds the actix-web server over the control database.
 
 pub mod auth;
+pub mod body;
 pub mod bootstrap;
 pub mod error;
 pub mod idempotency;
@@ -26,16 +27,7 @@ use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 fn json_error(error: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
-    let api_error = match &error {
-        JsonPayloadError::OverflowKnownLength { limit, .. }
-        | JsonPayloadError::Overflow { limit } => ApiError::PayloadTooLarge(*limit),
-        JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
-        JsonPayloadError::Deserialize(inner) => ApiError::Malformed(format!(
-            "the JSON body does not fit this endpoint: {inner}; see /openapi.json"
-        )),
-        other => ApiError::Malformed(format!("the body could not be read: {other}")),
-    };
-    api_error.into()
+    body::json_payload_error(&error).into()
 }
 
 fn query_error(error: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {

@@ -1,6 +1,7 @@
 //! API keys of a tenant: create (secret shown once), list, revoke.
 
 use crate::auth::Caller;
+use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::routes::tenants::ensure_not_leaving;
 use crate::routes::{PageOf, PageQuery, parse_id};
@@ -71,12 +72,12 @@ pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
-    body: web::Json<CreateApiKeyRequest>,
+    body: JsonBody<CreateApiKeyRequest>,
 ) -> ApiResult<HttpResponse> {
     let tenant = state
         .authorize_tenant(&caller, &path, Object::ApiKey, Action::Create)
         .await?;
-    let body = body.into_inner();
+    let body = body.into_inner()?;
     let mut v = Validator::new();
     let name = v.check(parse_display_text("name", &body.name).and_then(|n| {
         if n.chars().count() > 100 {

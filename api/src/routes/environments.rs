@@ -2,6 +2,7 @@
 //! drift-check jobs, credentials (audited reads) and isolation guarantees.
 
 use crate::auth::Caller;
+use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::idempotency;
 use crate::routes::jobs::JobView;
@@ -285,12 +286,12 @@ pub async fn create(
     caller: Caller,
     req: HttpRequest,
     path: web::Path<String>,
-    body: web::Json<CreateEnvironmentRequest>,
+    body: JsonBody<CreateEnvironmentRequest>,
 ) -> ApiResult<HttpResponse> {
     let tenant = state
         .authorize_tenant(&caller, &path, Object::Environment, Action::Create)
         .await?;
-    let body = body.into_inner();
+    let body = body.into_inner()?;
     let valid = validate(&state, &tenant, &body)?;
     ensure_tenant_active(&tenant)?;
     let key = idempotency::key(&req)?;

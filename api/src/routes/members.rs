@@ -1,6 +1,7 @@
 //! Tenant members: add (inviting unknown emails), list, remove.
 
 use crate::auth::Caller;
+use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::routes::tenants::ensure_not_leaving;
 use crate::routes::{PageOf, PageQuery, parse_id};
@@ -114,12 +115,12 @@ pub async fn add(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
-    body: web::Json<AddMemberRequest>,
+    body: JsonBody<AddMemberRequest>,
 ) -> ApiResult<HttpResponse> {
     let tenant = state
         .authorize_tenant(&caller, &path, Object::Member, Action::Create)
         .await?;
-    let body = body.into_inner();
+    let body = body.into_inner()?;
     let mut v = Validator::new();
     let email = v.check(Email::parse("email", &body.email));
     let role = v.check(TenantRole::parse("role", &body.role));

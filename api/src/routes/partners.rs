@@ -2,6 +2,7 @@
 //! partners must exist before they can onboard tenants).
 
 use crate::auth::Caller;
+use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::routes::members::{Invitation, invite_user};
 use crate::state::AppState;
@@ -38,7 +39,7 @@ pub struct PartnerCreated {
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<CreatePartnerRequest>,
+    body: JsonBody<CreatePartnerRequest>,
 ) -> ApiResult<HttpResponse> {
     // Granting a platform role is itself a platform-admin action.
     let allowed = state.authz.read().await.allows(
@@ -61,7 +62,7 @@ pub async fn create(
             "only platform admins create partners".into(),
         ));
     }
-    let body = body.into_inner();
+    let body = body.into_inner()?;
     let mut v = Validator::new();
     let email = v.check(Email::parse("email", &body.email));
     let display_name = match &body.display_name {

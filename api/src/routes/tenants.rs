@@ -1,6 +1,7 @@
 //! Tenants: onboard (idempotent), list what the caller can see, read, rename/retag, offboard.
 
 use crate::auth::Caller;
+use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::idempotency;
 use crate::routes::{PageOf, PageQuery};
@@ -114,12 +115,12 @@ pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
     req: HttpRequest,
-    body: web::Json<CreateTenantRequest>,
+    body: JsonBody<CreateTenantRequest>,
 ) -> ApiResult<HttpResponse> {
     state
         .authorize_platform(&caller, Object::Tenant, Action::Create)
         .await?;
-    let body = body.into_inner();
+    let body = body.into_inner()?;
     let valid = validate_create(&body)?;
     let key = idempotency::key(&req)?;
     let request_hash = idempotency::request_hash(
@@ -227,12 +228,12 @@ pub async fn update(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
-    body: web::Json<UpdateTenantRequest>,
+    body: JsonBody<UpdateTenantRequest>,
 ) -> ApiResult<HttpResponse> {
     let tenant = state
         .authorize_tenant(&caller, &path, Object::Tenant, Action::Update)
         .await?;
-    let body = body.into_inner();
+    let body = body.into_inner()?;
     let mut v = Validator::new();
     let mut changes = TenantChanges::default();
     if let Some(name) = &body.name {

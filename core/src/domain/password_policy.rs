@@ -65,7 +65,10 @@ pub fn check_password_policy(field: &str, password: &str) -> Result<(), FieldErr
     }
     let lowered = password.to_lowercase();
     if COMMON.contains(&lowered.as_str())
-        || lowered.chars().all(|c| Some(c) == lowered.chars().next())
+        || lowered
+            .chars()
+            .next()
+            .is_some_and(|first| lowered.chars().all(|c| c == first))
     {
         return Err(FieldError::new(
             field,
