@@ -418,7 +418,7 @@ async fn job_action(
     req: HttpRequest,
     path: web::Path<(String, String)>,
     operation: Operation,
-    body: Option<ApplyRequest>,
+    body: Option<web::Bytes>,
 ) -> ApiResult<HttpResponse> {
     let (tenant_ref, env_ref) = path.into_inner();
     let (object, action) = match operation {
@@ -441,7 +441,16 @@ async fn job_action(
             environment.name
         )));
     }
-    let body = body.unwrap_or_default();
+    // The body is optional; when present it must parse (a typo must not silently apply
+    // whatever the planner finds instead of the reviewed plan).
+    let body = match body.filter(|raw| !raw.iter().all(u8::is_ascii_whitespace)) {
+        None => ApplyRequest::default(),
+        Some(raw) => serde_json::from_slice::<ApplyRequest>(&raw).map_err(|e| {
+            ApiError::Malformed(format!(
+                "the JSON body does not fit this endpoint: {e}; send {{\"plan_job_id\": \"<uuid>\"}} or no body"
+            ))
+        })?,
+    };
     let key = idempotency::key(&req)?;
     let request_hash = idempotency::request_hash(
         &req,
@@ -514,17 +523,9 @@ pub async fn apply(
     caller: Caller,
     req: HttpRequest,
     path: web::Path<(String, String)>,
-    body: Option<web::Json<ApplyRequest>>,
+    body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
-    job_action(
-        state,
-        caller,
-        req,
-        path,
-        Operation::Apply,
-        body.map(web::Json::into_inner),
-    )
-    .await
+    job_action(state, caller, req, path, Operation::Apply, Some(body)).await
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/environments/{env}/drift-check", tag = "environments", security(("bearer" = [])),
