@@ -122,7 +122,7 @@ async fn serve(command: &str, config: Config, pool: db::PgPool) -> anyhow::Resul
     let service = bulkhead_api::build(config.clone(), pool.clone()).await?;
     let relay = tokio::spawn(bulkhead_core::queue::run_relay(
         pool.clone(),
-        config.amqp_url.clone(),
+        bulkhead_core::queue::BrokerAddress::from_config(&config),
         bulkhead_core::queue::Topology::with_prefix(&config.queue_prefix),
         service.relay_wake.clone(),
         std::time::Duration::from_millis(500),

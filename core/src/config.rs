@@ -60,6 +60,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// `AMQP_URL`: the broker (used by the outbox relay and workers).
     pub amqp_url: String,
+    /// `BULKHEAD_AMQP_CA_FILE`: PEM CA bundle that signs the broker's certificate, for
+    /// `amqps://` brokers not signed by a CA the system trusts.
+    pub amqp_ca_file: Option<PathBuf>,
     /// `BULKHEAD_QUEUE_PREFIX`: prefix of the exchange and queue names.
     pub queue_prefix: String,
     /// `BULKHEAD_CREDENTIALS_KEY`: 64 hex characters sealing environment credentials.
@@ -230,6 +233,7 @@ impl Config {
             max_body_bytes: number(&get, "BULKHEAD_MAX_BODY_BYTES", 65_536, 1_024, 10_485_760)?
                 as usize,
             amqp_url,
+            amqp_ca_file: get("BULKHEAD_AMQP_CA_FILE").map(PathBuf::from),
             queue_prefix: {
                 let prefix = get("BULKHEAD_QUEUE_PREFIX").unwrap_or_else(|| "bulkhead".to_owned());
                 let ok = (1..=64).contains(&prefix.len())

@@ -58,12 +58,50 @@ pub enum QueueError {
     Nacked(Uuid),
     #[error("message encoding: {0}")]
     Encoding(#[from] serde_json::Error),
+    #[error("{0}")]
+    Config(String),
 }
 
-/// Connects to `url` (`amqp://` or `amqps://`, TLS through rustls).
-pub async fn connect(url: &str) -> Result<Connection, QueueError> {
+/// Where the broker is and, for `amqps://` with a private CA, which CA to trust.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerAddress {
+    pub url: String,
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl BrokerAddress {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            url: config.amqp_url.clone(),
+            ca_file: config.amqp_ca_file.clone(),
+        }
+    }
+}
+
+/// Connects to the broker (`amqp://`, or `amqps://` with TLS through rustls; the system's
+/// roots are trusted, plus the CA file when one is given).
+pub async fn connect(address: &BrokerAddress) -> Result<Connection, QueueError> {
     let properties = ConnectionProperties::default();
-    Ok(Connection::connect(url, properties).await?)
+    let Some(ca_file) = &address.ca_file else {
+        return Ok(Connection::connect(&address.url, properties).await?);
+    };
+    let cert_chain = std::fs::read_to_string(ca_file).map_err(|e| {
+        QueueError::Config(format!(
+            "BULKHEAD_AMQP_CA_FILE: cannot read {}: {e}",
+            ca_file.display()
+        ))
+    })?;
+    let runtime = lapin::runtime::default_runtime()?;
+    Ok(Connection::connect_with_config(
+        &address.url,
+        properties,
+        lapin::tcp::OwnedTLSConfig {
+            identity: None,
+            cert_chain: Some(cert_chain),
+        },
+        runtime,
+    )
+    .await?)
 }
 
 /// Declares the exchange, the quorum queue and the dead-letter pair. Idempotent.
@@ -201,7 +239,7 @@ impl Publisher {
 /// retries with backoff; nothing is lost and nothing is marked sent before its confirm.
 pub async fn run_relay(
     pool: PgPool,
-    amqp_url: String,
+    broker: BrokerAddress,
     topology: Topology,
     wake: Arc<Notify>,
     poll: Duration,
@@ -209,7 +247,7 @@ pub async fn run_relay(
 ) {
     let mut backoff = Duration::from_millis(200);
     while !*shutdown.borrow() {
-        let connection = match connect(&amqp_url).await {
+        let connection = match connect(&broker).await {
             Ok(connection) => connection,
             Err(error) => {
                 tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "outbox relay: broker unreachable");

@@ -106,7 +106,7 @@ impl Worker {
         let relay = self.own_relay.then(|| {
             tokio::spawn(queue::run_relay(
                 self.pool.clone(),
-                self.config.amqp_url.clone(),
+                queue::BrokerAddress::from_config(&self.config),
                 self.topology(),
                 self.wake.clone(),
                 Duration::from_millis(500),
@@ -133,7 +133,8 @@ impl Worker {
         let mut backoff = Duration::from_millis(200);
         while !self.stopping() {
             let session = async {
-                let connection = queue::connect(&self.config.amqp_url).await?;
+                let connection =
+                    queue::connect(&queue::BrokerAddress::from_config(&self.config)).await?;
                 let channel = connection
                     .create_channel()
                     .await
