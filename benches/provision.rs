@@ -43,16 +43,21 @@ impl Drop for Processes {
         .load(&mut admin)
         .unwrap_or_default();
         for db in leftovers {
-            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", db.name)).execute(&mut admin);
+            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", db.name))
+                .execute(&mut admin);
         }
         for db in [&self.pooled_db, &self.control_db] {
-            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).execute(&mut admin);
+            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                .execute(&mut admin);
         }
     }
 }
 
 fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
@@ -78,10 +83,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("DATABASE_URL", format!("{server}/{control_db}")),
         ("BULKHEAD_LISTEN", format!("127.0.0.1:{port}")),
         ("BULKHEAD_BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL.to_owned()),
-        ("BULKHEAD_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()),
+        (
+            "BULKHEAD_BOOTSTRAP_ADMIN_PASSWORD",
+            ADMIN_PASSWORD.to_owned(),
+        ),
         ("BULKHEAD_QUEUE_PREFIX", format!("bench-{id}")),
         ("BULKHEAD_TARGET_POOLED_DATABASE", pooled_db.clone()),
-        ("BULKHEAD_WORKER_CONCURRENCY", env_or("BENCH_CONCURRENCY", 8).to_string()),
+        (
+            "BULKHEAD_WORKER_CONCURRENCY",
+            env_or("BENCH_CONCURRENCY", 8).to_string(),
+        ),
         ("BULKHEAD_DB_POOL_SIZE", "16".to_owned()),
         ("RUST_LOG", "warn".to_owned()),
     ];
@@ -93,13 +104,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         cmd.spawn()
     };
-    let mut processes = Processes { children: vec![spawn("api")?], server, control_db, pooled_db };
+    let mut processes = Processes {
+        children: vec![spawn("api")?],
+        server,
+        control_db,
+        pooled_db,
+    };
     for _ in 0..workers {
         processes.children.push(spawn("worker")?);
     }
     let client = reqwest::Client::new();
     for _ in 0..200 {
-        if client.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
+        if client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -111,13 +132,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?
         .json()
         .await?;
-    let token = token["access_token"].as_str().ok_or("login failed")?.to_owned();
+    let token = token["access_token"]
+        .as_str()
+        .ok_or("login failed")?
+        .to_owned();
     for (slug, tier) in [("bench-shared", "shared"), ("bench-dedicated", "dedicated")] {
         client
             .post(format!("{base}/v1/tenants"))
             .bearer_auth(&token)
-            .json(&json!({"slug": slug, "name": slug, "tier": tier, "region": "eu-west-1",
-                          "cost_tags": {"business_unit": "bench", "cost_center": "cc-0"}}))
+            .json(
+                &json!({"slug": slug, "name": slug, "tier": tier, "region": "eu-west-1",
+                          "cost_tags": {"business_unit": "bench", "cost_center": "cc-0"}}),
+            )
             .send()
             .await?
             .error_for_status()?;
@@ -126,15 +152,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let sequential = env_or("BENCH_SEQUENTIAL", 30);
-    println!("provisioning benchmark: {workers} worker(s), release build, API + worker + PostgreSQL + RabbitMQ on this machine");
+    println!(
+        "provisioning benchmark: {workers} worker(s), release build, API + worker + PostgreSQL + RabbitMQ on this machine"
+    );
     let mut created = Vec::new();
     for (tenant, isolation) in [("bench-shared", "shared"), ("bench-dedicated", "dedicated")] {
         let mut latencies = Vec::new();
         for i in 0..sequential {
             let started = Instant::now();
-            let (env_id, job_id) = create(&client, &base, &token, tenant, &format!("{isolation}-{i}"))
-                .await
-                .map_err(|e| e.to_string())?;
+            let (env_id, job_id) =
+                create(&client, &base, &token, tenant, &format!("{isolation}-{i}"))
+                    .await
+                    .map_err(|e| e.to_string())?;
             wait_ready(&client, &base, &token, tenant, &env_id).await?;
             latencies.push(started.elapsed().as_secs_f64() * 1e3);
             created.push((tenant, env_id, job_id));
@@ -146,7 +175,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             pct(&latencies, 0.9),
             pct(&latencies, 1.0)
         );
-        phases(&client, &base, &token, &created[created.len() - sequential..]).await?;
+        phases(
+            &client,
+            &base,
+            &token,
+            &created[created.len() - sequential..],
+        )
+        .await?;
     }
 
     let burst = env_or("BENCH_BURST", 200);
@@ -155,7 +190,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for i in 0..burst {
         let (client, base, token) = (client.clone(), base.clone(), token.clone());
         posts.push(tokio::spawn(async move {
-            create(&client, &base, &token, "bench-shared", &format!("burst-{i}")).await.map_err(|e| e.to_string())
+            create(
+                &client,
+                &base,
+                &token,
+                "bench-shared",
+                &format!("burst-{i}"),
+            )
+            .await
+            .map_err(|e| e.to_string())
         }));
     }
     let mut burst_envs = Vec::new();
@@ -173,7 +216,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut duplicates = 0;
     for (_, job_id) in &burst_envs {
         let events: Value = client
-            .get(format!("{base}/v1/tenants/bench-shared/jobs/{job_id}/events?limit=200"))
+            .get(format!(
+                "{base}/v1/tenants/bench-shared/jobs/{job_id}/events?limit=200"
+            ))
             .bearer_auth(&token)
             .send()
             .await?
@@ -192,14 +237,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         all_ready.as_secs_f64(),
         ready as f64 / all_ready.as_secs_f64()
     );
-    let burst_jobs: Vec<(&str, String, String)> =
-        burst_envs.iter().map(|(e, j)| ("bench-shared", e.clone(), j.clone())).collect();
+    let burst_jobs: Vec<(&str, String, String)> = burst_envs
+        .iter()
+        .map(|(e, j)| ("bench-shared", e.clone(), j.clone()))
+        .collect();
     phases(&client, &base, &token, &burst_jobs).await?;
 
     // Tear everything down through the API (and time it).
     let started = Instant::now();
     let mut teardown = Vec::new();
-    for (tenant, env_id, _) in created.iter().map(|(t, e, j)| (*t, e.clone(), j.clone())).chain(burst_jobs.clone()) {
+    for (tenant, env_id, _) in created
+        .iter()
+        .map(|(t, e, j)| (*t, e.clone(), j.clone()))
+        .chain(burst_jobs.clone())
+    {
         let response: Value = client
             .delete(format!("{base}/v1/tenants/{tenant}/environments/{env_id}"))
             .bearer_auth(&token)
@@ -207,12 +258,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .await?
             .json()
             .await?;
-        teardown.push((tenant, env_id, response["job"]["id"].as_str().unwrap_or_default().to_owned()));
+        teardown.push((
+            tenant,
+            env_id,
+            response["job"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        ));
     }
     for (tenant, env_id, _) in &teardown {
         wait_state(&client, &base, &token, tenant, env_id, "destroyed").await?;
     }
-    println!("  destroy: {} environments destroyed in {:.2} s", teardown.len(), started.elapsed().as_secs_f64());
+    println!(
+        "  destroy: {} environments destroyed in {:.2} s",
+        teardown.len(),
+        started.elapsed().as_secs_f64()
+    );
     drop(processes);
     Ok(())
 }
@@ -234,12 +296,21 @@ async fn create(
         .json()
         .await?;
     Ok((
-        body["environment"]["id"].as_str().ok_or("no environment id")?.to_owned(),
+        body["environment"]["id"]
+            .as_str()
+            .ok_or("no environment id")?
+            .to_owned(),
         body["job"]["id"].as_str().ok_or("no job id")?.to_owned(),
     ))
 }
 
-async fn wait_ready(client: &reqwest::Client, base: &str, token: &str, tenant: &str, env: &str) -> Result<(), Box<dyn std::error::Error>> {
+async fn wait_ready(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    tenant: &str,
+    env: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
     wait_state(client, base, token, tenant, env, "ready").await
 }
 
@@ -282,7 +353,9 @@ async fn phases(
     let mut series: [Vec<f64>; 5] = Default::default();
     for (tenant, _, job_id) in jobs {
         let events: Value = client
-            .get(format!("{base}/v1/tenants/{tenant}/jobs/{job_id}/events?limit=200"))
+            .get(format!(
+                "{base}/v1/tenants/{tenant}/jobs/{job_id}/events?limit=200"
+            ))
             .bearer_auth(token)
             .send()
             .await?

@@ -40,13 +40,13 @@ pub fn once(
     request_hash: &[u8],
     work: impl FnOnce(&mut PgConnection) -> ApiResult<(u16, serde_json::Value)>,
 ) -> ApiResult<(u16, serde_json::Value)> {
-    if let Some(key) = key {
-        if let Some(saved) = store::idempotency::lock_and_get(conn, principal_id, key)? {
-            if saved.request_hash != request_hash {
-                return Err(ApiError::IdempotencyKeyReused);
-            }
-            return Ok((u16::try_from(saved.status).unwrap_or(200), saved.body));
+    if let Some(key) = key
+        && let Some(saved) = store::idempotency::lock_and_get(conn, principal_id, key)?
+    {
+        if saved.request_hash != request_hash {
+            return Err(ApiError::IdempotencyKeyReused);
         }
+        return Ok((u16::try_from(saved.status).unwrap_or(200), saved.body));
     }
     let (status, body) = work(conn)?;
     if let Some(key) = key {

@@ -765,6 +765,16 @@ mod tests {
     }
 
     #[test]
+    fn an_edited_migration_shows_as_an_update() {
+        let mut spec = spec(Isolation::Shared);
+        let (names, actual) = desired_of(&spec);
+        spec.blueprint.baseline[0].sql.push_str("\n-- edited");
+        let plan = diff(&desired(&spec, &names), &actual);
+        assert_eq!(headlines(&plan), ["update baseline 0001_orders"]);
+        assert!(plan.actions[0].detail.contains("checksum: "));
+    }
+
+    #[test]
     fn hash_is_stable_and_follows_the_plan() {
         let spec = spec(Isolation::Shared);
         let (names, desired) = desired_of(&spec);

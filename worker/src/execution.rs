@@ -322,14 +322,14 @@ impl Execution {
         })
         .await?;
         let plan = self.plan(spec, false).await?;
-        if let Some(expected) = &self.job.expected_plan_hash {
-            if expected != &plan.hash {
-                return Err(Stop::Fatal(format!(
-                    "stale plan: the environment changed since the reviewed plan {expected} was \
-                     made (it would now be {}); run plan again and apply that one",
-                    plan.hash
-                )));
-            }
+        if let Some(expected) = &self.job.expected_plan_hash
+            && expected != &plan.hash
+        {
+            return Err(Stop::Fatal(format!(
+                "stale plan: the environment changed since the reviewed plan {expected} was \
+                 made (it would now be {}); run plan again and apply that one",
+                plan.hash
+            )));
         }
         let password = self.password(spec).await?;
         let started = Instant::now();

@@ -41,6 +41,10 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Self {
+        Self::with_spares(0)
+    }
+
+    fn with_spares(spares: usize) -> Self {
         let pooled = format!("bh_pool_{}", Uuid::now_v7().simple());
         let admin = format!("{}/postgres", server_url());
         let exec = PostgresExecutor::new(Targets {
@@ -49,7 +53,8 @@ impl Fixture {
             dedicated_admin_url: admin,
             shared_endpoint: endpoint(),
             dedicated_endpoint: endpoint(),
-        });
+        })
+        .with_spare_databases(spares);
         exec.prepare().expect("prepare");
         Self {
             exec,
@@ -207,6 +212,12 @@ fn shared_environment_lifecycle() {
     fx.apply(&spec, &plan, &pw).expect("apply");
     let checks = fx.exec.verify_isolation(&spec, &pw).expect("verify");
     eprintln!("shared plan+apply+verify: {:?}", started.elapsed());
+    for check in &checks {
+        eprintln!(
+            "  {}/{} {}: {}",
+            check.layer, check.mechanism, check.status, check.evidence
+        );
+    }
 
     all_verified(&checks);
     for (layer, mechanism) in [
@@ -287,6 +298,13 @@ fn dedicated_environment_lifecycle() {
     fx.apply(&spec, &plan, &pw).expect("apply");
     let checks = fx.exec.verify_isolation(&spec, &pw).expect("verify");
     eprintln!("dedicated plan+apply+verify: {:?}", started.elapsed());
+    for check in &checks {
+        eprintln!(
+            "  {}/{} {}: {}",
+            check.layer, check.mechanism, check.status, check.evidence
+        );
+    }
+    eprintln!("{:#}", plan.summary());
 
     all_verified(&checks);
     for (layer, mechanism) in [
@@ -614,11 +632,61 @@ fn prepare_is_idempotent_across_executors() {
     fx.exec.prepare().expect("again");
 }
 
-/// Prints p50 of plan + apply + verify for fresh environments (`--nocapture` shows them).
+#[test]
+fn spare_databases_are_claimed_and_removed() {
+    let mut fx = Fixture::with_spares(2);
+    fx.exec.wait_for_spares();
+    let prefix = fx.exec.spare_prefix();
+    let spares = |fx: &Fixture| {
+        let mut admin = fx.admin("postgres");
+        count(
+            &mut admin,
+            "SELECT count(*) AS count FROM pg_database WHERE left(datname, length($1)) = $1",
+            &prefix,
+        )
+    };
+    assert_eq!(spares(&fx), 2);
+
+    let spec = fx.spec(Isolation::Dedicated);
+    let pw = password();
+    fx.provision(&spec, &pw);
+    assert_eq!(
+        spares(&fx),
+        1,
+        "one spare became the environment's database"
+    );
+    all_verified(&fx.exec.verify_isolation(&spec, &pw).expect("verify"));
+    let mut app = PgConnection::establish(&fx.app_url(&spec, &pw)).expect("app connects");
+    diesel::sql_query("INSERT INTO orders (external_id, customer) VALUES ('o-1', 'acme')")
+        .execute(&mut app)
+        .expect("baseline applied in the claimed database");
+    drop(app);
+    fx.exec.wait_for_spares();
+    assert_eq!(spares(&fx), 2, "refilled");
+
+    fx.destroy(&spec);
+    assert_eq!(leftovers(&fx, &spec), (0, 0, 0));
+    fx.exec.drop_prepared().expect("drop prepared");
+    assert_eq!(spares(&fx), 0, "spares removed with the rest");
+}
+
+/// Prints p50 of plan + apply + verify for fresh environments (`--nocapture` shows them). The
+/// dedicated runs go once with `CREATE DATABASE` and once with spare databases.
 #[test]
 fn provisioning_timings() {
     let mut fx = Fixture::new();
-    for (isolation, runs) in [(Isolation::Shared, 7), (Isolation::Dedicated, 5)] {
+    let mut with_spares = Fixture::with_spares(2);
+    with_spares.exec.wait_for_spares();
+    for (label, isolation, runs) in [
+        ("shared", Isolation::Shared, 7),
+        ("dedicated", Isolation::Dedicated, 5),
+        ("dedicated+spares", Isolation::Dedicated, 5),
+    ] {
+        let fx = if label == "dedicated+spares" {
+            &mut with_spares
+        } else {
+            &mut fx
+        };
         let mut times: Vec<Duration> = Vec::new();
         let mut phases = Vec::new();
         for _ in 0..runs {
@@ -633,54 +701,16 @@ fn provisioning_timings() {
             let t3 = Instant::now();
             times.push(t3 - t0);
             phases.push((t1 - t0, t2 - t1, t3 - t2));
+            // Between jobs the background refill has time to finish.
+            fx.exec.wait_for_spares();
         }
         let mut sorted = times.clone();
         sorted.sort();
         eprintln!(
-            "{isolation:?}: p50 {:?}, min {:?}, max {:?}; per run (plan, apply, verify): {phases:?}",
+            "{label}: p50 {:?}, min {:?}, max {:?}; per run (plan, apply, verify): {phases:?}",
             sorted[sorted.len() / 2],
             sorted[0],
             sorted[sorted.len() - 1]
-        );
-    }
-}
-#[test]
-fn zz_step_timings() {
-    let mut fx = Fixture::new();
-    for isolation in [
-        Isolation::Shared,
-        Isolation::Shared,
-        Isolation::Shared,
-        Isolation::Dedicated,
-        Isolation::Dedicated,
-    ] {
-        let spec = fx.spec(isolation);
-        let pw = password();
-        let t = Instant::now();
-        let s = Instant::now();
-        let _ = scram::verifier(&pw);
-        let scram_t = s.elapsed();
-        let plan = fx.exec.plan(&spec).expect("plan");
-        let mut last = Instant::now();
-        let plan_t = t.elapsed();
-        let mut steps = Vec::new();
-        let t_apply = Instant::now();
-        fx.exec
-            .apply(&spec, &plan, &pw, &mut |a| {
-                steps.push((
-                    a.headline().chars().take(22).collect::<String>(),
-                    last.elapsed(),
-                ));
-                last = Instant::now();
-                Ok(())
-            })
-            .expect("apply");
-        let apply_t = t_apply.elapsed();
-        let v = Instant::now();
-        fx.exec.verify_isolation(&spec, &pw).expect("verify");
-        eprintln!(
-            "{isolation:?} scram {scram_t:?} plan {plan_t:?} apply {apply_t:?} verify {:?}\n  {steps:?}",
-            v.elapsed()
         );
     }
 }

@@ -183,12 +183,12 @@ fn validate(
                 .collect()
         })
         .unwrap_or_default();
-    if let Some(requested) = &requested {
-        if let Some(object) = requested.to_json().as_object() {
-            for (k, value) in object {
-                if let Some(value) = value.as_str() {
-                    tags.insert(k.clone(), value.to_owned());
-                }
+    if let Some(requested) = &requested
+        && let Some(object) = requested.to_json().as_object()
+    {
+        for (k, value) in object {
+            if let Some(value) = value.as_str() {
+                tags.insert(k.clone(), value.to_owned());
             }
         }
     }
@@ -205,7 +205,7 @@ fn validate(
             if tags.get(key).is_none_or(|v| v.trim().is_empty()) {
                 v.push(FieldError::new(
                     format!("cost_tags.{key}"),
-                    format!("is required and missing or empty; set it in cost_tags or on the tenant's cost tags"),
+                    "is required and missing or empty; set it in cost_tags or on the tenant's cost tags",
                 ));
             }
         }

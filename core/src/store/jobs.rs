@@ -273,12 +273,12 @@ pub fn finish(
             jobs::updated_at.eq(now),
         ))
         .execute(conn)?;
-    if changed == 1 {
-        if let Some((plan, hash)) = plan {
-            diesel::update(jobs::table.find(job_id))
-                .set((jobs::plan.eq(plan), jobs::plan_hash.eq(hash)))
-                .execute(conn)?;
-        }
+    if changed == 1
+        && let Some((plan, hash)) = plan
+    {
+        diesel::update(jobs::table.find(job_id))
+            .set((jobs::plan.eq(plan), jobs::plan_hash.eq(hash)))
+            .execute(conn)?;
     }
     Ok(changed == 1)
 }

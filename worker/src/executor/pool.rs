@@ -8,7 +8,10 @@ use diesel::{Connection, PgConnection};
 use std::sync::Mutex;
 
 /// Settings of every admin session: quiet, bounded waits, recognisable in `pg_stat_activity`.
+/// Commits do not wait for the WAL flush: every step converges, so a step lost in a server
+/// crash is simply planned again; [`PooledConn::make_durable`] flushes at the end of a run.
 const SESSION_SETUP: &str = "SET client_min_messages = warning; \
+     SET synchronous_commit = off; \
      SET lock_timeout = '10s'; \
      SET statement_timeout = '5min'; \
      SET idle_in_transaction_session_timeout = '1min'; \
@@ -116,6 +119,15 @@ impl PooledConn<'_> {
     /// Runs statements in one explicit transaction.
     pub(crate) fn transaction(&mut self, step: &str, statements: &str) -> Result<(), ExecError> {
         self.run(step, |c| c.transaction(|c| c.batch_execute(statements)))
+    }
+
+    /// Waits until everything committed on this server so far is durable: a transaction that
+    /// writes a commit record with synchronous commit on flushes the WAL up to it.
+    pub(crate) fn make_durable(&mut self) -> Result<(), ExecError> {
+        self.transaction(
+            "flush the write-ahead log",
+            "SET LOCAL synchronous_commit = on; SELECT txid_current();",
+        )
     }
 
     /// Closes the connection now instead of caching it.

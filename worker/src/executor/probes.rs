@@ -50,11 +50,12 @@ fn connect(url: &str) -> Result<PgConnection, String> {
     PgConnection::establish(url).map_err(|e| server_message(&e))
 }
 
+/// Whether the server refused for lack of rights. A pg_hba.conf rejection is not counted: it
+/// may only mean the probe's connection settings differ from what the server accepts.
 fn refused_access(message: &str) -> bool {
     message.contains("permission denied")
         || message.contains("does not exist")
         || message.contains("password authentication failed")
-        || message.contains("no pg_hba.conf entry")
 }
 
 fn too_many_for_role(message: &str) -> bool {
@@ -102,18 +103,25 @@ pub(crate) fn verify(
 
     // data: other databases refuse the connection.
     let canary = executor.canary_database();
-    let mut attempts = vec![("database_connect_privilege", endpoint, canary.as_str())];
+    // (mechanism, endpoint, database, whether the role lives on that server)
+    let mut attempts = vec![(
+        "database_connect_privilege",
+        endpoint,
+        canary.as_str(),
+        true,
+    )];
     if spec.isolation == Isolation::Dedicated {
         attempts.push((
             "pooled_database_connect_privilege",
             &targets.shared_endpoint,
             targets.pooled_database.as_str(),
+            executor.same_server(),
         ));
     }
     let outcomes: Vec<Result<PgConnection, String>> = std::thread::scope(|scope| {
         let handles: Vec<_> = attempts
             .iter()
-            .map(|(_, ep, db)| {
+            .map(|(_, ep, db, _)| {
                 let url = sql::login_url(&ep.host, ep.port, db, app, password);
                 scope.spawn(move || connect(&url))
             })
@@ -126,7 +134,7 @@ pub(crate) fn verify(
             })
             .collect()
     });
-    for ((mechanism, ep, db), outcome) in attempts.iter().zip(outcomes) {
+    for ((mechanism, ep, db, role_is_there), outcome) in attempts.iter().zip(outcomes) {
         let tried = format!(
             "connect to database {db} at {}:{} as {app}",
             ep.host, ep.port
@@ -141,7 +149,12 @@ pub(crate) fn verify(
                     format!("{tried} → accepted"),
                 ));
             }
-            Err(message) if refused_access(&message) => {
+            // Where the role exists, only a privilege refusal counts; on another server, the
+            // role being unknown there is the isolation.
+            Err(message)
+                if message.contains("permission denied")
+                    || (!role_is_there && refused_access(&message)) =>
+            {
                 checks.push(check(
                     "data",
                     mechanism,
