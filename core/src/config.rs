@@ -96,6 +96,9 @@ pub struct WorkerConfig {
     pub dedicated_admin_url: String,
     /// `BULKHEAD_BLUEPRINTS_DIR`: load blueprints from here instead of the built-in ones.
     pub blueprints_dir: Option<PathBuf>,
+    /// `BULKHEAD_TARGET_SPARE_DATABASES`: empty databases kept ready (closed to connections)
+    /// on the dedicated server, renamed into new dedicated environments to skip CREATE DATABASE.
+    pub spare_databases: usize,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/bulkhead";
@@ -306,6 +309,7 @@ impl Config {
                 },
                 dedicated_admin_url: postgres_url(&get, "BULKHEAD_TARGET_DEDICATED_URL")?,
                 blueprints_dir: get("BULKHEAD_BLUEPRINTS_DIR").map(PathBuf::from),
+                spare_databases: number(&get, "BULKHEAD_TARGET_SPARE_DATABASES", 0, 0, 16)?,
             },
         })
     }

@@ -76,7 +76,8 @@ impl Worker {
             dedicated_admin_url: w.dedicated_admin_url.clone(),
             shared_endpoint: endpoint(&w.shared_admin_url),
             dedicated_endpoint: endpoint(&w.dedicated_admin_url),
-        }));
+        })
+        .with_spare_databases(w.spare_databases));
         let preparing = executor.clone();
         tokio::task::spawn_blocking(move || preparing.prepare())
             .await
