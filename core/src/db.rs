@@ -103,8 +103,16 @@ pub fn create_database_if_missing(database_url: &str) -> Result<bool, StoreError
 }
 
 /// Applies pending migrations; returns the versions it applied.
+/// Processes starting together (an API and its workers) take turns: under a session advisory
+/// lock, the second finds nothing pending instead of racing the first's DDL.
 pub fn run_migrations(conn: &mut PgConnection) -> Result<Vec<String>, StoreError> {
-    conn.run_pending_migrations(MIGRATIONS)
+    use diesel::RunQueryDsl;
+    const MIGRATION_LOCK: i64 = 0x6275_6c6b_6d69_6772; // "bulkmigr"
+    diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})")).execute(conn)?;
+    let applied = conn
+        .run_pending_migrations(MIGRATIONS)
         .map(|versions| versions.iter().map(ToString::to_string).collect())
-        .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))
+        .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")));
+    diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})")).execute(conn)?;
+    applied
 }

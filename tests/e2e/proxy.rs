@@ -23,7 +23,9 @@ impl BrokerProxy {
         let (up_flag, generations) = (up.clone(), generation.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((client, _)) = listener.accept().await else { continue };
+                let Ok((client, _)) = listener.accept().await else {
+                    continue;
+                };
                 if !up_flag.load(Ordering::SeqCst) {
                     drop(client); // refused while down
                     continue;
@@ -31,7 +33,9 @@ impl BrokerProxy {
                 let upstream = upstream.clone();
                 let mut cut = generations.subscribe();
                 tokio::spawn(async move {
-                    let Ok(server) = TcpStream::connect(&upstream).await else { return };
+                    let Ok(server) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
                     let (mut client_read, mut client_write) = client.into_split();
                     let (mut server_read, mut server_write) = server.into_split();
                     tokio::select! {
@@ -42,7 +46,11 @@ impl BrokerProxy {
                 });
             }
         });
-        BrokerProxy { addr, up, generation }
+        BrokerProxy {
+            addr,
+            up,
+            generation,
+        }
     }
 
     /// The broker becomes unreachable: open connections drop, new ones are refused.

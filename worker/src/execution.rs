@@ -317,10 +317,6 @@ impl Execution {
 
     async fn apply(&self, spec: &EnvironmentSpec) -> Result<(), Stop> {
         let environment_id = spec.id;
-        self.db(move |conn| {
-            store::environments::set_state(conn, environment_id, "provisioning", None)
-        })
-        .await?;
         let plan = self.plan(spec, false).await?;
         if let Some(expected) = &self.job.expected_plan_hash
             && expected != &plan.hash
@@ -331,6 +327,11 @@ impl Execution {
                 plan.hash
             )));
         }
+        // Only now does the target change: a refused stale plan leaves the environment as it was.
+        self.db(move |conn| {
+            store::environments::set_state(conn, environment_id, "provisioning", None)
+        })
+        .await?;
         let password = self.password(spec).await?;
         let started = Instant::now();
         let (executor, spec_owned, pw, plan_owned) = (
@@ -536,11 +537,10 @@ impl Execution {
                                     json!({"total_ms": total_ms}),
                                 )?;
                                 if *state == JobState::Failed {
-                                    store::environments::set_state(
+                                    // Only an environment this job was changing is broken by it.
+                                    store::environments::mark_failed_if_changing(
                                         conn,
                                         environment_id,
-                                        "failed",
-                                        None,
                                     )?;
                                 }
                                 if let Some((next, operation)) =

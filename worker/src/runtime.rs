@@ -70,14 +70,16 @@ impl Worker {
         }
         .map_err(|e| WorkerError::Blueprints(e.to_string()))?;
         let w = &config.worker;
-        let executor = Arc::new(PostgresExecutor::new(Targets {
-            shared_admin_url: w.shared_admin_url.clone(),
-            pooled_database: w.pooled_database.clone(),
-            dedicated_admin_url: w.dedicated_admin_url.clone(),
-            shared_endpoint: endpoint(&w.shared_admin_url),
-            dedicated_endpoint: endpoint(&w.dedicated_admin_url),
-        })
-        .with_spare_databases(w.spare_databases));
+        let executor = Arc::new(
+            PostgresExecutor::new(Targets {
+                shared_admin_url: w.shared_admin_url.clone(),
+                pooled_database: w.pooled_database.clone(),
+                dedicated_admin_url: w.dedicated_admin_url.clone(),
+                shared_endpoint: endpoint(&w.shared_admin_url),
+                dedicated_endpoint: endpoint(&w.dedicated_admin_url),
+            })
+            .with_spare_databases(w.spare_databases),
+        );
         let preparing = executor.clone();
         tokio::task::spawn_blocking(move || preparing.prepare())
             .await
@@ -327,7 +329,7 @@ pub fn sweep_once(
                     stale.attempts, stale.max_attempts
                 );
                 if store::jobs::give_up(conn, stale.id, stale.fencing_token, &reason)? {
-                    store::environments::set_state(conn, stale.environment_id, "failed", None)?;
+                    store::environments::mark_failed_if_changing(conn, stale.environment_id)?;
                     store::jobs::add_event(conn, stale.id, "failed", &reason, serde_json::json!({}))?;
                     if let Some((next, operation)) = store::jobs::next_in_line(conn, stale.environment_id)? {
                         store::outbox::enqueue(conn, next, &operation)?;

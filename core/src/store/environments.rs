@@ -125,6 +125,21 @@ pub fn set_state(
     Ok(())
 }
 
+/// Marks the environment `failed` if a job was creating, changing or destroying it.
+pub fn mark_failed_if_changing(conn: &mut PgConnection, id: Uuid) -> Result<(), StoreError> {
+    diesel::update(
+        environments::table
+            .find(id)
+            .filter(environments::state.eq_any(["pending", "provisioning", "destroying"])),
+    )
+    .set((
+        environments::state.eq("failed"),
+        environments::updated_at.eq(Utc::now()),
+    ))
+    .execute(conn)?;
+    Ok(())
+}
+
 /// One thing an environment owns on its target, as last applied.
 #[derive(Debug, Clone, Queryable)]
 pub struct ResourceRow {

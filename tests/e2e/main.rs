@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `bulkhead api` and `bulkhead worker` binaries against the local
+//! PostgreSQL and RabbitMQ. Every test starts its own `Stack` (control database, queue prefix,
+//! pooled target database) and leaves nothing behind.
+
+mod helpers;
+mod proxy;
+
+mod provisioning;
+mod resilience;

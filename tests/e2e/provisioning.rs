@@ -1,0 +1,477 @@
+//! Provisioning end to end: environments reach `ready` on the real target, their credentials
+//! work and stay in their compartment, cost tags land on the objects, destroy removes
+//! everything; validation, drift and stale plans.
+
+use crate::helpers::{Options, Stack, admin_conn, connect_as, connect_to, execute, text1, texts};
+use diesel::{PgConnection, RunQueryDsl};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const JOB_WITHIN: Duration = Duration::from_secs(60);
+
+fn id(value: &Value) -> String {
+    value["id"].as_str().expect("id").to_owned()
+}
+
+fn run(conn: &mut PgConnection, sql: &str) -> Result<usize, String> {
+    diesel::sql_query(sql)
+        .execute(conn)
+        .map_err(|e| e.to_string())
+}
+
+/// A count from the control database.
+fn count(conn: &mut PgConnection, sql: &str) -> i64 {
+    texts(conn, sql)
+        .first()
+        .cloned()
+        .flatten()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("count: {sql}"))
+}
+
+/// The app uses its environment: creates a table, writes, reads, and reads the baseline.
+fn use_environment(credentials: &Value, table: &str) {
+    let mut conn = connect_as(credentials)
+        .unwrap_or_else(|e| panic!("connect with the handed-out credentials {credentials}: {e}"));
+    run(
+        &mut conn,
+        &format!("CREATE TABLE {table} (id integer PRIMARY KEY, note text)"),
+    )
+    .expect("create table as the app");
+    run(
+        &mut conn,
+        &format!("INSERT INTO {table} VALUES (1, 'one'), (2, 'two')"),
+    )
+    .expect("insert");
+    let notes = texts(
+        &mut conn,
+        &format!("SELECT note AS v FROM {table} ORDER BY id"),
+    );
+    assert_eq!(notes, vec![Some("one".to_owned()), Some("two".to_owned())]);
+    run(
+        &mut conn,
+        "INSERT INTO orders (external_id, customer) VALUES ('o-1', 'c-1')",
+    )
+    .expect("the app writes the baseline's tables");
+    assert_eq!(
+        count(&mut conn, "SELECT count(*)::text AS v FROM orders"),
+        1
+    );
+}
+
+/// The COMMENT of an object parsed as JSON.
+fn comment(conn: &mut PgConnection, sql: &str, name: &str) -> Value {
+    let text = text1(conn, sql, name).unwrap_or_else(|| panic!("no comment on {name}"));
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("comment on {name} is not JSON ({e}): {text}"))
+}
+
+const ROLE_COMMENT: &str =
+    "SELECT shobj_description(oid, 'pg_authid') AS v FROM pg_roles WHERE rolname = $1";
+const DATABASE_COMMENT: &str =
+    "SELECT shobj_description(oid, 'pg_database') AS v FROM pg_database WHERE datname = $1";
+const SCHEMA_COMMENT: &str =
+    "SELECT obj_description(oid, 'pg_namespace') AS v FROM pg_namespace WHERE nspname = $1";
+
+async fn audit_actions(stack: &Stack, tenant: &str, action: &str) -> Vec<Value> {
+    let (status, page) = stack
+        .get(&format!("/v1/tenants/{tenant}/audit-events?limit=200"))
+        .await;
+    assert_eq!(status, 200, "audit events: {page}");
+    page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|e| e["action"] == action)
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_and_dedicated_reach_ready() {
+    let stack = Stack::start(Options::default()).await;
+    stack.create_tenant("acme", "shared").await;
+    stack.create_tenant("globex", "dedicated").await;
+    let a = stack
+        .create_environment("acme", json!({"name": "dev", "stage": "development"}))
+        .await;
+    let b = stack
+        .create_environment("globex", json!({"name": "main", "stage": "staging"}))
+        .await;
+    // A dedicated-tier tenant may still have a schema in the pooled database.
+    let c = stack
+        .create_environment(
+            "globex",
+            json!({"name": "sandbox", "stage": "development", "isolation": "shared"}),
+        )
+        .await;
+    let cases = [
+        ("acme", &a, "shared"),
+        ("globex", &b, "dedicated"),
+        ("globex", &c, "shared"),
+    ];
+    for (tenant, accepted, isolation) in &cases {
+        assert_eq!(accepted["environment"]["state"], "pending", "{accepted}");
+        assert_eq!(
+            accepted["environment"]["isolation"], *isolation,
+            "{accepted}"
+        );
+        assert_eq!(accepted["job"]["operation"], "apply");
+        stack
+            .wait_succeeded(tenant, &id(&accepted["job"]), JOB_WITHIN)
+            .await;
+    }
+    let mut envs = Vec::new();
+    for (tenant, accepted, _) in &cases {
+        let env = stack
+            .wait_environment(tenant, &id(&accepted["environment"]), "ready", JOB_WITHIN)
+            .await;
+        envs.push(env);
+    }
+    let (env_a, env_b, env_c) = (&envs[0], &envs[1], &envs[2]);
+
+    // Credentials work, and every read is audited.
+    let creds_a = stack.credentials("acme", &id(env_a)).await;
+    let creds_b = stack.credentials("globex", &id(env_b)).await;
+    let creds_c = stack.credentials("globex", &id(env_c)).await;
+    let names_a = stack.names(env_a);
+    let names_b = stack.names(env_b);
+    let names_c = stack.names(env_c);
+    assert_eq!(creds_a["username"], names_a.app_role.as_str());
+    assert_eq!(creds_a["database"], stack.pooled_database.as_str());
+    assert_eq!(creds_a["schema"], names_a.schema.as_str());
+    assert_eq!(creds_b["database"], names_b.database.as_str());
+    assert_eq!(creds_b["schema"], "app");
+    use_environment(&creds_a, "widgets");
+    use_environment(&creds_b, "widgets");
+    use_environment(&creds_c, "secrets_of_globex");
+
+    // Tenant A's credentials stay in A's compartment.
+    {
+        let mut conn_a = connect_as(&creds_a).expect("connect as A");
+        for table in ["orders", "secrets_of_globex"] {
+            let error = run(
+                &mut conn_a,
+                &format!("SELECT * FROM {}.{table}", names_c.schema),
+            )
+            .expect_err("A must not read B's schema");
+            assert!(
+                error.contains("permission denied"),
+                "A reading {table} of B: {error}"
+            );
+        }
+        let error = run(&mut conn_a, "CREATE TABLE public.intruder (x integer)")
+            .expect_err("A must not create in public");
+        assert!(error.contains("permission denied"), "{error}");
+    }
+    let error = connect_to(&creds_a, &names_b.database)
+        .map(|_| ())
+        .expect_err("A must not connect to B's dedicated database");
+    assert!(
+        error.contains("permission denied"),
+        "A connecting to B's database: {error}"
+    );
+    let error = connect_to(&creds_b, &stack.pooled_database)
+        .map(|_| ())
+        .expect_err("B's dedicated app role must not connect to the pooled database");
+    assert!(
+        error.contains("permission denied"),
+        "B connecting to the pooled database: {error}"
+    );
+
+    // Isolation guarantees: verified, with evidence.
+    for (tenant, env) in [("acme", env_a), ("globex", env_b), ("globex", env_c)] {
+        let (status, isolation) = stack
+            .get(&format!(
+                "/v1/tenants/{tenant}/environments/{}/isolation",
+                id(env)
+            ))
+            .await;
+        assert_eq!(status, 200, "{isolation}");
+        let guarantees = isolation["guarantees"].as_array().expect("guarantees");
+        let layers: Vec<&str> = guarantees
+            .iter()
+            .filter_map(|g| g["layer"].as_str())
+            .collect();
+        for layer in ["data", "identity", "compute"] {
+            assert!(layers.contains(&layer), "no {layer} guarantee: {isolation}");
+        }
+        for guarantee in guarantees {
+            assert_eq!(guarantee["status"], "verified", "{guarantee}");
+            assert!(
+                guarantee["evidence"].as_str().is_some_and(|e| e.len() > 10),
+                "evidence: {guarantee}"
+            );
+        }
+    }
+
+    // One audit event per credentials read.
+    let reads_a = audit_actions(&stack, "acme", "credentials.read").await;
+    assert_eq!(reads_a.len(), 1, "{reads_a:?}");
+    assert_eq!(reads_a[0]["target"], format!("environment/{}", id(env_a)));
+    let reads_b = audit_actions(&stack, "globex", "credentials.read").await;
+    assert_eq!(reads_b.len(), 2, "{reads_b:?}");
+    stack.credentials("acme", &id(env_a)).await;
+    assert_eq!(
+        audit_actions(&stack, "acme", "credentials.read")
+            .await
+            .len(),
+        2
+    );
+
+    // Cost tags: on the environment, and as JSON comments on its objects.
+    for (tenant, env, name, stage) in [
+        ("acme", env_a, "dev", "development"),
+        ("globex", env_b, "main", "staging"),
+        ("globex", env_c, "sandbox", "development"),
+    ] {
+        let tags = &env["cost_tags"];
+        let expected = json!({"tenant": tenant, "environment": name, "stage": stage,
+            "region": "eu-west-1", "business_unit": "wms", "cost_center": "cc-1"});
+        for (key, value) in expected.as_object().expect("object") {
+            assert_eq!(&tags[key], value, "cost tag {key} of {name}: {tags}");
+        }
+        let names = stack.names(env);
+        let mut server = admin_conn("postgres");
+        for role in [&names.app_role, &names.owner_role] {
+            assert_eq!(
+                &comment(&mut server, ROLE_COMMENT, role),
+                tags,
+                "comment on role {role}"
+            );
+        }
+        if env["isolation"] == "dedicated" {
+            assert_eq!(
+                &comment(&mut server, DATABASE_COMMENT, &names.database),
+                tags,
+                "comment on database {}",
+                names.database
+            );
+        }
+        let mut database = admin_conn(&names.database);
+        assert_eq!(
+            &comment(&mut database, SCHEMA_COMMENT, &names.schema),
+            tags,
+            "comment on schema {} in {}",
+            names.schema,
+            names.database
+        );
+    }
+
+    // Destroy, with the apps still connected: nothing of the environments remains.
+    let mut live = [&creds_a, &creds_b, &creds_c].map(|c| connect_as(c).expect("app session"));
+    for (tenant, env) in [("acme", env_a), ("globex", env_b), ("globex", env_c)] {
+        let (status, body) = stack
+            .delete(&format!("/v1/tenants/{tenant}/environments/{}", id(env)))
+            .await;
+        assert_eq!(status, 202, "destroy: {body}");
+        assert_eq!(body["job"]["operation"], "destroy", "{body}");
+        stack
+            .wait_succeeded(tenant, &id(&body["job"]), JOB_WITHIN)
+            .await;
+        stack
+            .wait_environment(tenant, &id(env), "destroyed", JOB_WITHIN)
+            .await;
+        assert_eq!(
+            stack.leftovers(env),
+            Vec::<String>::new(),
+            "left after destroy"
+        );
+        let (status, body) = stack
+            .get(&format!(
+                "/v1/tenants/{tenant}/environments/{}/credentials",
+                id(env)
+            ))
+            .await;
+        assert_eq!(
+            status, 409,
+            "credentials of a destroyed environment: {body}"
+        );
+    }
+    for conn in &mut live {
+        assert!(
+            run(conn, "SELECT 1").is_err(),
+            "an app session outlived its environment"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cost_tags_required() {
+    let stack = Stack::start(Options {
+        no_workers: true,
+        ..Options::default()
+    })
+    .await;
+    stack
+        .create_tenant_with_tags("untagged", "shared", json!({}))
+        .await;
+    let (status, problem) = stack
+        .post(
+            "/v1/tenants/untagged/environments",
+            json!({"name": "dev", "stage": "development"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no errors in {problem}"))
+        .iter()
+        .filter_map(|e| e["field"].as_str())
+        .collect();
+    assert!(fields.contains(&"cost_tags.business_unit"), "{problem}");
+    assert!(fields.contains(&"cost_tags.cost_center"), "{problem}");
+    for filled_in in ["tenant", "environment", "stage", "region"] {
+        assert!(
+            !fields.contains(&format!("cost_tags.{filled_in}").as_str()),
+            "{problem}"
+        );
+    }
+    // Nothing was written.
+    let mut control = stack.control_db();
+    for table in ["environments", "jobs", "job_events", "outbox"] {
+        assert_eq!(
+            count(
+                &mut control,
+                &format!("SELECT count(*)::text AS v FROM {table}")
+            ),
+            0,
+            "rows in {table} after a refused create"
+        );
+    }
+    // The same request with the tags goes through.
+    let accepted = stack
+        .create_environment(
+            "untagged",
+            json!({"name": "dev", "stage": "development",
+                   "cost_tags": {"business_unit": "edi", "cost_center": "cc-9"}}),
+        )
+        .await;
+    assert_eq!(accepted["environment"]["cost_tags"]["cost_center"], "cc-9");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_detected_and_repaired() {
+    let stack = Stack::start(Options::default()).await;
+    stack.create_tenant("initech", "shared").await;
+    let accepted = stack
+        .create_environment("initech", json!({"name": "dev", "stage": "development"}))
+        .await;
+    stack
+        .wait_succeeded("initech", &id(&accepted["job"]), JOB_WITHIN)
+        .await;
+    let env = stack
+        .wait_environment(
+            "initech",
+            &id(&accepted["environment"]),
+            "ready",
+            JOB_WITHIN,
+        )
+        .await;
+    let before = stack.credentials("initech", &id(&env)).await;
+    let names = stack.names(&env);
+
+    // Someone drops the app role by hand.
+    {
+        let mut pooled = admin_conn(&stack.pooled_database);
+        execute(&mut pooled, &format!("DROP OWNED BY {}", names.app_role));
+        execute(&mut pooled, &format!("DROP ROLE {}", names.app_role));
+    }
+    assert!(connect_as(&before).is_err(), "the app role is gone");
+
+    let job = stack
+        .job_action("initech", "dev", "drift-check", None)
+        .await;
+    stack.wait_succeeded("initech", &id(&job), JOB_WITHIN).await;
+    let drifted = stack.environment("initech", "dev").await;
+    assert_eq!(drifted["state"], "drifted", "{drifted}");
+    let report = drifted["drift"].to_string();
+    assert!(
+        report.contains(&format!("create role {}", names.app_role)),
+        "the drift report names the role: {report}"
+    );
+
+    // Apply repairs it, with the same password.
+    let job = stack.job_action("initech", "dev", "apply", None).await;
+    stack.wait_succeeded("initech", &id(&job), JOB_WITHIN).await;
+    let repaired = stack
+        .wait_environment("initech", "dev", "ready", JOB_WITHIN)
+        .await;
+    assert!(repaired["drift"].is_null(), "{repaired}");
+    let after = stack.credentials("initech", &id(&env)).await;
+    assert_eq!(
+        after["password"], before["password"],
+        "the password survives the repair"
+    );
+    use_environment(&before, "after_repair");
+
+    // Nothing left to do.
+    let job = stack
+        .job_action("initech", "dev", "drift-check", None)
+        .await;
+    let job = stack.wait_succeeded("initech", &id(&job), JOB_WITHIN).await;
+    assert_eq!(
+        job["plan"]["actions"].as_array().map(Vec::len),
+        Some(0),
+        "drift check after repair: {}",
+        job["plan"]
+    );
+    let env = stack.environment("initech", "dev").await;
+    assert_eq!(env["state"], "ready", "{env}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_plan_refused() {
+    let stack = Stack::start(Options::default()).await;
+    stack.create_tenant("umbrella", "shared").await;
+    let accepted = stack
+        .create_environment("umbrella", json!({"name": "dev", "stage": "development"}))
+        .await;
+    stack
+        .wait_succeeded("umbrella", &id(&accepted["job"]), JOB_WITHIN)
+        .await;
+    let env = stack
+        .wait_environment(
+            "umbrella",
+            &id(&accepted["environment"]),
+            "ready",
+            JOB_WITHIN,
+        )
+        .await;
+    let names = stack.names(&env);
+
+    let plan_job = stack.job_action("umbrella", "dev", "plan", None).await;
+    let plan_job = stack
+        .wait_succeeded("umbrella", &id(&plan_job), JOB_WITHIN)
+        .await;
+    assert!(plan_job["plan"]["actions"].is_array(), "{plan_job}");
+    assert!(plan_job["plan_hash"].is_string(), "{plan_job}");
+
+    // The target changes after the review: a baseline record disappears.
+    let mut pooled = admin_conn(&stack.pooled_database);
+    let table = format!("{}.bulkhead_baseline", names.schema);
+    execute(
+        &mut pooled,
+        &format!("DELETE FROM {table} WHERE id = '0002_order_lines'"),
+    );
+
+    let apply = stack
+        .job_action(
+            "umbrella",
+            "dev",
+            "apply",
+            Some(json!({"plan_job_id": id(&plan_job)})),
+        )
+        .await;
+    let apply = stack.wait_job("umbrella", &id(&apply), JOB_WITHIN).await;
+    assert_eq!(apply["state"], "failed", "{apply}");
+    let error = apply["error"].as_str().unwrap_or_default();
+    assert!(error.contains("stale plan"), "error: {error}");
+    assert_eq!(apply["attempts"], 1, "a stale plan is not retried: {apply}");
+    // Nothing was applied: the record is still missing.
+    let left = texts(
+        &mut pooled,
+        &format!("SELECT id AS v FROM {table} ORDER BY id"),
+    );
+    assert_eq!(left, vec![Some("0001_orders".to_owned())]);
+}

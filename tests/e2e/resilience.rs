@@ -1,0 +1,492 @@
+//! Jobs survive what production throws at them: a worker killed mid-apply, a worker stopped
+//! with SIGTERM, the broker going away, duplicate messages, a job that always fails, and
+//! several jobs on one environment.
+
+use crate::helpers::{
+    BROKEN_SHARED, BROKER_ADDR, Options, SLOW_SHARED, Stack, connect_as, drain_queue,
+    publish_job_message, queue_depth, texts,
+};
+use crate::proxy::BrokerProxy;
+use chrono::{DateTime, Utc};
+use diesel::RunQueryDsl;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+const JOB_WITHIN: Duration = Duration::from_secs(60);
+
+fn id(value: &Value) -> String {
+    value["id"].as_str().expect("id").to_owned()
+}
+
+fn time(job: &Value, field: &str) -> DateTime<Utc> {
+    job[field]
+        .as_str()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(|| panic!("{field} of {job}"))
+}
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// The app role reads its baseline: the environment works.
+fn works(credentials: &Value) {
+    let mut conn = connect_as(credentials)
+        .unwrap_or_else(|e| panic!("connect with the handed-out credentials: {e}"));
+    let rows = texts(&mut conn, "SELECT count(*)::text AS v FROM orders");
+    assert_eq!(rows, vec![Some("0".to_owned())]);
+    diesel::sql_query("INSERT INTO orders (note) VALUES ('after the crash')")
+        .execute(&mut conn)
+        .expect("insert as the app");
+}
+
+/// Names of the job's `step` events, in order.
+async fn steps(stack: &Stack, tenant: &str, job_id: &str) -> Vec<String> {
+    stack
+        .events(tenant, job_id)
+        .await
+        .iter()
+        .filter(|e| e["kind"] == "step")
+        .map(|e| e["details"]["name"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Polls until the slow blueprint's job has applied `0001_orders`: its next step,
+/// `0002_slow`, takes 1.5 s, so the apply is now in the middle of a step.
+async fn wait_mid_apply(stack: &Stack, tenant: &str, job_id: &str) {
+    let deadline = Instant::now() + JOB_WITHIN;
+    loop {
+        let done = steps(stack, tenant, job_id).await;
+        if done.iter().any(|s| s == "0001_orders") {
+            assert!(
+                !done.iter().any(|s| s == "0002_slow"),
+                "the test polled too late to act during the slow step: {done:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no 0001_orders step within {JOB_WITHIN:?}: {done:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let job = stack.job(tenant, job_id).await;
+    assert_eq!(
+        job["state"], "running",
+        "the job should be mid-apply: {job}"
+    );
+}
+
+async fn destroy_and_check(stack: &Stack, tenant: &str, env: &Value) {
+    let (status, body) = stack
+        .delete(&format!("/v1/tenants/{tenant}/environments/{}", id(env)))
+        .await;
+    assert_eq!(status, 202, "destroy: {body}");
+    stack
+        .wait_succeeded(tenant, &id(&body["job"]), JOB_WITHIN)
+        .await;
+    stack
+        .wait_environment(tenant, &id(env), "destroyed", JOB_WITHIN)
+        .await;
+    assert_eq!(
+        stack.leftovers(env),
+        Vec::<String>::new(),
+        "left after destroy"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_apply() {
+    let mut stack = Stack::start(Options {
+        workers: 2,
+        blueprints: vec![SLOW_SHARED],
+        worker_env: env(&[
+            ("BULKHEAD_LEASE_SECONDS", "2"),
+            ("BULKHEAD_SWEEP_MS", "200"),
+        ]),
+        ..Options::default()
+    })
+    .await;
+    stack.create_tenant("hooli", "shared").await;
+    let accepted = stack
+        .create_environment(
+            "hooli",
+            json!({"name": "dev", "stage": "development", "blueprint": "slow-shared"}),
+        )
+        .await;
+    let job_id = id(&accepted["job"]);
+    wait_mid_apply(&stack, "hooli", &job_id).await;
+    let owner = stack
+        .lease_owner(&job_id)
+        .expect("a running job has a lease owner");
+    let victim = stack
+        .worker_index(&owner)
+        .unwrap_or_else(|| panic!("lease owner {owner} is none of this stack's workers"));
+    stack.kill_worker(victim);
+    let at_kill = stack.job("hooli", &job_id).await;
+    assert_eq!(
+        at_kill["state"], "running",
+        "the kill landed mid-apply: {at_kill}"
+    );
+
+    let job = stack.wait_succeeded("hooli", &job_id, JOB_WITHIN).await;
+    let kinds = stack.event_kinds("hooli", &job_id).await;
+    eprintln!("killed worker {victim} ({owner}); events {kinds:?}");
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "succeeded").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert!(
+        job["attempts"].as_i64().unwrap_or(0) >= 2 || kinds.iter().any(|k| k == "lease_expired"),
+        "another attempt took over: {job} {kinds:?}"
+    );
+    let survivor = stack.lease_owner(&job_id);
+    assert!(
+        survivor.is_none(),
+        "a finished job holds no lease: {survivor:?}"
+    );
+    let env = stack
+        .wait_environment("hooli", "dev", "ready", JOB_WITHIN)
+        .await;
+    works(&stack.credentials("hooli", "dev").await);
+    destroy_and_check(&stack, "hooli", &env).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_step_and_releases() {
+    let mut stack = Stack::start(Options {
+        blueprints: vec![SLOW_SHARED],
+        ..Options::default()
+    })
+    .await;
+    stack.create_tenant("pied-piper", "shared").await;
+    let accepted = stack
+        .create_environment(
+            "pied-piper",
+            json!({"name": "dev", "stage": "development", "blueprint": "slow-shared"}),
+        )
+        .await;
+    let job_id = id(&accepted["job"]);
+    wait_mid_apply(&stack, "pied-piper", &job_id).await;
+    let started = Instant::now();
+    let status = stack.terminate_worker(0, Duration::from_secs(15)).await;
+    assert!(status.success(), "worker exit after SIGTERM: {status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "SIGTERM took {:?}",
+        started.elapsed()
+    );
+    let job = stack.job("pied-piper", &job_id).await;
+    let kinds = stack.event_kinds("pied-piper", &job_id).await;
+    eprintln!(
+        "after SIGTERM ({:?}): job {}\nevents {kinds:?}",
+        started.elapsed(),
+        job["state"]
+    );
+    assert!(
+        kinds.iter().any(|k| k == "released") || job["state"] == "succeeded",
+        "after SIGTERM the lease is given back (or the job done): {job} {kinds:?}"
+    );
+    // The step in progress (the slow migration) was finished, not cut off.
+    let done = steps(&stack, "pied-piper", &job_id).await;
+    assert!(
+        done.iter().any(|s| s == "0002_slow"),
+        "the current step finished: {done:?}"
+    );
+    if job["state"] != "succeeded" {
+        assert_eq!(job["state"], "queued", "released job: {job}");
+        assert!(
+            stack.lease_owner(&job_id).is_none(),
+            "the lease was given back"
+        );
+    }
+
+    let second = stack.spawn_worker();
+    stack.wait_worker_consuming(second).await;
+    let job = stack
+        .wait_succeeded("pied-piper", &job_id, JOB_WITHIN)
+        .await;
+    let kinds = stack.event_kinds("pied-piper", &job_id).await;
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "succeeded").count(),
+        1,
+        "{kinds:?}"
+    );
+    // The second worker continued where the first stopped: the slow migration ran once.
+    let done = steps(&stack, "pied-piper", &job_id).await;
+    assert_eq!(
+        done.iter().filter(|s| *s == "0002_slow").count(),
+        1,
+        "{done:?}"
+    );
+    let planned: Vec<&str> = job["plan"]["actions"]
+        .as_array()
+        .expect("plan actions")
+        .iter()
+        .filter_map(|a| a["name"].as_str())
+        .collect();
+    assert!(
+        !planned.contains(&"0002_slow"),
+        "the last attempt's plan: {planned:?}"
+    );
+    stack
+        .wait_environment("pied-piper", "dev", "ready", JOB_WITHIN)
+        .await;
+    works(&stack.credentials("pied-piper", "dev").await);
+    // An idle worker stops at once.
+    let status = stack.terminate_worker(second, Duration::from_secs(5)).await;
+    assert!(status.success(), "idle worker exit after SIGTERM: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_outage() {
+    let proxy = BrokerProxy::start(BROKER_ADDR).await;
+    let stack = Stack::start(Options {
+        amqp_url: Some(proxy.amqp_url()),
+        ..Options::default()
+    })
+    .await;
+    stack.create_tenant("stark", "shared").await;
+    proxy.cut();
+    let mut accepted = Vec::new();
+    for n in 0..5 {
+        let started = Instant::now();
+        let body = stack
+            .create_environment(
+                "stark",
+                json!({"name": format!("env-{n}"), "stage": "development"}),
+            )
+            .await;
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "POST took {:?} with the broker down",
+            started.elapsed()
+        );
+        accepted.push(body);
+    }
+    // Without a broker nothing runs, and nothing is lost.
+    let quiet_until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < quiet_until {
+        for body in &accepted {
+            let job = stack.job("stark", &id(&body["job"])).await;
+            assert_eq!(job["state"], "queued", "no broker, no run: {job}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for body in &accepted {
+        let env = stack.environment("stark", &id(&body["environment"])).await;
+        assert_eq!(env["state"], "pending", "{env}");
+    }
+    proxy.restore();
+    let deadline = Duration::from_secs(30);
+    let restored = Instant::now();
+    for body in &accepted {
+        let left = deadline.saturating_sub(restored.elapsed());
+        stack.wait_succeeded("stark", &id(&body["job"]), left).await;
+        stack
+            .wait_environment(
+                "stark",
+                &id(&body["environment"]),
+                "ready",
+                deadline.saturating_sub(restored.elapsed()),
+            )
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_delivery() {
+    let stack = Stack::start(Options {
+        blueprints: vec![SLOW_SHARED],
+        ..Options::default()
+    })
+    .await;
+    stack.create_tenant("wayne", "shared").await;
+    let accepted = stack
+        .create_environment(
+            "wayne",
+            json!({"name": "dev", "stage": "development", "blueprint": "slow-shared"}),
+        )
+        .await;
+    let job_id = id(&accepted["job"]);
+    // Once while it runs…
+    wait_mid_apply(&stack, "wayne", &job_id).await;
+    publish_job_message(&stack, &job_id, "apply");
+    let job = stack.wait_succeeded("wayne", &job_id, JOB_WITHIN).await;
+    assert_eq!(job["attempts"], 1, "{job}");
+    let finished_at = time(&job, "finished_at");
+    // …and twice after it finished.
+    publish_job_message(&stack, &job_id, "apply");
+    publish_job_message(&stack, &job_id, "apply");
+    // A later job of the same environment is delivered after the duplicates: once it is done,
+    // the worker has seen them.
+    let check = stack.job_action("wayne", "dev", "drift-check", None).await;
+    stack.wait_succeeded("wayne", &id(&check), JOB_WITHIN).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while queue_depth(&stack.topology().queue) > 0 {
+        assert!(Instant::now() < deadline, "the job queue does not drain");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let job = stack.job("wayne", &job_id).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(
+        job["attempts"], 1,
+        "duplicates must not run the job again: {job}"
+    );
+    let kinds = stack.event_kinds("wayne", &job_id).await;
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "succeeded").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "claimed").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert_eq!(time(&job, "finished_at"), finished_at, "{job}");
+    let env = stack.environment("wayne", "dev").await;
+    assert_eq!(env["state"], "ready", "{env}");
+    assert_eq!(
+        queue_depth(&stack.topology().dead_letter_queue),
+        0,
+        "nothing dead-lettered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn always_failing_job_is_retried_then_dead_lettered() {
+    let stack = Stack::start(Options {
+        blueprints: vec![BROKEN_SHARED],
+        env: env(&[("BULKHEAD_JOB_MAX_ATTEMPTS", "3")]),
+        worker_env: env(&[
+            ("BULKHEAD_RETRY_BASE_MS", "100"),
+            ("BULKHEAD_SWEEP_MS", "200"),
+        ]),
+        ..Options::default()
+    })
+    .await;
+    stack.create_tenant("broken-co", "shared").await;
+    stack.create_tenant("healthy-co", "shared").await;
+    let broken = stack
+        .create_environment(
+            "broken-co",
+            json!({"name": "dev", "stage": "development", "blueprint": "broken-shared"}),
+        )
+        .await;
+    let healthy = stack
+        .create_environment("healthy-co", json!({"name": "dev", "stage": "development"}))
+        .await;
+    let broken_job = id(&broken["job"]);
+
+    stack
+        .wait_succeeded("healthy-co", &id(&healthy["job"]), JOB_WITHIN)
+        .await;
+    stack
+        .wait_environment("healthy-co", "dev", "ready", JOB_WITHIN)
+        .await;
+
+    let job = stack.wait_job("broken-co", &broken_job, JOB_WITHIN).await;
+    let kinds = stack.event_kinds("broken-co", &broken_job).await;
+    assert_eq!(job["state"], "failed", "{job} {kinds:?}");
+    assert_eq!(job["attempts"], 3, "{job} {kinds:?}");
+    assert_eq!(job["max_attempts"], 3, "{job}");
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "retry").count(),
+        2,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "failed").count(),
+        1,
+        "{kinds:?}"
+    );
+    let error = job["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("0002_boom"),
+        "the error names the baseline: {error}"
+    );
+    assert!(
+        error.contains("division by zero"),
+        "the error carries the SQL error: {error}"
+    );
+    let env = stack.environment("broken-co", "dev").await;
+    assert_eq!(env["state"], "failed", "{env}");
+
+    // The last delivery went to the dead-letter queue.
+    let dead = stack.topology().dead_letter_queue;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while queue_depth(&dead) == 0 {
+        assert!(Instant::now() < deadline, "nothing reached {dead}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let messages = drain_queue(&dead);
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(messages[0]["job_id"], broken_job.as_str(), "{messages:?}");
+    assert_eq!(messages[0]["operation"], "apply", "{messages:?}");
+
+    // What the failed attempts made can still be torn down.
+    let env = stack.environment("broken-co", "dev").await;
+    destroy_and_check(&stack, "broken-co", &env).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_jobs_wait_in_order() {
+    let stack = Stack::start(Options {
+        blueprints: vec![SLOW_SHARED],
+        ..Options::default()
+    })
+    .await;
+    stack.create_tenant("tyrell", "shared").await;
+    let accepted = stack
+        .create_environment(
+            "tyrell",
+            json!({"name": "dev", "stage": "development", "blueprint": "slow-shared"}),
+        )
+        .await;
+    let first = accepted["job"].clone();
+    let second = stack.job_action("tyrell", "dev", "apply", None).await;
+    let third = stack.job_action("tyrell", "dev", "apply", None).await;
+    assert_eq!(second["state"], "queued", "{second}");
+    assert!(
+        second["queue_position"].as_i64().unwrap_or(0) >= 1,
+        "{second}"
+    );
+    assert!(
+        third["queue_position"].as_i64().unwrap_or(0) >= 2,
+        "{third}"
+    );
+
+    // While the first runs, the later ones wait their turn.
+    wait_mid_apply(&stack, "tyrell", &id(&first)).await;
+    let waiting = stack.job("tyrell", &id(&third)).await;
+    assert_eq!(waiting["state"], "queued", "{waiting}");
+    assert!(
+        waiting["queue_position"].as_i64().unwrap_or(0) >= 1,
+        "{waiting}"
+    );
+    assert!(waiting["started_at"].is_null(), "{waiting}");
+
+    let mut done = Vec::new();
+    for job in [&first, &second, &third] {
+        done.push(stack.wait_succeeded("tyrell", &id(job), JOB_WITHIN).await);
+    }
+    for pair in done.windows(2) {
+        assert!(
+            time(&pair[0], "finished_at") <= time(&pair[1], "started_at"),
+            "jobs ran in creation order, one at a time: {} then {}",
+            pair[0],
+            pair[1]
+        );
+        assert!(time(&pair[0], "started_at") < time(&pair[1], "started_at"));
+    }
+    stack
+        .wait_environment("tyrell", "dev", "ready", JOB_WITHIN)
+        .await;
+}
