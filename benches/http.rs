@@ -84,12 +84,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     diesel::sql_query(format!(
         "WITH p AS (INSERT INTO principals (id, kind, email, display_name) \
            SELECT gen_random_uuid(), 'user', 'user' || i || '@bench.test', 'User ' || i \
-           FROM generate_series(1, {}) i RETURNING id, email) \
+           FROM generate_series(1, {}) i RETURNING id, email), \
+         pn AS (SELECT id, row_number() OVER (ORDER BY email) - 1 AS pn FROM p), \
+         tn AS (SELECT id, row_number() OVER (ORDER BY slug) - 1 AS tn FROM tenants) \
          INSERT INTO memberships (principal_id, tenant_id, role) \
-         SELECT p.id, t.id, (ARRAY['tenant_admin','operator','approver','viewer','billing'])[1 + (n % 5)] \
-         FROM (SELECT id, email, row_number() OVER (ORDER BY email) - 1 AS n FROM p) p \
-         JOIN (SELECT id, row_number() OVER (ORDER BY slug) - 1 AS n FROM tenants) t \
-           ON t.n = p.n / {MEMBERS_PER_TENANT}",
+         SELECT pn.id, tn.id, (ARRAY['tenant_admin','operator','approver','viewer','billing'])[1 + (pn.pn % 5)] \
+         FROM pn JOIN tn ON tn.tn = pn.pn / {MEMBERS_PER_TENANT}",
         TENANTS * MEMBERS_PER_TENANT
     ))
     .execute(&mut conn)?;

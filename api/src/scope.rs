@@ -49,11 +49,15 @@ impl AppState {
         object: Object,
         action: Action,
     ) -> ApiResult<Tenant> {
-        let owned = reference.to_owned();
-        let tenant = self
-            .db(move |conn| Ok(store::tenants::find_by_ref(conn, &owned)?))
-            .await?
-            .ok_or_else(|| tenant_not_found(reference))?;
+        let tenant = match &caller.prefetched_tenant {
+            Some((prefetched, found)) if prefetched == reference => found.clone(),
+            _ => {
+                let owned = reference.to_owned();
+                self.db(move |conn| Ok(store::tenants::find_by_ref(conn, &owned)?))
+                    .await?
+            }
+        }
+        .ok_or_else(|| tenant_not_found(reference))?;
         let domain = Domain::Tenant(tenant.id);
         let (visible, allowed) = {
             let authz = self.authz.read().await;

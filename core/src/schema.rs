@@ -101,6 +101,7 @@ diesel::joinable!(sessions -> principals (principal_id));
 diesel::joinable!(memberships -> tenants (tenant_id));
 diesel::joinable!(memberships -> principals (principal_id));
 diesel::joinable!(api_keys -> tenants (tenant_id));
+diesel::joinable!(api_keys -> principals (principal_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     principals,

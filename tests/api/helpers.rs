@@ -39,7 +39,9 @@ impl TestApp {
         diesel::sql_query(format!("CREATE DATABASE {db_name}"))
             .execute(&mut maintenance)
             .expect("create test database");
-        let db_url = format!("{}/{db_name}", server_url());
+        // No TLS to the local test server: libpq's OpenSSL cleanup at process exit can race an
+        // actix worker thread still dropping its pool (seen as a rare SIGSEGV after all tests).
+        let db_url = format!("{}/{db_name}?sslmode=disable", server_url());
 
         let mut config = Config::from_lookup(|_| None).expect("default config");
         config.database_url = db_url.clone();

@@ -1,7 +1,7 @@
 //! Tenants through HTTP: create, idempotency, listing, update, offboarding.
 
 use crate::helpers::TestApp;
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[tokio::test]
 async fn bootstrap_admin_creates_and_reads_a_tenant() {
@@ -15,4 +15,494 @@ async fn bootstrap_admin_creates_and_reads_a_tenant() {
     let id = tenant["id"].as_str().expect("id");
     let (status, body) = app.get(&format!("/v1/tenants/{id}"), &app.admin).await;
     assert_eq!((status, &body["slug"]), (200, &json!("acme")));
+}
+
+/// POST /v1/tenants as `token` with an optional Idempotency-Key; returns status, raw body text
+/// and JSON.
+async fn create_with_key(
+    app: &TestApp,
+    token: &str,
+    key: Option<&str>,
+    body: &Value,
+) -> (u16, String, Value) {
+    let mut request = app
+        .client
+        .post(app.url("/v1/tenants"))
+        .bearer_auth(token)
+        .json(body);
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+    (status, text, json)
+}
+
+fn tenant_body(slug: &str) -> Value {
+    json!({"slug": slug, "name": format!("Tenant {slug}"), "tier": "dedicated",
+           "region": "us-east-1", "cost_tags": {"business_unit": "wms", "cost_center": "cc-7"}})
+}
+
+fn ids(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|t| t["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn idempotency_key_replays_the_first_response_and_refuses_another_body() {
+    let app = TestApp::spawn().await;
+    let body = tenant_body("acme");
+    let (first_status, first_text, first) =
+        create_with_key(&app, &app.admin, Some("onboard-acme-1"), &body).await;
+    assert_eq!(first_status, 201, "{first_text}");
+    assert_eq!(first["slug"], "acme");
+    assert_eq!(first["tier"], "dedicated");
+    assert_eq!(
+        first["cost_tags"],
+        json!({"business_unit": "wms", "cost_center": "cc-7"})
+    );
+    let audit_after_first = app.count("audit_events");
+
+    let (again_status, _, again) =
+        create_with_key(&app, &app.admin, Some("onboard-acme-1"), &body).await;
+    assert_eq!(again_status, first_status);
+    assert_eq!(again, first, "a replay answers the identical body");
+    assert_eq!(app.count("tenants"), 1);
+    assert_eq!(
+        app.count("audit_events"),
+        audit_after_first,
+        "a replay is not a second creation"
+    );
+
+    let mut other = tenant_body("acme");
+    other["name"] = json!("Acme, renamed in the retry");
+    let (status, _, reused) =
+        create_with_key(&app, &app.admin, Some("onboard-acme-1"), &other).await;
+    assert_eq!(status, 422, "{reused}");
+    assert_eq!(
+        reused["type"],
+        "https://bulkhead.dev/problems/idempotency-key-reused"
+    );
+    let (status, _, reused) = create_with_key(
+        &app,
+        &app.admin,
+        Some("onboard-acme-1"),
+        &tenant_body("globex"),
+    )
+    .await;
+    assert_eq!(status, 422, "{reused}");
+    assert_eq!(app.count("tenants"), 1);
+
+    // Keys belong to their principal: another caller's identical key is a new request.
+    let (_, partner) = app.partner("partner@example.com").await;
+    let (status, _, created) = create_with_key(
+        &app,
+        &partner,
+        Some("onboard-acme-1"),
+        &tenant_body("globex"),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["slug"], "globex");
+    assert_eq!(app.count("tenants"), 2);
+}
+
+#[tokio::test]
+async fn a_taken_slug_without_a_key_is_a_conflict() {
+    let app = TestApp::spawn().await;
+    let body = tenant_body("acme");
+    let (status, _, _) = create_with_key(&app, &app.admin, None, &body).await;
+    assert_eq!(status, 201);
+    let audit_before = app.count("audit_events");
+    let (status, _, conflict) = create_with_key(&app, &app.admin, None, &body).await;
+    assert_eq!(status, 409, "{conflict}");
+    assert_eq!(conflict["type"], "https://bulkhead.dev/problems/conflict");
+    // A new key does not make a taken slug free.
+    let (status, _, _) = create_with_key(&app, &app.admin, Some("fresh-key"), &body).await;
+    assert_eq!(status, 409);
+    assert_eq!(app.count("tenants"), 1);
+    assert_eq!(app.count("audit_events"), audit_before);
+    // Nothing was saved under the key of the failed attempt: it works for another tenant.
+    let (status, _, created) =
+        create_with_key(&app, &app.admin, Some("fresh-key"), &tenant_body("globex")).await;
+    assert_eq!(status, 201, "{created}");
+}
+
+#[tokio::test]
+async fn tenants_page_with_a_cursor() {
+    let app = TestApp::spawn().await;
+    let mut created = Vec::new();
+    for slug in ["t-one", "t-two", "t-three", "t-four", "t-five"] {
+        created.push(
+            app.create_tenant(slug).await["id"]
+                .as_str()
+                .expect("id")
+                .to_owned(),
+        );
+    }
+
+    let (status, first) = app.get("/v1/tenants?limit=2", &app.admin).await;
+    assert_eq!(status, 200, "{first}");
+    let cursor = first["next_cursor"].as_str().expect("cursor after page 1");
+    let (status, second) = app
+        .get(&format!("/v1/tenants?limit=2&cursor={cursor}"), &app.admin)
+        .await;
+    assert_eq!(status, 200, "{second}");
+    let cursor = second["next_cursor"].as_str().expect("cursor after page 2");
+    let (status, third) = app
+        .get(&format!("/v1/tenants?limit=2&cursor={cursor}"), &app.admin)
+        .await;
+    assert_eq!(status, 200, "{third}");
+    assert!(
+        third.get("next_cursor").is_none_or(Value::is_null),
+        "the last page has no next_cursor: {third}"
+    );
+
+    let pages = [ids(&first), ids(&second), ids(&third)];
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2, 1]);
+    let mut seen: Vec<String> = pages.concat();
+    let in_order = seen.clone();
+    seen.sort();
+    assert_eq!(in_order, seen, "listed in a stable (id) order");
+    seen.dedup();
+    assert_eq!(seen.len(), 5, "no duplicates");
+    let mut expected = created;
+    expected.sort();
+    assert_eq!(seen, expected, "every tenant once");
+
+    let (status, all) = app.get("/v1/tenants", &app.admin).await;
+    assert_eq!(status, 200);
+    assert_eq!(ids(&all), in_order);
+    assert!(all["next_cursor"].is_null());
+}
+
+#[tokio::test]
+async fn patch_then_offboard_a_tenant() {
+    let app = TestApp::spawn().await;
+    let tenant = app.create_tenant("acme").await;
+
+    let (status, updated) = app
+        .call(
+            reqwest::Method::PATCH,
+            "/v1/tenants/acme",
+            &app.admin,
+            Some(json!({"name": "  Acme Distribution  ",
+                        "cost_tags": {"cost_center": "cc-2", "business_unit": "edi"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(updated["name"], "Acme Distribution");
+    assert_eq!(
+        updated["cost_tags"],
+        json!({"business_unit": "edi", "cost_center": "cc-2"})
+    );
+    assert_eq!(updated["slug"], "acme");
+    assert_eq!(updated["id"], tenant["id"]);
+    let (_, read) = app.get("/v1/tenants/acme", &app.admin).await;
+    assert_eq!(read, updated, "the change is stored");
+    // Only the name: the cost tags stay.
+    let (status, renamed) = app
+        .call(
+            reqwest::Method::PATCH,
+            "/v1/tenants/acme",
+            &app.admin,
+            Some(json!({"name": "Acme"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{renamed}");
+    assert_eq!(renamed["cost_tags"], updated["cost_tags"]);
+
+    let (status, empty) = app
+        .call(
+            reqwest::Method::PATCH,
+            "/v1/tenants/acme",
+            &app.admin,
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 422, "{empty}");
+    assert_eq!(
+        empty["type"],
+        "https://bulkhead.dev/problems/validation-failed"
+    );
+    let (status, bad) = app
+        .call(
+            reqwest::Method::PATCH,
+            "/v1/tenants/acme",
+            &app.admin,
+            Some(json!({"cost_tags": {"Bad": "x"}})),
+        )
+        .await;
+    assert_eq!(status, 422, "{bad}");
+    assert_eq!(bad["errors"][0]["field"], "cost_tags.Bad");
+
+    let (status, deleted) = app
+        .call(
+            reqwest::Method::DELETE,
+            "/v1/tenants/acme",
+            &app.admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{deleted}");
+    assert_eq!(deleted["state"], "offboarding");
+    let (status, again) = app
+        .call(
+            reqwest::Method::DELETE,
+            "/v1/tenants/acme",
+            &app.admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{again}");
+    assert_eq!(again["state"], "offboarding");
+    let (_, read) = app.get("/v1/tenants/acme", &app.admin).await;
+    assert_eq!(read["state"], "offboarding");
+
+    // A tenant on its way out takes no new members, keys or changes.
+    let (status, refused) = app
+        .post(
+            "/v1/tenants/acme/members",
+            &app.admin,
+            json!({"email": "late@acme.example", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["type"], "https://bulkhead.dev/problems/conflict");
+    let (status, _) = app
+        .post(
+            "/v1/tenants/acme/api-keys",
+            &app.admin,
+            json!({"name": "late", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(status, 409);
+    let (status, _) = app
+        .call(
+            reqwest::Method::PATCH,
+            "/v1/tenants/acme",
+            &app.admin,
+            Some(json!({"name": "Too late"})),
+        )
+        .await;
+    assert_eq!(status, 409);
+}
+
+#[tokio::test]
+async fn a_partner_sees_the_tenants_it_onboards_and_no_others() {
+    let app = TestApp::spawn().await;
+    app.create_tenant("admins-own").await;
+    let (_, partner) = app.partner("partner-one@example.com").await;
+    let (_, rival) = app.partner("partner-two@example.com").await;
+
+    let (status, _, created) = create_with_key(&app, &partner, None, &tenant_body("acme")).await;
+    assert_eq!(status, 201, "{created}");
+    let (status, listed) = app.get("/v1/tenants", &partner).await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(ids(&listed), [created["id"].as_str().expect("id")]);
+    let (status, read) = app.get("/v1/tenants/acme", &partner).await;
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(read["id"], created["id"]);
+    let (status, _) = app.get("/v1/tenants/admins-own", &partner).await;
+    assert_eq!(status, 404);
+
+    let (status, hidden) = app.get("/v1/tenants/acme", &rival).await;
+    assert_eq!(status, 404, "{hidden}");
+    let (status, missing) = app.get("/v1/tenants/no-such-tenant", &rival).await;
+    assert_eq!(status, 404);
+    assert_eq!(hidden["type"], missing["type"]);
+    assert_eq!(hidden["title"], missing["title"]);
+    let (status, listed) = app.get("/v1/tenants", &rival).await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["items"], json!([]));
+    let (status, _) = app
+        .call(reqwest::Method::DELETE, "/v1/tenants/acme", &rival, None)
+        .await;
+    assert_eq!(status, 404);
+    // The platform admin sees both.
+    let (_, all) = app.get("/v1/tenants", &app.admin).await;
+    assert_eq!(ids(&all).len(), 2);
+}
+
+/// The value of the first sample of `metric` whose line contains every one of `labels`.
+fn sample(metrics: &str, metric: &str, labels: &[&str]) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with(&format!("{metric}{{")))
+        .find(|line| labels.iter().all(|label| line.contains(label)))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+#[tokio::test]
+async fn health_metrics_and_openapi_are_served() {
+    let app = TestApp::spawn().await;
+    for (path, expected) in [
+        ("/healthz", json!({"status": "ok"})),
+        ("/readyz", json!({"status": "ready", "database": "ok"})),
+    ] {
+        let response = app.client.get(app.url(path)).send().await.expect(path);
+        assert_eq!(response.status(), 200, "{path}");
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body, expected, "{path}");
+    }
+
+    // Traffic the metrics must show: a tenant read, a failed login, a denial.
+    app.create_tenant("acme").await;
+    let (status, _) = app.get("/v1/tenants/acme", &app.admin).await;
+    assert_eq!(status, 200);
+    let response = app
+        .client
+        .post(app.url("/v1/auth/login"))
+        .json(&json!({"email": "admin@bulkhead.test", "password": "wrong-wrong-wrong"}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(response.status(), 401);
+    let (_, viewer) = app.member("acme", "viewer@acme.example", "viewer").await;
+    let (status, _) = app
+        .call(
+            reqwest::Method::PATCH,
+            "/v1/tenants/acme",
+            &viewer,
+            Some(json!({"name": "x"})),
+        )
+        .await;
+    assert_eq!(status, 403);
+
+    let response = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(response.status(), 200);
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    let metrics = response.text().await.expect("metrics text");
+    let reads = sample(
+        &metrics,
+        "bulkhead_http_requests_total",
+        &[
+            "method=\"GET\"",
+            "route=\"/v1/tenants/{tenant}\"",
+            "status=\"200\"",
+        ],
+    );
+    assert!(reads.is_some_and(|n| n >= 1.0), "tenant reads:\n{metrics}");
+    let patch_denied = sample(
+        &metrics,
+        "bulkhead_http_requests_total",
+        &[
+            "method=\"PATCH\"",
+            "route=\"/v1/tenants/{tenant}\"",
+            "status=\"403\"",
+        ],
+    );
+    assert_eq!(patch_denied, Some(1.0), "{metrics}");
+    assert!(
+        !metrics.contains("route=\"/v1/tenants/acme\""),
+        "routes are labelled by pattern, not by path"
+    );
+    let failures = sample(
+        &metrics,
+        "bulkhead_login_failures_total",
+        &["reason=\"invalid_credentials\""],
+    );
+    assert_eq!(failures, Some(1.0), "{metrics}");
+    let denials = sample(
+        &metrics,
+        "bulkhead_authz_denials_total",
+        &["object=\"tenant\"", "action=\"update\""],
+    );
+    assert_eq!(denials, Some(1.0), "{metrics}");
+    assert!(metrics.contains("bulkhead_http_request_duration_seconds_bucket"));
+
+    let response = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .expect("openapi");
+    assert_eq!(response.status(), 200);
+    let document: Value =
+        serde_json::from_str(&response.text().await.expect("text")).expect("/openapi.json is JSON");
+    assert!(
+        document["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with('3')),
+        "openapi version: {}",
+        document["openapi"]
+    );
+    let paths = document["paths"].as_object().expect("paths");
+    for path in [
+        "/v1/tenants",
+        "/v1/tenants/{tenant}",
+        "/v1/tenants/{tenant}/members",
+        "/v1/tenants/{tenant}/api-keys",
+        "/v1/auth/login",
+        "/v1/audit-events/verify",
+    ] {
+        assert!(paths.contains_key(path), "{path} documented");
+    }
+    for method in ["get", "patch", "delete"] {
+        assert!(
+            paths["/v1/tenants/{tenant}"].get(method).is_some(),
+            "{method} /v1/tenants/{{tenant}} documented"
+        );
+    }
+}
+
+#[tokio::test]
+async fn concurrent_retries_with_one_key_create_one_tenant() {
+    let app = TestApp::spawn().await;
+    let mut attempts = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let request = app
+            .client
+            .post(app.url("/v1/tenants"))
+            .bearer_auth(&app.admin)
+            .header("Idempotency-Key", "same-retry")
+            .json(&tenant_body("acme"));
+        attempts.spawn(async move {
+            let response = request.send().await.expect("request");
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.expect("json"))
+        });
+    }
+    let answers = attempts.join_all().await;
+    for (status, body) in &answers {
+        assert_eq!(*status, 201, "{body}");
+        assert_eq!(
+            body, &answers[0].1,
+            "every retry answers the first response"
+        );
+    }
+    assert_eq!(app.count("tenants"), 1);
+
+    // Without a key, the same slug sent at once is created exactly once.
+    let mut attempts = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let request = app
+            .client
+            .post(app.url("/v1/tenants"))
+            .bearer_auth(&app.admin)
+            .json(&tenant_body("globex"));
+        attempts.spawn(async move { request.send().await.expect("request").status().as_u16() });
+    }
+    let mut statuses = attempts.join_all().await;
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 409, 409, 409, 409, 409, 409, 409]);
+    assert_eq!(app.count("tenants"), 2);
 }

@@ -100,7 +100,8 @@ pub struct AddMemberRequest {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MemberAdded {
     pub member: MemberView,
-    /// Present when the email had no account, or an unaccepted invitation: shown once.
+    /// Present when the email had no account (or, for platform admins, an unaccepted
+    /// invitation, which is then re-issued): shown once.
     pub invitation: Option<Invitation>,
 }
 
@@ -149,13 +150,16 @@ pub async fn add(
         ));
     }
     ensure_not_leaving(&tenant)?;
+    let is_platform_admin = caller.is_platform_admin();
     let added = state
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
                 let (principal, invitation) =
                     match store::principals::find_by_email(conn, email.as_str())? {
-                        Some(existing) if existing.password_hash.is_none() => {
-                            // Invited before and never accepted: issue a fresh token.
+                        // Invited before and never accepted. Only a platform admin may issue a
+                        // fresh token: anyone else holding it could take over the account and
+                        // every grant it has in other tenants (and a partner's platform role).
+                        Some(existing) if existing.password_hash.is_none() && is_platform_admin => {
                             let token = secrets::generate_invitation_token();
                             let expires_at = Utc::now() + chrono::Duration::hours(INVITATION_HOURS);
                             store::principals::renew_invitation(conn, existing.id, &token.hash, expires_at)?;

@@ -1,9 +1,8 @@
 //! Login sessions (access tokens) and bearer authentication of both tokens and API keys.
 
-use crate::schema::{api_keys, sessions};
+use crate::schema::{api_keys, authz_generation, principals, sessions};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Bytea, Int8, Nullable, Timestamptz, Uuid as SqlUuid};
 use uuid::Uuid;
 
 use super::StoreError;
@@ -56,67 +55,61 @@ pub struct Authenticated {
     pub key_last_used_at: Option<DateTime<Utc>>,
 }
 
-#[derive(QueryableByName)]
-struct AuthRow {
-    #[diesel(embed)]
-    principal: Principal,
-    #[diesel(sql_type = Int8)]
-    generation: i64,
-    #[diesel(sql_type = Nullable<SqlUuid>)]
-    key_id: Option<Uuid>,
-    #[diesel(sql_type = Nullable<SqlUuid>)]
-    key_tenant_id: Option<Uuid>,
-    #[diesel(sql_type = Nullable<Timestamptz>)]
-    key_last_used_at: Option<DateTime<Utc>>,
-}
-
-/// Looks up a live access token: not expired, not revoked.
+/// Looks up a live access token (not expired, not revoked) with the assignment generation, in
+/// one prepared, cached statement.
 pub fn authenticate_token(
     conn: &mut PgConnection,
     token_hash: &[u8],
 ) -> Result<Option<Authenticated>, StoreError> {
-    let row = diesel::sql_query(
-        "SELECT p.*, g.generation, NULL::uuid AS key_id, NULL::uuid AS key_tenant_id, \
-                NULL::timestamptz AS key_last_used_at \
-         FROM sessions s JOIN principals p ON p.id = s.principal_id \
-         CROSS JOIN authz_generation g \
-         WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now()",
-    )
-    .bind::<Bytea, _>(token_hash)
-    .get_result::<AuthRow>(conn)
-    .optional()?;
-    Ok(row.map(into_authenticated))
+    let row = sessions::table
+        .inner_join(principals::table)
+        .inner_join(authz_generation::table.on(authz_generation::singleton.eq(true)))
+        .filter(sessions::token_hash.eq(token_hash))
+        .filter(sessions::revoked_at.is_null())
+        .filter(sessions::expires_at.gt(diesel::dsl::now))
+        .select((Principal::as_select(), authz_generation::generation))
+        .first::<(Principal, i64)>(conn)
+        .optional()?;
+    Ok(row.map(|(principal, authz_generation)| Authenticated {
+        principal,
+        key: None,
+        authz_generation,
+        key_last_used_at: None,
+    }))
 }
 
-/// Looks up a live API key: not expired, not revoked.
+/// Looks up a live API key (not expired, not revoked), likewise in one cached statement.
 pub fn authenticate_api_key(
     conn: &mut PgConnection,
     secret_hash: &[u8],
 ) -> Result<Option<Authenticated>, StoreError> {
-    let row = diesel::sql_query(
-        "SELECT p.*, g.generation, k.id AS key_id, k.tenant_id AS key_tenant_id, \
-                k.last_used_at AS key_last_used_at \
-         FROM api_keys k JOIN principals p ON p.id = k.principal_id \
-         CROSS JOIN authz_generation g \
-         WHERE k.secret_hash = $1 AND k.revoked_at IS NULL \
-           AND (k.expires_at IS NULL OR k.expires_at > now())",
-    )
-    .bind::<Bytea, _>(secret_hash)
-    .get_result::<AuthRow>(conn)
-    .optional()?;
-    Ok(row.map(into_authenticated))
-}
-
-fn into_authenticated(row: AuthRow) -> Authenticated {
-    Authenticated {
-        principal: row.principal,
-        key: row
-            .key_id
-            .zip(row.key_tenant_id)
-            .map(|(key_id, tenant_id)| KeyScope { key_id, tenant_id }),
-        authz_generation: row.generation,
-        key_last_used_at: row.key_last_used_at,
-    }
+    let row = api_keys::table
+        .inner_join(principals::table)
+        .inner_join(authz_generation::table.on(authz_generation::singleton.eq(true)))
+        .filter(api_keys::secret_hash.eq(secret_hash))
+        .filter(api_keys::revoked_at.is_null())
+        .filter(
+            api_keys::expires_at
+                .is_null()
+                .or(api_keys::expires_at.gt(diesel::dsl::now)),
+        )
+        .select((
+            Principal::as_select(),
+            authz_generation::generation,
+            api_keys::id,
+            api_keys::tenant_id,
+            api_keys::last_used_at,
+        ))
+        .first::<(Principal, i64, Uuid, Uuid, Option<DateTime<Utc>>)>(conn)
+        .optional()?;
+    Ok(row.map(
+        |(principal, authz_generation, key_id, tenant_id, key_last_used_at)| Authenticated {
+            principal,
+            key: Some(KeyScope { key_id, tenant_id }),
+            authz_generation,
+            key_last_used_at,
+        },
+    ))
 }
 
 /// Marks a key used. Written at most once a minute per key, so a busy key does not turn
