@@ -356,20 +356,20 @@ impl Execution {
                 .map_err(|e| Stop::Fatal(format!("verify task: {e}")))??;
         let verify_ms = ms(started);
 
-        let (executor, spec_owned) = (self.worker.executor.clone(), spec.clone());
-        let actual = tokio::task::spawn_blocking(move || executor.read_actual(&spec_owned))
-            .await
-            .map_err(|e| Stop::Fatal(format!("read task: {e}")))??;
-        let present: Vec<(String, String, serde_json::Value)> = actual
-            .into_iter()
-            .map(|r| {
-                (
-                    r.kind,
-                    r.name,
-                    serde_json::to_value(r.attributes).unwrap_or_default(),
-                )
-            })
-            .collect();
+        // A successful apply leaves the target as desired: record the desired resources rather
+        // than reading the catalogs a third time (drift-check compares with the catalogs).
+        let names = self.worker.executor.names(spec);
+        let present: Vec<(String, String, serde_json::Value)> =
+            bulkhead_core::plan::desired(spec, &names)
+                .into_iter()
+                .map(|r| {
+                    (
+                        r.kind,
+                        r.name,
+                        serde_json::to_value(r.attributes).unwrap_or_default(),
+                    )
+                })
+                .collect();
         let tags = serde_json::to_value(&spec.cost_tags).unwrap_or_default();
         let (job_id, tenant_id, worker_id) = (
             self.job.id,
