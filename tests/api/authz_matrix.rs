@@ -5,10 +5,15 @@
 //! The expected statuses are written out below from the specification of the roles, not
 //! computed from `policies/policy.csv`: a route that forgets (or asks the wrong question of) its
 //! authorization check, or a policy line that drifts, fails here. Every refused request is also
-//! checked to have changed nothing (the rows of tenants, principals, memberships and API keys are
-//! fingerprinted before and after) and, when it is a 403 or a 404 for a tenant that exists, to
-//! have left exactly one `denied` row in the audit trail. A coverage guard compares the matrix's
-//! list of routes with `/openapi.json`, so a new route fails this test until it is added here.
+//! checked to have changed nothing (the rows of tenants, principals, memberships, API keys,
+//! environments, jobs and the outbox are fingerprinted before and after) and, when it is a 403 or
+//! a 404 for a tenant that exists, to have left exactly one `denied` row in the audit trail. A
+//! coverage guard compares the matrix's list of routes with `/openapi.json`, so a new route fails
+//! this test until it is added here.
+//!
+//! No worker runs here: every job stays queued and no environment is ever provisioned, so reading
+//! credentials answers 409 to whoever may read them. Environments, jobs and outbox rows are
+//! counted, so a successful call is also checked to have added exactly what it should.
 //!
 //! Failures are collected and reported together, each naming the caller, the scope, the method
 //! and the path, with the body of the answer.
@@ -18,8 +23,9 @@ use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::{PgConnection, RunQueryDsl};
 use reqwest::Method;
 use serde_json::{Value, json};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
+const CONFLICT: &str = "https://bulkhead.dev/problems/conflict";
 const FORBIDDEN: &str = "https://bulkhead.dev/problems/forbidden";
 const NOT_FOUND: &str = "https://bulkhead.dev/problems/not-found";
 const UNAUTHENTICATED: &str = "https://bulkhead.dev/problems/unauthenticated";
@@ -78,6 +84,19 @@ enum TenantEndpoint {
     ListKeys,
     RevokeKey,
     ListTenantAudit,
+    CreateEnvironment,
+    ListEnvironments,
+    GetEnvironment,
+    DeleteEnvironment,
+    Plan,
+    Apply,
+    DriftCheck,
+    ReadCredentials,
+    Isolation,
+    ListJobs,
+    GetJob,
+    JobEvents,
+    CancelJob,
 }
 
 /// Column order of `expected_in_own_tenant`.
@@ -94,6 +113,28 @@ const TENANT_ENDPOINTS: [TenantEndpoint; 10] = [
     TenantEndpoint::ListTenantAudit,
 ];
 
+/// Column order of `expected_on_environments`.
+const ENVIRONMENT_ENDPOINTS: [TenantEndpoint; 13] = [
+    TenantEndpoint::CreateEnvironment,
+    TenantEndpoint::ListEnvironments,
+    TenantEndpoint::GetEnvironment,
+    TenantEndpoint::DeleteEnvironment,
+    TenantEndpoint::Plan,
+    TenantEndpoint::Apply,
+    TenantEndpoint::DriftCheck,
+    TenantEndpoint::ReadCredentials,
+    TenantEndpoint::Isolation,
+    TenantEndpoint::ListJobs,
+    TenantEndpoint::GetJob,
+    TenantEndpoint::JobEvents,
+    TenantEndpoint::CancelJob,
+];
+
+/// Every tenant-scoped endpoint.
+fn tenant_endpoints() -> impl Iterator<Item = TenantEndpoint> {
+    TENANT_ENDPOINTS.into_iter().chain(ENVIRONMENT_ENDPOINTS)
+}
+
 impl TenantEndpoint {
     /// Method and OpenAPI path template.
     fn route(self) -> (Method, &'static str) {
@@ -108,7 +149,70 @@ impl TenantEndpoint {
             Self::ListKeys => (Method::GET, "/v1/tenants/{tenant}/api-keys"),
             Self::RevokeKey => (Method::DELETE, "/v1/tenants/{tenant}/api-keys/{key}"),
             Self::ListTenantAudit => (Method::GET, "/v1/tenants/{tenant}/audit-events"),
+            Self::CreateEnvironment => (Method::POST, "/v1/tenants/{tenant}/environments"),
+            Self::ListEnvironments => (Method::GET, "/v1/tenants/{tenant}/environments"),
+            Self::GetEnvironment => (Method::GET, "/v1/tenants/{tenant}/environments/{env}"),
+            Self::DeleteEnvironment => (Method::DELETE, "/v1/tenants/{tenant}/environments/{env}"),
+            Self::Plan => (Method::POST, "/v1/tenants/{tenant}/environments/{env}/plan"),
+            Self::Apply => (
+                Method::POST,
+                "/v1/tenants/{tenant}/environments/{env}/apply",
+            ),
+            Self::DriftCheck => (
+                Method::POST,
+                "/v1/tenants/{tenant}/environments/{env}/drift-check",
+            ),
+            Self::ReadCredentials => (
+                Method::GET,
+                "/v1/tenants/{tenant}/environments/{env}/credentials",
+            ),
+            Self::Isolation => (
+                Method::GET,
+                "/v1/tenants/{tenant}/environments/{env}/isolation",
+            ),
+            Self::ListJobs => (Method::GET, "/v1/tenants/{tenant}/jobs"),
+            Self::GetJob => (Method::GET, "/v1/tenants/{tenant}/jobs/{job}"),
+            Self::JobEvents => (Method::GET, "/v1/tenants/{tenant}/jobs/{job}/events"),
+            Self::CancelJob => (Method::POST, "/v1/tenants/{tenant}/jobs/{job}/cancel"),
         }
+    }
+
+    /// The operation of the job a successful call queues.
+    fn queues(self) -> Option<&'static str> {
+        match self {
+            Self::CreateEnvironment | Self::Apply => Some("apply"),
+            Self::DeleteEnvironment => Some("destroy"),
+            Self::Plan => Some("plan"),
+            Self::DriftCheck => Some("drift_check"),
+            _ => None,
+        }
+    }
+
+    /// What a successful call adds.
+    fn adds(self) -> Adds {
+        match self {
+            Self::CreateEnvironment => Adds {
+                environments: 1,
+                jobs: 1,
+                outbox: Some(1),
+            },
+            Self::DeleteEnvironment | Self::Plan | Self::Apply | Self::DriftCheck => Adds {
+                environments: 0,
+                jobs: 1,
+                outbox: Some(1),
+            },
+            // A cancel may wake the job next in line (an outbox row), and adds no job.
+            Self::CancelJob => Adds {
+                outbox: None,
+                ..Adds::NOTHING
+            },
+            _ => Adds::NOTHING,
+        }
+    }
+
+    /// Whether the path names an object of the tenant (a member, key, environment or job).
+    fn names_an_object(self) -> bool {
+        self.route().1.matches('{').count() > 1
     }
 
     /// Rows that change the tenant itself (a DELETE makes it offboarding, after which writes
@@ -133,6 +237,36 @@ fn expected_in_own_tenant(role: Role) -> [u16; 10] {
         Role::Viewer =>        [200, 403, 403,   403,   200,    403,   403,  403,  403,  403],
         Role::Billing =>       [200, 403, 403,   403,   403,    403,   403,  403,  403,  403],
     }
+}
+
+/// Status of each environment and job endpoint (in `ENVIRONMENT_ENDPOINTS` order) for a caller
+/// holding `role` in the tenant it targets; as above, another tenant or none answers 404. The
+/// environments have no credentials (nothing is provisioned), so whoever may read them gets 409.
+#[rustfmt::skip]
+fn expected_on_environments(role: Role) -> [u16; 13] {
+    match role {
+        //                    +env  envs  env  -env  plan apply drift creds isol  jobs  job events cancel
+        Role::PlatformAdmin => [202, 200, 200, 202,  202, 202,  202,  409,  200,  200,  200, 200,  200],
+        Role::Partner =>       [202, 200, 200, 202,  202, 202,  202,  403,  200,  200,  200, 200,  200],
+        Role::TenantAdmin =>   [202, 200, 200, 202,  202, 202,  202,  409,  200,  200,  200, 200,  200],
+        Role::Operator =>      [202, 200, 200, 403,  202, 202,  202,  409,  200,  200,  200, 200,  200],
+        Role::Approver =>      [403, 200, 200, 403,  403, 403,  403,  403,  200,  200,  200, 200,  403],
+        Role::Viewer =>        [403, 200, 200, 403,  403, 403,  403,  403,  200,  200,  200, 200,  403],
+        Role::Billing =>       [403, 403, 403, 403,  403, 403,  403,  403,  403,  403,  403, 403,  403],
+    }
+}
+
+/// Every tenant endpoint with its status for a caller holding `role` in the tenant it targets.
+fn expected_in_own(role: Role) -> Vec<(TenantEndpoint, u16)> {
+    TENANT_ENDPOINTS
+        .into_iter()
+        .zip(expected_in_own_tenant(role))
+        .chain(
+            ENVIRONMENT_ENDPOINTS
+                .into_iter()
+                .zip(expected_on_environments(role)),
+        )
+        .collect()
 }
 
 /// The platform-wide endpoints.
@@ -192,8 +326,7 @@ const OUTSIDE_THE_MATRIX: [&str; 3] = [
 
 /// Every (method, OpenAPI path template) the matrix exercises.
 fn matrix_routes() -> BTreeSet<(String, String)> {
-    TENANT_ENDPOINTS
-        .iter()
+    tenant_endpoints()
         .map(|e| e.route())
         .chain(PLATFORM_ENDPOINTS.iter().map(|e| e.route()))
         .map(|(method, path)| (method.to_string(), path.to_owned()))
@@ -240,6 +373,30 @@ impl RefKind {
             RefKind::Id => "by id",
         }
     }
+}
+
+/// An environment (made by the admin) and the apply job its creation queued.
+#[derive(Debug, Clone)]
+struct EnvRef {
+    name: String,
+    id: String,
+    job: String,
+}
+
+impl EnvRef {
+    /// A request names an environment by name where it names its tenant by slug, else by id.
+    fn get(&self, kind: RefKind) -> &str {
+        match kind {
+            RefKind::Slug => &self.name,
+            RefKind::Id => &self.id,
+        }
+    }
+}
+
+/// The body that creates an environment named `name`.
+fn environment_body(name: &str) -> Value {
+    json!({"name": name, "stage": "development",
+           "cost_tags": {"business_unit": "bu", "cost_center": "cc"}})
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -360,6 +517,9 @@ enum Scope<'a> {
     Own(&'a Subject),
     /// A tenant where the subject holds nothing.
     Other(&'a Subject),
+    /// A tenant where the subject holds its role, in a path naming a member, API key,
+    /// environment or job of another tenant.
+    ForeignObject(&'a Subject),
     /// The caller holds no role in any tenant.
     NoTenant,
     /// No Authorization header (`None`) or a garbage bearer.
@@ -395,6 +555,23 @@ struct Snapshot {
     api_key_rows: String,
     #[diesel(sql_type = Text)]
     principal_rows: String,
+    #[diesel(sql_type = BigInt)]
+    environments: i64,
+    #[diesel(sql_type = BigInt)]
+    jobs: i64,
+    #[diesel(sql_type = BigInt)]
+    job_events: i64,
+    #[diesel(sql_type = BigInt)]
+    outbox: i64,
+    /// How many jobs are in each state, e.g. `canceled=1 queued=4`.
+    #[diesel(sql_type = Text)]
+    job_states: String,
+    #[diesel(sql_type = Text)]
+    environment_rows: String,
+    #[diesel(sql_type = Text)]
+    job_rows: String,
+    #[diesel(sql_type = Text)]
+    outbox_rows: String,
     /// The target tenant's `name|state|updated_at`.
     #[diesel(sql_type = Nullable<Text>)]
     target: Option<String>,
@@ -417,10 +594,25 @@ const SNAPSHOT_SQL: &str = "SELECT \
     (SELECT md5(coalesce(string_agg(concat_ws('|', id, kind, email, platform_role, \
         password_hash, invitation_token_hash), ',' ORDER BY id), '')) FROM principals) \
         AS principal_rows, \
+    (SELECT count(*) FROM environments) AS environments, \
+    (SELECT count(*) FROM jobs) AS jobs, \
+    (SELECT count(*) FROM job_events) AS job_events, \
+    (SELECT count(*) FROM outbox) AS outbox, \
+    (SELECT coalesce(string_agg(state || '=' || n, ' ' ORDER BY state), '') FROM \
+        (SELECT state, count(*) AS n FROM jobs GROUP BY state) AS s) AS job_states, \
+    (SELECT md5(coalesce(string_agg(concat_ws('|', id, tenant_id, name, stage, isolation, \
+        blueprint, blueprint_version, cost_tags, state, drift, created_by, updated_at), ',' \
+        ORDER BY id), '')) FROM environments) AS environment_rows, \
+    (SELECT md5(coalesce(string_agg(concat_ws('|', id, tenant_id, environment_id, operation, \
+        state, attempts, max_attempts, run_after, lease_owner, lease_expires_at, fencing_token, \
+        plan_hash, expected_plan_hash, requested_by, approved_by, error, updated_at, \
+        started_at, finished_at), ',' ORDER BY id), '')) FROM jobs) AS job_rows, \
+    (SELECT md5(coalesce(string_agg(concat_ws('|', id, job_id, payload, sent_at, attempts, \
+        last_error), ',' ORDER BY id), '')) FROM outbox) AS outbox_rows, \
     (SELECT concat_ws('|', name, state, updated_at) FROM tenants WHERE slug = $1) AS target";
 
 impl Snapshot {
-    fn state(&self) -> [(&'static str, String); 10] {
+    fn state(&self) -> [(&'static str, String); 18] {
         [
             ("tenants", self.tenants.to_string()),
             ("principals", self.principals.to_string()),
@@ -431,6 +623,14 @@ impl Snapshot {
             ("membership rows", self.membership_rows.clone()),
             ("api_key rows", self.api_key_rows.clone()),
             ("principal rows", self.principal_rows.clone()),
+            ("environments", self.environments.to_string()),
+            ("jobs", self.jobs.to_string()),
+            ("job events", self.job_events.to_string()),
+            ("outbox", self.outbox.to_string()),
+            ("job states", self.job_states.clone()),
+            ("environment rows", self.environment_rows.clone()),
+            ("job rows", self.job_rows.clone()),
+            ("outbox rows", self.outbox_rows.clone()),
             (
                 "target tenant",
                 self.target.clone().unwrap_or_else(|| "-".into()),
@@ -446,6 +646,47 @@ impl Snapshot {
             .filter(|(before, after)| before.1 != after.1)
             .map(|((name, before), (_, after))| format!("{name}: {before} -> {after}"))
             .collect()
+    }
+}
+
+/// Rows a successful call adds.
+#[derive(Debug, Clone, Copy)]
+struct Adds {
+    environments: i64,
+    jobs: i64,
+    /// `None`: not checked.
+    outbox: Option<i64>,
+}
+
+impl Adds {
+    const NOTHING: Adds = Adds {
+        environments: 0,
+        jobs: 0,
+        outbox: Some(0),
+    };
+
+    /// How `after` differs from `expected` added to `before`.
+    fn problems(self, before: &Snapshot, after: &Snapshot) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut compare = |what: &str, before: i64, after: i64, expected: Option<i64>| {
+            if let Some(expected) = expected
+                && after - before != expected
+            {
+                problems.push(format!(
+                    "{} {what} were added, expected {expected}",
+                    after - before
+                ));
+            }
+        };
+        compare(
+            "environments",
+            before.environments,
+            after.environments,
+            Some(self.environments),
+        );
+        compare("jobs", before.jobs, after.jobs, Some(self.jobs));
+        compare("outbox rows", before.outbox, after.outbox, self.outbox);
+        problems
     }
 }
 
@@ -469,6 +710,11 @@ struct Case {
     /// Slug of the tenant the request is about, to snapshot its row.
     target: Option<String>,
     twin: Option<Twin>,
+    /// What it adds when it succeeds.
+    adds: Adds,
+    /// A 403 or 404 is the caller's authorization failing, so audited as one denied event
+    /// (false where the tenant may be used and the object in the path is not in it).
+    denial: bool,
 }
 
 struct Matrix {
@@ -477,6 +723,8 @@ struct Matrix {
     seq: u32,
     cases: usize,
     failures: Vec<String>,
+    /// By tenant id: the environment the reads and job-creating cases of that tenant use.
+    standing: HashMap<String, EnvRef>,
 }
 
 impl Matrix {
@@ -488,6 +736,7 @@ impl Matrix {
             seq: 0,
             cases: 0,
             failures: Vec::new(),
+            standing: HashMap::new(),
         }
     }
 
@@ -560,6 +809,54 @@ impl Matrix {
             .to_owned()
     }
 
+    /// A new environment in `tenant` (created by the admin), with its queued apply job.
+    async fn fresh_environment(&mut self, tenant: &TenantRef) -> EnvRef {
+        let name = self.unique("env");
+        let path = format!("/v1/tenants/{}/environments", tenant.slug);
+        let (status, body) = self
+            .send(
+                Method::POST,
+                &path,
+                Some(&self.app.admin),
+                Some(&environment_body(&name)),
+            )
+            .await;
+        assert_eq!(status, 202, "create the environment {name}: {body}");
+        EnvRef {
+            name,
+            id: body["environment"]["id"]
+                .as_str()
+                .expect("environment id")
+                .to_owned(),
+            job: body["job"]["id"].as_str().expect("job id").to_owned(),
+        }
+    }
+
+    /// The environment of `tenant` that its reads and job-creating cases use (made once).
+    async fn standing_environment(&mut self, tenant: &TenantRef) -> EnvRef {
+        if let Some(environment) = self.standing.get(&tenant.id) {
+            return environment.clone();
+        }
+        let environment = self.fresh_environment(tenant).await;
+        self.standing.insert(tenant.id.clone(), environment.clone());
+        environment
+    }
+
+    /// A new queued plan job on the standing environment of `tenant` (queued by the admin).
+    async fn fresh_job(&mut self, tenant: &TenantRef) -> String {
+        let environment = self.standing_environment(tenant).await;
+        let path = format!(
+            "/v1/tenants/{}/environments/{}/plan",
+            tenant.slug, environment.id
+        );
+        let (status, body) = self
+            .send(Method::POST, &path, Some(&self.app.admin), None)
+            .await;
+        assert_eq!(status, 202, "queue a plan job to cancel: {body}");
+        assert_eq!(body["job"]["state"], "queued", "a fresh job: {body}");
+        body["job"]["id"].as_str().expect("job id").to_owned()
+    }
+
     /// A tenant of its own where `subject` holds its role, and the credential to use there.
     async fn fresh_own_tenant(&mut self, subject: &Subject) -> (TenantRef, String) {
         match (subject.role, subject.via) {
@@ -620,6 +917,24 @@ impl Matrix {
                 if !is_read && changes.is_empty() {
                     problems.push("a successful write changed nothing".to_owned());
                 }
+                problems.extend(case.adds.problems(&before, &after));
+            }
+            // An authorized request the current state refuses (credentials not provisioned yet):
+            // not a denial, and nothing is changed or audited.
+            409 => {
+                if problem_type != CONFLICT {
+                    problems.push(format!("problem type {problem_type}, expected {CONFLICT}"));
+                }
+                if !changes.is_empty() {
+                    problems.push(format!("a refused request changed: {}", changes.join(", ")));
+                }
+                if after.denied != before.denied || after.audited != before.audited {
+                    problems.push(format!(
+                        "{} denied and {} other audit events were added, expected none",
+                        after.denied - before.denied,
+                        after.audited - before.audited
+                    ));
+                }
             }
             401 | 403 | 404 => {
                 let expected_type = match case.expected {
@@ -635,7 +950,7 @@ impl Matrix {
                 if !changes.is_empty() {
                     problems.push(format!("a refused request changed: {}", changes.join(", ")));
                 }
-                if case.expected != 401 {
+                if case.expected != 401 && case.denial {
                     // Each refusal of a tenant that exists (or of a platform action) is audited
                     // as one denied event, and nothing else is audited.
                     if after.denied != before.denied + 1 {
@@ -708,6 +1023,8 @@ impl Matrix {
         expected: u16,
     ) {
         let fresh = endpoint.needs_fresh_tenant();
+        // The tenant holding the object in the path, when it is not the tenant in the path.
+        let mut owner = None;
         let (label, tenant, auth) = match scope {
             Scope::Own(subject) => {
                 let (tenant, token) = if fresh {
@@ -719,6 +1036,22 @@ impl Matrix {
                     format!("{}, own tenant {}", subject.label(), kind.label()),
                     tenant,
                     Some(token),
+                )
+            }
+            Scope::ForeignObject(subject) => {
+                assert!(
+                    !fresh && endpoint.names_an_object(),
+                    "{endpoint:?} names no object"
+                );
+                owner = Some(cast.away.clone());
+                (
+                    format!(
+                        "{}, own tenant {}, object of another tenant",
+                        subject.label(),
+                        kind.label()
+                    ),
+                    subject.home.clone(),
+                    Some(subject.token.clone()),
                 )
             }
             Scope::Other(subject) => (
@@ -752,6 +1085,9 @@ impl Matrix {
                 bearer.map(str::to_owned),
             ),
         };
+        let foreign = owner.is_some();
+        let holder = owner.unwrap_or_else(|| tenant.clone());
+        let mut about = About::default();
         let (suffix, body) = match endpoint {
             TenantEndpoint::GetTenant | TenantEndpoint::DeleteTenant => (String::new(), None),
             TenantEndpoint::UpdateTenant => (String::new(), Some(json!({"name": "Renamed"}))),
@@ -764,7 +1100,8 @@ impl Matrix {
             }
             TenantEndpoint::ListMembers => ("/members".to_owned(), None),
             TenantEndpoint::RemoveMember => {
-                let principal = self.fresh_member(&tenant).await;
+                let principal = self.fresh_member(&holder).await;
+                about.object = Some(principal.clone());
                 (format!("/members/{principal}"), None)
             }
             TenantEndpoint::CreateKey => (
@@ -773,13 +1110,80 @@ impl Matrix {
             ),
             TenantEndpoint::ListKeys => ("/api-keys".to_owned(), None),
             TenantEndpoint::RevokeKey => {
-                let (key, _) = self.app.api_key(&tenant.slug, "viewer").await;
+                let (key, _) = self.app.api_key(&holder.slug, "viewer").await;
+                about.object = Some(key.clone());
                 (format!("/api-keys/{key}"), None)
             }
             TenantEndpoint::ListTenantAudit => ("/audit-events".to_owned(), None),
+            TenantEndpoint::CreateEnvironment => {
+                let name = self.unique("env");
+                let body = environment_body(&name);
+                about.name = Some(name);
+                ("/environments".to_owned(), Some(body))
+            }
+            TenantEndpoint::ListEnvironments
+            | TenantEndpoint::GetEnvironment
+            | TenantEndpoint::DeleteEnvironment
+            | TenantEndpoint::Plan
+            | TenantEndpoint::Apply
+            | TenantEndpoint::DriftCheck
+            | TenantEndpoint::ReadCredentials
+            | TenantEndpoint::Isolation
+            | TenantEndpoint::ListJobs
+            | TenantEndpoint::GetJob
+            | TenantEndpoint::JobEvents
+            | TenantEndpoint::CancelJob => {
+                // A new environment per destroy and a new queued job per cancel; the rest use
+                // the tenant's standing environment and its (forever queued) apply job.
+                let environment = if endpoint == TenantEndpoint::DeleteEnvironment {
+                    self.fresh_environment(&holder).await
+                } else {
+                    self.standing_environment(&holder).await
+                };
+                let job = if endpoint == TenantEndpoint::CancelJob {
+                    self.fresh_job(&holder).await
+                } else {
+                    environment.job.clone()
+                };
+                // The documented path template, filled in.
+                let template = endpoint
+                    .route()
+                    .1
+                    .trim_start_matches("/v1/tenants/{tenant}");
+                if template.contains("{env}") {
+                    about.object = Some(environment.get(kind).to_owned());
+                } else if template.contains("{job}") {
+                    about.object = Some(job.clone());
+                }
+                let suffix = template
+                    .replace("{env}", environment.get(kind))
+                    .replace("{job}", &job);
+                about.environment = Some(environment);
+                about.job = Some(job);
+                (suffix, None)
+            }
         };
         let reference = tenant.get(kind).to_owned();
-        let twin = if expected == 404 {
+        let twin = if expected == 404 && foreign {
+            // Another tenant's object must look exactly like one that does not exist.
+            let object = about
+                .object
+                .clone()
+                .expect("a foreign case names an object");
+            let made_up = if uuid::Uuid::try_parse(&object).is_ok() {
+                uuid::Uuid::now_v7().to_string()
+            } else {
+                self.unique("gone")
+            };
+            Some(Twin {
+                path: format!(
+                    "/v1/tenants/{reference}{}",
+                    suffix.replacen(&object, &made_up, 1)
+                ),
+                reference: object,
+                made_up,
+            })
+        } else if expected == 404 {
             let made_up = match kind {
                 RefKind::Slug => self.unique("missing"),
                 RefKind::Id => uuid::Uuid::now_v7().to_string(),
@@ -792,17 +1196,34 @@ impl Matrix {
         } else {
             None
         };
-        self.check(Case {
-            label,
-            method: endpoint.route().0,
-            path: format!("/v1/tenants/{reference}{suffix}"),
-            body,
-            auth,
-            expected,
-            target: Some(tenant.slug),
-            twin,
-        })
-        .await;
+        let (status, answer) = self
+            .check(Case {
+                label: label.clone(),
+                method: endpoint.route().0,
+                path: format!("/v1/tenants/{reference}{suffix}"),
+                body,
+                auth,
+                expected,
+                target: Some(tenant.slug.clone()),
+                twin,
+                adds: endpoint.adds(),
+                denial: !foreign,
+            })
+            .await;
+        if status == expected && (200..300).contains(&status) {
+            let problems = answer_problems(endpoint, &tenant, &about, &answer);
+            if !problems.is_empty() {
+                let (method, _) = endpoint.route();
+                self.fail(
+                    &label,
+                    format!(
+                        "{method} /v1/tenants/{reference}{suffix}: {}\n        body: {}",
+                        problems.join("; "),
+                        shorten(&answer)
+                    ),
+                );
+            }
+        }
     }
 
     fn fail(&mut self, label: &str, message: String) {
@@ -819,6 +1240,141 @@ impl Matrix {
             self.failures.join("\n")
         );
     }
+}
+
+/// What a tenant-scoped case is about besides its tenant, to check a successful answer against.
+#[derive(Debug, Default)]
+struct About {
+    /// The environment in the path (for a list: one that must be listed).
+    environment: Option<EnvRef>,
+    /// The job in the path (for a list: one that must be listed).
+    job: Option<String>,
+    /// The name a create asks for.
+    name: Option<String>,
+    /// How the path names its member, key, environment or job.
+    object: Option<String>,
+}
+
+/// What is wrong with the body of a successful answer of `endpoint` in `tenant`.
+fn answer_problems(
+    endpoint: TenantEndpoint,
+    tenant: &TenantRef,
+    about: &About,
+    body: &Value,
+) -> Vec<String> {
+    fn expect(problems: &mut Vec<String>, what: &str, found: &Value, wanted: Value) {
+        if *found != wanted {
+            problems.push(format!("{what} is {found}, expected {wanted}"));
+        }
+    }
+    /// The `field` of every item of a list answer.
+    fn listed<'a>(body: &'a Value, field: &str) -> Vec<&'a Value> {
+        body["items"]
+            .as_array()
+            .map(|items| items.iter().map(|item| &item[field]).collect())
+            .unwrap_or_default()
+    }
+    let mut problems = Vec::new();
+    let p = &mut problems;
+    let environment_id = json!(about.environment.as_ref().map(|e| e.id.clone()));
+    let job_id = json!(about.job);
+    let job = &body["job"];
+    match endpoint {
+        TenantEndpoint::CreateEnvironment => {
+            let environment = &body["environment"];
+            expect(
+                p,
+                "environment.name",
+                &environment["name"],
+                json!(about.name),
+            );
+            expect(
+                p,
+                "environment.tenant_id",
+                &environment["tenant_id"],
+                json!(tenant.id),
+            );
+            expect(
+                p,
+                "environment.state",
+                &environment["state"],
+                json!("pending"),
+            );
+            expect(
+                p,
+                "job.environment_id",
+                &job["environment_id"],
+                environment["id"].clone(),
+            );
+        }
+        TenantEndpoint::DeleteEnvironment
+        | TenantEndpoint::Plan
+        | TenantEndpoint::Apply
+        | TenantEndpoint::DriftCheck => {
+            expect(
+                p,
+                "job.environment_id",
+                &job["environment_id"],
+                environment_id,
+            );
+        }
+        TenantEndpoint::ListEnvironments => {
+            let tenants = listed(body, "tenant_id");
+            if tenants.iter().any(|t| **t != json!(tenant.id)) {
+                p.push(format!("lists environments of other tenants: {tenants:?}"));
+            }
+            if !listed(body, "id").contains(&&environment_id) {
+                p.push(format!("does not list the environment {environment_id}"));
+            }
+        }
+        TenantEndpoint::GetEnvironment => {
+            expect(p, "id", &body["id"], environment_id);
+            expect(p, "tenant_id", &body["tenant_id"], json!(tenant.id));
+        }
+        TenantEndpoint::Isolation => {
+            expect(p, "environment_id", &body["environment_id"], environment_id);
+        }
+        TenantEndpoint::ListJobs => {
+            if !listed(body, "id").contains(&&job_id) {
+                p.push(format!("does not list the job {job_id}"));
+            }
+        }
+        TenantEndpoint::GetJob => {
+            expect(p, "id", &body["id"], job_id);
+            expect(p, "environment_id", &body["environment_id"], environment_id);
+            expect(p, "operation", &body["operation"], json!("apply"));
+            expect(p, "state", &body["state"], json!("queued"));
+        }
+        TenantEndpoint::JobEvents => {
+            let kinds = listed(body, "kind");
+            expect(
+                p,
+                "the first event's kind",
+                kinds.first().copied().unwrap_or(&Value::Null),
+                json!("queued"),
+            );
+        }
+        TenantEndpoint::CancelJob => {
+            expect(p, "id", &body["id"], job_id);
+            expect(p, "state", &body["state"], json!("canceled"));
+        }
+        TenantEndpoint::GetTenant
+        | TenantEndpoint::UpdateTenant
+        | TenantEndpoint::DeleteTenant
+        | TenantEndpoint::AddMember
+        | TenantEndpoint::ListMembers
+        | TenantEndpoint::RemoveMember
+        | TenantEndpoint::CreateKey
+        | TenantEndpoint::ListKeys
+        | TenantEndpoint::RevokeKey
+        | TenantEndpoint::ListTenantAudit
+        | TenantEndpoint::ReadCredentials => {}
+    }
+    if let Some(operation) = endpoint.queues() {
+        expect(p, "job.operation", &job["operation"], json!(operation));
+        expect(p, "job.state", &job["state"], json!("queued"));
+    }
+    problems
 }
 
 /// A body for a failure message: long lists are cut, the rest is kept whole.
@@ -843,15 +1399,23 @@ async fn tenant_endpoints_answer_every_caller_as_specified() {
     let kinds = [RefKind::Slug, RefKind::Id];
 
     for subject in &cast.subjects {
-        let expected = expected_in_own_tenant(subject.role);
+        let expected = expected_in_own(subject.role);
         for kind in kinds {
-            for (endpoint, status) in TENANT_ENDPOINTS.into_iter().zip(expected) {
+            for &(endpoint, status) in &expected {
                 m.tenant_case(&cast, Scope::Own(subject), endpoint, kind, status)
                     .await;
             }
+            // A member, key, environment or job of another tenant, named in a path of one's own
+            // tenant, is not found there (where the endpoint is allowed at all).
+            for &(endpoint, status) in &expected {
+                if status != 403 && endpoint.names_an_object() {
+                    m.tenant_case(&cast, Scope::ForeignObject(subject), endpoint, kind, 404)
+                        .await;
+                }
+            }
             // The platform admin holds every tenant: it has no "other" tenant.
             if subject.role != Role::PlatformAdmin {
-                for endpoint in TENANT_ENDPOINTS {
+                for endpoint in tenant_endpoints() {
                     m.tenant_case(&cast, Scope::Other(subject), endpoint, kind, 404)
                         .await;
                 }
@@ -859,13 +1423,13 @@ async fn tenant_endpoints_answer_every_caller_as_specified() {
         }
     }
     for kind in kinds {
-        for endpoint in TENANT_ENDPOINTS {
+        for endpoint in tenant_endpoints() {
             m.tenant_case(&cast, Scope::NoTenant, endpoint, kind, 404)
                 .await;
         }
     }
     for bearer in [None, Some(GARBAGE_BEARER)] {
-        for endpoint in TENANT_ENDPOINTS {
+        for endpoint in tenant_endpoints() {
             m.tenant_case(
                 &cast,
                 Scope::Unauthenticated(bearer),
@@ -1004,6 +1568,8 @@ async fn platform_endpoints_answer_every_caller_as_specified() {
                     expected,
                     target: None,
                     twin: None,
+                    adds: Adds::NOTHING,
+                    denial: true,
                 })
                 .await;
             match endpoint {
@@ -1049,6 +1615,8 @@ async fn platform_endpoints_answer_every_caller_as_specified() {
                 expected,
                 target: None,
                 twin: None,
+                adds: Adds::NOTHING,
+                denial: true,
             })
             .await;
         if status != 200 || expected != 200 {

@@ -201,6 +201,7 @@ pub async fn cancel(
     let view = state
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
+                let was_first = store::jobs::queue_position(conn, &job)? == Some(0);
                 if !store::jobs::cancel(conn, job.id)? {
                     return Err(ApiError::Conflict(format!(
                         "job {} is {}; only jobs that have not started can be canceled",
@@ -209,9 +210,10 @@ pub async fn cancel(
                 }
                 store::jobs::add_event(conn, job.id, "canceled", "canceled by request", json!({}))?;
                 store::audit::append(conn, &event)?;
-                // The job may have been first in line: wake the next one.
-                if let Some((next, operation)) =
-                    store::jobs::next_in_line(conn, job.environment_id)?
+                // It was first in line: the next one may run now.
+                if was_first
+                    && let Some((next, operation)) =
+                        store::jobs::next_in_line(conn, job.environment_id)?
                 {
                     store::outbox::enqueue(conn, next, &operation)?;
                 }
