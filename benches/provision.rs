@@ -20,6 +20,24 @@ struct Processes {
     server: String,
     control_db: String,
     pooled_db: String,
+    /// `bk_` databases that existed before the run (left alone at the end).
+    existing: Vec<String>,
+    queue_prefix: String,
+}
+
+#[derive(diesel::QueryableByName)]
+struct Name {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    name: String,
+}
+
+fn bk_databases(conn: &mut PgConnection) -> Vec<String> {
+    diesel::sql_query("SELECT datname AS name FROM pg_database WHERE datname LIKE 'bk\\_%'")
+        .load::<Name>(conn)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|n| n.name)
+        .collect()
 }
 
 impl Drop for Processes {
@@ -31,21 +49,46 @@ impl Drop for Processes {
         let Ok(mut admin) = PgConnection::establish(&format!("{}/postgres", self.server)) else {
             return;
         };
-        // Environments were destroyed by the benchmark; remove what a failed run left.
-        #[derive(diesel::QueryableByName)]
-        struct Name {
-            #[diesel(sql_type = diesel::sql_types::Text)]
-            name: String,
+        // Environments were destroyed by the benchmark; remove what the run made besides them
+        // (the probes' canary database, anything a failed run left).
+        for db in bk_databases(&mut admin) {
+            if !self.existing.contains(&db) {
+                let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                    .execute(&mut admin);
+            }
         }
-        let leftovers: Vec<Name> = diesel::sql_query(
-            "SELECT datname AS name FROM pg_database WHERE datname LIKE 'bk\\_%' AND datname NOT LIKE 'bk\\_canary%'",
-        )
-        .load(&mut admin)
-        .unwrap_or_default();
-        for db in leftovers {
-            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", db.name))
-                .execute(&mut admin);
-        }
+        let prefix = self.queue_prefix.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let connection = lapin::Connection::connect(
+                    "amqp://guest:guest@127.0.0.1:5672/%2f",
+                    lapin::ConnectionProperties::default(),
+                )
+                .await?;
+                let channel = connection.create_channel().await?;
+                for queue in [format!("{prefix}.jobs"), format!("{prefix}.jobs.dead")] {
+                    let _ = channel
+                        .queue_delete(
+                            queue.as_str().into(),
+                            lapin::options::QueueDeleteOptions::default(),
+                        )
+                        .await;
+                }
+                for exchange in [format!("{prefix}.jobs"), format!("{prefix}.jobs.dlx")] {
+                    let _ = channel
+                        .exchange_delete(
+                            exchange.as_str().into(),
+                            lapin::options::ExchangeDeleteOptions::default(),
+                        )
+                        .await;
+                }
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+            })
+        })
+        .join();
         for db in [&self.pooled_db, &self.control_db] {
             let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
                 .execute(&mut admin);
@@ -75,10 +118,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let control_db = format!("bh_bench_{id}");
     let pooled_db = format!("bh_pool_bench_{id}");
     let mut admin = PgConnection::establish(&format!("{server}/postgres"))?;
+    let existing = bk_databases(&mut admin);
     diesel::sql_query(format!("CREATE DATABASE {control_db}")).execute(&mut admin)?;
     let port = 18_500 + (std::process::id() % 400) as u16;
     let base = format!("http://127.0.0.1:{port}");
     let workers = env_or("BENCH_WORKERS", 1);
+    let queue_prefix = format!("bench-{id}");
     let env = [
         ("DATABASE_URL", format!("{server}/{control_db}")),
         ("BULKHEAD_LISTEN", format!("127.0.0.1:{port}")),
@@ -87,7 +132,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "BULKHEAD_BOOTSTRAP_ADMIN_PASSWORD",
             ADMIN_PASSWORD.to_owned(),
         ),
-        ("BULKHEAD_QUEUE_PREFIX", format!("bench-{id}")),
+        ("BULKHEAD_QUEUE_PREFIX", queue_prefix.clone()),
         ("BULKHEAD_TARGET_POOLED_DATABASE", pooled_db.clone()),
         (
             "BULKHEAD_WORKER_CONCURRENCY",
@@ -109,6 +154,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         server,
         control_db,
         pooled_db,
+        existing,
+        queue_prefix: queue_prefix.clone(),
     };
     for _ in 0..workers {
         processes.children.push(spawn("worker")?);
