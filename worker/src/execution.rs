@@ -180,32 +180,49 @@ impl Execution {
 
     /// The step callback: records an event per action and stops at the boundary when the lease
     /// is lost or the worker is stopping.
-    fn on_step(&self) -> impl FnMut(&PlanAction) -> Result<(), StepAbort> + Send + 'static {
+    /// The step callback: queues an event per action for a writer thread (so bookkeeping does
+    /// not sit between two steps on the target) and stops at the boundary when the lease is lost
+    /// or the worker is stopping. Join the returned writer after the apply, before any later
+    /// event, so events stay in order.
+    fn on_step(
+        &self,
+    ) -> (
+        impl FnMut(&PlanAction) -> Result<(), StepAbort> + Send + 'static,
+        std::thread::JoinHandle<()>,
+    ) {
         let (pool, lost, shutdown) = (
             self.worker.pool.clone(),
             self.lost.clone(),
             self.worker.shutdown.clone(),
         );
         let job_id = self.job.id;
+        let (sender, receiver) = std::sync::mpsc::channel::<(String, serde_json::Value)>();
+        let writer = std::thread::spawn(move || {
+            let mut conn = None;
+            for (message, details) in receiver {
+                if conn.is_none() {
+                    conn = pool.get().ok();
+                }
+                if let Some(conn) = conn.as_mut() {
+                    let _ = store::jobs::add_event(conn, job_id, "step", &message, details);
+                }
+            }
+        });
         let mut last = Instant::now();
-        move |action: &PlanAction| {
+        let step = move |action: &PlanAction| {
             let step_ms = ms(last);
             last = Instant::now();
-            if let Ok(mut conn) = pool.get() {
-                let _ = store::jobs::add_event(
-                    &mut conn,
-                    job_id,
-                    "step",
-                    &action.detail,
-                    json!({"op": action.op, "kind": action.kind, "name": action.name, "ms": step_ms}),
-                );
-            }
+            let _ = sender.send((
+                action.detail.clone(),
+                json!({"op": action.op, "kind": action.kind, "name": action.name, "ms": step_ms}),
+            ));
             if lost.load(Ordering::SeqCst) || *shutdown.borrow() {
                 Err(StepAbort)
             } else {
                 Ok(())
             }
-        }
+        };
+        (step, writer)
     }
 
     async fn plan(&self, spec: &EnvironmentSpec, destroy: bool) -> Result<Plan, Stop> {
@@ -340,9 +357,19 @@ impl Execution {
             password.clone(),
             plan.clone(),
         );
-        let mut on_step = self.on_step();
-        tokio::task::spawn_blocking(move || {
-            executor.apply(&spec_owned, &plan_owned, &pw, &mut on_step)
+        let (mut on_step, step_log) = self.on_step();
+        // The step events are written while verification runs; they are joined before it
+        // returns (on failure, before the error), so later events stay after them.
+        let step_log = tokio::task::spawn_blocking(move || {
+            let applied = executor.apply(&spec_owned, &plan_owned, &pw, &mut on_step);
+            drop(on_step);
+            match applied {
+                Ok(()) => Ok(step_log),
+                Err(error) => {
+                    let _ = step_log.join();
+                    Err(error)
+                }
+            }
         })
         .await
         .map_err(|e| Stop::Fatal(format!("apply task: {e}")))??;
@@ -350,10 +377,13 @@ impl Execution {
 
         let started = Instant::now();
         let (executor, spec_owned) = (self.worker.executor.clone(), spec.clone());
-        let checks: Vec<GuaranteeCheck> =
-            tokio::task::spawn_blocking(move || executor.verify_isolation(&spec_owned, &password))
-                .await
-                .map_err(|e| Stop::Fatal(format!("verify task: {e}")))??;
+        let checks: Vec<GuaranteeCheck> = tokio::task::spawn_blocking(move || {
+            let checks = executor.verify_isolation(&spec_owned, &password);
+            let _ = step_log.join();
+            checks
+        })
+        .await
+        .map_err(|e| Stop::Fatal(format!("verify task: {e}")))??;
         let verify_ms = ms(started);
 
         // A successful apply leaves the target as desired: record the desired resources rather
@@ -437,10 +467,15 @@ impl Execution {
         .await?;
         let plan = self.plan(spec, true).await?;
         let (executor, spec_owned) = (self.worker.executor.clone(), spec.clone());
-        let mut on_step = self.on_step();
-        tokio::task::spawn_blocking(move || executor.apply(&spec_owned, &plan, "", &mut on_step))
-            .await
-            .map_err(|e| Stop::Fatal(format!("destroy task: {e}")))??;
+        let (mut on_step, step_log) = self.on_step();
+        tokio::task::spawn_blocking(move || {
+            let applied = executor.apply(&spec_owned, &plan, "", &mut on_step);
+            drop(on_step);
+            let _ = step_log.join();
+            applied
+        })
+        .await
+        .map_err(|e| Stop::Fatal(format!("destroy task: {e}")))??;
         self.db(move |conn| {
             conn.transaction(|conn| {
                 store::environments::record_resources(conn, environment_id, &[], &json!({}))?;
