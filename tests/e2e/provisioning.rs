@@ -248,6 +248,34 @@ async fn shared_and_dedicated_reach_ready() {
                 names.database
             );
         }
+        // Every resource row the control database keeps carries the final tags.
+        #[derive(diesel::QueryableByName)]
+        struct ResourceTags {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            kind: String,
+            #[diesel(sql_type = diesel::sql_types::Jsonb)]
+            cost_tags: Value,
+        }
+        let rows: Vec<ResourceTags> = diesel::sql_query(
+            "SELECT kind, cost_tags FROM resources WHERE environment_id = $1 AND state = 'present'",
+        )
+        .bind::<diesel::sql_types::Uuid, _>(
+            uuid::Uuid::parse_str(env["id"].as_str().expect("id")).expect("uuid"),
+        )
+        .load(&mut stack.control_db())
+        .expect("resource rows");
+        assert!(
+            rows.len() >= 4,
+            "{name}: expected roles, schema, grants…, got {}",
+            rows.len()
+        );
+        for row in &rows {
+            assert_eq!(
+                &row.cost_tags, tags,
+                "{name}: tags of its {} resource row",
+                row.kind
+            );
+        }
         let mut database = admin_conn(&names.database);
         assert_eq!(
             &comment(&mut database, SCHEMA_COMMENT, &names.schema),

@@ -76,13 +76,7 @@ impl Execution {
         &self,
         work: impl FnOnce(&mut bulkhead_core::db::PgConn) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let pool = self.worker.pool.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = pool.get()?;
-            work(&mut conn)
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?
+        self.worker.db(work).await
     }
 
     pub async fn run(self) -> Outcome {
@@ -549,14 +543,8 @@ impl Execution {
                 conn.transaction(|conn| {
                     let held = match &write {
                         Write::Finish(state, error) => {
-                            let held = store::jobs::finish(
-                                conn,
-                                job_id,
-                                token,
-                                *state,
-                                error.as_deref(),
-                                None,
-                            )?;
+                            let held =
+                                store::jobs::finish(conn, job_id, token, *state, error.as_deref())?;
                             if held {
                                 let (kind, message) = match state {
                                     JobState::Succeeded => {

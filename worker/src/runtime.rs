@@ -214,7 +214,7 @@ impl Worker {
     }
 
     /// Runs blocking database work for a job task.
-    async fn db<T: Send + 'static>(
+    pub(crate) async fn db<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut bulkhead_core::db::PgConn) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {

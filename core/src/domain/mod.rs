@@ -10,7 +10,7 @@ pub use cost_tags::CostTags;
 pub use environment::{Isolation, Stage, parse_environment_name};
 pub use password_policy::check_password_policy;
 pub use role::{PlatformRole, Role, TenantRole};
-pub use values::{Email, Region, Slug, TenantName, TenantState, Tier, parse_display_text};
+pub use values::{Email, Region, Slug, TenantState, Tier, parse_display_text};
 
 /// One field that failed validation: which field, and a sentence saying what to change.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]

@@ -114,9 +114,6 @@ pub fn parse_display_text(field: &str, raw: &str) -> Result<String, FieldError> 
     }
 }
 
-/// A tenant's display name.
-pub type TenantName = String;
-
 /// Where a tenant's environments live by default.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,

@@ -249,7 +249,6 @@ pub fn finish(
     token: i64,
     to: JobState,
     error: Option<&str>,
-    plan: Option<(&serde_json::Value, &str)>,
 ) -> Result<bool, StoreError> {
     let sources = sources_of(to);
     if !sources.contains(&"running") {
@@ -273,13 +272,6 @@ pub fn finish(
             jobs::updated_at.eq(now),
         ))
         .execute(conn)?;
-    if changed == 1
-        && let Some((plan, hash)) = plan
-    {
-        diesel::update(jobs::table.find(job_id))
-            .set((jobs::plan.eq(plan), jobs::plan_hash.eq(hash)))
-            .execute(conn)?;
-    }
     Ok(changed == 1)
 }
 

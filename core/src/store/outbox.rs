@@ -58,13 +58,3 @@ pub fn record_failure(
         .execute(conn)?;
     Ok(())
 }
-
-/// Whether `job_id` has a message waiting to be published.
-pub fn has_unsent(conn: &mut PgConnection, job_id: Uuid) -> Result<bool, StoreError> {
-    Ok(diesel::select(diesel::dsl::exists(
-        outbox::table
-            .filter(outbox::job_id.eq(job_id))
-            .filter(outbox::sent_at.is_null()),
-    ))
-    .get_result(conn)?)
-}
