@@ -48,7 +48,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = std::env::var("TEST_DATABASE_SERVER")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
     let db_name = format!("bh_bench_{}", uuid::Uuid::now_v7().simple());
-    let db_url = format!("{server}/{db_name}");
+    // API and PostgreSQL share the machine: TLS on loopback protects nothing.
+    let db_url = format!("{server}/{db_name}?sslmode=disable");
     let mut maintenance = PgConnection::establish(&format!("{server}/postgres"))?;
     diesel::sql_query(format!("CREATE DATABASE {db_name}")).execute(&mut maintenance)?;
 

@@ -124,8 +124,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let base = format!("http://127.0.0.1:{port}");
     let workers = env_or("BENCH_WORKERS", 1);
     let queue_prefix = format!("bench-{id}");
+    // Everything is on loopback: TLS to PostgreSQL protects nothing here and costs a handshake
+    // per probe connection. BENCH_SSLMODE=require measures it anyway.
+    let ssl = std::env::var("BENCH_SSLMODE").unwrap_or_else(|_| "disable".to_owned());
     let env = [
-        ("DATABASE_URL", format!("{server}/{control_db}")),
+        (
+            "DATABASE_URL",
+            format!("{server}/{control_db}?sslmode={ssl}"),
+        ),
+        (
+            "BULKHEAD_TARGET_SHARED_URL",
+            format!("{server}/postgres?sslmode={ssl}"),
+        ),
+        (
+            "BULKHEAD_TARGET_DEDICATED_URL",
+            format!("{server}/postgres?sslmode={ssl}"),
+        ),
         ("BULKHEAD_LISTEN", format!("127.0.0.1:{port}")),
         ("BULKHEAD_BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL.to_owned()),
         (

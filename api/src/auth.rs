@@ -8,6 +8,7 @@ use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use bulkhead_core::audit::AuditResult;
+use bulkhead_core::db::AsyncPgConnection;
 use bulkhead_core::domain::PlatformRole;
 use bulkhead_core::secrets::{self, ACCESS_TOKEN_PREFIX, API_KEY_PREFIX};
 use bulkhead_core::store::audit::NewAuditEvent;
@@ -31,8 +32,8 @@ pub struct Caller {
     /// SHA-256 of the presented bearer secret (used by logout).
     pub secret_hash: [u8; 32],
     pub request_id: String,
-    /// The route's `{tenant}`, looked up in the same blocking hop as the credential (one
-    /// thread handoff per request instead of two): the reference and what it found.
+    /// The route's `{tenant}`, looked up in the same round trip as the credential (the two
+    /// queries are pipelined): the reference and what it found.
     pub prefetched_tenant: Option<(String, Option<Tenant>)>,
 }
 
@@ -102,36 +103,40 @@ async fn authenticate(req: HttpRequest) -> ApiResult<Caller> {
     let is_token = token.starts_with(ACCESS_TOKEN_PREFIX);
     let is_key = token.starts_with(API_KEY_PREFIX) && secrets::api_key_is_well_formed(&token);
     let (authenticated, prefetched_tenant) = if is_token || is_key {
-        state
-            .db(move |conn| {
-                let found = if is_token {
-                    sessions::authenticate_token(conn, &secret_hash)?
-                } else {
-                    let found = sessions::authenticate_api_key(conn, &secret_hash)?;
-                    if let Some(Authenticated {
-                        key: Some(key),
-                        key_last_used_at,
-                        ..
-                    }) = &found
-                    {
-                        let fresh = key_last_used_at
-                            .is_some_and(|t| chrono::Utc::now() - t < chrono::Duration::minutes(1));
-                        if !fresh {
-                            sessions::touch_api_key(conn, key.key_id)?;
-                        }
-                    }
-                    found
-                };
-                let prefetched = match (&found, tenant_ref) {
-                    (Some(_), Some(reference)) => {
-                        let tenant = tenants::find_by_ref(conn, &reference)?;
-                        Some((reference, tenant))
-                    }
-                    _ => None,
-                };
-                Ok((found, prefetched))
-            })
-            .await?
+        let pooled = state.request_conn().await?;
+        let conn: &AsyncPgConnection = &pooled;
+        // Both lookups go out on the connection together (pipelined): one round trip.
+        let bearer = async {
+            if is_token {
+                sessions::authenticate_token(conn, &secret_hash).await
+            } else {
+                sessions::authenticate_api_key(conn, &secret_hash).await
+            }
+        };
+        let tenant = async {
+            match &tenant_ref {
+                Some(reference) => tenants::find_by_ref(conn, reference).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let (found, tenant) = tokio::try_join!(bearer, tenant)?;
+        if let Some(Authenticated {
+            key: Some(key),
+            key_last_used_at,
+            ..
+        }) = &found
+        {
+            let fresh = key_last_used_at
+                .is_some_and(|t| chrono::Utc::now() - t < chrono::Duration::minutes(1));
+            if !fresh {
+                sessions::touch_api_key(conn, key.key_id).await?;
+            }
+        }
+        let prefetched = match (&found, tenant_ref) {
+            (Some(_), Some(reference)) => tenant.map(|tenant| (reference, tenant)),
+            _ => None,
+        };
+        (found, prefetched)
     } else {
         (None, None)
     };

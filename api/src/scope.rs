@@ -51,11 +51,7 @@ impl AppState {
     ) -> ApiResult<Tenant> {
         let tenant = match &caller.prefetched_tenant {
             Some((prefetched, found)) if prefetched == reference => found.clone(),
-            _ => {
-                let owned = reference.to_owned();
-                self.db(move |conn| Ok(store::tenants::find_by_ref(conn, &owned)?))
-                    .await?
-            }
+            _ => store::tenants::find_by_ref(&*self.request_conn().await?, reference).await?,
         }
         .ok_or_else(|| tenant_not_found(reference))?;
         let domain = Domain::Tenant(tenant.id);

@@ -5,7 +5,7 @@ use crate::metrics::Metrics;
 use bulkhead_core::authz::Authorizer;
 use bulkhead_core::blueprint::BlueprintCatalog;
 use bulkhead_core::config::Config;
-use bulkhead_core::db::{PgConn, PgPool};
+use bulkhead_core::db::{AsyncPgPool, PgConn, PgPool};
 use bulkhead_core::store;
 use bulkhead_core::throttle::{LoginThrottle, ThrottlePolicy};
 use std::sync::Arc;
@@ -15,6 +15,8 @@ use tokio::sync::{Mutex, Notify, OwnedSemaphorePermit, RwLock, Semaphore};
 pub struct AppState {
     pub config: Config,
     pub pool: PgPool,
+    /// Async connections for the per-request lookups (bearer, route tenant): no thread handoff.
+    pub request_pool: AsyncPgPool,
     pub authz: RwLock<Authorizer>,
     /// Held while reloading the enforcer, so a burst of stale requests reloads it once.
     authz_reload: Mutex<()>,
@@ -33,6 +35,8 @@ pub struct AppState {
 impl AppState {
     pub async fn new(config: Config, pool: PgPool) -> anyhow::Result<Self> {
         let authz = load_authorizer(&pool).await?;
+        let request_pool =
+            bulkhead_core::db::connect_async(&config.database_url, config.db_pool_size as usize)?;
         let dummy_password_hash = tokio::task::spawn_blocking(|| {
             bulkhead_core::password::hash_password("bulkhead-timing-equaliser")
         })
@@ -64,12 +68,21 @@ impl AppState {
             metrics: Metrics::new()?,
             config,
             pool,
+            request_pool,
         })
     }
 
     /// A pooled connection, for use inside `web::block`.
     pub fn conn(pool: &PgPool) -> ApiResult<PgConn> {
         pool.get()
+            .map_err(|e| ApiError::from(store::StoreError::from(e)))
+    }
+
+    /// A connection for async queries on the request's own task.
+    pub async fn request_conn(&self) -> ApiResult<bulkhead_core::db::AsyncPgConn> {
+        self.request_pool
+            .get()
+            .await
             .map_err(|e| ApiError::from(store::StoreError::from(e)))
     }
 

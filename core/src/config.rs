@@ -38,7 +38,7 @@ pub struct TlsFiles {
 pub struct Config {
     /// `DATABASE_URL`: the control database.
     pub database_url: String,
-    /// `BULKHEAD_DB_POOL_SIZE`: connections the API keeps to the control database.
+    /// `BULKHEAD_DB_POOL_SIZE`: size of each of the API's two control-database pools.
     pub db_pool_size: u32,
     /// `BULKHEAD_LISTEN`: address the API binds.
     pub listen: SocketAddr,
@@ -101,10 +101,11 @@ pub struct WorkerConfig {
     pub spare_databases: usize,
 }
 
-pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/bulkhead";
+pub const DEFAULT_DATABASE_URL: &str =
+    "postgres://postgres@127.0.0.1:5432/bulkhead?sslmode=disable";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-pub const DEFAULT_TARGET_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub const DEFAULT_TARGET_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable";
 /// Development-only key: anyone with this source can read credentials sealed with it.
 pub const DEV_CREDENTIALS_KEY: &str =
     "6275 6c6b 6865 6164 2d64 6576 2d6f 6e6c 792d 6e6f 742d 6120 7365 6372 6574 2121";

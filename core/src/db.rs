@@ -40,6 +40,12 @@ impl From<DieselError> for StoreError {
     }
 }
 
+impl From<diesel_async::pooled_connection::deadpool::PoolError> for StoreError {
+    fn from(error: diesel_async::pooled_connection::deadpool::PoolError) -> Self {
+        Self::Unavailable(error.to_string())
+    }
+}
+
 impl From<diesel::r2d2::PoolError> for StoreError {
     fn from(error: diesel::r2d2::PoolError) -> Self {
         Self::Unavailable(error.to_string())
@@ -118,4 +124,89 @@ pub fn run_migrations(conn: &mut PgConnection) -> Result<Vec<String>, StoreError
         .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")));
     diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})")).execute(conn)?;
     applied
+}
+
+/// Connections for the API's per-request path (the bearer and the route's tenant): queries run
+/// on the request's own task over tokio-postgres, without a handoff to the blocking pool, and
+/// independent ones are pipelined on one connection.
+pub type AsyncPgPool = diesel_async::pooled_connection::deadpool::Pool<AsyncPgConnection>;
+pub use diesel_async::AsyncPgConnection;
+pub type AsyncPgConn = diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>;
+
+/// Builds the request-path pool; connections open on first use, each with the same statement
+/// timeout as the blocking pool's and generic plans for its prepared statements.
+///
+/// TLS follows the URL's `sslmode`: `disable` and `prefer` connect in plain text (`prefer` does
+/// not try TLS here, unlike libpq), `require` connects over rustls and verifies the server's
+/// certificate against the system's roots (stricter than libpq's `require`).
+pub fn connect_async(database_url: &str, size: usize) -> Result<AsyncPgPool, StoreError> {
+    use diesel_async::pooled_connection::{
+        AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+    };
+    let mut settings: tokio_postgres::Config = database_url
+        .parse()
+        .map_err(|e| StoreError::Unavailable(format!("DATABASE_URL is not usable here: {e}")))?;
+    if settings.get_connect_timeout().is_none() {
+        settings.connect_timeout(Duration::from_secs(5));
+    }
+    let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
+    // A broken connection fails its query and is dropped; no extra round trip per checkout.
+    manager_config.recycling_method = RecyclingMethod::Fast;
+    manager_config.custom_setup = Box::new(move |_| Box::pin(establish_async(settings.clone())));
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+        database_url,
+        manager_config,
+    );
+    diesel_async::pooled_connection::deadpool::Pool::builder(manager)
+        .max_size(size)
+        .wait_timeout(Some(Duration::from_secs(5)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .map_err(|e| StoreError::Unavailable(e.to_string()))
+}
+
+async fn establish_async(
+    settings: tokio_postgres::Config,
+) -> diesel::ConnectionResult<AsyncPgConnection> {
+    use diesel::ConnectionError;
+    use diesel_async::SimpleAsyncConnection;
+    let bad = |e: tokio_postgres::Error| ConnectionError::BadConnection(e.to_string());
+    let mut conn = match settings.get_ssl_mode() {
+        tokio_postgres::config::SslMode::Disable | tokio_postgres::config::SslMode::Prefer => {
+            let (client, connection) =
+                settings.connect(tokio_postgres::NoTls).await.map_err(bad)?;
+            AsyncPgConnection::try_from_client_and_connection(client, connection).await?
+        }
+        _ => {
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(verified_tls_config()?);
+            let (client, connection) = settings.connect(tls).await.map_err(bad)?;
+            AsyncPgConnection::try_from_client_and_connection(client, connection).await?
+        }
+    };
+    // This pool runs only lookups by primary or unique key. PostgreSQL otherwise keeps
+    // choosing a custom plan for them, i.e. plans every execution again: under load that
+    // planning was ~45 % of the server's CPU (perf, BENCHMARKS.md).
+    conn.batch_execute("SET statement_timeout = '10s'; SET plan_cache_mode = force_generic_plan")
+        .await
+        .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+    Ok(conn)
+}
+
+fn verified_tls_config() -> diesel::ConnectionResult<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        // A certificate the store cannot parse is skipped, as libpq and browsers do.
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        return Err(diesel::ConnectionError::BadConnection(
+            "sslmode=require: no trusted root certificates found on this machine".into(),
+        ));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map(|builder| builder.with_root_certificates(roots).with_no_client_auth())
+        .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))
 }

@@ -172,8 +172,6 @@ impl Execution {
         Ok((environment, spec))
     }
 
-    /// The step callback: records an event per action and stops at the boundary when the lease
-    /// is lost or the worker is stopping.
     /// The step callback: queues an event per action for a writer thread (so bookkeeping does
     /// not sit between two steps on the target) and stops at the boundary when the lease is lost
     /// or the worker is stopping. Join the returned writer after the apply, before any later
@@ -193,12 +191,16 @@ impl Execution {
         let (sender, receiver) = std::sync::mpsc::channel::<(String, serde_json::Value)>();
         let writer = std::thread::spawn(move || {
             let mut conn = None;
-            for (message, details) in receiver {
+            // Whatever queued up while the last batch was written goes in one statement: one
+            // commit per batch instead of one per step.
+            while let Ok(first) = receiver.recv() {
+                let mut batch = vec![first];
+                batch.extend(receiver.try_iter());
                 if conn.is_none() {
                     conn = pool.get().ok();
                 }
                 if let Some(conn) = conn.as_mut() {
-                    let _ = store::jobs::add_event(conn, job_id, "step", &message, details);
+                    let _ = store::jobs::add_events(conn, job_id, "step", &batch);
                 }
             }
         });

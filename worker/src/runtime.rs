@@ -40,22 +40,6 @@ pub struct Worker {
     pub shutdown: watch::Receiver<bool>,
 }
 
-fn endpoint(url: &str) -> Endpoint {
-    // postgres://user[:pw]@host[:port]/db
-    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let host_port = after_scheme
-        .rsplit_once('@')
-        .map_or(after_scheme, |(_, rest)| rest)
-        .split('/')
-        .next()
-        .unwrap_or("127.0.0.1:5432");
-    let (host, port) = host_port.rsplit_once(':').unwrap_or((host_port, "5432"));
-    Endpoint {
-        host: host.to_owned(),
-        port: port.parse().unwrap_or(5432),
-    }
-}
-
 impl Worker {
     /// Loads blueprints and prepares the targets; fails with a message a person can act on.
     pub async fn new(
@@ -75,8 +59,8 @@ impl Worker {
                 shared_admin_url: w.shared_admin_url.clone(),
                 pooled_database: w.pooled_database.clone(),
                 dedicated_admin_url: w.dedicated_admin_url.clone(),
-                shared_endpoint: endpoint(&w.shared_admin_url),
-                dedicated_endpoint: endpoint(&w.dedicated_admin_url),
+                shared_endpoint: Endpoint::from_url(&w.shared_admin_url),
+                dedicated_endpoint: Endpoint::from_url(&w.dedicated_admin_url),
             })
             .with_spare_databases(w.spare_databases),
         );

@@ -23,14 +23,7 @@ fn server_url() -> String {
 }
 
 fn endpoint() -> Endpoint {
-    let url = server_url();
-    let host_port = url.rsplit('@').next().unwrap_or("127.0.0.1:5432");
-    let host_port = host_port.split('/').next().unwrap_or(host_port);
-    let (host, port) = host_port.rsplit_once(':').unwrap_or((host_port, "5432"));
-    Endpoint {
-        host: host.to_owned(),
-        port: port.parse().expect("port"),
-    }
+    Endpoint::from_url(&server_url())
 }
 
 struct Fixture {

@@ -152,6 +152,33 @@ pub fn add_event(
     Ok(())
 }
 
+/// Several events of one kind in one statement (one commit), in the given order.
+pub fn add_events(
+    conn: &mut PgConnection,
+    job_id: Uuid,
+    kind: &str,
+    events: &[(String, serde_json::Value)],
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<_> = events
+        .iter()
+        .map(|(message, details)| {
+            (
+                job_events::job_id.eq(job_id),
+                job_events::kind.eq(kind),
+                job_events::message.eq(message),
+                job_events::details.eq(details),
+            )
+        })
+        .collect();
+    diesel::insert_into(job_events::table)
+        .values(&rows)
+        .execute(conn)?;
+    Ok(())
+}
+
 #[derive(Debug, Clone, Queryable)]
 pub struct JobEvent {
     pub id: i64,

@@ -3,6 +3,7 @@
 use crate::schema::{api_keys, authz_generation, principals, sessions};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
+use diesel_async::AsyncPgConnection;
 use uuid::Uuid;
 
 use super::StoreError;
@@ -56,19 +57,21 @@ pub struct Authenticated {
 }
 
 /// Looks up a live access token (not expired, not revoked) with the assignment generation, in
-/// one prepared, cached statement.
-pub fn authenticate_token(
-    conn: &mut PgConnection,
+/// one prepared, cached statement. Takes a shared reference so it can be pipelined with the
+/// request's other lookups on the same connection.
+pub async fn authenticate_token(
+    mut conn: &AsyncPgConnection,
     token_hash: &[u8],
 ) -> Result<Option<Authenticated>, StoreError> {
-    let row = sessions::table
+    let query = sessions::table
         .inner_join(principals::table)
         .inner_join(authz_generation::table.on(authz_generation::singleton.eq(true)))
         .filter(sessions::token_hash.eq(token_hash))
         .filter(sessions::revoked_at.is_null())
         .filter(sessions::expires_at.gt(diesel::dsl::now))
-        .select((Principal::as_select(), authz_generation::generation))
-        .first::<(Principal, i64)>(conn)
+        .select((Principal::as_select(), authz_generation::generation));
+    let row = diesel_async::RunQueryDsl::first::<(Principal, i64)>(query, &mut conn)
+        .await
         .optional()?;
     Ok(row.map(|(principal, authz_generation)| Authenticated {
         principal,
@@ -79,11 +82,11 @@ pub fn authenticate_token(
 }
 
 /// Looks up a live API key (not expired, not revoked), likewise in one cached statement.
-pub fn authenticate_api_key(
-    conn: &mut PgConnection,
+pub async fn authenticate_api_key(
+    mut conn: &AsyncPgConnection,
     secret_hash: &[u8],
 ) -> Result<Option<Authenticated>, StoreError> {
-    let row = api_keys::table
+    let query = api_keys::table
         .inner_join(principals::table)
         .inner_join(authz_generation::table.on(authz_generation::singleton.eq(true)))
         .filter(api_keys::secret_hash.eq(secret_hash))
@@ -99,8 +102,12 @@ pub fn authenticate_api_key(
             api_keys::id,
             api_keys::tenant_id,
             api_keys::last_used_at,
-        ))
-        .first::<(Principal, i64, Uuid, Uuid, Option<DateTime<Utc>>)>(conn)
+        ));
+    let row =
+        diesel_async::RunQueryDsl::first::<(Principal, i64, Uuid, Uuid, Option<DateTime<Utc>>)>(
+            query, &mut conn,
+        )
+        .await
         .optional()?;
     Ok(row.map(
         |(principal, authz_generation, key_id, tenant_id, key_last_used_at)| Authenticated {
@@ -114,16 +121,16 @@ pub fn authenticate_api_key(
 
 /// Marks a key used. Written at most once a minute per key, so a busy key does not turn
 /// every read into a write.
-pub fn touch_api_key(conn: &mut PgConnection, key_id: Uuid) -> Result<(), StoreError> {
+pub async fn touch_api_key(mut conn: &AsyncPgConnection, key_id: Uuid) -> Result<(), StoreError> {
     let a_minute_ago = Utc::now() - chrono::Duration::minutes(1);
-    diesel::update(
+    let update = diesel::update(
         api_keys::table.find(key_id).filter(
             api_keys::last_used_at
                 .is_null()
                 .or(api_keys::last_used_at.lt(a_minute_ago)),
         ),
     )
-    .set(api_keys::last_used_at.eq(Utc::now()))
-    .execute(conn)?;
+    .set(api_keys::last_used_at.eq(Utc::now()));
+    diesel_async::RunQueryDsl::execute(update, &mut conn).await?;
     Ok(())
 }

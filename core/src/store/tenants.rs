@@ -48,16 +48,21 @@ pub fn insert(conn: &mut PgConnection, new: &NewTenant<'_>) -> Result<Tenant, St
         .get_result(conn)?)
 }
 
-/// A tenant by id or slug, as `{tenant}` in a path may be either.
-pub fn find_by_ref(conn: &mut PgConnection, reference: &str) -> Result<Option<Tenant>, StoreError> {
+/// A tenant by id or slug, as `{tenant}` in a path may be either. Async, on the request path,
+/// so it can be pipelined with the bearer's lookup.
+pub async fn find_by_ref(
+    mut conn: &diesel_async::AsyncPgConnection,
+    reference: &str,
+) -> Result<Option<Tenant>, StoreError> {
+    use diesel_async::RunQueryDsl as AsyncRunQueryDsl;
     let query = tenants::table.select(Tenant::as_select());
     let found = match Uuid::try_parse(reference) {
-        Ok(id) => query.filter(tenants::id.eq(id)).first(conn).optional()?,
-        Err(_) => query
-            .filter(tenants::slug.eq(reference))
-            .first(conn)
-            .optional()?,
-    };
+        Ok(id) => AsyncRunQueryDsl::first(query.filter(tenants::id.eq(id)), &mut conn).await,
+        Err(_) => {
+            AsyncRunQueryDsl::first(query.filter(tenants::slug.eq(reference)), &mut conn).await
+        }
+    }
+    .optional()?;
     Ok(found)
 }
 

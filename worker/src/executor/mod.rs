@@ -19,6 +19,43 @@ use serde::{Deserialize, Serialize};
 pub struct Endpoint {
     pub host: String,
     pub port: u16,
+    /// libpq `sslmode` clients use here (from the admin URL's `sslmode`, if it has one): the
+    /// isolation probes connect with it, as the tenant's applications would.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssl_mode: Option<String>,
+}
+
+impl Endpoint {
+    /// Host, port and `sslmode` of a libpq URL (`postgres://user[:pw]@host[:port]/db?…`).
+    pub fn from_url(url: &str) -> Self {
+        let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+        let (location, query) = after_scheme
+            .split_once('?')
+            .map_or((after_scheme, ""), |(l, q)| (l, q));
+        let host_port = location
+            .rsplit_once('@')
+            .map_or(location, |(_, rest)| rest)
+            .split('/')
+            .next()
+            .unwrap_or("127.0.0.1:5432");
+        let (host, port) = match host_port.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(':') => (host, port.parse().unwrap_or(5432)),
+            _ => (host_port, 5432),
+        };
+        let ssl_mode = query
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(key, _)| *key == "sslmode")
+            .map(|(_, value)| value.to_owned());
+        Self {
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port,
+            ssl_mode,
+        }
+    }
 }
 
 /// The servers an executor acts on. URLs are libpq URLs (`postgres://user[:password]@host:port/db`).

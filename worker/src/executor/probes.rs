@@ -122,7 +122,7 @@ pub(crate) fn verify(
         let handles: Vec<_> = attempts
             .iter()
             .map(|(_, ep, db, _)| {
-                let url = sql::login_url(&ep.host, ep.port, db, app, password);
+                let url = sql::login_url(ep, db, app, password);
                 scope.spawn(move || connect(&url))
             })
             .collect();
@@ -168,13 +168,7 @@ pub(crate) fn verify(
 
     // compute: connections up to the role's limit, then a refusal.
     let limit = usize::try_from(spec.blueprint.limits.connection_limit).unwrap_or(0);
-    let url = sql::login_url(
-        &endpoint.host,
-        endpoint.port,
-        &names.database,
-        app,
-        password,
-    );
+    let url = sql::login_url(endpoint, &names.database, app, password);
     let mut held: Vec<PgConnection> = Vec::new();
     let mut refusal: Option<String> = None;
     for outcome in open_concurrently(&url, limit) {
