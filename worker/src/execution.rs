@@ -1,7 +1,7 @@
 //! One claimed job, run to an outcome: heartbeats keep its lease, each executor step records an
 //! event and checks the lease and SIGTERM, and the result is written fenced by the token.
 
-use crate::executor::{ExecError, GuaranteeCheck, StepAbort};
+use crate::executor::{ExecError, GuaranteeCheck, STATUS_VERIFIED, StepAbort};
 use crate::runtime::Worker;
 use bulkhead_core::audit::AuditResult;
 use bulkhead_core::domain::{Isolation, Stage};
@@ -57,6 +57,9 @@ impl From<StoreError> for Stop {
         Self::Store(error)
     }
 }
+
+/// How long step events may wait to be written together: progress shows this much later.
+const STEP_EVENT_LINGER: std::time::Duration = std::time::Duration::from_millis(25);
 
 fn ms(since: Instant) -> f64 {
     (since.elapsed().as_secs_f64() * 1e4).round() / 10.0
@@ -191,11 +194,16 @@ impl Execution {
         let (sender, receiver) = std::sync::mpsc::channel::<(String, serde_json::Value)>();
         let writer = std::thread::spawn(move || {
             let mut conn = None;
-            // Whatever queued up while the last batch was written goes in one statement: one
-            // commit per batch instead of one per step.
+            // Steps arriving within STEP_EVENT_LINGER of the first go in one statement (one
+            // commit per batch instead of one per step); the end of the apply flushes at once.
             while let Ok(first) = receiver.recv() {
                 let mut batch = vec![first];
-                batch.extend(receiver.try_iter());
+                let deadline = Instant::now() + STEP_EVENT_LINGER;
+                while let Ok(next) =
+                    receiver.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                {
+                    batch.push(next);
+                }
                 if conn.is_none() {
                     conn = pool.get().ok();
                 }
@@ -405,20 +413,21 @@ impl Execution {
         self.db(move |conn| {
             conn.transaction(|conn| {
                 store::environments::record_resources(conn, environment_id, &present, &tags)?;
-                let mut violations = Vec::new();
-                for check in &checks {
-                    store::environments::record_guarantee(
-                        conn,
-                        environment_id,
-                        &check.layer,
-                        &check.mechanism,
-                        &check.status,
-                        &check.evidence,
-                    )?;
-                    if check.status != "verified" {
-                        violations.push(format!("{}/{}: {}", check.layer, check.mechanism, check.evidence));
-                    }
-                }
+                let records: Vec<_> = checks
+                    .iter()
+                    .map(|c| store::environments::GuaranteeRecord {
+                        layer: &c.layer,
+                        mechanism: &c.mechanism,
+                        status: &c.status,
+                        evidence: &c.evidence,
+                    })
+                    .collect();
+                store::environments::record_guarantees(conn, environment_id, &records)?;
+                let violations: Vec<String> = checks
+                    .iter()
+                    .filter(|c| c.status != STATUS_VERIFIED)
+                    .map(|c| format!("{}/{}: {}", c.layer, c.mechanism, c.evidence))
+                    .collect();
                 if violations.is_empty() {
                     store::environments::set_state(conn, environment_id, "ready", Some(None))?;
                 } else {

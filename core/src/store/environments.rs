@@ -151,21 +151,30 @@ pub struct ResourceRow {
 }
 
 /// Replaces the environment's resource rows with what the target now holds.
+/// Marks every resource row of the environment deleted, then upserts `present` (kind, name,
+/// attributes) with the final cost tags, in two statements whatever the number of resources.
 pub fn record_resources(
     conn: &mut PgConnection,
     environment_id: Uuid,
     present: &[(String, String, serde_json::Value)],
     cost_tags: &serde_json::Value,
 ) -> Result<(), StoreError> {
+    use diesel::upsert::excluded;
+    let now = Utc::now();
     diesel::update(resources::table.filter(resources::environment_id.eq(environment_id)))
         .set((
             resources::state.eq("deleted"),
-            resources::updated_at.eq(Utc::now()),
+            resources::updated_at.eq(now),
         ))
         .execute(conn)?;
-    for (kind, name, attributes) in present {
-        diesel::insert_into(resources::table)
-            .values((
+    // One row per (kind, name): a statement cannot upsert the same row twice.
+    let mut seen = std::collections::HashSet::new();
+    let rows: Vec<_> = present
+        .iter()
+        .rev()
+        .filter(|(kind, name, _)| seen.insert((kind, name)))
+        .map(|(kind, name, attributes)| {
+            (
                 resources::id.eq(Uuid::now_v7()),
                 resources::environment_id.eq(environment_id),
                 resources::kind.eq(kind),
@@ -173,17 +182,23 @@ pub fn record_resources(
                 resources::attributes.eq(attributes),
                 resources::cost_tags.eq(cost_tags),
                 resources::state.eq("present"),
-            ))
-            .on_conflict((resources::environment_id, resources::kind, resources::name))
-            .do_update()
-            .set((
-                resources::attributes.eq(attributes),
-                resources::cost_tags.eq(cost_tags),
-                resources::state.eq("present"),
-                resources::updated_at.eq(Utc::now()),
-            ))
-            .execute(conn)?;
+            )
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
     }
+    diesel::insert_into(resources::table)
+        .values(&rows)
+        .on_conflict((resources::environment_id, resources::kind, resources::name))
+        .do_update()
+        .set((
+            resources::attributes.eq(excluded(resources::attributes)),
+            resources::cost_tags.eq(excluded(resources::cost_tags)),
+            resources::state.eq("present"),
+            resources::updated_at.eq(now),
+        ))
+        .execute(conn)?;
     Ok(())
 }
 
@@ -213,23 +228,43 @@ pub struct GuaranteeRow {
     pub checked_at: DateTime<Utc>,
 }
 
-pub fn record_guarantee(
+/// One verified (or violated) guarantee: layer, mechanism, status and the evidence.
+pub struct GuaranteeRecord<'a> {
+    pub layer: &'a str,
+    pub mechanism: &'a str,
+    pub status: &'a str,
+    pub evidence: &'a str,
+}
+
+/// Upserts the guarantees of one verification run in one statement.
+pub fn record_guarantees(
     conn: &mut PgConnection,
     environment_id: Uuid,
-    layer: &str,
-    mechanism: &str,
-    status: &str,
-    evidence: &str,
+    checks: &[GuaranteeRecord<'_>],
 ) -> Result<(), StoreError> {
+    use diesel::upsert::excluded;
+    let now = Utc::now();
+    let mut seen = std::collections::HashSet::new();
+    let rows: Vec<_> = checks
+        .iter()
+        .rev()
+        .filter(|c| seen.insert((c.layer, c.mechanism)))
+        .map(|c| {
+            (
+                isolation_guarantees::environment_id.eq(environment_id),
+                isolation_guarantees::layer.eq(c.layer),
+                isolation_guarantees::mechanism.eq(c.mechanism),
+                isolation_guarantees::status.eq(c.status),
+                isolation_guarantees::evidence.eq(c.evidence),
+                isolation_guarantees::checked_at.eq(now),
+            )
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
     diesel::insert_into(isolation_guarantees::table)
-        .values((
-            isolation_guarantees::environment_id.eq(environment_id),
-            isolation_guarantees::layer.eq(layer),
-            isolation_guarantees::mechanism.eq(mechanism),
-            isolation_guarantees::status.eq(status),
-            isolation_guarantees::evidence.eq(evidence),
-            isolation_guarantees::checked_at.eq(Utc::now()),
-        ))
+        .values(&rows)
         .on_conflict((
             isolation_guarantees::environment_id,
             isolation_guarantees::layer,
@@ -237,9 +272,9 @@ pub fn record_guarantee(
         ))
         .do_update()
         .set((
-            isolation_guarantees::status.eq(status),
-            isolation_guarantees::evidence.eq(evidence),
-            isolation_guarantees::checked_at.eq(Utc::now()),
+            isolation_guarantees::status.eq(excluded(isolation_guarantees::status)),
+            isolation_guarantees::evidence.eq(excluded(isolation_guarantees::evidence)),
+            isolation_guarantees::checked_at.eq(now),
         ))
         .execute(conn)?;
     Ok(())
