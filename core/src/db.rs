@@ -193,6 +193,39 @@ async fn establish_async(
     Ok(conn)
 }
 
+/// Why [`open_session`] got no session.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The server (or the network) refused; `as_db_error()` holds the server's reason.
+    #[error("{0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("{0}")]
+    Tls(String),
+}
+
+/// A plain tokio-postgres session (no statements run after the handshake), with TLS chosen
+/// by `settings`' `sslmode` as in [`connect_async`]. Its connection is driven by a task on the
+/// current runtime; the handle finishes once the client is dropped and the server was told
+/// goodbye. Used where a session itself is the point, such as the isolation probes.
+pub async fn open_session(
+    settings: &tokio_postgres::Config,
+) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), SessionError> {
+    use tokio_postgres::config::SslMode;
+    Ok(match settings.get_ssl_mode() {
+        SslMode::Disable | SslMode::Prefer => {
+            let (client, connection) = settings.connect(tokio_postgres::NoTls).await?;
+            (client, tokio::spawn(async move { drop(connection.await) }))
+        }
+        _ => {
+            let tls = verified_tls_config().map_err(|e| SessionError::Tls(e.to_string()))?;
+            let (client, connection) = settings
+                .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+                .await?;
+            (client, tokio::spawn(async move { drop(connection.await) }))
+        }
+    })
+}
+
 fn verified_tls_config() -> diesel::ConnectionResult<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {

@@ -448,6 +448,107 @@ async fn drift_detected_and_repaired() {
     assert_eq!(env["state"], "ready", "{env}");
 }
 
+/// Isolation broken behind Bulkhead's back (the app role may connect to the canary database):
+/// the next apply's probes find it, the environment is marked with the violation, the
+/// isolation report shows it with the server's answer, and the audit trail records it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolation_violation_marked_and_audited() {
+    let stack = Stack::start(Options::default()).await;
+    stack.create_tenant("umbrella", "shared").await;
+    let accepted = stack
+        .create_environment("umbrella", json!({"name": "dev", "stage": "development"}))
+        .await;
+    stack
+        .wait_succeeded("umbrella", &id(&accepted["job"]), JOB_WITHIN)
+        .await;
+    let env = stack
+        .wait_environment(
+            "umbrella",
+            &id(&accepted["environment"]),
+            "ready",
+            JOB_WITHIN,
+        )
+        .await;
+    let names = stack.names(&env);
+    let guarantee = |report: &Value, mechanism: &str| -> Value {
+        report["guarantees"]
+            .as_array()
+            .expect("guarantees")
+            .iter()
+            .find(|g| g["mechanism"] == mechanism)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {mechanism} in {report}"))
+    };
+    let (status, report) = stack
+        .get("/v1/tenants/umbrella/environments/dev/isolation")
+        .await;
+    assert_eq!(status, 200, "{report}");
+    let connect = guarantee(&report, "database_connect_privilege");
+    assert_eq!(connect["status"], "verified", "{connect}");
+    // "connect to database <canary> at host:port as role → refused: …"
+    let canary = connect["evidence"]
+        .as_str()
+        .and_then(|e| e.strip_prefix("connect to database "))
+        .and_then(|e| e.split_whitespace().next())
+        .expect("canary database in the evidence")
+        .to_owned();
+
+    let mut server = admin_conn("postgres");
+    execute(
+        &mut server,
+        &format!("GRANT CONNECT ON DATABASE {canary} TO {}", names.app_role),
+    );
+    let job = stack.job_action("umbrella", "dev", "apply", None).await;
+    stack
+        .wait_succeeded("umbrella", &id(&job), JOB_WITHIN)
+        .await;
+    let marked = stack.environment("umbrella", "dev").await;
+    assert_eq!(marked["state"], "drifted", "{marked}");
+    assert!(
+        marked["drift"]["isolation_violations"]
+            .to_string()
+            .contains("database_connect_privilege"),
+        "{marked}"
+    );
+    let (_, report) = stack
+        .get("/v1/tenants/umbrella/environments/dev/isolation")
+        .await;
+    let connect = guarantee(&report, "database_connect_privilege");
+    assert_eq!(connect["status"], "violated", "{connect}");
+    assert!(
+        connect["evidence"]
+            .as_str()
+            .is_some_and(|e| e.ends_with("→ accepted")),
+        "{connect}"
+    );
+    assert_eq!(
+        guarantee(&report, "no_create_on_public")["status"],
+        "verified"
+    );
+    let audited = audit_actions(&stack, "umbrella", "environment.isolation_violated").await;
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    assert!(
+        audited[0]["details"].to_string().contains(&canary),
+        "{audited:?}"
+    );
+
+    // Repaired by hand, the next apply verifies again and the environment is ready.
+    execute(
+        &mut server,
+        &format!(
+            "REVOKE CONNECT ON DATABASE {canary} FROM {}",
+            names.app_role
+        ),
+    );
+    let job = stack.job_action("umbrella", "dev", "apply", None).await;
+    stack
+        .wait_succeeded("umbrella", &id(&job), JOB_WITHIN)
+        .await;
+    stack
+        .wait_environment("umbrella", "dev", "ready", JOB_WITHIN)
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_plan_refused() {
     let stack = Stack::start(Options::default()).await;

@@ -707,3 +707,73 @@ fn provisioning_timings() {
         );
     }
 }
+
+/// Isolation broken by hand behind the executor's back: the probes report each broken layer
+/// as violated with the server's answer, and the intact ones stay verified.
+#[test]
+fn probes_report_violations() {
+    let mut fx = Fixture::new();
+    let spec = fx.spec(Isolation::Shared);
+    let names = fx.exec.names(&spec);
+    let pw = password();
+    fx.provision(&spec, &pw);
+    all_verified(&fx.exec.verify_isolation(&spec, &pw).expect("verify"));
+
+    let canary = fx.exec.canary_database();
+    let app = format!("\"{}\"", names.app_role);
+    fx.admin("postgres")
+        .batch_execute(&format!("GRANT CONNECT ON DATABASE \"{canary}\" TO {app}"))
+        .expect("grant connect on the canary database");
+    fx.admin(&fx.pooled)
+        .batch_execute(&format!("GRANT CREATE ON SCHEMA public TO {app}"))
+        .expect("grant create on public");
+
+    let checks = fx.exec.verify_isolation(&spec, &pw).expect("verify");
+    let status = |layer: &str, mechanism: &str| {
+        checks
+            .iter()
+            .find(|c| c.layer == layer && c.mechanism == mechanism)
+            .map(|c| (c.status.clone(), c.evidence.clone()))
+            .expect("check present")
+    };
+    let (connect, evidence) = status("data", "database_connect_privilege");
+    assert_eq!(connect, "violated", "{evidence}");
+    assert!(evidence.ends_with("→ accepted"), "{evidence}");
+    let (create, evidence) = status("identity", "no_create_on_public");
+    assert_eq!(create, "violated", "{evidence}");
+    assert!(
+        evidence.ends_with("→ succeeded (rolled back)"),
+        "{evidence}"
+    );
+    for (layer, mechanism) in [
+        ("data", "schema_privileges"),
+        ("compute", "role_connection_limit"),
+        ("compute", "statement_timeout"),
+    ] {
+        let (verified, evidence) = status(layer, mechanism);
+        assert_eq!(verified, "verified", "{layer}/{mechanism}: {evidence}");
+    }
+    // The probe's own table did not stay behind in public.
+    let mut pooled = fx.admin(&fx.pooled);
+    assert_eq!(
+        count(
+            &mut pooled,
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE $1",
+            "bk_probe_%",
+        ),
+        0
+    );
+    pooled
+        .batch_execute(&format!("REVOKE CREATE ON SCHEMA public FROM {app}"))
+        .expect("revoke create");
+    fx.admin("postgres")
+        .batch_execute(&format!(
+            "REVOKE CONNECT ON DATABASE \"{canary}\" FROM {app}"
+        ))
+        .expect("revoke connect");
+    all_verified(
+        &fx.exec
+            .verify_isolation(&spec, &pw)
+            .expect("verify after repair"),
+    );
+}

@@ -8,18 +8,20 @@
 //!   role's `statement_timeout` is the blueprint's.
 //!
 //! The connect probes run first, concurrently; then the compute probe opens its connections
-//! concurrently and the identity and schema probes reuse one of them.
+//! concurrently and the identity and schema probes reuse one of them. Sessions are plain
+//! tokio-postgres sessions: nothing runs on them but the probes (a diesel connection would
+//! first set the time zone and encoding on each, which costs the server more than the probe).
 
 use super::postgres::{CANARY_SCHEMA, PostgresExecutor};
-use super::sql::{self, one_line};
-use super::{ExecError, GuaranteeCheck, STATUS_VERIFIED, STATUS_VIOLATED};
+use super::sql::one_line;
+use super::{Endpoint, ExecError, GuaranteeCheck, STATUS_VERIFIED, STATUS_VIOLATED};
+use bulkhead_core::db::{SessionError, open_session};
 use bulkhead_core::domain::Isolation;
 use bulkhead_core::plan::{EnvNames, EnvironmentSpec};
-use diesel::sql_types::Text;
-use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl};
-
-/// Connections opened at once by the compute probe.
-const CONCURRENCY: usize = 16;
+use std::future::Future;
+use std::time::Duration;
+use tokio_postgres::Client;
+use tokio_postgres::config::SslMode;
 
 fn check(layer: &str, mechanism: &str, verified: bool, evidence: String) -> GuaranteeCheck {
     GuaranteeCheck {
@@ -39,15 +41,75 @@ fn inconclusive(what: &str, answer: &str) -> ExecError {
     ExecError::Unreachable(format!("isolation probe inconclusive: {what}: {answer}"))
 }
 
-/// The server's message from a failed connection attempt, from `FATAL:` on, on one line.
-fn server_message(error: &diesel::ConnectionError) -> String {
-    let text = error.to_string();
-    let from = text.find("FATAL:").unwrap_or(0);
-    one_line(&text[from..])
+/// The server's answer on one line, as `SEVERITY: message` when the server gave one.
+fn server_message(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => one_line(&format!("{}: {}", db.severity(), db.message())),
+        None => one_line(&error.to_string()),
+    }
 }
 
-fn connect(url: &str) -> Result<PgConnection, String> {
-    PgConnection::establish(url).map_err(|e| server_message(&e))
+/// Connection settings for the app role, as its applications would connect.
+fn settings(
+    endpoint: &Endpoint,
+    database: &str,
+    user: &str,
+    password: &str,
+) -> tokio_postgres::Config {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(&endpoint.host)
+        .port(endpoint.port)
+        .dbname(database)
+        .user(user)
+        .password(password)
+        .application_name("bulkhead-probe")
+        .connect_timeout(Duration::from_secs(5))
+        .ssl_mode(match endpoint.ssl_mode.as_deref() {
+            None | Some("prefer" | "allow") => SslMode::Prefer,
+            Some("disable") => SslMode::Disable,
+            Some(_) => SslMode::Require,
+        });
+    config
+}
+
+/// A probe's session: the client and the task driving its connection.
+struct Session {
+    client: Client,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Session {
+    /// Ends the session and waits until the server has been told, so the role's connection
+    /// slot is free again when the probe returns.
+    async fn close(self) {
+        drop(self.client);
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.driver).await;
+    }
+}
+
+async fn connect(config: tokio_postgres::Config) -> Result<Session, String> {
+    match open_session(&config).await {
+        Ok((client, driver)) => Ok(Session { client, driver }),
+        Err(SessionError::Postgres(e)) => Err(server_message(&e)),
+        Err(SessionError::Tls(e)) => Err(e),
+    }
+}
+
+/// Opens one session per configuration at once; the results are in the same order.
+async fn connect_all(configs: Vec<tokio_postgres::Config>) -> Vec<Result<Session, String>> {
+    let tasks: Vec<_> = configs
+        .into_iter()
+        .map(|config| tokio::spawn(connect(config)))
+        .collect();
+    let mut results = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        results.push(
+            task.await
+                .unwrap_or_else(|e| Err(format!("probe task failed: {e}"))),
+        );
+    }
+    results
 }
 
 /// Whether the server refused for lack of rights. A pg_hba.conf rejection is not counted: it
@@ -62,35 +124,29 @@ fn too_many_for_role(message: &str) -> bool {
     message.contains("too many connections for role")
 }
 
-fn open_concurrently(url: &str, count: usize) -> Vec<Result<PgConnection, String>> {
-    let mut results = Vec::with_capacity(count);
-    let mut left = count;
-    while left > 0 {
-        let batch = left.min(CONCURRENCY);
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..batch).map(|_| scope.spawn(|| connect(url))).collect();
-            for handle in handles {
-                results.push(
-                    handle
-                        .join()
-                        .unwrap_or_else(|_| Err("probe thread panicked".to_owned())),
-                );
-            }
-        });
-        left -= batch;
+/// Runs `probe` to completion from synchronous code: on the caller's runtime when called from
+/// one of its blocking threads, else on a runtime of its own (tests, tools).
+fn block_on<F: Future>(probe: F) -> Result<F::Output, ExecError> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => Ok(handle.block_on(probe)),
+        Err(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map(|runtime| runtime.block_on(probe))
+            .map_err(|e| ExecError::Unreachable(format!("isolation probe runtime: {e}"))),
     }
-    results
-}
-
-#[derive(QueryableByName)]
-struct Setting {
-    #[diesel(sql_type = Text)]
-    shown: String,
-    #[diesel(sql_type = Text)]
-    ms: String,
 }
 
 pub(crate) fn verify(
+    executor: &PostgresExecutor,
+    spec: &EnvironmentSpec,
+    names: &EnvNames,
+    password: &str,
+) -> Result<Vec<GuaranteeCheck>, ExecError> {
+    block_on(verify_async(executor, spec, names, password))?
+}
+
+async fn verify_async(
     executor: &PostgresExecutor,
     spec: &EnvironmentSpec,
     names: &EnvNames,
@@ -118,30 +174,19 @@ pub(crate) fn verify(
             executor.same_server(),
         ));
     }
-    let outcomes: Vec<Result<PgConnection, String>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = attempts
-            .iter()
-            .map(|(_, ep, db, _)| {
-                let url = sql::login_url(ep, db, app, password);
-                scope.spawn(move || connect(&url))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("probe thread panicked".to_owned()))
-            })
-            .collect()
-    });
+    let configs: Vec<_> = attempts
+        .iter()
+        .map(|(_, ep, db, _)| settings(ep, db, app, password))
+        .collect();
+    let outcomes = connect_all(configs).await;
     for ((mechanism, ep, db, role_is_there), outcome) in attempts.iter().zip(outcomes) {
         let tried = format!(
             "connect to database {db} at {}:{} as {app}",
             ep.host, ep.port
         );
         match outcome {
-            Ok(conn) => {
-                drop(conn);
+            Ok(session) => {
+                session.close().await;
                 checks.push(check(
                     "data",
                     mechanism,
@@ -168,31 +213,23 @@ pub(crate) fn verify(
 
     // compute: connections up to the role's limit, then a refusal.
     let limit = usize::try_from(spec.blueprint.limits.connection_limit).unwrap_or(0);
-    let url = sql::login_url(endpoint, &names.database, app, password);
-    let mut held: Vec<PgConnection> = Vec::new();
+    let own = settings(endpoint, &names.database, app, password);
+    let mut held: Vec<Session> = Vec::new();
     let mut refusal: Option<String> = None;
-    for outcome in open_concurrently(&url, limit) {
+    let unexpected =
+        |message: &str| inconclusive(&format!("connect to {} as {app}", names.database), message);
+    for outcome in connect_all(vec![own.clone(); limit]).await {
         match outcome {
-            Ok(conn) => held.push(conn),
+            Ok(session) => held.push(session),
             Err(message) if too_many_for_role(&message) => refusal = Some(message),
-            Err(message) => {
-                return Err(inconclusive(
-                    &format!("connect to {} as {app}", names.database),
-                    &message,
-                ));
-            }
+            Err(message) => return Err(unexpected(&message)),
         }
     }
     while refusal.is_none() && held.len() <= limit {
-        match connect(&url) {
-            Ok(conn) => held.push(conn),
+        match connect(own.clone()).await {
+            Ok(session) => held.push(session),
             Err(message) if too_many_for_role(&message) => refusal = Some(message),
-            Err(message) => {
-                return Err(inconclusive(
-                    &format!("connect to {} as {app}", names.database),
-                    &message,
-                ));
-            }
+            Err(message) => return Err(unexpected(&message)),
         }
     }
     let compute = match &refusal {
@@ -225,34 +262,63 @@ pub(crate) fn verify(
         ),
     };
 
-    let Some(conn) = held.first_mut() else {
-        return Err(inconclusive(
-            &format!("connect to {} as {app}", names.database),
-            "every connection the role may open is in use",
-        ));
+    let Some(session) = held.first() else {
+        return Err(unexpected("every connection the role may open is in use"));
     };
+    let probed = probe_statements(&session.client, spec, names, app).await;
+    for session in held {
+        session.close().await;
+    }
+    checks.extend(probed?);
+    checks.push(compute);
 
-    // identity: nothing may be created in schema public.
+    checks.sort_by(|a, b| {
+        let order = |layer: &str| {
+            ["data", "identity", "compute"]
+                .iter()
+                .position(|l| *l == layer)
+        };
+        order(&a.layer).cmp(&order(&b.layer))
+    });
+    Ok(checks)
+}
+
+/// identity (no CREATE in `public`), data (the canary schema, shared tier) and the statement
+/// timeout, on one of the role's sessions.
+async fn probe_statements(
+    client: &Client,
+    spec: &EnvironmentSpec,
+    names: &EnvNames,
+    app: &str,
+) -> Result<Vec<GuaranteeCheck>, ExecError> {
+    let mut checks = Vec::new();
+
+    // identity: nothing may be created in schema public. Tried inside a transaction that is
+    // rolled back, so a success leaves nothing behind (the role could not drop the table: it
+    // has no USAGE on public).
     let table = format!("public.bk_probe_{}", hex::encode(rand::random::<[u8; 6]>()));
     let tried = format!("CREATE TABLE {table} as {app} in {}", names.database);
-    match diesel::sql_query(format!("CREATE TABLE {table} (x integer)")).execute(conn) {
-        Ok(_) => {
-            let _ = diesel::sql_query(format!("DROP TABLE IF EXISTS {table}")).execute(conn);
-            checks.push(check(
-                "identity",
-                "no_create_on_public",
-                false,
-                format!("{tried} → succeeded"),
-            ));
-        }
+    let not_run = |e: tokio_postgres::Error| inconclusive(&tried, &server_message(&e));
+    client.batch_execute("BEGIN").await.map_err(not_run)?;
+    let created = client
+        .batch_execute(&format!("CREATE TABLE {table} (x integer)"))
+        .await;
+    client.batch_execute("ROLLBACK").await.map_err(not_run)?;
+    match created {
+        Ok(()) => checks.push(check(
+            "identity",
+            "no_create_on_public",
+            false,
+            format!("{tried} → succeeded (rolled back)"),
+        )),
         Err(e) => {
-            let message = one_line(&e.to_string());
+            let message = server_message(&e);
             if refused_access(&message) {
                 checks.push(check(
                     "identity",
                     "no_create_on_public",
                     true,
-                    format!("{tried} → refused: ERROR: {message}"),
+                    format!("{tried} → refused: {message}"),
                 ));
             } else {
                 return Err(inconclusive(&tried, &message));
@@ -266,23 +332,24 @@ pub(crate) fn verify(
             "SELECT FROM {CANARY_SCHEMA}.secret as {app} in {}",
             names.database
         );
-        match diesel::sql_query(format!("SELECT count(*) FROM {CANARY_SCHEMA}.secret"))
-            .execute(conn)
+        match client
+            .batch_execute(&format!("SELECT count(*) FROM {CANARY_SCHEMA}.secret"))
+            .await
         {
-            Ok(_) => checks.push(check(
+            Ok(()) => checks.push(check(
                 "data",
                 "schema_privileges",
                 false,
                 format!("{tried} → rows returned"),
             )),
             Err(e) => {
-                let message = one_line(&e.to_string());
+                let message = server_message(&e);
                 if refused_access(&message) {
                     checks.push(check(
                         "data",
                         "schema_privileges",
                         true,
-                        format!("{tried} → refused: ERROR: {message}"),
+                        format!("{tried} → refused: {message}"),
                     ));
                 } else {
                     return Err(inconclusive(&tried, &message));
@@ -293,31 +360,51 @@ pub(crate) fn verify(
 
     // compute: the role's statement timeout is the blueprint's.
     let want = spec.blueprint.limits.statement_timeout_ms;
-    let setting = diesel::sql_query(
-        "SELECT current_setting('statement_timeout') AS shown, \
-         (SELECT setting FROM pg_settings WHERE name = 'statement_timeout') AS ms",
-    )
-    .get_result::<Setting>(conn)
-    .map_err(|e| inconclusive("read statement_timeout", &one_line(&e.to_string())))?;
+    let row = client
+        .query_one(
+            "SELECT current_setting('statement_timeout') AS shown, \
+             (SELECT setting FROM pg_settings WHERE name = 'statement_timeout') AS ms",
+            &[],
+        )
+        .await
+        .map_err(|e| inconclusive("read statement_timeout", &server_message(&e)))?;
+    let (shown, ms): (String, String) = (
+        row.try_get("shown")
+            .map_err(|e| inconclusive("read statement_timeout", &e.to_string()))?,
+        row.try_get("ms")
+            .map_err(|e| inconclusive("read statement_timeout", &e.to_string()))?,
+    );
     checks.push(check(
         "compute",
         "statement_timeout",
-        setting.ms == want.to_string(),
-        format!(
-            "SHOW statement_timeout as {app} → {} (blueprint {} ms)",
-            setting.shown, want
-        ),
+        ms == want.to_string(),
+        format!("SHOW statement_timeout as {app} → {shown} (blueprint {want} ms)"),
     ));
-    checks.push(compute);
-    drop(held);
-
-    checks.sort_by(|a, b| {
-        let order = |layer: &str| {
-            ["data", "identity", "compute"]
-                .iter()
-                .position(|l| *l == layer)
-        };
-        order(&a.layer).cmp(&order(&b.layer))
-    });
     Ok(checks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_connect_with_the_endpoints_tls_mode() {
+        let endpoint = |mode: Option<&str>| Endpoint {
+            host: "db.internal".into(),
+            port: 5433,
+            ssl_mode: mode.map(str::to_owned),
+        };
+        for (mode, want) in [
+            (None, SslMode::Prefer),
+            (Some("disable"), SslMode::Disable),
+            (Some("prefer"), SslMode::Prefer),
+            (Some("require"), SslMode::Require),
+            (Some("verify-full"), SslMode::Require),
+        ] {
+            let config = settings(&endpoint(mode), "d", "u", "p");
+            assert_eq!(config.get_ssl_mode(), want, "{mode:?}");
+            assert_eq!(config.get_ports(), [5433]);
+            assert_eq!(config.get_dbname(), Some("d"));
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! SQL text helpers: identifier and literal quoting, libpq URLs, and error classification.
 
-use super::{Endpoint, ExecError};
+use super::ExecError;
 use diesel::result::{ConnectionError, DatabaseErrorKind, Error as DieselError};
 
 /// `"name"`, doubling embedded quotes. NUL cannot be sent to PostgreSQL at all.
@@ -64,29 +64,6 @@ pub(crate) fn with_database(url: &str, database: &str) -> String {
         out.push_str(query);
     }
     out
-}
-
-/// `postgres://user:password@host:port/database` with every part encoded.
-/// With the endpoint's `sslmode`, so a probe connects as the tenant's applications would.
-pub(crate) fn login_url(endpoint: &Endpoint, database: &str, user: &str, password: &str) -> String {
-    let host = &endpoint.host;
-    let host = if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
-    } else {
-        host.to_owned()
-    };
-    let ssl = endpoint
-        .ssl_mode
-        .as_deref()
-        .map(|mode| format!("&sslmode={}", url_encode(mode)))
-        .unwrap_or_default();
-    format!(
-        "postgres://{}:{}@{host}:{}/{}?connect_timeout=5&application_name=bulkhead-probe{ssl}",
-        url_encode(user),
-        url_encode(password),
-        endpoint.port,
-        url_encode(database)
-    )
 }
 
 /// The URL without its password, for messages.
@@ -219,6 +196,7 @@ pub(crate) fn one_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::executor::Endpoint;
 
     #[test]
     fn quotes_identifiers_and_literals() {
@@ -250,13 +228,11 @@ mod tests {
             (v6.host.as_str(), v6.port, v6.ssl_mode.as_deref()),
             ("::1", 6432, None)
         );
-        assert!(login_url(&v6, "d", "u", "p@ss").starts_with("postgres://u:p%40ss@[::1]:6432/d?"));
         let local = Endpoint::from_url("postgres://postgres@127.0.0.1/postgres?sslmode=disable");
         assert_eq!(
             (local.host.as_str(), local.port, local.ssl_mode.as_deref()),
             ("127.0.0.1", 5432, Some("disable"))
         );
-        assert!(login_url(&local, "d", "u", "p").ends_with("&sslmode=disable"));
     }
 
     #[test]
