@@ -137,22 +137,31 @@ pub type AsyncPgConn = diesel_async::pooled_connection::deadpool::Object<AsyncPg
 /// timeout as the blocking pool's and generic plans for its prepared statements.
 ///
 /// TLS follows the URL's `sslmode`: `disable` and `prefer` connect in plain text (`prefer` does
-/// not try TLS here, unlike libpq), `require` connects over rustls and verifies the server's
-/// certificate against the system's roots (stricter than libpq's `require`).
+/// not try TLS here, unlike libpq); `require`, `verify-ca` and `verify-full` connect over rustls
+/// and verify the server's certificate against `sslrootcert` when the URL names one, else the
+/// system's roots (stricter than libpq's `require`).
 pub fn connect_async(database_url: &str, size: usize) -> Result<AsyncPgPool, StoreError> {
     use diesel_async::pooled_connection::{
         AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
     };
-    let mut settings: tokio_postgres::Config = database_url
+    let unusable =
+        |e: String| StoreError::Unavailable(format!("DATABASE_URL is not usable here: {e}"));
+    let (url, root_cert) = tokio_postgres_url(database_url).map_err(unusable)?;
+    let mut settings: tokio_postgres::Config = url
         .parse()
-        .map_err(|e| StoreError::Unavailable(format!("DATABASE_URL is not usable here: {e}")))?;
+        .map_err(|e: tokio_postgres::Error| unusable(e.to_string()))?;
     if settings.get_connect_timeout().is_none() {
         settings.connect_timeout(Duration::from_secs(5));
     }
+    let tls = match settings.get_ssl_mode() {
+        tokio_postgres::config::SslMode::Disable | tokio_postgres::config::SslMode::Prefer => None,
+        _ => Some(tls_config(root_cert.as_deref()).map_err(unusable)?),
+    };
     let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
     // A broken connection fails its query and is dropped; no extra round trip per checkout.
     manager_config.recycling_method = RecyclingMethod::Fast;
-    manager_config.custom_setup = Box::new(move |_| Box::pin(establish_async(settings.clone())));
+    manager_config.custom_setup =
+        Box::new(move |_| Box::pin(establish_async(settings.clone(), tls.clone())));
     let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
         database_url,
         manager_config,
@@ -166,20 +175,76 @@ pub fn connect_async(database_url: &str, size: usize) -> Result<AsyncPgPool, Sto
         .map_err(|e| StoreError::Unavailable(e.to_string()))
 }
 
+/// A libpq URL as tokio-postgres reads it, and the `sslrootcert` it named. tokio-postgres
+/// knows `sslmode` only as disable/prefer/require and no certificate files: `verify-ca` and
+/// `verify-full` become `require` (which verifies here), `allow` becomes `prefer`, and client
+/// certificates are refused rather than silently ignored.
+pub fn tokio_postgres_url(url: &str) -> Result<(String, Option<String>), String> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), None));
+    };
+    let mut root_cert = None;
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match (key, value) {
+            ("sslmode", "verify-ca" | "verify-full") => kept.push("sslmode=require".to_owned()),
+            ("sslmode", "allow") => kept.push("sslmode=prefer".to_owned()),
+            ("sslrootcert", path) => root_cert = Some(percent_decode(path)),
+            ("sslcert" | "sslkey", _) => {
+                return Err(format!(
+                    "{key}: client certificates are not supported; authenticate with a password"
+                ));
+            }
+            _ => kept.push(pair.to_owned()),
+        }
+    }
+    let url = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((url, root_cert))
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 async fn establish_async(
     settings: tokio_postgres::Config,
+    tls: Option<rustls::ClientConfig>,
 ) -> diesel::ConnectionResult<AsyncPgConnection> {
     use diesel::ConnectionError;
     use diesel_async::SimpleAsyncConnection;
     let bad = |e: tokio_postgres::Error| ConnectionError::BadConnection(e.to_string());
-    let mut conn = match settings.get_ssl_mode() {
-        tokio_postgres::config::SslMode::Disable | tokio_postgres::config::SslMode::Prefer => {
+    let mut conn = match tls {
+        None => {
             let (client, connection) =
                 settings.connect(tokio_postgres::NoTls).await.map_err(bad)?;
             AsyncPgConnection::try_from_client_and_connection(client, connection).await?
         }
-        _ => {
-            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(verified_tls_config()?);
+        Some(tls) => {
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
             let (client, connection) = settings.connect(tls).await.map_err(bad)?;
             AsyncPgConnection::try_from_client_and_connection(client, connection).await?
         }
@@ -217,7 +282,12 @@ pub async fn open_session(
             (client, tokio::spawn(async move { drop(connection.await) }))
         }
         _ => {
-            let tls = verified_tls_config().map_err(|e| SessionError::Tls(e.to_string()))?;
+            static SYSTEM_ROOTS: std::sync::OnceLock<Result<rustls::ClientConfig, String>> =
+                std::sync::OnceLock::new();
+            let tls = SYSTEM_ROOTS
+                .get_or_init(|| tls_config(None))
+                .clone()
+                .map_err(SessionError::Tls)?;
             let (client, connection) = settings
                 .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
                 .await?;
@@ -226,20 +296,100 @@ pub async fn open_session(
     })
 }
 
-fn verified_tls_config() -> diesel::ConnectionResult<rustls::ClientConfig> {
+/// rustls settings that trust `root_cert` (a PEM file) when given, else the system's roots.
+fn tls_config(root_cert: Option<&str>) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        // A certificate the store cannot parse is skipped, as libpq and browsers do.
-        let _ = roots.add(cert);
+    match root_cert {
+        Some(path) => {
+            for cert in CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("sslrootcert {path}: {e}"))?
+            {
+                let cert = cert.map_err(|e| format!("sslrootcert {path}: {e}"))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("sslrootcert {path}: {e}"))?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                // A certificate the store cannot parse is skipped, as libpq and browsers do.
+                let _ = roots.add(cert);
+            }
+        }
     }
     if roots.is_empty() {
-        return Err(diesel::ConnectionError::BadConnection(
-            "sslmode=require: no trusted root certificates found on this machine".into(),
-        ));
+        return Err(match root_cert {
+            Some(path) => format!("sslrootcert {path}: no certificate in the file"),
+            None => "TLS to PostgreSQL: no trusted root certificates on this machine; name one \
+                     with sslrootcert=<file>"
+                .to_owned(),
+        });
     }
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map(|builder| builder.with_root_certificates(roots).with_no_client_auth())
-        .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libpq_urls_become_tokio_postgres_urls() {
+        let plain = "postgres://u@h:5432/db";
+        assert_eq!(tokio_postgres_url(plain), Ok((plain.to_owned(), None)));
+        assert_eq!(
+            tokio_postgres_url(
+                "postgres://u@h/db?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem&application_name=x"
+            ),
+            Ok((
+                "postgres://u@h/db?sslmode=require&application_name=x".to_owned(),
+                Some("/etc/ca.pem".to_owned())
+            ))
+        );
+        assert_eq!(
+            tokio_postgres_url("postgres://u@h/db?sslmode=allow"),
+            Ok(("postgres://u@h/db?sslmode=prefer".to_owned(), None))
+        );
+        let refused = tokio_postgres_url("postgres://u@h/db?sslcert=/c.pem").expect_err("sslcert");
+        assert!(
+            refused.starts_with("sslcert: client certificates"),
+            "{refused}"
+        );
+        for url in [
+            "postgres://u@h/db?sslmode=verify-ca",
+            "postgres://u@h/db?sslmode=disable",
+        ] {
+            let (rewritten, _) = tokio_postgres_url(url).expect("rewritten");
+            assert!(
+                rewritten.parse::<tokio_postgres::Config>().is_ok(),
+                "{rewritten}"
+            );
+        }
+    }
+
+    #[test]
+    fn root_certificate_files_are_checked() {
+        let missing = tls_config(Some("/nonexistent/ca.pem")).expect_err("missing file");
+        assert!(
+            missing.starts_with("sslrootcert /nonexistent/ca.pem"),
+            "{missing}"
+        );
+        let dir = std::env::temp_dir().join(format!("bh-ca-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "no certificates here\n").expect("write");
+        let path = empty.to_string_lossy().into_owned();
+        let none = tls_config(Some(&path)).expect_err("no certificate");
+        assert!(none.contains("no certificate in the file"), "{none}");
+        let ca = rcgen::generate_simple_self_signed(vec!["db.internal".to_owned()])
+            .expect("certificate");
+        let good = dir.join("ca.pem");
+        std::fs::write(&good, ca.cert.pem()).expect("write");
+        assert!(tls_config(Some(&good.to_string_lossy())).is_ok());
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
 }
