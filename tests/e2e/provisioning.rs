@@ -87,6 +87,20 @@ async fn audit_actions(stack: &Stack, tenant: &str, action: &str) -> Vec<Value> 
         .collect()
 }
 
+/// A shared-tier tenant `tenant` with a `dev` environment that has reached `ready`.
+async fn ready_shared_dev(stack: &Stack, tenant: &str) -> Value {
+    stack.create_tenant(tenant, "shared").await;
+    let accepted = stack
+        .create_environment(tenant, json!({"name": "dev", "stage": "development"}))
+        .await;
+    stack
+        .wait_succeeded(tenant, &id(&accepted["job"]), JOB_WITHIN)
+        .await;
+    stack
+        .wait_environment(tenant, &id(&accepted["environment"]), "ready", JOB_WITHIN)
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_and_dedicated_reach_ready() {
     let stack = Stack::start(Options::default()).await;
@@ -381,21 +395,7 @@ async fn cost_tags_required() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_detected_and_repaired() {
     let stack = Stack::start(Options::default()).await;
-    stack.create_tenant("initech", "shared").await;
-    let accepted = stack
-        .create_environment("initech", json!({"name": "dev", "stage": "development"}))
-        .await;
-    stack
-        .wait_succeeded("initech", &id(&accepted["job"]), JOB_WITHIN)
-        .await;
-    let env = stack
-        .wait_environment(
-            "initech",
-            &id(&accepted["environment"]),
-            "ready",
-            JOB_WITHIN,
-        )
-        .await;
+    let env = ready_shared_dev(&stack, "initech").await;
     let before = stack.credentials("initech", &id(&env)).await;
     let names = stack.names(&env);
 
@@ -454,21 +454,7 @@ async fn drift_detected_and_repaired() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn isolation_violation_marked_and_audited() {
     let stack = Stack::start(Options::default()).await;
-    stack.create_tenant("umbrella", "shared").await;
-    let accepted = stack
-        .create_environment("umbrella", json!({"name": "dev", "stage": "development"}))
-        .await;
-    stack
-        .wait_succeeded("umbrella", &id(&accepted["job"]), JOB_WITHIN)
-        .await;
-    let env = stack
-        .wait_environment(
-            "umbrella",
-            &id(&accepted["environment"]),
-            "ready",
-            JOB_WITHIN,
-        )
-        .await;
+    let env = ready_shared_dev(&stack, "umbrella").await;
     let names = stack.names(&env);
     let guarantee = |report: &Value, mechanism: &str| -> Value {
         report["guarantees"]
@@ -552,21 +538,7 @@ async fn isolation_violation_marked_and_audited() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_plan_refused() {
     let stack = Stack::start(Options::default()).await;
-    stack.create_tenant("umbrella", "shared").await;
-    let accepted = stack
-        .create_environment("umbrella", json!({"name": "dev", "stage": "development"}))
-        .await;
-    stack
-        .wait_succeeded("umbrella", &id(&accepted["job"]), JOB_WITHIN)
-        .await;
-    let env = stack
-        .wait_environment(
-            "umbrella",
-            &id(&accepted["environment"]),
-            "ready",
-            JOB_WITHIN,
-        )
-        .await;
+    let env = ready_shared_dev(&stack, "umbrella").await;
     let names = stack.names(&env);
 
     let plan_job = stack.job_action("umbrella", "dev", "plan", None).await;
