@@ -5,6 +5,9 @@
 //! Run: `cargo bench --bench http` (needs `wrk` on PATH: `apt-get install wrk`).
 //! Optional: BENCH_SECONDS (default 20), BENCH_CONNECTIONS (default 64).
 
+#[path = "support/mod.rs"]
+mod support;
+
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use serde_json::{Value, json};
 use std::process::{Child, Command, Stdio};
@@ -20,6 +23,8 @@ struct Api {
     child: Child,
     db_name: String,
     server: String,
+    /// The relay declares its topology under this prefix; removed at the end.
+    queue_prefix: String,
 }
 
 impl Drop for Api {
@@ -33,6 +38,7 @@ impl Drop for Api {
             ))
             .execute(&mut conn);
         }
+        support::remove_broker_objects(&self.queue_prefix);
     }
 }
 
@@ -54,6 +60,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     diesel::sql_query(format!("CREATE DATABASE {db_name}")).execute(&mut maintenance)?;
 
     let port = 18_000 + (std::process::id() % 1000) as u16;
+    // Its own queue names: the API's relay declares them, and a real instance may share the broker.
+    let queue_prefix = format!("bench-http-{}", uuid::Uuid::now_v7().simple());
     let base = format!("http://127.0.0.1:{port}");
     let child = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
         .arg("api")
@@ -62,12 +70,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .env("BULKHEAD_BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL)
         .env("BULKHEAD_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("RUST_LOG", "warn")
+        .env("BULKHEAD_QUEUE_PREFIX", &queue_prefix)
         .stdout(Stdio::null())
         .spawn()?;
     let api = Api {
         child,
         db_name,
         server,
+        queue_prefix,
     };
     let client = reqwest::Client::new();
     wait_ready(&client, &base).await?;

@@ -7,6 +7,9 @@
 //! Optional: BENCH_SEQUENTIAL (default 30), BENCH_BURST (default 200), BENCH_WORKERS (default 1),
 //! BENCH_CONCURRENCY (worker concurrency, default 4 as in the product; 8 and 16 were slower for the burst on 2 cores).
 
+#[path = "support/mod.rs"]
+mod support;
+
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use serde_json::{Value, json};
 use std::process::{Child, Command, Stdio};
@@ -20,8 +23,9 @@ struct Processes {
     server: String,
     control_db: String,
     pooled_db: String,
-    /// `bk_` databases that existed before the run (left alone at the end).
+    /// `bk_` databases and roles that existed before the run (left alone at the end).
     existing: Vec<String>,
+    existing_roles: Vec<String>,
     queue_prefix: String,
 }
 
@@ -29,6 +33,15 @@ struct Processes {
 struct Name {
     #[diesel(sql_type = diesel::sql_types::Text)]
     name: String,
+}
+
+fn bk_roles(conn: &mut PgConnection) -> Vec<String> {
+    diesel::sql_query("SELECT rolname AS name FROM pg_roles WHERE rolname LIKE 'bk\\_%'")
+        .load::<Name>(conn)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|n| n.name)
+        .collect()
 }
 
 fn bk_databases(conn: &mut PgConnection) -> Vec<String> {
@@ -57,41 +70,18 @@ impl Drop for Processes {
                     .execute(&mut admin);
             }
         }
-        let prefix = self.queue_prefix.clone();
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async move {
-                let connection = lapin::Connection::connect(
-                    "amqp://guest:guest@127.0.0.1:5672/%2f",
-                    lapin::ConnectionProperties::default(),
-                )
-                .await?;
-                let channel = connection.create_channel().await?;
-                for queue in [format!("{prefix}.jobs"), format!("{prefix}.jobs.dead")] {
-                    let _ = channel
-                        .queue_delete(
-                            queue.as_str().into(),
-                            lapin::options::QueueDeleteOptions::default(),
-                        )
-                        .await;
-                }
-                for exchange in [format!("{prefix}.jobs"), format!("{prefix}.jobs.dlx")] {
-                    let _ = channel
-                        .exchange_delete(
-                            exchange.as_str().into(),
-                            lapin::options::ExchangeDeleteOptions::default(),
-                        )
-                        .await;
-                }
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-            })
-        })
-        .join();
+        support::remove_broker_objects(&self.queue_prefix);
         for db in [&self.pooled_db, &self.control_db] {
             let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
                 .execute(&mut admin);
+        }
+        // Roles of environments a failed run did not destroy (their objects went with the
+        // databases above).
+        for role in bk_roles(&mut admin) {
+            if !self.existing_roles.contains(&role) {
+                let _ = diesel::sql_query(format!("DROP ROLE IF EXISTS \"{role}\""))
+                    .execute(&mut admin);
+            }
         }
     }
 }
@@ -119,6 +109,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pooled_db = format!("bh_pool_bench_{id}");
     let mut admin = PgConnection::establish(&format!("{server}/postgres"))?;
     let existing = bk_databases(&mut admin);
+    let existing_roles = bk_roles(&mut admin);
     diesel::sql_query(format!("CREATE DATABASE {control_db}")).execute(&mut admin)?;
     let port = 18_500 + (std::process::id() % 400) as u16;
     let base = format!("http://127.0.0.1:{port}");
@@ -169,6 +160,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         control_db,
         pooled_db,
         existing,
+        existing_roles,
         queue_prefix: queue_prefix.clone(),
     };
     for _ in 0..workers {
