@@ -116,7 +116,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let workers = env_or("BENCH_WORKERS", 1);
     let queue_prefix = format!("bench-{id}");
     // Everything is on loopback: TLS to PostgreSQL protects nothing here and costs a handshake
-    // per probe connection. BENCH_SSLMODE=require measures it anyway.
+    // per probe connection. BENCH_SSLMODE=require measures it, given a server certificate the
+    // system trusts (the request pool and the probes verify it; the local snakeoil one fails).
     let ssl = std::env::var("BENCH_SSLMODE").unwrap_or_else(|_| "disable".to_owned());
     let env = [
         (
