@@ -251,7 +251,8 @@ async fn patch_then_offboard_a_tenant() {
         )
         .await;
     assert_eq!(status, 202, "{deleted}");
-    assert_eq!(deleted["state"], "offboarding");
+    // Nothing to tear down: offboarded at once.
+    assert_eq!(deleted["state"], "offboarded");
     let (status, again) = app
         .call(
             reqwest::Method::DELETE,
@@ -261,9 +262,9 @@ async fn patch_then_offboard_a_tenant() {
         )
         .await;
     assert_eq!(status, 202, "{again}");
-    assert_eq!(again["state"], "offboarding");
+    assert_eq!(again["state"], "offboarded");
     let (_, read) = app.get("/v1/tenants/acme", &app.admin).await;
-    assert_eq!(read["state"], "offboarding");
+    assert_eq!(read["state"], "offboarded");
 
     // A tenant on its way out takes no new members, keys or changes.
     let (status, refused) = app
@@ -292,6 +293,157 @@ async fn patch_then_offboard_a_tenant() {
         )
         .await;
     assert_eq!(status, 409);
+}
+
+/// The jobs of `tenant` as (operation, state, environment id), oldest first.
+async fn jobs_of(app: &TestApp, tenant: &str) -> Vec<(String, String, String)> {
+    let (status, page) = app
+        .get(&format!("/v1/tenants/{tenant}/jobs?limit=100"), &app.admin)
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let mut jobs: Vec<(String, String, String, String)> = page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|j| {
+            let text = |f: &str| j[f].as_str().unwrap_or_default().to_owned();
+            (
+                text("id"),
+                text("operation"),
+                text("state"),
+                text("environment_id"),
+            )
+        })
+        .collect();
+    jobs.sort();
+    jobs.into_iter().map(|(_, o, s, e)| (o, s, e)).collect()
+}
+
+/// Offboarding a tenant with environments (no worker runs here, so nothing finishes): each
+/// standing environment gets one destroy job, what had not started is canceled, a second DELETE
+/// queues nothing more, and the tenant takes no new environments or jobs.
+#[tokio::test]
+async fn offboarding_queues_one_destroy_per_environment() {
+    let app = TestApp::spawn().await;
+    app.create_tenant("acme").await;
+    let mut environments = Vec::new();
+    for name in ["dev", "qa"] {
+        let (status, accepted) = app
+            .post(
+                "/v1/tenants/acme/environments",
+                &app.admin,
+                json!({"name": name, "stage": "development", "cost_tags": {"business_unit": "wms"}}),
+            )
+            .await;
+        assert_eq!(status, 202, "{accepted}");
+        environments.push(
+            accepted["environment"]["id"]
+                .as_str()
+                .expect("id")
+                .to_owned(),
+        );
+    }
+    let (status, plan) = app
+        .post(
+            "/v1/tenants/acme/environments/dev/plan",
+            &app.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 202, "{plan}");
+    let outbox_before = app.count("outbox");
+
+    let (status, deleted) = app
+        .call(
+            reqwest::Method::DELETE,
+            "/v1/tenants/acme",
+            &app.admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{deleted}");
+    assert_eq!(deleted["state"], "offboarding");
+    let jobs = jobs_of(&app, "acme").await;
+    let (dev, qa) = (environments[0].clone(), environments[1].clone());
+    assert_eq!(
+        jobs,
+        vec![
+            ("apply".to_owned(), "canceled".to_owned(), dev.clone()),
+            ("apply".to_owned(), "canceled".to_owned(), qa.clone()),
+            ("plan".to_owned(), "canceled".to_owned(), dev.clone()),
+            ("destroy".to_owned(), "queued".to_owned(), dev.clone()),
+            ("destroy".to_owned(), "queued".to_owned(), qa.clone()),
+        ]
+    );
+    assert_eq!(
+        app.count("outbox"),
+        outbox_before + 2,
+        "each destroy job has its message in the outbox"
+    );
+
+    // Again: the destroys are on their way, nothing new is queued.
+    let (status, again) = app
+        .call(
+            reqwest::Method::DELETE,
+            "/v1/tenants/acme",
+            &app.admin,
+            None,
+        )
+        .await;
+    assert_eq!((status, &again["state"]), (202, &json!("offboarding")));
+    assert_eq!(jobs_of(&app, "acme").await, jobs);
+
+    // No new environments or jobs while it goes.
+    let (status, refused) = app
+        .post(
+            "/v1/tenants/acme/environments",
+            &app.admin,
+            json!({"name": "late", "stage": "development", "cost_tags": {"business_unit": "wms"}}),
+        )
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("offboarding"),
+        "{refused}"
+    );
+    let (status, _) = app
+        .post(
+            "/v1/tenants/acme/environments/dev/apply",
+            &app.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 409);
+    assert_eq!(jobs_of(&app, "acme").await.len(), 5);
+
+    // The audit trail says what the teardown did.
+    let (_, events) = app
+        .get("/v1/tenants/acme/audit-events?limit=100", &app.admin)
+        .await;
+    let delete = events["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|e| e["action"] == "tenant.delete")
+        .cloned()
+        .expect("tenant.delete audited");
+    assert_eq!(
+        delete["details"]["teardown"]["destroy_jobs"]
+            .as_array()
+            .map(Vec::len),
+        Some(2),
+        "{delete}"
+    );
+    assert_eq!(
+        delete["details"]["teardown"]["canceled_jobs"]
+            .as_array()
+            .map(Vec::len),
+        Some(3),
+        "{delete}"
+    );
 }
 
 #[tokio::test]

@@ -576,3 +576,79 @@ async fn stale_plan_refused() {
     );
     assert_eq!(left, vec![Some("0001_orders".to_owned())]);
 }
+
+/// Offboarding a tenant tears down every environment it has: ready ones (shared and
+/// dedicated) and one whose apply was only just queued. The last destroy marks the tenant
+/// `offboarded`, and nothing of it is left on the targets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offboarding_destroys_every_environment() {
+    let stack = Stack::start(Options::default()).await;
+    let dev = ready_shared_dev(&stack, "umbrella").await;
+    let credentials = stack.credentials("umbrella", &id(&dev)).await;
+    let vault = stack
+        .create_environment(
+            "umbrella",
+            json!({"name": "vault", "stage": "staging", "isolation": "dedicated"}),
+        )
+        .await;
+    stack
+        .wait_succeeded("umbrella", &id(&vault["job"]), JOB_WITHIN)
+        .await;
+    let vault = stack
+        .wait_environment("umbrella", &id(&vault["environment"]), "ready", JOB_WITHIN)
+        .await;
+    // Its apply may be queued, running or done when the tenant goes: it ends destroyed anyway.
+    let late = stack
+        .create_environment("umbrella", json!({"name": "late", "stage": "development"}))
+        .await["environment"]
+        .clone();
+
+    let (status, tenant) = stack.delete("/v1/tenants/umbrella").await;
+    assert_eq!(status, 202, "{tenant}");
+    assert_eq!(tenant["state"], "offboarding", "{tenant}");
+
+    let deadline = std::time::Instant::now() + JOB_WITHIN;
+    loop {
+        let (status, tenant) = stack.get("/v1/tenants/umbrella").await;
+        assert_eq!(status, 200, "{tenant}");
+        if tenant["state"] == "offboarded" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tenant not offboarded within {JOB_WITHIN:?}: {tenant}\n{}",
+            stack.log_tail(40)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for env in [&dev, &vault, &late] {
+        let now = stack.environment("umbrella", &id(env)).await;
+        assert_eq!(now["state"], "destroyed", "{now}");
+        assert_eq!(
+            stack.leftovers(env),
+            Vec::<String>::new(),
+            "left of {} after offboarding",
+            env["name"]
+        );
+    }
+    assert!(
+        connect_as(&credentials).is_err(),
+        "the offboarded tenant's credentials no longer work"
+    );
+    let offboarded = audit_actions(&stack, "umbrella", "tenant.offboarded").await;
+    assert_eq!(offboarded.len(), 1, "audited once: {offboarded:?}");
+    assert!(
+        offboarded[0]["actor"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("worker:"),
+        "{offboarded:?}"
+    );
+    let (status, refused) = stack
+        .post(
+            "/v1/tenants/umbrella/environments",
+            json!({"name": "again", "stage": "development"}),
+        )
+        .await;
+    assert_eq!(status, 409, "{refused}");
+}

@@ -481,12 +481,36 @@ impl Execution {
         })
         .await
         .map_err(|e| Stop::Fatal(format!("destroy task: {e}")))??;
+        let (job_id, tenant_id, worker_id) = (
+            self.job.id,
+            spec.tenant_id,
+            self.worker.config.worker.id.clone(),
+        );
         self.db(move |conn| {
             conn.transaction(|conn| {
+                // The tenant row first, as the API's teardown locks it: the same lock order
+                // both ways, and the last destroy of an offboarding tenant sees all the others.
+                store::tenants::lock_for_change(conn, tenant_id)?;
                 store::environments::record_resources(conn, environment_id, &[], &json!({}))?;
                 store::environments::clear_guarantees(conn, environment_id)?;
                 store::environments::delete_credentials(conn, environment_id)?;
-                store::environments::set_state(conn, environment_id, "destroyed", Some(None))
+                store::environments::set_state(conn, environment_id, "destroyed", Some(None))?;
+                if let Some(tenant) = store::tenants::complete_offboarding(conn, tenant_id)? {
+                    store::audit::append(
+                        conn,
+                        &NewAuditEvent {
+                            actor_id: None,
+                            actor: format!("worker:{worker_id}"),
+                            tenant_id: Some(tenant_id),
+                            action: "tenant.offboarded".into(),
+                            target: format!("tenant/{}", tenant.slug),
+                            result: AuditResult::Success,
+                            request_id: format!("job:{job_id}"),
+                            details: json!({"last_environment": environment_id}),
+                        },
+                    )?;
+                }
+                Ok(())
             })
         })
         .await?;

@@ -48,7 +48,8 @@ pub struct EnvironmentView {
     pub blueprint_version: i32,
     #[schema(value_type = Object)]
     pub cost_tags: serde_json::Value,
-    /// `pending`, `provisioning`, `ready`, `drifted`, `failed`, `destroying`, `destroyed`.
+    /// `pending`, `provisioning`, `ready`, `drifted`, `failed`, `stopped`, `destroying` or
+    /// `destroyed`.
     pub state: String,
     /// What differs from the blueprint, when `drifted`.
     #[schema(value_type = Option<Object>)]
@@ -98,6 +99,12 @@ pub struct CreateEnvironmentRequest {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EnvironmentAccepted {
     pub environment: EnvironmentView,
+    pub job: JobView,
+}
+
+/// The answer to a destroy, plan, apply or drift-check request: the queued job.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobAccepted {
     pub job: JobView,
 }
 
@@ -239,6 +246,75 @@ fn ensure_tenant_active(tenant: &Tenant) -> ApiResult<()> {
     }
 }
 
+/// The same check inside the caller's transaction, with the tenant row share-locked: a tenant
+/// whose offboarding committed in between is seen, and cannot start offboarding until the
+/// caller commits (so its teardown sees what the caller wrote).
+fn ensure_still_active(conn: &mut PgConnection, tenant_id: Uuid, slug: &str) -> ApiResult<()> {
+    match store::tenants::lock_state(conn, tenant_id)? {
+        Some(state) if state == TenantState::Active.as_str() => Ok(()),
+        Some(state) => Err(ApiError::Conflict(format!(
+            "tenant '{slug}' is {state}; environments change only in active tenants"
+        ))),
+        None => Err(ApiError::NotFound(format!(
+            "tenant '{slug}' no longer exists"
+        ))),
+    }
+}
+
+/// What a tenant's teardown queued: a destroy job per standing environment (none where one is
+/// already on its way), and the not-yet-started jobs it canceled so the destroys run next.
+#[derive(Debug, Default, Serialize)]
+pub struct Teardown {
+    pub destroy_jobs: Vec<Uuid>,
+    pub canceled_jobs: Vec<Uuid>,
+    /// Nothing was left to destroy: the tenant is `offboarded` now.
+    pub offboarded: bool,
+}
+
+/// Starts (or, for a tenant already offboarding, resumes) the teardown of an offboarding
+/// tenant in the caller's transaction. The last destroy to finish marks the tenant
+/// `offboarded` (the worker does that); with nothing standing it happens here.
+pub fn start_teardown(
+    conn: &mut PgConnection,
+    caller: &Caller,
+    tenant_id: Uuid,
+    max_attempts: i32,
+) -> ApiResult<Teardown> {
+    let mut teardown = Teardown::default();
+    for environment in store::environments::standing_for_update(conn, tenant_id)? {
+        let active = store::jobs::active_for_environment(conn, environment.id)?;
+        if active
+            .iter()
+            .any(|j| j.operation == Operation::Destroy.as_str())
+        {
+            continue;
+        }
+        for job in active.iter().filter(|j| j.state != "running") {
+            if store::jobs::cancel(conn, job.id)? {
+                store::jobs::add_event(
+                    conn,
+                    job.id,
+                    "canceled",
+                    "canceled: the tenant is being offboarded",
+                    json!({}),
+                )?;
+                teardown.canceled_jobs.push(job.id);
+            }
+        }
+        let job = queue_job(
+            conn,
+            caller,
+            &environment,
+            Operation::Destroy,
+            max_attempts,
+            None,
+        )?;
+        teardown.destroy_jobs.push(job.id);
+    }
+    teardown.offboarded = store::tenants::complete_offboarding(conn, tenant_id)?.is_some();
+    Ok(teardown)
+}
+
 /// Queues a job in the caller's transaction and audits it; returns its view.
 fn queue_job(
     conn: &mut PgConnection,
@@ -304,6 +380,7 @@ pub async fn create(
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
                 idempotency::once(conn, caller.id, key.as_deref(), &request_hash, |conn| {
+                    ensure_still_active(conn, tenant.id, &tenant.slug)?;
                     let environment = store::environments::insert(
                         conn,
                         &NewEnvironment {
@@ -457,10 +534,14 @@ async fn job_action(
         &serde_json::to_value(&body).map_err(ApiError::internal)?,
     );
     let max_attempts = state.config.worker.max_attempts;
+    let (tenant_id, slug) = (tenant.id, tenant.slug.clone());
     let (status, response) = state
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
                 idempotency::once(conn, caller.id, key.as_deref(), &request_hash, |conn| {
+                    if operation != Operation::Destroy {
+                        ensure_still_active(conn, tenant_id, &slug)?;
+                    }
                     let expected = match body.plan_job_id {
                         None => None,
                         Some(plan_job_id) => {
@@ -479,7 +560,7 @@ async fn job_action(
                         }
                     };
                     let job = queue_job(conn, &caller, &environment, operation, max_attempts, expected.as_deref())?;
-                    let body = serde_json::to_value(json!({"job": job})).map_err(ApiError::internal)?;
+                    let body = serde_json::to_value(JobAccepted { job }).map_err(ApiError::internal)?;
                     Ok((202, body))
                 })
             })
@@ -490,8 +571,9 @@ async fn job_action(
 }
 
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}/environments/{env}", tag = "environments", security(("bearer" = [])),
-    params(("tenant" = String, Path), ("env" = String, Path, description = "Environment id or name")),
-    responses((status = 202, description = "A destroy job is queued", body = Object),
+    params(("tenant" = String, Path), ("env" = String, Path, description = "Environment id or name"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Same key + same body → the same response; same key + another body → 422")),
+    responses((status = 202, description = "A destroy job is queued", body = JobAccepted),
         (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem)))]
 pub async fn destroy(
     state: web::Data<AppState>,
@@ -503,8 +585,10 @@ pub async fn destroy(
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/environments/{env}/plan", tag = "environments", security(("bearer" = [])),
-    params(("tenant" = String, Path), ("env" = String, Path)),
-    responses((status = 202, description = "A plan job is queued; its plan appears on the job", body = Object)))]
+    params(("tenant" = String, Path), ("env" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "Same key + same body → the same response; same key + another body → 422")),
+    responses((status = 202, description = "A plan job is queued; its plan appears on the job", body = JobAccepted),
+        (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem),
+        (status = 422, body = crate::error::Problem)))]
 pub async fn plan(
     state: web::Data<AppState>,
     caller: Caller,
@@ -515,9 +599,11 @@ pub async fn plan(
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/environments/{env}/apply", tag = "environments", security(("bearer" = [])),
-    params(("tenant" = String, Path), ("env" = String, Path)),
+    params(("tenant" = String, Path), ("env" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "Same key + same body → the same response; same key + another body → 422")),
     request_body(content = Option<ApplyRequest>, description = "Optional: the plan job to apply exactly"),
-    responses((status = 202, description = "An apply job is queued", body = Object)))]
+    responses((status = 202, description = "An apply job is queued", body = JobAccepted),
+        (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem),
+        (status = 422, body = crate::error::Problem)))]
 pub async fn apply(
     state: web::Data<AppState>,
     caller: Caller,
@@ -529,8 +615,10 @@ pub async fn apply(
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/environments/{env}/drift-check", tag = "environments", security(("bearer" = [])),
-    params(("tenant" = String, Path), ("env" = String, Path)),
-    responses((status = 202, description = "A drift-check job is queued", body = Object)))]
+    params(("tenant" = String, Path), ("env" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "Same key + same body → the same response; same key + another body → 422")),
+    responses((status = 202, description = "A drift-check job is queued", body = JobAccepted),
+        (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem),
+        (status = 422, body = crate::error::Problem)))]
 pub async fn drift_check(
     state: web::Data<AppState>,
     caller: Caller,

@@ -290,7 +290,11 @@ pub fn ensure_not_leaving(tenant: &Tenant) -> ApiResult<()> {
 
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}", tag = "tenants", security(("bearer" = [])),
     params(("tenant" = String, Path, description = "Tenant id or slug")),
-    responses((status = 202, description = "Marked offboarding; teardown follows", body = TenantView),
+    responses((status = 202, description = "Marked `offboarding`: a destroy job is queued for each \
+        environment still standing (not-yet-started jobs are canceled) and the last one to finish \
+        marks the tenant `offboarded`; with nothing to destroy it is `offboarded` at once. \
+        Deleting an offboarding tenant again re-queues a destroy for any environment whose \
+        destroy failed.", body = TenantView),
         (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem)))]
 pub async fn delete(
     state: web::Data<AppState>,
@@ -300,38 +304,51 @@ pub async fn delete(
     let tenant = state
         .authorize_tenant(&caller, &path, Object::Tenant, Action::Delete)
         .await?;
-    let current = tenant.state();
-    if matches!(
-        current,
-        Some(TenantState::Offboarding | TenantState::Offboarded)
-    ) {
-        // Deleting twice is not an error: the first request already started the teardown.
+    if tenant.state() == Some(TenantState::Offboarded) {
+        // Deleting twice is not an error: there is nothing left to tear down.
         return Ok(HttpResponse::Accepted().json(TenantView::from(tenant)));
     }
+    let max_attempts = state.config.worker.max_attempts;
     let updated = state
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
-                let updated = store::tenants::update(
-                    conn,
-                    tenant.id,
-                    &TenantChanges {
-                        state: Some(TenantState::Offboarding.as_str().to_owned()),
-                        ..TenantChanges::default()
-                    },
-                )?;
-                store::audit::append(
-                    conn,
-                    &caller.audit(
-                        Some(tenant.id),
-                        "tenant.delete",
-                        format!("tenant/{}", tenant.slug),
-                        AuditResult::Success,
-                        json!({"from": tenant.state, "to": "offboarding"}),
-                    ),
-                )?;
+                // Offboarding first (this locks the tenant row), so an environment created
+                // concurrently either committed before and is torn down, or is refused.
+                let resumed = tenant.state() == Some(TenantState::Offboarding);
+                if !resumed {
+                    store::tenants::update(
+                        conn,
+                        tenant.id,
+                        &TenantChanges {
+                            state: Some(TenantState::Offboarding.as_str().to_owned()),
+                            ..TenantChanges::default()
+                        },
+                    )?;
+                }
+                let teardown =
+                    crate::routes::environments::start_teardown(conn, &caller, tenant.id, max_attempts)?;
+                let changed = !resumed
+                    || !teardown.destroy_jobs.is_empty()
+                    || teardown.offboarded;
+                if changed {
+                    store::audit::append(
+                        conn,
+                        &caller.audit(
+                            Some(tenant.id),
+                            "tenant.delete",
+                            format!("tenant/{}", tenant.slug),
+                            AuditResult::Success,
+                            json!({"from": tenant.state, "to": "offboarding", "teardown": teardown}),
+                        ),
+                    )?;
+                }
+                let updated = store::tenants::find(conn, tenant.id)?.ok_or_else(|| {
+                    ApiError::internal(anyhow::anyhow!("tenant vanished while offboarding"))
+                })?;
                 Ok::<_, ApiError>(updated)
             })
         })
         .await?;
+    state.relay_wake.notify_one();
     Ok(HttpResponse::Accepted().json(TenantView::from(updated)))
 }

@@ -99,6 +99,21 @@ pub fn list(
     Ok(page(rows, limit, |e| e.id.to_string()))
 }
 
+/// A tenant's environments that still stand (not destroyed), oldest first, locked as an update
+/// would lock them, so a teardown and a worker's state write do not interleave.
+pub fn standing_for_update(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+) -> Result<Vec<Environment>, StoreError> {
+    Ok(environments::table
+        .filter(environments::tenant_id.eq(tenant_id))
+        .filter(environments::state.ne("destroyed"))
+        .order(environments::id.asc())
+        .select(Environment::as_select())
+        .for_no_key_update()
+        .load(conn)?)
+}
+
 /// Sets the state and, when given, the drift report (`Some(None)` clears it).
 pub fn set_state(
     conn: &mut PgConnection,

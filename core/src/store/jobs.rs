@@ -115,6 +115,19 @@ const ACTIVE: [&str; 5] = [
     "running",
 ];
 
+/// An environment's active jobs (queued, waiting for review, or running), in line order.
+pub fn active_for_environment(
+    conn: &mut PgConnection,
+    environment_id: Uuid,
+) -> Result<Vec<Job>, StoreError> {
+    Ok(jobs::table
+        .filter(jobs::environment_id.eq(environment_id))
+        .filter(jobs::state.eq_any(ACTIVE))
+        .order((jobs::created_at.asc(), jobs::id.asc()))
+        .select(Job::as_select())
+        .load(conn)?)
+}
+
 /// For an active job: how many active jobs of its environment are ahead of it (0 = next or
 /// running). `None` for a finished job.
 pub fn queue_position(conn: &mut PgConnection, job: &Job) -> Result<Option<i64>, StoreError> {

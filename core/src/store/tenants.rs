@@ -48,6 +48,14 @@ pub fn insert(conn: &mut PgConnection, new: &NewTenant<'_>) -> Result<Tenant, St
         .get_result(conn)?)
 }
 
+pub fn find(conn: &mut PgConnection, id: Uuid) -> Result<Option<Tenant>, StoreError> {
+    Ok(tenants::table
+        .find(id)
+        .select(Tenant::as_select())
+        .first(conn)
+        .optional()?)
+}
+
 /// A tenant by id or slug, as `{tenant}` in a path may be either. Async, on the request path,
 /// so it can be pipelined with the bearer's lookup.
 pub async fn find_by_ref(
@@ -126,4 +134,67 @@ pub fn update(
         .set((changes, tenants::updated_at.eq(Utc::now())))
         .returning(Tenant::as_returning())
         .get_result(conn)?)
+}
+
+/// The tenant's state, read with a share lock held to the end of the transaction: a tenant
+/// cannot start offboarding between this check and the caller's insert (an environment created
+/// then would escape the teardown).
+pub fn lock_state(conn: &mut PgConnection, id: Uuid) -> Result<Option<String>, StoreError> {
+    Ok(tenants::table
+        .find(id)
+        .select(tenants::state)
+        .for_share()
+        .first(conn)
+        .optional()?)
+}
+
+/// Locks the tenant row as an update would (compatible with foreign-key checks), to the end of
+/// the transaction: what a worker finishing a destroy takes before it touches the environment,
+/// the same order as the API's teardown.
+pub fn lock_for_change(conn: &mut PgConnection, id: Uuid) -> Result<(), StoreError> {
+    tenants::table
+        .find(id)
+        .select(tenants::id)
+        .for_no_key_update()
+        .first::<Uuid>(conn)
+        .optional()?;
+    Ok(())
+}
+
+/// Marks an offboarding tenant `offboarded` once none of its environments is left to destroy;
+/// the tenant row is locked first, so two destroys finishing at once cannot each see the other's
+/// environment still standing. Returns the tenant when this call completed the offboarding.
+pub fn complete_offboarding(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<Tenant>, StoreError> {
+    use crate::schema::environments;
+    let state: Option<String> = tenants::table
+        .find(id)
+        .select(tenants::state)
+        .for_no_key_update()
+        .first(conn)
+        .optional()?;
+    if state.as_deref() != Some(TenantState::Offboarding.as_str()) {
+        return Ok(None);
+    }
+    // A new statement after the lock: under READ COMMITTED it sees every destroy committed
+    // before the lock was granted.
+    let standing: i64 = environments::table
+        .filter(environments::tenant_id.eq(id))
+        .filter(environments::state.ne("destroyed"))
+        .count()
+        .get_result(conn)?;
+    if standing > 0 {
+        return Ok(None);
+    }
+    Ok(Some(
+        diesel::update(tenants::table.find(id))
+            .set((
+                tenants::state.eq(TenantState::Offboarded.as_str()),
+                tenants::updated_at.eq(Utc::now()),
+            ))
+            .returning(Tenant::as_returning())
+            .get_result(conn)?,
+    ))
 }
