@@ -162,6 +162,7 @@ diesel::table! {
         updated_at -> Timestamptz,
         started_at -> Nullable<Timestamptz>,
         finished_at -> Nullable<Timestamptz>,
+        cancel_requested_at -> Nullable<Timestamptz>,
     }
 }
 

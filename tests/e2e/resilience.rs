@@ -490,3 +490,110 @@ async fn queued_jobs_wait_in_order() {
         .wait_environment("tyrell", "dev", "ready", JOB_WITHIN)
         .await;
 }
+
+/// A baseline whose middle step takes 3 s: long enough that a cancel request sent during it is
+/// always seen (the worker looks once a second) before the step ends.
+const LONG_STEP_SHARED: (&str, &str) = (
+    "long-step-shared.toml",
+    r#"name = "long-step-shared"
+version = 1
+isolation = "shared"
+description = "e2e: a shared environment whose baseline has a 3 s step."
+
+[limits]
+connection_limit = 5
+statement_timeout_ms = 30000
+
+[[baseline]]
+id = "0001_orders"
+sql = """
+CREATE TABLE orders (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, note text NOT NULL);
+"""
+
+[[baseline]]
+id = "0002_slow"
+sql = "SELECT pg_sleep(3);"
+
+[[baseline]]
+id = "0003_order_notes"
+sql = "CREATE INDEX orders_note ON orders (note);"
+"#,
+);
+
+/// Cancel of a running apply: 202, the worker stops at the next step boundary (the slow step
+/// completes, the one after it never starts), the job ends `canceled` with an error that says
+/// what to do, the environment is `failed`, the job queued behind runs next, and a later apply
+/// finishes the environment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_running_apply_stops_at_a_step_boundary() {
+    let stack = Stack::start(Options {
+        blueprints: vec![LONG_STEP_SHARED],
+        ..Options::default()
+    })
+    .await;
+    stack.create_tenant("cyberdyne", "shared").await;
+    let accepted = stack
+        .create_environment(
+            "cyberdyne",
+            json!({"name": "dev", "stage": "development", "blueprint": "long-step-shared"}),
+        )
+        .await;
+    let apply = id(&accepted["job"]);
+    let plan = stack.job_action("cyberdyne", "dev", "plan", None).await;
+    wait_mid_apply(&stack, "cyberdyne", &apply).await;
+
+    let cancel = format!("/v1/tenants/cyberdyne/jobs/{apply}/cancel");
+    let (status, requested) = stack.post_empty(&cancel).await;
+    assert_eq!(status, 202, "{requested}");
+    assert_eq!(requested["state"], "running", "{requested}");
+    assert!(requested["cancel_requested_at"].is_string(), "{requested}");
+    let (status, again) = stack.post_empty(&cancel).await;
+    assert_eq!(status, 202, "asking twice is one request: {again}");
+    assert_eq!(
+        again["cancel_requested_at"],
+        requested["cancel_requested_at"]
+    );
+
+    let canceled = stack.wait_job("cyberdyne", &apply, JOB_WITHIN).await;
+    assert_eq!(canceled["state"], "canceled", "{canceled}");
+    let error = canceled["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("canceled by request") && error.contains("apply"),
+        "the error says what happened and what to do: {error}"
+    );
+    let done = steps(&stack, "cyberdyne", &apply).await;
+    assert!(done.iter().any(|s| s == "0002_slow"), "{done:?}");
+    assert!(
+        !done.iter().any(|s| s == "0003_order_notes"),
+        "no step starts after the cancel was seen: {done:?}"
+    );
+    let kinds = stack.event_kinds("cyberdyne", &apply).await;
+    assert!(
+        kinds.iter().any(|k| k == "cancel_requested") && kinds.iter().any(|k| k == "canceled"),
+        "{kinds:?}"
+    );
+    let env = stack.environment("cyberdyne", "dev").await;
+    assert_eq!(
+        env["state"], "failed",
+        "a partly applied environment: {env}"
+    );
+    let (status, finished) = stack.post_empty(&cancel).await;
+    assert_eq!(status, 409, "a finished job cannot be canceled: {finished}");
+
+    // The job waiting behind it runs, and sees what is left to do.
+    let plan = stack
+        .wait_succeeded("cyberdyne", &id(&plan), JOB_WITHIN)
+        .await;
+    let remaining = plan["plan"]["actions"].to_string();
+    assert!(remaining.contains("0003_order_notes"), "{remaining}");
+    assert!(!remaining.contains("0001_orders"), "{remaining}");
+
+    let repair = stack.job_action("cyberdyne", "dev", "apply", None).await;
+    stack
+        .wait_succeeded("cyberdyne", &id(&repair), JOB_WITHIN)
+        .await;
+    let env = stack
+        .wait_environment("cyberdyne", "dev", "ready", JOB_WITHIN)
+        .await;
+    destroy_and_check(&stack, "cyberdyne", &env).await;
+}

@@ -25,6 +25,8 @@ pub enum Outcome {
     Retrying,
     /// Failed for good.
     Failed,
+    /// Stopped on request (not an error: the message is acked, not dead-lettered).
+    Canceled,
     /// Lease given back at a step boundary because the worker is stopping.
     Released,
     /// Someone else holds the job now (our lease expired); we wrote nothing more.
@@ -36,6 +38,8 @@ pub struct Execution {
     job: Job,
     received: Instant,
     lost: Arc<AtomicBool>,
+    /// Someone asked to cancel the job: stop at the next step boundary.
+    canceled: Arc<AtomicBool>,
 }
 
 /// Why an attempt stopped early.
@@ -44,6 +48,8 @@ enum Stop {
     Store(StoreError),
     /// Not retryable: what, where, why.
     Fatal(String),
+    /// A cancel was requested before the target was touched.
+    Canceled,
 }
 
 impl From<ExecError> for Stop {
@@ -57,6 +63,9 @@ impl From<StoreError> for Stop {
         Self::Store(error)
     }
 }
+
+/// How often a running job looks for a cancel request.
+const CANCEL_POLL: Duration = Duration::from_secs(1);
 
 /// How long step events may wait to be written together: progress shows this much later.
 const STEP_EVENT_LINGER: std::time::Duration = std::time::Duration::from_millis(25);
@@ -72,6 +81,7 @@ impl Execution {
             job,
             received,
             lost: Arc::new(AtomicBool::new(false)),
+            canceled: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -105,27 +115,47 @@ impl Execution {
         self.conclude(result).await
     }
 
-    /// Extends the lease every third of its length; flags the job as lost if that fails.
+    /// Extends the lease every third of its length (flags the job as lost if that fails) and,
+    /// in between, looks once a second for a cancel request. A job that finishes within a second
+    /// costs neither.
     fn spawn_heartbeat(&self) -> tokio::task::JoinHandle<()> {
-        let (pool, lost) = (self.worker.pool.clone(), self.lost.clone());
+        let (pool, lost, canceled) = (
+            self.worker.pool.clone(),
+            self.lost.clone(),
+            self.canceled.clone(),
+        );
         let (job_id, token, lease) = (
             self.job.id,
             self.job.fencing_token,
             self.worker.config.worker.lease,
         );
+        let tick = CANCEL_POLL.min(lease / 3);
         tokio::spawn(async move {
+            let mut last_beat = Instant::now();
             loop {
-                tokio::time::sleep(lease / 3).await;
+                tokio::time::sleep(tick).await;
+                let beat = last_beat.elapsed() + tick > lease / 3;
                 let pool = pool.clone();
-                let alive = tokio::task::spawn_blocking(move || {
+                let checked = tokio::task::spawn_blocking(move || {
                     let mut conn = pool.get()?;
-                    store::jobs::heartbeat(&mut conn, job_id, token, lease)
+                    let alive = !beat || store::jobs::heartbeat(&mut conn, job_id, token, lease)?;
+                    let cancel = alive && store::jobs::cancel_requested(&mut conn, job_id, token)?;
+                    Ok::<_, StoreError>((alive, cancel))
                 })
                 .await;
-                if let Ok(Ok(false)) = alive {
-                    tracing::warn!(%job_id, "lease lost: another worker owns this job now");
-                    lost.store(true, Ordering::SeqCst);
-                    return;
+                if beat {
+                    last_beat = Instant::now();
+                }
+                match checked {
+                    Ok(Ok((false, _))) => {
+                        tracing::warn!(%job_id, "lease lost: another worker owns this job now");
+                        lost.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    Ok(Ok((true, true))) if !canceled.swap(true, Ordering::SeqCst) => {
+                        tracing::info!(%job_id, "cancel requested: stopping at the next step");
+                    }
+                    _ => {}
                 }
             }
         })
@@ -185,9 +215,10 @@ impl Execution {
         impl FnMut(&PlanAction) -> Result<(), StepAbort> + Send + 'static,
         std::thread::JoinHandle<()>,
     ) {
-        let (pool, lost, shutdown) = (
+        let (pool, lost, canceled, shutdown) = (
             self.worker.pool.clone(),
             self.lost.clone(),
+            self.canceled.clone(),
             self.worker.shutdown.clone(),
         );
         let job_id = self.job.id;
@@ -220,7 +251,8 @@ impl Execution {
                 action.detail.clone(),
                 json!({"op": action.op, "kind": action.kind, "name": action.name, "ms": step_ms}),
             ));
-            if lost.load(Ordering::SeqCst) || *shutdown.borrow() {
+            if lost.load(Ordering::SeqCst) || canceled.load(Ordering::SeqCst) || *shutdown.borrow()
+            {
                 Err(StepAbort)
             } else {
                 Ok(())
@@ -336,6 +368,14 @@ impl Execution {
         }
     }
 
+    fn stop_if_canceled(&self) -> Result<(), Stop> {
+        if self.canceled.load(Ordering::SeqCst) {
+            Err(Stop::Canceled)
+        } else {
+            Ok(())
+        }
+    }
+
     async fn apply(&self, spec: &EnvironmentSpec) -> Result<(), Stop> {
         let environment_id = spec.id;
         let plan = self.plan(spec, false).await?;
@@ -348,6 +388,7 @@ impl Execution {
                 plan.hash
             )));
         }
+        self.stop_if_canceled()?;
         // Only now does the target change: a refused stale plan leaves the environment as it was.
         self.db(move |conn| {
             store::environments::set_state(conn, environment_id, "provisioning", None)
@@ -466,6 +507,7 @@ impl Execution {
 
     async fn destroy(&self, spec: &EnvironmentSpec) -> Result<(), Stop> {
         let environment_id = spec.id;
+        self.stop_if_canceled()?;
         self.db(move |conn| {
             store::environments::set_state(conn, environment_id, "destroying", None)
         })
@@ -530,10 +572,26 @@ impl Execution {
             Requeue(Duration, String),
             Release,
         }
+        // Canceled before the target (or the environment's state) was touched: nothing broke.
+        let environment_untouched = matches!(result, Err(Stop::Canceled));
         let write = match result {
             Ok(()) => Write::Finish(JobState::Succeeded, None),
             Err(Stop::Exec(ExecError::Aborted)) if self.lost.load(Ordering::SeqCst) => {
                 return Outcome::LostLease;
+            }
+            Err(Stop::Canceled) => Write::Finish(
+                JobState::Canceled,
+                Some("canceled by request before it changed the target".to_owned()),
+            ),
+            Err(Stop::Exec(ExecError::Aborted)) if self.canceled.load(Ordering::SeqCst) => {
+                Write::Finish(
+                    JobState::Canceled,
+                    Some(format!(
+                        "canceled by request between two steps of {}: the target is partly \
+                         changed; run apply to finish it or destroy to remove it",
+                        self.job.operation
+                    )),
+                )
             }
             Err(Stop::Exec(ExecError::Aborted)) => Write::Release,
             Err(Stop::Fatal(reason)) => Write::Finish(JobState::Failed, Some(reason)),
@@ -568,6 +626,7 @@ impl Execution {
         }
         let outcome = match &write {
             Write::Finish(JobState::Succeeded, _) => Outcome::Succeeded,
+            Write::Finish(JobState::Canceled, _) => Outcome::Canceled,
             Write::Finish(_, _) => Outcome::Failed,
             Write::Requeue(..) => Outcome::Retrying,
             Write::Release => Outcome::Released,
@@ -585,6 +644,9 @@ impl Execution {
                                     JobState::Succeeded => {
                                         ("succeeded", "job succeeded".to_owned())
                                     }
+                                    JobState::Canceled => {
+                                        ("canceled", error.clone().unwrap_or_default())
+                                    }
                                     _ => ("failed", error.clone().unwrap_or_default()),
                                 };
                                 store::jobs::add_event(
@@ -594,7 +656,9 @@ impl Execution {
                                     &message,
                                     json!({"total_ms": total_ms}),
                                 )?;
-                                if *state == JobState::Failed {
+                                if *state == JobState::Failed
+                                    || (*state == JobState::Canceled && !environment_untouched)
+                                {
                                     // Only an environment this job was changing is broken by it.
                                     store::environments::mark_failed_if_changing(
                                         conn,

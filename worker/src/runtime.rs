@@ -8,6 +8,7 @@ use crate::executor::{Endpoint, PostgresExecutor, Targets};
 use bulkhead_core::blueprint::BlueprintCatalog;
 use bulkhead_core::config::Config;
 use bulkhead_core::db::PgPool;
+use bulkhead_core::jobs::JobState;
 use bulkhead_core::queue::{self, JobMessage, MESSAGE_VERSION, Topology};
 use bulkhead_core::store::{self, StoreError};
 use futures_lite::StreamExt;
@@ -307,7 +308,21 @@ pub fn sweep_once(
     for stale in store::jobs::expired_leases(conn)? {
         conn.transaction(|conn| {
             let owner = stale.lease_owner.clone().unwrap_or_default();
-            if stale.attempts >= stale.max_attempts {
+            if stale.cancel_requested {
+                // Asked to stop, and its worker is gone: do not run it again.
+                let reason = format!(
+                    "canceled by request; the worker {owner} stopped heartbeating before it \
+                     could stop the job itself"
+                );
+                if store::jobs::finish(conn, stale.id, stale.fencing_token, JobState::Canceled, Some(&reason))? {
+                    store::environments::mark_failed_if_changing(conn, stale.environment_id)?;
+                    store::jobs::add_event(conn, stale.id, "canceled", &reason, serde_json::json!({}))?;
+                    if let Some((next, operation)) = store::jobs::next_in_line(conn, stale.environment_id)? {
+                        store::outbox::enqueue(conn, next, &operation)?;
+                    }
+                    touched += 1;
+                }
+            } else if stale.attempts >= stale.max_attempts {
                 let reason = format!(
                     "the worker {owner} stopped heartbeating during attempt {} of {}; no attempts left",
                     stale.attempts, stale.max_attempts

@@ -4,9 +4,10 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::routes::{PageOf, PageQuery, parse_id};
 use crate::state::AppState;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpResponse, http::StatusCode, web};
 use bulkhead_core::audit::AuditResult;
 use bulkhead_core::authz::{Action, Object};
+use bulkhead_core::jobs::JobState;
 use bulkhead_core::store::{self, jobs::Job, jobs::JobEvent};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -19,7 +20,8 @@ pub struct JobView {
     pub environment_id: Uuid,
     /// `apply`, `plan`, `destroy` or `drift_check`.
     pub operation: String,
-    /// `queued`, `running`, `succeeded`, `failed` or `canceled`.
+    /// `queued`, `planned`, `awaiting_approval`, `approved`, `running`, `succeeded`, `failed` or
+    /// `canceled`.
     pub state: String,
     /// For an unfinished job: active jobs of the same environment ahead of it (0 = next).
     pub queue_position: Option<i64>,
@@ -35,6 +37,8 @@ pub struct JobView {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// When someone asked to cancel it while it ran; its worker stops at the next step boundary.
+    pub cancel_requested_at: Option<DateTime<Utc>>,
 }
 
 impl JobView {
@@ -54,6 +58,7 @@ impl JobView {
             created_at: job.created_at,
             started_at: job.started_at,
             finished_at: job.finished_at,
+            cancel_requested_at: job.cancel_requested_at,
         }
     }
 }
@@ -182,8 +187,11 @@ pub async fn events(
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/jobs/{job}/cancel", tag = "jobs", security(("bearer" = [])),
     params(("tenant" = String, Path), ("job" = Uuid, Path)),
-    responses((status = 200, description = "Canceled", body = JobView),
-        (status = 409, description = "Running or finished", body = crate::error::Problem)))]
+    responses((status = 200, description = "Canceled: it had not started", body = JobView),
+        (status = 202, description = "Running: cancel requested; the worker stops it at its next \
+            step boundary (within about a second) and marks it `canceled`. A job that finishes \
+            first keeps its result. Asking again answers 202 again.", body = JobView),
+        (status = 409, description = "Already finished", body = crate::error::Problem)))]
 pub async fn cancel(
     state: web::Data<AppState>,
     caller: Caller,
@@ -198,31 +206,61 @@ pub async fn cancel(
         AuditResult::Success,
         json!({}),
     );
-    let view = state
+    let requested = caller.audit(
+        Some(job.tenant_id),
+        "job.cancel_requested",
+        format!("job/{}", job.id),
+        AuditResult::Success,
+        json!({}),
+    );
+    let (status, view) = state
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
                 let was_first = store::jobs::queue_position(conn, &job)? == Some(0);
-                if !store::jobs::cancel(conn, job.id)? {
-                    return Err(ApiError::Conflict(format!(
-                        "job {} is {}; only jobs that have not started can be canceled",
-                        job.id, job.state
-                    )));
+                if store::jobs::cancel(conn, job.id)? {
+                    store::jobs::add_event(
+                        conn,
+                        job.id,
+                        "canceled",
+                        "canceled by request",
+                        json!({}),
+                    )?;
+                    store::audit::append(conn, &event)?;
+                    // It was first in line: the next one may run now.
+                    if was_first
+                        && let Some((next, operation)) =
+                            store::jobs::next_in_line(conn, job.environment_id)?
+                    {
+                        store::outbox::enqueue(conn, next, &operation)?;
+                    }
+                    let job = store::jobs::get(conn, job.id)?
+                        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("job vanished")))?;
+                    return Ok::<_, ApiError>((StatusCode::OK, JobView::new(job, None)));
                 }
-                store::jobs::add_event(conn, job.id, "canceled", "canceled by request", json!({}))?;
-                store::audit::append(conn, &event)?;
-                // It was first in line: the next one may run now.
-                if was_first
-                    && let Some((next, operation)) =
-                        store::jobs::next_in_line(conn, job.environment_id)?
-                {
-                    store::outbox::enqueue(conn, next, &operation)?;
+                // Running: the worker stops it at a step boundary (asking twice is one request).
+                if store::jobs::request_cancel(conn, job.id)? {
+                    store::jobs::add_event(
+                        conn,
+                        job.id,
+                        "cancel_requested",
+                        "cancel requested; the worker stops at the next step boundary",
+                        json!({}),
+                    )?;
+                    store::audit::append(conn, &requested)?;
                 }
-                let job = store::jobs::get(conn, job.id)?
+                let now = store::jobs::get(conn, job.id)?
                     .ok_or_else(|| ApiError::internal(anyhow::anyhow!("job vanished")))?;
-                Ok::<_, ApiError>(JobView::new(job, None))
+                if now.state == JobState::Running.as_str() && now.cancel_requested_at.is_some() {
+                    let position = store::jobs::queue_position(conn, &now)?;
+                    return Ok((StatusCode::ACCEPTED, JobView::new(now, position)));
+                }
+                Err(ApiError::Conflict(format!(
+                    "job {} is {}; a finished job cannot be canceled",
+                    now.id, now.state
+                )))
             })
         })
         .await?;
     state.relay_wake.notify_one();
-    Ok(HttpResponse::Ok().json(view))
+    Ok(HttpResponse::build(status).json(view))
 }

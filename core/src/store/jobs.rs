@@ -36,6 +36,8 @@ pub struct Job {
     pub updated_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Set when someone asked to cancel the job while it ran; its worker stops at the next step.
+    pub cancel_requested_at: Option<DateTime<Utc>>,
 }
 
 impl Job {
@@ -379,6 +381,39 @@ pub fn cancel(conn: &mut PgConnection, job_id: Uuid) -> Result<bool, StoreError>
     Ok(changed == 1)
 }
 
+/// Asks the worker running a job to stop at its next step boundary. `false` if the job is not
+/// running (any more) or a cancel was already requested.
+pub fn request_cancel(conn: &mut PgConnection, job_id: Uuid) -> Result<bool, StoreError> {
+    let now = Utc::now();
+    let changed = diesel::update(
+        jobs::table
+            .filter(jobs::id.eq(job_id))
+            .filter(jobs::state.eq(JobState::Running.as_str()))
+            .filter(jobs::cancel_requested_at.is_null()),
+    )
+    .set((
+        jobs::cancel_requested_at.eq(Some(now)),
+        jobs::updated_at.eq(now),
+    ))
+    .execute(conn)?;
+    Ok(changed == 1)
+}
+
+/// Whether a cancel was requested for the job this worker runs (holding `token`).
+pub fn cancel_requested(
+    conn: &mut PgConnection,
+    job_id: Uuid,
+    token: i64,
+) -> Result<bool, StoreError> {
+    Ok(jobs::table
+        .filter(jobs::id.eq(job_id))
+        .filter(jobs::fencing_token.eq(token))
+        .select(jobs::cancel_requested_at.is_not_null())
+        .first::<bool>(conn)
+        .optional()?
+        .unwrap_or(false))
+}
+
 /// The first active job of an environment, if it is queued: the one to wake next.
 pub fn next_in_line(
     conn: &mut PgConnection,
@@ -412,12 +447,16 @@ pub struct StaleJob {
     pub environment_id: Uuid,
     #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
     pub lease_owner: Option<String>,
+    /// A cancel was requested while it ran: the sweeper cancels it instead of requeueing.
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    pub cancel_requested: bool,
 }
 
 /// Running jobs whose lease expired (their worker died or stalled).
 pub fn expired_leases(conn: &mut PgConnection) -> Result<Vec<StaleJob>, StoreError> {
     Ok(diesel::sql_query(
-        "SELECT id, operation, fencing_token, attempts, max_attempts, environment_id, lease_owner \
+        "SELECT id, operation, fencing_token, attempts, max_attempts, environment_id, lease_owner, \
+                cancel_requested_at IS NOT NULL AS cancel_requested \
          FROM jobs WHERE state = 'running' AND lease_expires_at < now() LIMIT 100",
     )
     .load(conn)?)
@@ -431,7 +470,7 @@ pub fn stranded(conn: &mut PgConnection, quiet: Duration) -> Result<Vec<StaleJob
     let quiet_ms = i64::try_from(quiet.as_millis()).unwrap_or(i64::MAX);
     Ok(diesel::sql_query(
         "SELECT j.id, j.operation, j.fencing_token, j.attempts, j.max_attempts, j.environment_id, \
-                j.lease_owner \
+                j.lease_owner, j.cancel_requested_at IS NOT NULL AS cancel_requested \
          FROM jobs j \
          WHERE j.state = 'queued' AND j.run_after <= now() \
            AND j.id = (SELECT f.id FROM jobs f WHERE f.environment_id = j.environment_id \
