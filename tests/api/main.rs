@@ -8,4 +8,5 @@ mod authz_matrix;
 mod bad_input;
 mod https;
 mod identity;
+mod jobs;
 mod tenants;

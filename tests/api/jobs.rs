@@ -1,0 +1,226 @@
+//! Environments and jobs through HTTP with no worker running: `Idempotency-Key` on every POST
+//! (and DELETE) that creates a job, and cancel of jobs that have not started.
+
+use crate::helpers::TestApp;
+use serde_json::{Value, json};
+
+const REUSED: &str = "https://bulkhead.dev/problems/idempotency-key-reused";
+
+/// Sends `method path` as the admin with an optional JSON body and an `Idempotency-Key`.
+async fn send_with_key(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    key: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = app
+        .client
+        .request(method, app.url(path))
+        .bearer_auth(&app.admin)
+        .header("Idempotency-Key", key);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn environment_body(name: &str) -> Value {
+    json!({"name": name, "stage": "development", "cost_tags": {"business_unit": "wms"}})
+}
+
+/// Wake-up messages written to the outbox for one job.
+fn wakeups(app: &TestApp, job_id: &str) -> i64 {
+    let mut conn = app.db();
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    diesel::RunQueryDsl::get_result::<Count>(
+        diesel::sql_query(format!(
+            "SELECT count(*) AS n FROM outbox WHERE job_id = '{job_id}'::uuid"
+        )),
+        &mut conn,
+    )
+    .expect("count")
+    .n
+}
+
+#[tokio::test]
+async fn every_job_creating_request_honours_its_idempotency_key() {
+    let app = TestApp::spawn().await;
+    app.create_tenant("acme").await;
+    let environments = "/v1/tenants/acme/environments";
+    let post = reqwest::Method::POST;
+
+    // Create environment: a retry answers the first response and creates nothing more.
+    let (status, first) = send_with_key(
+        &app,
+        post.clone(),
+        environments,
+        "create-dev",
+        Some(environment_body("dev")),
+    )
+    .await;
+    assert_eq!(status, 202, "{first}");
+    let counts = (
+        app.count("environments"),
+        app.count("jobs"),
+        app.count("outbox"),
+    );
+    let (status, again) = send_with_key(
+        &app,
+        post.clone(),
+        environments,
+        "create-dev",
+        Some(environment_body("dev")),
+    )
+    .await;
+    assert_eq!(
+        (status, &again),
+        (202, &first),
+        "a replay answers the same body"
+    );
+    assert_eq!(
+        (
+            app.count("environments"),
+            app.count("jobs"),
+            app.count("outbox")
+        ),
+        counts
+    );
+    let (status, other) = send_with_key(
+        &app,
+        post.clone(),
+        environments,
+        "create-dev",
+        Some(environment_body("qa")),
+    )
+    .await;
+    assert_eq!(status, 422, "{other}");
+    assert_eq!(other["type"], REUSED);
+    assert_eq!(app.count("environments"), counts.0, "nothing written");
+
+    // Apply, plan, drift-check and destroy: one job per key, the key bound to its request.
+    let actions = [
+        (
+            post.clone(),
+            "/v1/tenants/acme/environments/dev/apply",
+            "apply",
+        ),
+        (
+            post.clone(),
+            "/v1/tenants/acme/environments/dev/plan",
+            "plan",
+        ),
+        (
+            post.clone(),
+            "/v1/tenants/acme/environments/dev/drift-check",
+            "drift_check",
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/v1/tenants/acme/environments/dev",
+            "destroy",
+        ),
+    ];
+    for (method, path, operation) in actions {
+        let key = format!("key-{operation}");
+        let (status, first) = send_with_key(&app, method.clone(), path, &key, None).await;
+        assert_eq!(status, 202, "{operation}: {first}");
+        assert_eq!(first["job"]["operation"], operation, "{first}");
+        let jobs = app.count("jobs");
+        let (status, again) = send_with_key(&app, method.clone(), path, &key, None).await;
+        assert_eq!((status, &again), (202, &first), "{operation} replayed");
+        assert_eq!(app.count("jobs"), jobs, "{operation}: no second job");
+    }
+    // The same key on another endpoint is another request.
+    let jobs = app.count("jobs");
+    let (status, reused) = send_with_key(
+        &app,
+        post.clone(),
+        "/v1/tenants/acme/environments/dev/plan",
+        "key-apply",
+        None,
+    )
+    .await;
+    assert_eq!(status, 422, "{reused}");
+    assert_eq!(reused["type"], REUSED);
+    assert_eq!(app.count("jobs"), jobs);
+    // An apply body is part of the request: another plan_job_id under the same key is refused.
+    let (status, refused) = send_with_key(
+        &app,
+        post.clone(),
+        "/v1/tenants/acme/environments/dev/apply",
+        "key-apply",
+        Some(json!({"plan_job_id": uuid::Uuid::now_v7()})),
+    )
+    .await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused["type"], REUSED);
+}
+
+#[tokio::test]
+async fn cancel_of_a_queued_job_wakes_the_next_in_line() {
+    let app = TestApp::spawn().await;
+    app.create_tenant("acme").await;
+    let (status, accepted) = app
+        .post(
+            "/v1/tenants/acme/environments",
+            &app.admin,
+            environment_body("dev"),
+        )
+        .await;
+    assert_eq!(status, 202, "{accepted}");
+    let apply = accepted["job"]["id"].as_str().expect("id").to_owned();
+    let (status, plan) = app
+        .post(
+            "/v1/tenants/acme/environments/dev/plan",
+            &app.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 202, "{plan}");
+    let plan = plan["job"].clone();
+    let plan_id = plan["id"].as_str().expect("id").to_owned();
+    assert_eq!(plan["queue_position"], 1, "{plan}");
+    assert_eq!(wakeups(&app, &plan_id), 1);
+
+    let cancel = format!("/v1/tenants/acme/jobs/{apply}/cancel");
+    let (status, canceled) = app.post(&cancel, &app.admin, json!({})).await;
+    assert_eq!(status, 200, "{canceled}");
+    assert_eq!(canceled["state"], "canceled");
+    assert!(canceled["finished_at"].is_string(), "{canceled}");
+    // The plan is first now, and has a fresh wake-up on its way.
+    let (_, now) = app
+        .get(&format!("/v1/tenants/acme/jobs/{plan_id}"), &app.admin)
+        .await;
+    assert_eq!(now["queue_position"], 0, "{now}");
+    assert_eq!(wakeups(&app, &plan_id), 2);
+
+    let (status, again) = app.post(&cancel, &app.admin, json!({})).await;
+    assert_eq!(status, 409, "{again}");
+    assert_eq!(again["type"], "https://bulkhead.dev/problems/conflict");
+
+    // Canceling one that is not first wakes nobody.
+    let (_, second) = app
+        .post(
+            "/v1/tenants/acme/environments/dev/apply",
+            &app.admin,
+            json!({}),
+        )
+        .await;
+    let second_id = second["job"]["id"].as_str().expect("id").to_owned();
+    let (status, _) = app
+        .post(
+            &format!("/v1/tenants/acme/jobs/{second_id}/cancel"),
+            &app.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(wakeups(&app, &plan_id), 2);
+}
