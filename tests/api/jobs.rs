@@ -224,3 +224,43 @@ async fn cancel_of_a_queued_job_wakes_the_next_in_line() {
     assert_eq!(status, 200);
     assert_eq!(wakeups(&app, &plan_id), 2);
 }
+
+/// DELETE of an environment supersedes what had not started, and asking again answers the
+/// destroy already on its way instead of queueing a second one.
+#[tokio::test]
+async fn destroy_cancels_what_had_not_started_and_is_asked_for_once() {
+    let app = TestApp::spawn().await;
+    app.create_tenant("acme").await;
+    let (status, accepted) = app
+        .post(
+            "/v1/tenants/acme/environments",
+            &app.admin,
+            environment_body("dev"),
+        )
+        .await;
+    assert_eq!(status, 202, "{accepted}");
+    let apply = accepted["job"]["id"].clone();
+
+    let path = "/v1/tenants/acme/environments/dev";
+    let (status, first) = app
+        .call(reqwest::Method::DELETE, path, &app.admin, None)
+        .await;
+    assert_eq!(status, 202, "{first}");
+    assert_eq!(first["job"]["operation"], "destroy");
+    assert_eq!(first["job"]["queue_position"], 0, "nothing ahead: {first}");
+    let (_, applied) = app
+        .get(
+            &format!("/v1/tenants/acme/jobs/{}", apply.as_str().expect("id")),
+            &app.admin,
+        )
+        .await;
+    assert_eq!(applied["state"], "canceled", "{applied}");
+
+    let jobs = app.count("jobs");
+    let (status, again) = app
+        .call(reqwest::Method::DELETE, path, &app.admin, None)
+        .await;
+    assert_eq!(status, 202, "{again}");
+    assert_eq!(again["job"]["id"], first["job"]["id"], "the same destroy");
+    assert_eq!(app.count("jobs"), jobs);
+}

@@ -14,7 +14,7 @@ use bulkhead_core::authz::{Action, Object};
 use bulkhead_core::domain::{
     CostTags, FieldError, Isolation, Stage, TenantState, Validator, parse_environment_name,
 };
-use bulkhead_core::jobs::Operation;
+use bulkhead_core::jobs::{JobState, Operation};
 use bulkhead_core::store::environments::{Environment, NewEnvironment};
 use bulkhead_core::store::jobs::NewJob;
 use bulkhead_core::store::tenants::Tenant;
@@ -282,37 +282,72 @@ pub fn start_teardown(
 ) -> ApiResult<Teardown> {
     let mut teardown = Teardown::default();
     for environment in store::environments::standing_for_update(conn, tenant_id)? {
-        let active = store::jobs::active_for_environment(conn, environment.id)?;
-        if active
-            .iter()
-            .any(|j| j.operation == Operation::Destroy.as_str())
-        {
-            continue;
-        }
-        for job in active.iter().filter(|j| j.state != "running") {
-            if store::jobs::cancel(conn, job.id)? {
-                store::jobs::add_event(
-                    conn,
-                    job.id,
-                    "canceled",
-                    "canceled: the tenant is being offboarded",
-                    json!({}),
-                )?;
-                teardown.canceled_jobs.push(job.id);
-            }
-        }
-        let job = queue_job(
+        let destroy = queue_destroy(
             conn,
             caller,
             &environment,
-            Operation::Destroy,
             max_attempts,
-            None,
+            "canceled: the tenant is being offboarded",
         )?;
-        teardown.destroy_jobs.push(job.id);
+        teardown.canceled_jobs.extend(destroy.canceled);
+        if destroy.created {
+            teardown.destroy_jobs.push(destroy.job.id);
+        }
     }
     teardown.offboarded = store::tenants::complete_offboarding(conn, tenant_id)?.is_some();
     Ok(teardown)
+}
+
+/// A destroy for one environment: the one already on its way, or a new one behind the running
+/// job (if any), with the jobs that had not started canceled (they would only be undone).
+struct Destroy {
+    job: JobView,
+    created: bool,
+    canceled: Vec<Uuid>,
+}
+
+fn queue_destroy(
+    conn: &mut PgConnection,
+    caller: &Caller,
+    environment: &Environment,
+    max_attempts: i32,
+    why_canceled: &str,
+) -> ApiResult<Destroy> {
+    let active = store::jobs::active_for_environment(conn, environment.id)?;
+    if let Some(existing) = active
+        .iter()
+        .find(|j| j.operation == Operation::Destroy.as_str())
+    {
+        let position = store::jobs::queue_position(conn, existing)?;
+        return Ok(Destroy {
+            job: JobView::new(existing.clone(), position),
+            created: false,
+            canceled: Vec::new(),
+        });
+    }
+    let mut canceled = Vec::new();
+    for job in active
+        .iter()
+        .filter(|j| j.state != JobState::Running.as_str())
+    {
+        if store::jobs::cancel(conn, job.id)? {
+            store::jobs::add_event(conn, job.id, "canceled", why_canceled, json!({}))?;
+            canceled.push(job.id);
+        }
+    }
+    let job = queue_job(
+        conn,
+        caller,
+        environment,
+        Operation::Destroy,
+        max_attempts,
+        None,
+    )?;
+    Ok(Destroy {
+        job,
+        created: true,
+        canceled,
+    })
 }
 
 /// Queues a job in the caller's transaction and audits it; returns its view.
@@ -559,7 +594,11 @@ async fn job_action(
                             }
                         }
                     };
-                    let job = queue_job(conn, &caller, &environment, operation, max_attempts, expected.as_deref())?;
+                    let job = if operation == Operation::Destroy {
+                        queue_destroy(conn, &caller, &environment, max_attempts, "canceled: the environment is being destroyed")?.job
+                    } else {
+                        queue_job(conn, &caller, &environment, operation, max_attempts, expected.as_deref())?
+                    };
                     let body = serde_json::to_value(JobAccepted { job }).map_err(ApiError::internal)?;
                     Ok((202, body))
                 })
@@ -573,7 +612,9 @@ async fn job_action(
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}/environments/{env}", tag = "environments", security(("bearer" = [])),
     params(("tenant" = String, Path), ("env" = String, Path, description = "Environment id or name"),
         ("Idempotency-Key" = Option<String>, Header, description = "Same key + same body → the same response; same key + another body → 422")),
-    responses((status = 202, description = "A destroy job is queued", body = JobAccepted),
+    responses((status = 202, description = "A destroy job is queued behind the running job, if \
+        any; jobs of the environment that had not started are canceled. While a destroy is on its \
+        way, DELETE answers that job again.", body = JobAccepted),
         (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem)))]
 pub async fn destroy(
     state: web::Data<AppState>,

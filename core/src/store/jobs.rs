@@ -1,7 +1,7 @@
 //! Jobs: creation, reads, and the worker's fenced writes (claim, heartbeat, finish, requeue).
 //! Every state change names its allowed source states from `jobs::TRANSITIONS`.
 
-use crate::jobs::{JobState, sources_of};
+use crate::jobs::{JobState, can_transition, sources_of};
 use crate::schema::{job_events, jobs};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -345,6 +345,11 @@ pub fn requeue(
     delay: Duration,
     error: Option<&str>,
 ) -> Result<bool, StoreError> {
+    if !can_transition(JobState::Running, JobState::Queued) {
+        return Err(StoreError::Unavailable(
+            "job transition running -> queued is not in the state machine".to_owned(),
+        ));
+    }
     let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
     let changed = diesel::sql_query(
         "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL, \
