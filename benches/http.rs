@@ -71,6 +71,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .env("BULKHEAD_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("RUST_LOG", "warn")
         .env("BULKHEAD_QUEUE_PREFIX", &queue_prefix)
+        // `api` refuses the built-in development key; one for this run.
+        .env(
+            "BULKHEAD_CREDENTIALS_KEY",
+            hex::encode(rand::random::<[u8; 32]>()),
+        )
         .stdout(Stdio::null())
         .spawn()?;
     let api = Api {

@@ -145,6 +145,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             env_or("BENCH_CONCURRENCY", 4).to_string(),
         ),
         ("BULKHEAD_DB_POOL_SIZE", "16".to_owned()),
+        // `api` and `worker` refuse the built-in development key; one for this run.
+        (
+            "BULKHEAD_CREDENTIALS_KEY",
+            hex::encode(rand::random::<[u8; 32]>()),
+        ),
         ("RUST_LOG", "warn".to_owned()),
     ];
     let spawn = |command: &str| {

@@ -50,6 +50,15 @@ fn main() -> ExitCode {
 
 fn run(command: &str) -> anyhow::Result<()> {
     let mut config = Config::from_env().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    if matches!(command, "api" | "worker") && config.credentials_key_is_default {
+        // The built-in key is in the source: credentials sealed with it are as good as plain
+        // text, so only `dev` (local use) may run with it.
+        anyhow::bail!(
+            "configuration: BULKHEAD_CREDENTIALS_KEY is not set; `bulkhead {command}` needs your \
+             own key, 64 hex characters (for example from `openssl rand -hex 32`), the same for \
+             the API and every worker. Only `bulkhead dev` runs with the built-in development key"
+        );
+    }
     if command == "dev" && config.bootstrap_admin.is_none() {
         config.bootstrap_admin = Some(BootstrapAdmin {
             email: DEV_ADMIN_EMAIL.into(),
@@ -107,6 +116,7 @@ fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
 async fn serve(command: &str, config: Config, pool: db::PgPool) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     if config.credentials_key_is_default {
+        // Only `dev` gets here with it (see `run`).
         tracing::warn!(
             "BULKHEAD_CREDENTIALS_KEY is not set: environment credentials are sealed with the \
              built-in development key; set your own for anything but local use"

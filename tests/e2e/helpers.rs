@@ -191,6 +191,10 @@ impl Stack {
             ("BULKHEAD_DB_POOL_SIZE".into(), "5".into()),
             ("BULKHEAD_MAX_CONCURRENT_HASHES".into(), "1".into()),
             (
+                "BULKHEAD_CREDENTIALS_KEY".into(),
+                hex::encode(rand::random::<[u8; 32]>()),
+            ),
+            (
                 "AMQP_URL".into(),
                 options
                     .amqp_url

@@ -7,3 +7,4 @@ mod proxy;
 
 mod provisioning;
 mod resilience;
+mod startup;
