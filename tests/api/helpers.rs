@@ -143,6 +143,24 @@ impl TestApp {
     }
 
     /// Creates a tenant as the platform admin; returns its JSON.
+    pub async fn delete(&self, path: &str, token: &str) -> (u16, Value) {
+        self.call(reqwest::Method::DELETE, path, token, None).await
+    }
+
+    /// A development environment `name` in `tenant` (as the admin): the 202 body
+    /// `{environment, job}`. No worker runs in these tests: its apply job stays queued.
+    pub async fn create_environment(&self, tenant: &str, name: &str) -> Value {
+        let (status, body) = self
+            .post(
+                &format!("/v1/tenants/{tenant}/environments"),
+                &self.admin,
+                json!({"name": name, "stage": "development", "cost_tags": {"business_unit": "wms"}}),
+            )
+            .await;
+        assert_eq!(status, 202, "create environment {name}: {body}");
+        body
+    }
+
     pub async fn create_tenant(&self, slug: &str) -> Value {
         let (status, body) = self
             .post(

@@ -167,14 +167,7 @@ async fn every_job_creating_request_honours_its_idempotency_key() {
 async fn cancel_of_a_queued_job_wakes_the_next_in_line() {
     let app = TestApp::spawn().await;
     app.create_tenant("acme").await;
-    let (status, accepted) = app
-        .post(
-            "/v1/tenants/acme/environments",
-            &app.admin,
-            environment_body("dev"),
-        )
-        .await;
-    assert_eq!(status, 202, "{accepted}");
+    let accepted = app.create_environment("acme", "dev").await;
     let apply = accepted["job"]["id"].as_str().expect("id").to_owned();
     let (status, plan) = app
         .post(
@@ -231,20 +224,11 @@ async fn cancel_of_a_queued_job_wakes_the_next_in_line() {
 async fn destroy_cancels_what_had_not_started_and_is_asked_for_once() {
     let app = TestApp::spawn().await;
     app.create_tenant("acme").await;
-    let (status, accepted) = app
-        .post(
-            "/v1/tenants/acme/environments",
-            &app.admin,
-            environment_body("dev"),
-        )
-        .await;
-    assert_eq!(status, 202, "{accepted}");
+    let accepted = app.create_environment("acme", "dev").await;
     let apply = accepted["job"]["id"].clone();
 
     let path = "/v1/tenants/acme/environments/dev";
-    let (status, first) = app
-        .call(reqwest::Method::DELETE, path, &app.admin, None)
-        .await;
+    let (status, first) = app.delete(path, &app.admin).await;
     assert_eq!(status, 202, "{first}");
     assert_eq!(first["job"]["operation"], "destroy");
     assert_eq!(first["job"]["queue_position"], 0, "nothing ahead: {first}");
@@ -257,9 +241,7 @@ async fn destroy_cancels_what_had_not_started_and_is_asked_for_once() {
     assert_eq!(applied["state"], "canceled", "{applied}");
 
     let jobs = app.count("jobs");
-    let (status, again) = app
-        .call(reqwest::Method::DELETE, path, &app.admin, None)
-        .await;
+    let (status, again) = app.delete(path, &app.admin).await;
     assert_eq!(status, 202, "{again}");
     assert_eq!(again["job"]["id"], first["job"]["id"], "the same destroy");
     assert_eq!(app.count("jobs"), jobs);

@@ -242,25 +242,11 @@ async fn patch_then_offboard_a_tenant() {
     assert_eq!(status, 422, "{bad}");
     assert_eq!(bad["errors"][0]["field"], "cost_tags.Bad");
 
-    let (status, deleted) = app
-        .call(
-            reqwest::Method::DELETE,
-            "/v1/tenants/acme",
-            &app.admin,
-            None,
-        )
-        .await;
+    let (status, deleted) = app.delete("/v1/tenants/acme", &app.admin).await;
     assert_eq!(status, 202, "{deleted}");
     // Nothing to tear down: offboarded at once.
     assert_eq!(deleted["state"], "offboarded");
-    let (status, again) = app
-        .call(
-            reqwest::Method::DELETE,
-            "/v1/tenants/acme",
-            &app.admin,
-            None,
-        )
-        .await;
+    let (status, again) = app.delete("/v1/tenants/acme", &app.admin).await;
     assert_eq!(status, 202, "{again}");
     assert_eq!(again["state"], "offboarded");
     let (_, read) = app.get("/v1/tenants/acme", &app.admin).await;
@@ -328,14 +314,7 @@ async fn offboarding_queues_one_destroy_per_environment() {
     app.create_tenant("acme").await;
     let mut environments = Vec::new();
     for name in ["dev", "qa"] {
-        let (status, accepted) = app
-            .post(
-                "/v1/tenants/acme/environments",
-                &app.admin,
-                json!({"name": name, "stage": "development", "cost_tags": {"business_unit": "wms"}}),
-            )
-            .await;
-        assert_eq!(status, 202, "{accepted}");
+        let accepted = app.create_environment("acme", name).await;
         environments.push(
             accepted["environment"]["id"]
                 .as_str()
@@ -353,14 +332,7 @@ async fn offboarding_queues_one_destroy_per_environment() {
     assert_eq!(status, 202, "{plan}");
     let outbox_before = app.count("outbox");
 
-    let (status, deleted) = app
-        .call(
-            reqwest::Method::DELETE,
-            "/v1/tenants/acme",
-            &app.admin,
-            None,
-        )
-        .await;
+    let (status, deleted) = app.delete("/v1/tenants/acme", &app.admin).await;
     assert_eq!(status, 202, "{deleted}");
     assert_eq!(deleted["state"], "offboarding");
     let jobs = jobs_of(&app, "acme").await;
@@ -382,14 +354,7 @@ async fn offboarding_queues_one_destroy_per_environment() {
     );
 
     // Again: the destroys are on their way, nothing new is queued.
-    let (status, again) = app
-        .call(
-            reqwest::Method::DELETE,
-            "/v1/tenants/acme",
-            &app.admin,
-            None,
-        )
-        .await;
+    let (status, again) = app.delete("/v1/tenants/acme", &app.admin).await;
     assert_eq!((status, &again["state"]), (202, &json!("offboarding")));
     assert_eq!(jobs_of(&app, "acme").await, jobs);
 

@@ -21,11 +21,16 @@ pub fn server_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
 }
 
-/// A blueprint like shared-basic whose second baseline migration takes 1.5 s, so a test can
-/// act while an apply is in the middle of a step.
-pub const SLOW_SHARED: (&str, &str) = (
-    "slow-shared.toml",
-    r#"name = "slow-shared"
+/// A blueprint (file name, TOML) like shared-basic named `$name`, whose second baseline
+/// migration sleeps `$seconds`, so a test can act while an apply is in the middle of a step.
+macro_rules! slow_shared_blueprint {
+    ($name:literal, $seconds:literal) => {
+        (
+            concat!($name, ".toml"),
+            concat!(
+                "name = \"",
+                $name,
+                r#""
 version = 1
 isolation = "shared"
 description = "e2e: a shared environment whose baseline has a slow step."
@@ -42,13 +47,22 @@ CREATE TABLE orders (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, note te
 
 [[baseline]]
 id = "0002_slow"
-sql = "SELECT pg_sleep(1.5);"
+sql = "SELECT pg_sleep("#,
+                $seconds,
+                r#");"
 
 [[baseline]]
 id = "0003_order_notes"
 sql = "CREATE INDEX orders_note ON orders (note);"
-"#,
-);
+"#
+            ),
+        )
+    };
+}
+pub(crate) use slow_shared_blueprint;
+
+/// The slow step takes 1.5 s.
+pub const SLOW_SHARED: (&str, &str) = slow_shared_blueprint!("slow-shared", "1.5");
 
 /// A blueprint whose second baseline migration always fails (division by zero).
 pub const BROKEN_SHARED: (&str, &str) = (

@@ -1,10 +1,10 @@
 //! Jobs survive what production throws at them: a worker killed mid-apply, a worker stopped
-//! with SIGTERM, the broker going away, duplicate messages, a job that always fails, and
-//! several jobs on one environment.
+//! with SIGTERM, the broker going away, duplicate messages, a job that always fails, several
+//! jobs on one environment, and a running job canceled.
 
 use crate::helpers::{
     BROKEN_SHARED, BROKER_ADDR, Options, SLOW_SHARED, Stack, connect_as, drain_queue,
-    publish_job_message, queue_depth, texts,
+    publish_job_message, queue_depth, slow_shared_blueprint, texts,
 };
 use crate::proxy::BrokerProxy;
 use chrono::{DateTime, Utc};
@@ -493,32 +493,7 @@ async fn queued_jobs_wait_in_order() {
 
 /// A baseline whose middle step takes 3 s: long enough that a cancel request sent during it is
 /// always seen (the worker looks once a second) before the step ends.
-const LONG_STEP_SHARED: (&str, &str) = (
-    "long-step-shared.toml",
-    r#"name = "long-step-shared"
-version = 1
-isolation = "shared"
-description = "e2e: a shared environment whose baseline has a 3 s step."
-
-[limits]
-connection_limit = 5
-statement_timeout_ms = 30000
-
-[[baseline]]
-id = "0001_orders"
-sql = """
-CREATE TABLE orders (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, note text NOT NULL);
-"""
-
-[[baseline]]
-id = "0002_slow"
-sql = "SELECT pg_sleep(3);"
-
-[[baseline]]
-id = "0003_order_notes"
-sql = "CREATE INDEX orders_note ON orders (note);"
-"#,
-);
+const LONG_STEP_SHARED: (&str, &str) = slow_shared_blueprint!("long-step-shared", "3");
 
 /// Cancel of a running apply: 202, the worker stops at the next step boundary (the slow step
 /// completes, the one after it never starts), the job ends `canceled` with an error that says

@@ -74,6 +74,34 @@ fn ms(since: Instant) -> f64 {
     (since.elapsed().as_secs_f64() * 1e4).round() / 10.0
 }
 
+/// The worker as an audit actor for one job of one tenant.
+struct WorkerAudit {
+    worker_id: String,
+    tenant_id: uuid::Uuid,
+    job_id: uuid::Uuid,
+}
+
+impl WorkerAudit {
+    fn event(
+        &self,
+        action: &str,
+        target: String,
+        result: AuditResult,
+        details: serde_json::Value,
+    ) -> NewAuditEvent {
+        NewAuditEvent {
+            actor_id: None,
+            actor: format!("worker:{}", self.worker_id),
+            tenant_id: Some(self.tenant_id),
+            action: action.to_owned(),
+            target,
+            result,
+            request_id: format!("job:{}", self.job_id),
+            details,
+        }
+    }
+}
+
 impl Execution {
     pub fn new(worker: Arc<Worker>, job: Job, received: Instant) -> Self {
         Self {
@@ -368,6 +396,15 @@ impl Execution {
         }
     }
 
+    /// Who writes this job's audit events, to move into a database closure.
+    fn audit(&self, spec: &EnvironmentSpec) -> WorkerAudit {
+        WorkerAudit {
+            worker_id: self.worker.config.worker.id.clone(),
+            tenant_id: spec.tenant_id,
+            job_id: self.job.id,
+        }
+    }
+
     fn stop_if_canceled(&self) -> Result<(), Stop> {
         if self.canceled.load(Ordering::SeqCst) {
             Err(Stop::Canceled)
@@ -446,11 +483,7 @@ impl Execution {
                 })
                 .collect();
         let tags = serde_json::to_value(&spec.cost_tags).unwrap_or_default();
-        let (job_id, tenant_id, worker_id) = (
-            self.job.id,
-            spec.tenant_id,
-            self.worker.config.worker.id.clone(),
-        );
+        let (job_id, audit) = (self.job.id, self.audit(spec));
         self.db(move |conn| {
             conn.transaction(|conn| {
                 store::environments::record_resources(conn, environment_id, &present, &tags)?;
@@ -480,16 +513,12 @@ impl Execution {
                     )?;
                     store::audit::append(
                         conn,
-                        &NewAuditEvent {
-                            actor_id: None,
-                            actor: format!("worker:{worker_id}"),
-                            tenant_id: Some(tenant_id),
-                            action: "environment.isolation_violated".into(),
-                            target: format!("environment/{environment_id}"),
-                            result: AuditResult::Failure,
-                            request_id: format!("job:{job_id}"),
-                            details: json!({"violations": violations}),
-                        },
+                        &audit.event(
+                            "environment.isolation_violated",
+                            format!("environment/{environment_id}"),
+                            AuditResult::Failure,
+                            json!({"violations": violations}),
+                        ),
                     )?;
                 }
                 store::jobs::add_event(
@@ -523,33 +552,25 @@ impl Execution {
         })
         .await
         .map_err(|e| Stop::Fatal(format!("destroy task: {e}")))??;
-        let (job_id, tenant_id, worker_id) = (
-            self.job.id,
-            spec.tenant_id,
-            self.worker.config.worker.id.clone(),
-        );
+        let audit = self.audit(spec);
         self.db(move |conn| {
             conn.transaction(|conn| {
                 // The tenant row first, as the API's teardown locks it: the same lock order
                 // both ways, and the last destroy of an offboarding tenant sees all the others.
-                store::tenants::lock_for_change(conn, tenant_id)?;
+                store::tenants::lock_for_change(conn, audit.tenant_id)?;
                 store::environments::record_resources(conn, environment_id, &[], &json!({}))?;
                 store::environments::clear_guarantees(conn, environment_id)?;
                 store::environments::delete_credentials(conn, environment_id)?;
                 store::environments::set_state(conn, environment_id, "destroyed", Some(None))?;
-                if let Some(tenant) = store::tenants::complete_offboarding(conn, tenant_id)? {
+                if let Some(tenant) = store::tenants::complete_offboarding(conn, audit.tenant_id)? {
                     store::audit::append(
                         conn,
-                        &NewAuditEvent {
-                            actor_id: None,
-                            actor: format!("worker:{worker_id}"),
-                            tenant_id: Some(tenant_id),
-                            action: "tenant.offboarded".into(),
-                            target: format!("tenant/{}", tenant.slug),
-                            result: AuditResult::Success,
-                            request_id: format!("job:{job_id}"),
-                            details: json!({"last_environment": environment_id}),
-                        },
+                        &audit.event(
+                            "tenant.offboarded",
+                            format!("tenant/{}", tenant.slug),
+                            AuditResult::Success,
+                            json!({"last_environment": environment_id}),
+                        ),
                     )?;
                 }
                 Ok(())
