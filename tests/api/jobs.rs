@@ -246,3 +246,90 @@ async fn destroy_cancels_what_had_not_started_and_is_asked_for_once() {
     assert_eq!(again["job"]["id"], first["job"]["id"], "the same destroy");
     assert_eq!(app.count("jobs"), jobs);
 }
+
+/// The OpenAPI document describes the job contract as it behaves: every request that creates
+/// a job takes an `Idempotency-Key` and answers 202 with its schema, cancel answers 200 or 202,
+/// and every route of the environments and jobs contract is there with its methods.
+#[tokio::test]
+async fn openapi_documents_the_job_contract() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .expect("openapi");
+    assert_eq!(response.status(), 200);
+    let document: Value = response.json().await.expect("json");
+    let paths = &document["paths"];
+    let env = "/v1/tenants/{tenant}/environments/{env}";
+    for (path, method, schema) in [
+        (
+            "/v1/tenants/{tenant}/environments",
+            "post",
+            "EnvironmentAccepted",
+        ),
+        (&format!("{env}/plan")[..], "post", "JobAccepted"),
+        (&format!("{env}/apply")[..], "post", "JobAccepted"),
+        (&format!("{env}/drift-check")[..], "post", "JobAccepted"),
+        (env, "delete", "JobAccepted"),
+    ] {
+        let operation = &paths[path][method];
+        assert!(operation.is_object(), "{method} {path} documented");
+        let headers: Vec<&str> = operation["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["in"] == "header")
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        assert_eq!(headers, ["Idempotency-Key"], "{method} {path}");
+        assert_eq!(
+            operation["responses"]["202"]["content"]["application/json"]["schema"]["$ref"],
+            format!("#/components/schemas/{schema}"),
+            "{method} {path}"
+        );
+    }
+    let states = document["components"]["schemas"]["JobView"]["properties"]["state"]["description"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    for state in [
+        "queued",
+        "planned",
+        "awaiting_approval",
+        "approved",
+        "running",
+        "succeeded",
+        "failed",
+        "canceled",
+    ] {
+        assert!(
+            states.contains(state),
+            "JobView.state lists {state}: {states}"
+        );
+    }
+    let cancel = &paths["/v1/tenants/{tenant}/jobs/{job}/cancel"]["post"]["responses"];
+    for status in ["200", "202", "409"] {
+        assert!(
+            cancel[status].is_object(),
+            "cancel documents {status}: {cancel}"
+        );
+    }
+    for (path, methods) in [
+        ("/v1/tenants/{tenant}/environments", &["get", "post"][..]),
+        (env, &["get", "delete"][..]),
+        (&format!("{env}/credentials")[..], &["get"][..]),
+        (&format!("{env}/isolation")[..], &["get"][..]),
+        ("/v1/tenants/{tenant}/jobs", &["get"][..]),
+        ("/v1/tenants/{tenant}/jobs/{job}", &["get"][..]),
+        ("/v1/tenants/{tenant}/jobs/{job}/events", &["get"][..]),
+    ] {
+        for method in methods {
+            assert!(
+                paths[path][method].is_object(),
+                "{method} {path} documented"
+            );
+        }
+    }
+}
