@@ -192,6 +192,35 @@ mod tests {
         assert!(!authz.allows(alice, Domain::Platform, Object::Tenant, Action::Create));
     }
 
+    /// A permission added for any role must be added for platform_admin too (its line is a list,
+    /// not `*`), with the one deliberate exception.
+    #[test]
+    fn platform_admin_holds_every_permission_but_reading_credentials() {
+        let lines: Vec<(&str, Vec<&str>)> = POLICY
+            .lines()
+            .filter_map(|line| line.strip_prefix("p, "))
+            .filter_map(|line| line.split_once(", "))
+            .map(|(role, perms)| (role, perms.split('|').filter(|p| !p.is_empty()).collect()))
+            .collect();
+        let admin: Vec<&str> = lines
+            .iter()
+            .find(|(role, _)| *role == "platform_admin")
+            .map(|(_, perms)| perms.clone())
+            .expect("a platform_admin line");
+        for (role, perms) in &lines {
+            for perm in perms {
+                if *perm == "credentials:read" {
+                    assert!(!admin.contains(perm));
+                } else {
+                    assert!(
+                        admin.contains(perm),
+                        "{role} has {perm}, platform_admin does not"
+                    );
+                }
+            }
+        }
+    }
+
     #[tokio::test]
     async fn platform_admin_holds_everywhere_and_partner_only_where_granted() {
         let (admin, partner, acme, globex) = (
@@ -225,6 +254,15 @@ mod tests {
             Action::Delete
         ));
         assert!(authz.allows(admin, Domain::Platform, Object::AuditTrail, Action::Read));
+        assert!(
+            !authz.allows(
+                admin,
+                Domain::Tenant(globex),
+                Object::Credentials,
+                Action::Read
+            ),
+            "credentials go to the tenant's own people"
+        );
         assert!(authz.allows(partner, Domain::Platform, Object::Tenant, Action::Create));
         assert!(!authz.allows(partner, Domain::Platform, Object::AuditTrail, Action::Read));
         assert!(authz.allows(

@@ -246,7 +246,7 @@ fn expected_in_own_tenant(role: Role) -> [u16; 10] {
 fn expected_on_environments(role: Role) -> [u16; 13] {
     match role {
         //                    +env  envs  env  -env  plan apply drift creds isol  jobs  job events cancel
-        Role::PlatformAdmin => [202, 200, 200, 202,  202, 202,  202,  409,  200,  200,  200, 200,  200],
+        Role::PlatformAdmin => [202, 200, 200, 202,  202, 202,  202,  403,  200,  200,  200, 200,  200],
         Role::Partner =>       [202, 200, 200, 202,  202, 202,  202,  403,  200,  200,  200, 200,  200],
         Role::TenantAdmin =>   [202, 200, 200, 202,  202, 202,  202,  409,  200,  200,  200, 200,  200],
         Role::Operator =>      [202, 200, 200, 403,  202, 202,  202,  409,  200,  200,  200, 200,  200],

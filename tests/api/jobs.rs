@@ -333,3 +333,32 @@ async fn openapi_documents_the_job_contract() {
         }
     }
 }
+
+/// Credentials go to the tenant's own people: a platform admin is refused (and audited) until it
+/// makes itself a member, which the members list then shows.
+#[tokio::test]
+async fn a_platform_admin_reads_credentials_only_as_a_member() {
+    let app = TestApp::spawn().await;
+    app.create_tenant("acme").await;
+    app.create_environment("acme", "dev").await;
+    let path = "/v1/tenants/acme/environments/dev/credentials";
+    let (status, refused) = app.get(path, &app.admin).await;
+    assert_eq!(status, 403, "{refused}");
+
+    let (status, member) = app
+        .post(
+            "/v1/tenants/acme/members",
+            &app.admin,
+            json!({"email": crate::helpers::ADMIN_EMAIL, "role": "tenant_admin"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{member}");
+    // Authorized now; nothing is provisioned yet (no worker runs here), hence 409, not 403.
+    let (status, body) = app.get(path, &app.admin).await;
+    assert_eq!(status, 409, "{body}");
+    let (_, members) = app.get("/v1/tenants/acme/members", &app.admin).await;
+    assert!(
+        members.to_string().contains(crate::helpers::ADMIN_EMAIL),
+        "{members}"
+    );
+}

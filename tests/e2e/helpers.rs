@@ -115,6 +115,8 @@ pub struct Stack {
     pub admin: String,
     api: Child,
     pub workers: Vec<Child>,
+    /// Operators' access tokens by tenant slug (see `operator`).
+    operators: std::sync::Mutex<std::collections::HashMap<String, String>>,
     env: Vec<(String, String)>,
     worker_env: Vec<(String, String)>,
     /// Logs of the processes and the blueprint directory.
@@ -253,6 +255,7 @@ impl Stack {
             admin: String::new(),
             api,
             workers: Vec::new(),
+            operators: std::sync::Mutex::default(),
             env,
             worker_env: options.worker_env.clone(),
             dir,
@@ -571,14 +574,57 @@ impl Stack {
         }
     }
 
+    /// The environment's credentials, read as an operator of the tenant (the people they are
+    /// for; platform admins may not read them). The operator is invited on first use.
     pub async fn credentials(&self, tenant: &str, env: &str) -> Value {
+        let token = self.operator(tenant).await;
         let (status, body) = self
-            .get(&format!(
-                "/v1/tenants/{tenant}/environments/{env}/credentials"
-            ))
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/tenants/{tenant}/environments/{env}/credentials"),
+                &token,
+                None,
+            )
             .await;
         assert_eq!(status, 200, "credentials: {body}");
         body
+    }
+
+    /// An access token of `ops@<tenant>.test`, an operator of `tenant`.
+    pub async fn operator(&self, tenant: &str) -> String {
+        if let Some(token) = self
+            .operators
+            .lock()
+            .ok()
+            .and_then(|tokens| tokens.get(tenant).cloned())
+        {
+            return token;
+        }
+        let email = format!("ops@{tenant}.test");
+        let (status, member) = self
+            .post(
+                &format!("/v1/tenants/{tenant}/members"),
+                json!({"email": email, "role": "operator"}),
+            )
+            .await;
+        assert_eq!(status, 201, "invite an operator: {member}");
+        let invitation = member["invitation"]["token"]
+            .as_str()
+            .expect("invitation token");
+        let (status, accepted) = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/auth/accept-invitation",
+                "",
+                Some(json!({"token": invitation, "password": ADMIN_PASSWORD})),
+            )
+            .await;
+        assert!(status < 300, "accept the invitation: {accepted}");
+        let token = self.login(&email, ADMIN_PASSWORD).await;
+        if let Ok(mut tokens) = self.operators.lock() {
+            tokens.insert(tenant.to_owned(), token.clone());
+        }
+        token
     }
 
     pub fn control_db(&self) -> PgConnection {

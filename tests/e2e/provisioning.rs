@@ -232,6 +232,24 @@ async fn shared_and_dedicated_reach_ready() {
             .len(),
         2
     );
+    assert_eq!(
+        reads_a[0]["actor"], "ops@acme.test",
+        "read by the tenant's operator: {reads_a:?}"
+    );
+    // The platform admin is not one of the tenant's people: refused, and the refusal audited.
+    let (status, refused) = stack
+        .get(&format!(
+            "/v1/tenants/acme/environments/{}/credentials",
+            id(env_a)
+        ))
+        .await;
+    assert_eq!(status, 403, "{refused}");
+    let denied: Vec<Value> = audit_actions(&stack, "acme", "credentials.read")
+        .await
+        .into_iter()
+        .filter(|e| e["result"] == "denied")
+        .collect();
+    assert_eq!(denied.len(), 1, "the refusal is audited: {denied:?}");
 
     // Cost tags: on the environment, and as JSON comments on its objects.
     for (tenant, env, name, stage) in [
@@ -320,10 +338,12 @@ async fn shared_and_dedicated_reach_ready() {
             "left after destroy"
         );
         let (status, body) = stack
-            .get(&format!(
-                "/v1/tenants/{tenant}/environments/{}/credentials",
-                id(env)
-            ))
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/tenants/{tenant}/environments/{}/credentials", id(env)),
+                &stack.operator(tenant).await,
+                None,
+            )
             .await;
         assert_eq!(
             status, 409,
