@@ -161,6 +161,19 @@ impl TestApp {
         body
     }
 
+    /// POSTs `action` (`plan`, `apply`, `drift-check`) on `env` as the admin; the queued job.
+    pub async fn job_action(&self, tenant: &str, env: &str, action: &str) -> Value {
+        let (status, body) = self
+            .post(
+                &format!("/v1/tenants/{tenant}/environments/{env}/{action}"),
+                &self.admin,
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 202, "{action} {env}: {body}");
+        body["job"].clone()
+    }
+
     pub async fn create_tenant(&self, slug: &str) -> Value {
         let (status, body) = self
             .post(

@@ -169,15 +169,7 @@ async fn cancel_of_a_queued_job_wakes_the_next_in_line() {
     app.create_tenant("acme").await;
     let accepted = app.create_environment("acme", "dev").await;
     let apply = accepted["job"]["id"].as_str().expect("id").to_owned();
-    let (status, plan) = app
-        .post(
-            "/v1/tenants/acme/environments/dev/plan",
-            &app.admin,
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, 202, "{plan}");
-    let plan = plan["job"].clone();
+    let plan = app.job_action("acme", "dev", "plan").await;
     let plan_id = plan["id"].as_str().expect("id").to_owned();
     assert_eq!(plan["queue_position"], 1, "{plan}");
     assert_eq!(wakeups(&app, &plan_id), 1);
@@ -199,14 +191,8 @@ async fn cancel_of_a_queued_job_wakes_the_next_in_line() {
     assert_eq!(again["type"], "https://bulkhead.dev/problems/conflict");
 
     // Canceling one that is not first wakes nobody.
-    let (_, second) = app
-        .post(
-            "/v1/tenants/acme/environments/dev/apply",
-            &app.admin,
-            json!({}),
-        )
-        .await;
-    let second_id = second["job"]["id"].as_str().expect("id").to_owned();
+    let second = app.job_action("acme", "dev", "apply").await;
+    let second_id = second["id"].as_str().expect("id").to_owned();
     let (status, _) = app
         .post(
             &format!("/v1/tenants/acme/jobs/{second_id}/cancel"),

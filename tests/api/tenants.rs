@@ -322,14 +322,7 @@ async fn offboarding_queues_one_destroy_per_environment() {
                 .to_owned(),
         );
     }
-    let (status, plan) = app
-        .post(
-            "/v1/tenants/acme/environments/dev/plan",
-            &app.admin,
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, 202, "{plan}");
+    app.job_action("acme", "dev", "plan").await;
     let outbox_before = app.count("outbox");
 
     let (status, deleted) = app.delete("/v1/tenants/acme", &app.admin).await;

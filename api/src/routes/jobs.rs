@@ -199,20 +199,16 @@ pub async fn cancel(
 ) -> ApiResult<HttpResponse> {
     let (tenant_ref, job_ref) = path.into_inner();
     let job = job(&state, &caller, &tenant_ref, &job_ref, Action::Create).await?;
-    let event = caller.audit(
-        Some(job.tenant_id),
-        "job.cancel",
-        format!("job/{}", job.id),
-        AuditResult::Success,
-        json!({}),
-    );
-    let requested = caller.audit(
-        Some(job.tenant_id),
-        "job.cancel_requested",
-        format!("job/{}", job.id),
-        AuditResult::Success,
-        json!({}),
-    );
+    // Canceled at once, or (running) asked to stop at its next step.
+    let audit = move |action: &str| {
+        caller.audit(
+            Some(job.tenant_id),
+            action,
+            format!("job/{}", job.id),
+            AuditResult::Success,
+            json!({}),
+        )
+    };
     let (status, view) = state
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
@@ -225,7 +221,7 @@ pub async fn cancel(
                         "canceled by request",
                         json!({}),
                     )?;
-                    store::audit::append(conn, &event)?;
+                    store::audit::append(conn, &audit("job.cancel"))?;
                     // It was first in line: the next one may run now.
                     if was_first
                         && let Some((next, operation)) =
@@ -246,7 +242,7 @@ pub async fn cancel(
                         "cancel requested; the worker stops at the next step boundary",
                         json!({}),
                     )?;
-                    store::audit::append(conn, &requested)?;
+                    store::audit::append(conn, &audit("job.cancel_requested"))?;
                 }
                 let now = store::jobs::get(conn, job.id)?
                     .ok_or_else(|| ApiError::internal(anyhow::anyhow!("job vanished")))?;
