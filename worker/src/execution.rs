@@ -164,11 +164,20 @@ impl Execution {
                 tokio::time::sleep(tick).await;
                 let beat = last_beat.elapsed() + tick > lease / 3;
                 let pool = pool.clone();
+                // One statement per tick: the heartbeat reports a cancel request too.
                 let checked = tokio::task::spawn_blocking(move || {
                     let mut conn = pool.get()?;
-                    let alive = !beat || store::jobs::heartbeat(&mut conn, job_id, token, lease)?;
-                    let cancel = alive && store::jobs::cancel_requested(&mut conn, job_id, token)?;
-                    Ok::<_, StoreError>((alive, cancel))
+                    Ok::<_, StoreError>(if beat {
+                        match store::jobs::heartbeat(&mut conn, job_id, token, lease)? {
+                            Some(cancel) => (true, cancel),
+                            None => (false, false),
+                        }
+                    } else {
+                        (
+                            true,
+                            store::jobs::cancel_requested(&mut conn, job_id, token)?,
+                        )
+                    })
                 })
                 .await;
                 if beat {
@@ -686,11 +695,7 @@ impl Execution {
                                         environment_id,
                                     )?;
                                 }
-                                if let Some((next, operation)) =
-                                    store::jobs::next_in_line(conn, environment_id)?
-                                {
-                                    store::outbox::enqueue(conn, next, &operation)?;
-                                }
+                                store::jobs::wake_next(conn, environment_id)?;
                             }
                             held
                         }

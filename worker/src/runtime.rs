@@ -308,42 +308,40 @@ pub fn sweep_once(
     for stale in store::jobs::expired_leases(conn)? {
         conn.transaction(|conn| {
             let owner = stale.lease_owner.clone().unwrap_or_default();
-            if stale.cancel_requested {
+            let (id, token) = (stale.id, stale.fencing_token);
+            // Ended here (kind, reason), or requeued for another attempt.
+            let ended = if stale.cancel_requested {
                 // Asked to stop, and its worker is gone: do not run it again.
                 let reason = format!(
                     "canceled by request; the worker {owner} stopped heartbeating before it \
                      could stop the job itself"
                 );
-                if store::jobs::finish(conn, stale.id, stale.fencing_token, JobState::Canceled, Some(&reason))? {
-                    store::environments::mark_failed_if_changing(conn, stale.environment_id)?;
-                    store::jobs::add_event(conn, stale.id, "canceled", &reason, serde_json::json!({}))?;
-                    if let Some((next, operation)) = store::jobs::next_in_line(conn, stale.environment_id)? {
-                        store::outbox::enqueue(conn, next, &operation)?;
-                    }
-                    touched += 1;
-                }
+                store::jobs::finish(conn, id, token, JobState::Canceled, Some(&reason))?
+                    .then_some(("canceled", reason))
             } else if stale.attempts >= stale.max_attempts {
                 let reason = format!(
                     "the worker {owner} stopped heartbeating during attempt {} of {}; no attempts left",
                     stale.attempts, stale.max_attempts
                 );
-                if store::jobs::give_up(conn, stale.id, stale.fencing_token, &reason)? {
-                    store::environments::mark_failed_if_changing(conn, stale.environment_id)?;
-                    store::jobs::add_event(conn, stale.id, "failed", &reason, serde_json::json!({}))?;
-                    if let Some((next, operation)) = store::jobs::next_in_line(conn, stale.environment_id)? {
-                        store::outbox::enqueue(conn, next, &operation)?;
-                    }
+                store::jobs::give_up(conn, id, token, &reason)?.then_some(("failed", reason))
+            } else {
+                if store::jobs::requeue(conn, id, token, Duration::ZERO, None)? {
+                    store::jobs::add_event(
+                        conn,
+                        id,
+                        "lease_expired",
+                        &format!("the lease of worker {owner} expired; requeued"),
+                        serde_json::json!({"attempts": stale.attempts}),
+                    )?;
+                    store::outbox::enqueue(conn, id, &stale.operation)?;
                     touched += 1;
                 }
-            } else if store::jobs::requeue(conn, stale.id, stale.fencing_token, Duration::ZERO, None)? {
-                store::jobs::add_event(
-                    conn,
-                    stale.id,
-                    "lease_expired",
-                    &format!("the lease of worker {owner} expired; requeued"),
-                    serde_json::json!({"attempts": stale.attempts}),
-                )?;
-                store::outbox::enqueue(conn, stale.id, &stale.operation)?;
+                None
+            };
+            if let Some((kind, reason)) = ended {
+                store::environments::mark_failed_if_changing(conn, stale.environment_id)?;
+                store::jobs::add_event(conn, id, kind, &reason, serde_json::json!({}))?;
+                store::jobs::wake_next(conn, stale.environment_id)?;
                 touched += 1;
             }
             Ok::<_, StoreError>(())

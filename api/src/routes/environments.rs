@@ -235,20 +235,10 @@ fn validate(
     }
 }
 
-fn ensure_tenant_active(tenant: &Tenant) -> ApiResult<()> {
-    if tenant.state() == Some(TenantState::Active) {
-        Ok(())
-    } else {
-        Err(ApiError::Conflict(format!(
-            "tenant '{}' is {}; environments change only in active tenants",
-            tenant.slug, tenant.state
-        )))
-    }
-}
-
-/// The same check inside the caller's transaction, with the tenant row share-locked: a tenant
-/// whose offboarding committed in between is seen, and cannot start offboarding until the
-/// caller commits (so its teardown sees what the caller wrote).
+/// Environments and jobs change only in active tenants. Checked inside the caller's
+/// transaction with the tenant row share-locked: a tenant whose offboarding committed in between
+/// is seen, and cannot start offboarding until the caller commits (so its teardown sees what the
+/// caller wrote).
 fn ensure_still_active(conn: &mut PgConnection, tenant_id: Uuid, slug: &str) -> ApiResult<()> {
     match store::tenants::lock_state(conn, tenant_id)? {
         Some(state) if state == TenantState::Active.as_str() => Ok(()),
@@ -272,7 +262,8 @@ pub struct Teardown {
 }
 
 /// Starts (or, for a tenant already offboarding, resumes) the teardown of an offboarding
-/// tenant in the caller's transaction. The last destroy to finish marks the tenant
+/// tenant in the caller's transaction, which holds the tenant row (`lock_for_change`): the
+/// tenant before its environments, the order a worker's destroy takes them in too. The last destroy to finish marks the tenant
 /// `offboarded` (the worker does that); with nothing standing it happens here.
 pub fn start_teardown(
     conn: &mut PgConnection,
@@ -404,7 +395,6 @@ pub async fn create(
         .await?;
     let body = body.into_inner()?;
     let valid = validate(&state, &tenant, &body)?;
-    ensure_tenant_active(&tenant)?;
     let key = idempotency::key(&req)?;
     let request_hash = idempotency::request_hash(
         &req,
@@ -539,14 +529,6 @@ async fn job_action(
     };
     let (tenant, environment) =
         environment(&state, &caller, &tenant_ref, &env_ref, object, action).await?;
-    ensure_tenant_active(&tenant).or_else(|e| {
-        // Destroying is how an offboarding tenant is torn down.
-        if operation == Operation::Destroy {
-            Ok(())
-        } else {
-            Err(e)
-        }
-    })?;
     if environment.state == "destroyed" {
         return Err(ApiError::Conflict(format!(
             "environment '{}' is destroyed; create a new one",
@@ -574,6 +556,7 @@ async fn job_action(
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
                 idempotency::once(conn, caller.id, key.as_deref(), &request_hash, |conn| {
+                    // Destroying is how an offboarding tenant is torn down.
                     if operation != Operation::Destroy {
                         ensure_still_active(conn, tenant_id, &slug)?;
                     }

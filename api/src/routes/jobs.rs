@@ -223,11 +223,8 @@ pub async fn cancel(
                     )?;
                     store::audit::append(conn, &audit("job.cancel"))?;
                     // It was first in line: the next one may run now.
-                    if was_first
-                        && let Some((next, operation)) =
-                            store::jobs::next_in_line(conn, job.environment_id)?
-                    {
-                        store::outbox::enqueue(conn, next, &operation)?;
+                    if was_first {
+                        store::jobs::wake_next(conn, job.environment_id)?;
                     }
                     let job = store::jobs::get(conn, job.id)?
                         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("job vanished")))?;

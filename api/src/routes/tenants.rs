@@ -304,17 +304,18 @@ pub async fn delete(
     let tenant = state
         .authorize_tenant(&caller, &path, Object::Tenant, Action::Delete)
         .await?;
-    if tenant.state() == Some(TenantState::Offboarded) {
-        // Deleting twice is not an error: there is nothing left to tear down.
-        return Ok(HttpResponse::Accepted().json(TenantView::from(tenant)));
-    }
     let max_attempts = state.config.worker.max_attempts;
     let updated = state
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
-                // Offboarding first (this locks the tenant row), so an environment created
-                // concurrently either committed before and is torn down, or is refused.
-                let resumed = tenant.state() == Some(TenantState::Offboarding);
+                // The tenant row first: an environment created concurrently either committed
+                // before and is torn down, or waits and is refused; two DELETEs take turns.
+                let locked = store::tenants::lock_for_change(conn, tenant.id)?;
+                let resumed = locked.as_deref() == Some(TenantState::Offboarding.as_str());
+                if locked.as_deref() == Some(TenantState::Offboarded.as_str()) {
+                    // Deleting again is not an error: there is nothing left to tear down.
+                    return Ok(store::tenants::find(conn, tenant.id)?);
+                }
                 if !resumed {
                     store::tenants::update(
                         conn,
@@ -327,10 +328,9 @@ pub async fn delete(
                 }
                 let teardown =
                     crate::routes::environments::start_teardown(conn, &caller, tenant.id, max_attempts)?;
-                let changed = !resumed
-                    || !teardown.destroy_jobs.is_empty()
-                    || teardown.offboarded;
-                if changed {
+                let updated = store::tenants::find(conn, tenant.id)?;
+                // A repeated DELETE that found nothing to re-queue changed nothing.
+                if !resumed || !teardown.destroy_jobs.is_empty() || teardown.offboarded {
                     store::audit::append(
                         conn,
                         &caller.audit(
@@ -338,17 +338,15 @@ pub async fn delete(
                             "tenant.delete",
                             format!("tenant/{}", tenant.slug),
                             AuditResult::Success,
-                            json!({"from": tenant.state, "to": "offboarding", "teardown": teardown}),
+                            json!({"from": locked, "to": updated.as_ref().map(|t| &t.state), "teardown": teardown}),
                         ),
                     )?;
                 }
-                let updated = store::tenants::find(conn, tenant.id)?.ok_or_else(|| {
-                    ApiError::internal(anyhow::anyhow!("tenant vanished while offboarding"))
-                })?;
                 Ok::<_, ApiError>(updated)
             })
         })
-        .await?;
+        .await?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("tenant vanished while offboarding")))?;
     state.relay_wake.notify_one();
     Ok(HttpResponse::Accepted().json(TenantView::from(updated)))
 }

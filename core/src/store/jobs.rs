@@ -265,23 +265,31 @@ pub fn claim(
     }
 }
 
-/// Extends the lease; `false` when the lease was lost (token moved on).
+/// Extends the lease. `None` when the lease was lost (token moved on); else whether a cancel
+/// was requested, so one statement serves both questions a running job asks.
 pub fn heartbeat(
     conn: &mut PgConnection,
     job_id: Uuid,
     token: i64,
     lease: Duration,
-) -> Result<bool, StoreError> {
+) -> Result<Option<bool>, StoreError> {
+    #[derive(QueryableByName)]
+    struct Beat {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        cancel_requested: bool,
+    }
     let lease_secs = i64::try_from(lease.as_secs()).unwrap_or(30);
-    let changed = diesel::sql_query(
+    let beat: Option<Beat> = diesel::sql_query(
         "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $3) \
-         WHERE id = $1 AND fencing_token = $2 AND state = 'running'",
+         WHERE id = $1 AND fencing_token = $2 AND state = 'running' \
+         RETURNING cancel_requested_at IS NOT NULL AS cancel_requested",
     )
     .bind::<SqlUuid, _>(job_id)
     .bind::<Int8, _>(token)
     .bind::<Int8, _>(lease_secs)
-    .execute(conn)?;
-    Ok(changed == 1)
+    .get_result(conn)
+    .optional()?;
+    Ok(beat.map(|b| b.cancel_requested))
 }
 
 /// Moves a running job (holding `token`) to `to`; `false` if the lease was lost meanwhile.
@@ -417,6 +425,15 @@ pub fn cancel_requested(
         .first::<bool>(conn)
         .optional()?
         .unwrap_or(false))
+}
+
+/// Queues a wake-up for the environment's next job, if the first in its line is queued: call
+/// in the transaction that ended or removed the job ahead of it.
+pub fn wake_next(conn: &mut PgConnection, environment_id: Uuid) -> Result<(), StoreError> {
+    if let Some((next, operation)) = next_in_line(conn, environment_id)? {
+        super::outbox::enqueue(conn, next, &operation)?;
+    }
+    Ok(())
 }
 
 /// The first active job of an environment, if it is queued: the one to wake next.

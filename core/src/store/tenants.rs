@@ -149,52 +149,41 @@ pub fn lock_state(conn: &mut PgConnection, id: Uuid) -> Result<Option<String>, S
 }
 
 /// Locks the tenant row as an update would (compatible with foreign-key checks), to the end of
-/// the transaction: what a worker finishing a destroy takes before it touches the environment,
-/// the same order as the API's teardown.
-pub fn lock_for_change(conn: &mut PgConnection, id: Uuid) -> Result<(), StoreError> {
-    tenants::table
+/// the transaction. The API's teardown and a worker finishing a destroy both take it before they
+/// touch the tenant's environments: one lock order, and `complete_offboarding` relies on it.
+/// Returns the state it locked (`None`: no such tenant).
+pub fn lock_for_change(conn: &mut PgConnection, id: Uuid) -> Result<Option<String>, StoreError> {
+    Ok(tenants::table
         .find(id)
-        .select(tenants::id)
+        .select(tenants::state)
         .for_no_key_update()
-        .first::<Uuid>(conn)
-        .optional()?;
-    Ok(())
+        .first(conn)
+        .optional()?)
 }
 
-/// Marks an offboarding tenant `offboarded` once none of its environments is left to destroy;
-/// the tenant row is locked first, so two destroys finishing at once cannot each see the other's
-/// environment still standing. Returns the tenant when this call completed the offboarding.
+/// Marks an offboarding tenant `offboarded` once none of its environments is left to destroy.
+/// Call with the tenant row locked by `lock_for_change` in this transaction: this statement then
+/// sees every destroy committed before the lock was granted, so of two destroys finishing at once
+/// the second sees the first. Returns the tenant when this call completed the offboarding.
 pub fn complete_offboarding(
     conn: &mut PgConnection,
     id: Uuid,
 ) -> Result<Option<Tenant>, StoreError> {
     use crate::schema::environments;
-    let state: Option<String> = tenants::table
-        .find(id)
-        .select(tenants::state)
-        .for_no_key_update()
-        .first(conn)
-        .optional()?;
-    if state.as_deref() != Some(TenantState::Offboarding.as_str()) {
-        return Ok(None);
-    }
-    // A new statement after the lock: under READ COMMITTED it sees every destroy committed
-    // before the lock was granted.
-    let standing: i64 = environments::table
+    let standing = environments::table
         .filter(environments::tenant_id.eq(id))
-        .filter(environments::state.ne("destroyed"))
-        .count()
-        .get_result(conn)?;
-    if standing > 0 {
-        return Ok(None);
-    }
-    Ok(Some(
-        diesel::update(tenants::table.find(id))
-            .set((
-                tenants::state.eq(TenantState::Offboarded.as_str()),
-                tenants::updated_at.eq(Utc::now()),
-            ))
-            .returning(Tenant::as_returning())
-            .get_result(conn)?,
+        .filter(environments::state.ne("destroyed"));
+    Ok(diesel::update(
+        tenants::table
+            .find(id)
+            .filter(tenants::state.eq(TenantState::Offboarding.as_str()))
+            .filter(diesel::dsl::not(diesel::dsl::exists(standing))),
+    )
+    .set((
+        tenants::state.eq(TenantState::Offboarded.as_str()),
+        tenants::updated_at.eq(Utc::now()),
     ))
+    .returning(Tenant::as_returning())
+    .get_result(conn)
+    .optional()?)
 }
