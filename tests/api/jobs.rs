@@ -137,19 +137,20 @@ async fn every_job_creating_request_honours_its_idempotency_key() {
         assert_eq!((status, &again), (202, &first), "{operation} replayed");
         assert_eq!(app.count("jobs"), jobs, "{operation}: no second job");
     }
-    // The same key on another endpoint is another request.
-    let jobs = app.count("jobs");
-    let (status, reused) = send_with_key(
-        &app,
-        post.clone(),
-        "/v1/tenants/acme/environments/dev/plan",
-        "key-apply",
-        None,
-    )
-    .await;
-    assert_eq!(status, 422, "{reused}");
-    assert_eq!(reused["type"], REUSED);
-    assert_eq!(app.count("jobs"), jobs);
+    // A key is bound to its request: on another endpoint it is refused, whatever it was first.
+    for (key, elsewhere) in [
+        ("create-dev", "/v1/tenants/acme/environments/dev/plan"),
+        ("key-apply", "/v1/tenants/acme/environments/dev/plan"),
+        ("key-plan", "/v1/tenants/acme/environments/dev/apply"),
+        ("key-drift_check", "/v1/tenants/acme/environments/dev/apply"),
+        ("key-destroy", "/v1/tenants/acme/environments/dev/plan"),
+    ] {
+        let jobs = app.count("jobs");
+        let (status, reused) = send_with_key(&app, post.clone(), elsewhere, key, None).await;
+        assert_eq!(status, 422, "{key} on {elsewhere}: {reused}");
+        assert_eq!(reused["type"], REUSED);
+        assert_eq!(app.count("jobs"), jobs);
+    }
     // An apply body is part of the request: another plan_job_id under the same key is refused.
     let (status, refused) = send_with_key(
         &app,
@@ -239,14 +240,8 @@ async fn destroy_cancels_what_had_not_started_and_is_asked_for_once() {
 #[tokio::test]
 async fn openapi_documents_the_job_contract() {
     let app = TestApp::spawn().await;
-    let response = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .expect("openapi");
-    assert_eq!(response.status(), 200);
-    let document: Value = response.json().await.expect("json");
+    let (status, document) = app.get("/openapi.json", &app.admin).await;
+    assert_eq!(status, 200);
     let paths = &document["paths"];
     let env = "/v1/tenants/{tenant}/environments/{env}";
     for (path, method, schema) in [

@@ -572,3 +572,62 @@ async fn cancel_running_apply_stops_at_a_step_boundary() {
         .await;
     destroy_and_check(&stack, "cyberdyne", &env).await;
 }
+
+/// Cancel of a running job whose worker then dies (`kill -9` before it could look): the job
+/// is not run again. The sweeper of the next worker ends it `canceled`, saying so, after one
+/// attempt, and the environment can be finished by a new apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_outlives_a_killed_worker() {
+    let mut stack = Stack::start(Options {
+        blueprints: vec![SLOW_SHARED],
+        worker_env: env(&[
+            ("BULKHEAD_LEASE_SECONDS", "2"),
+            ("BULKHEAD_SWEEP_MS", "200"),
+        ]),
+        ..Options::default()
+    })
+    .await;
+    stack.create_tenant("soylent", "shared").await;
+    let accepted = stack
+        .create_environment(
+            "soylent",
+            json!({"name": "dev", "stage": "development", "blueprint": "slow-shared"}),
+        )
+        .await;
+    let job_id = id(&accepted["job"]);
+    wait_mid_apply(&stack, "soylent", &job_id).await;
+    let owner = stack.lease_owner(&job_id).expect("lease owner");
+    let victim = stack
+        .worker_index(&owner)
+        .expect("one of this stack's workers");
+    stack.kill_worker(victim);
+
+    let (status, requested) = stack
+        .post_empty(&format!("/v1/tenants/soylent/jobs/{job_id}/cancel"))
+        .await;
+    assert_eq!(status, 202, "the row still says running: {requested}");
+
+    let next = stack.spawn_worker();
+    stack.wait_worker_consuming(next).await;
+    let job = stack.wait_job("soylent", &job_id, JOB_WITHIN).await;
+    assert_eq!(job["state"], "canceled", "{job}");
+    assert_eq!(job["attempts"], 1, "not run again: {job}");
+    let error = job["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("canceled by request") && error.contains("stopped heartbeating"),
+        "{error}"
+    );
+    let kinds = stack.event_kinds("soylent", &job_id).await;
+    assert!(!kinds.iter().any(|k| k == "lease_expired"), "{kinds:?}");
+    let env = stack.environment("soylent", "dev").await;
+    assert_eq!(env["state"], "failed", "{env}");
+
+    let repair = stack.job_action("soylent", "dev", "apply", None).await;
+    stack
+        .wait_succeeded("soylent", &id(&repair), JOB_WITHIN)
+        .await;
+    let env = stack
+        .wait_environment("soylent", "dev", "ready", JOB_WITHIN)
+        .await;
+    destroy_and_check(&stack, "soylent", &env).await;
+}
