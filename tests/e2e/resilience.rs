@@ -81,6 +81,35 @@ async fn wait_mid_apply(stack: &Stack, tenant: &str, job_id: &str) {
     );
 }
 
+/// Onboards a shared-tier `tenant` and asks for its `dev` environment from `blueprint`;
+/// returns the apply job's id.
+async fn start_apply(stack: &Stack, tenant: &str, blueprint: &str) -> String {
+    stack.create_tenant(tenant, "shared").await;
+    let accepted = stack
+        .create_environment(
+            tenant,
+            json!({"name": "dev", "stage": "development", "blueprint": blueprint}),
+        )
+        .await;
+    id(&accepted["job"])
+}
+
+/// A shared-tier `tenant` whose `dev` environment (slow-shared blueprint) is being applied:
+/// in the middle of its slow step, the worker holding the job is killed with `kill -9`.
+/// Returns the job id, and the killed worker's index and name.
+async fn kill_lease_owner_mid_apply(stack: &mut Stack, tenant: &str) -> (String, usize, String) {
+    let job_id = start_apply(stack, tenant, "slow-shared").await;
+    wait_mid_apply(stack, tenant, &job_id).await;
+    let owner = stack
+        .lease_owner(&job_id)
+        .expect("a running job has a lease owner");
+    let victim = stack
+        .worker_index(&owner)
+        .unwrap_or_else(|| panic!("lease owner {owner} is none of this stack's workers"));
+    stack.kill_worker(victim);
+    (job_id, victim, owner)
+}
+
 async fn destroy_and_check(stack: &Stack, tenant: &str, env: &Value) {
     let (status, body) = stack
         .delete(&format!("/v1/tenants/{tenant}/environments/{}", id(env)))
@@ -111,22 +140,7 @@ async fn kill_9_during_apply() {
         ..Options::default()
     })
     .await;
-    stack.create_tenant("hooli", "shared").await;
-    let accepted = stack
-        .create_environment(
-            "hooli",
-            json!({"name": "dev", "stage": "development", "blueprint": "slow-shared"}),
-        )
-        .await;
-    let job_id = id(&accepted["job"]);
-    wait_mid_apply(&stack, "hooli", &job_id).await;
-    let owner = stack
-        .lease_owner(&job_id)
-        .expect("a running job has a lease owner");
-    let victim = stack
-        .worker_index(&owner)
-        .unwrap_or_else(|| panic!("lease owner {owner} is none of this stack's workers"));
-    stack.kill_worker(victim);
+    let (job_id, victim, owner) = kill_lease_owner_mid_apply(&mut stack, "hooli").await;
     let at_kill = stack.job("hooli", &job_id).await;
     assert_eq!(
         at_kill["state"], "running",
@@ -164,14 +178,7 @@ async fn sigterm_finishes_step_and_releases() {
         ..Options::default()
     })
     .await;
-    stack.create_tenant("pied-piper", "shared").await;
-    let accepted = stack
-        .create_environment(
-            "pied-piper",
-            json!({"name": "dev", "stage": "development", "blueprint": "slow-shared"}),
-        )
-        .await;
-    let job_id = id(&accepted["job"]);
+    let job_id = start_apply(&stack, "pied-piper", "slow-shared").await;
     wait_mid_apply(&stack, "pied-piper", &job_id).await;
     let started = Instant::now();
     let status = stack.terminate_worker(0, Duration::from_secs(15)).await;
@@ -306,14 +313,7 @@ async fn duplicate_delivery() {
         ..Options::default()
     })
     .await;
-    stack.create_tenant("wayne", "shared").await;
-    let accepted = stack
-        .create_environment(
-            "wayne",
-            json!({"name": "dev", "stage": "development", "blueprint": "slow-shared"}),
-        )
-        .await;
-    let job_id = id(&accepted["job"]);
+    let job_id = start_apply(&stack, "wayne", "slow-shared").await;
     // Once while it runs…
     wait_mid_apply(&stack, "wayne", &job_id).await;
     publish_job_message(&stack, &job_id, "apply");
@@ -506,14 +506,7 @@ async fn cancel_running_apply_stops_at_a_step_boundary() {
         ..Options::default()
     })
     .await;
-    stack.create_tenant("cyberdyne", "shared").await;
-    let accepted = stack
-        .create_environment(
-            "cyberdyne",
-            json!({"name": "dev", "stage": "development", "blueprint": "long-step-shared"}),
-        )
-        .await;
-    let apply = id(&accepted["job"]);
+    let apply = start_apply(&stack, "cyberdyne", "long-step-shared").await;
     let plan = stack.job_action("cyberdyne", "dev", "plan", None).await;
     wait_mid_apply(&stack, "cyberdyne", &apply).await;
 
@@ -587,20 +580,7 @@ async fn cancel_outlives_a_killed_worker() {
         ..Options::default()
     })
     .await;
-    stack.create_tenant("soylent", "shared").await;
-    let accepted = stack
-        .create_environment(
-            "soylent",
-            json!({"name": "dev", "stage": "development", "blueprint": "slow-shared"}),
-        )
-        .await;
-    let job_id = id(&accepted["job"]);
-    wait_mid_apply(&stack, "soylent", &job_id).await;
-    let owner = stack.lease_owner(&job_id).expect("lease owner");
-    let victim = stack
-        .worker_index(&owner)
-        .expect("one of this stack's workers");
-    stack.kill_worker(victim);
+    let (job_id, _, _) = kill_lease_owner_mid_apply(&mut stack, "soylent").await;
 
     let (status, requested) = stack
         .post_empty(&format!("/v1/tenants/soylent/jobs/{job_id}/cancel"))
