@@ -48,7 +48,7 @@ enum Stop {
     Store(StoreError),
     /// Not retryable: what, where, why.
     Fatal(String),
-    /// A cancel was requested before the target was touched.
+    /// A cancel was requested before this attempt touched the target.
     Canceled,
 }
 
@@ -104,12 +104,15 @@ impl WorkerAudit {
 
 impl Execution {
     pub fn new(worker: Arc<Worker>, job: Job, received: Instant) -> Self {
+        // A cancel asked for during an earlier attempt (retried or released before its worker
+        // saw it) still holds: this attempt stops before it touches the target.
+        let canceled = job.cancel_requested_at.is_some();
         Self {
             worker,
             job,
             received,
             lost: Arc::new(AtomicBool::new(false)),
-            canceled: Arc::new(AtomicBool::new(false)),
+            canceled: Arc::new(AtomicBool::new(canceled)),
         }
     }
 
@@ -602,8 +605,6 @@ impl Execution {
             Requeue(Duration, String),
             Release,
         }
-        // Canceled before the target (or the environment's state) was touched: nothing broke.
-        let environment_untouched = matches!(result, Err(Stop::Canceled));
         let write = match result {
             Ok(()) => Write::Finish(JobState::Succeeded, None),
             Err(Stop::Exec(ExecError::Aborted)) if self.lost.load(Ordering::SeqCst) => {
@@ -611,7 +612,7 @@ impl Execution {
             }
             Err(Stop::Canceled) => Write::Finish(
                 JobState::Canceled,
-                Some("canceled by request before it changed the target".to_owned()),
+                Some("canceled by request before this attempt changed the target".to_owned()),
             ),
             Err(Stop::Exec(ExecError::Aborted)) if self.canceled.load(Ordering::SeqCst) => {
                 Write::Finish(
@@ -686,13 +687,18 @@ impl Execution {
                                     &message,
                                     json!({"total_ms": total_ms}),
                                 )?;
-                                if *state == JobState::Failed
-                                    || (*state == JobState::Canceled && !environment_untouched)
-                                {
-                                    // Only an environment this job was changing is broken by it.
-                                    store::environments::mark_failed_if_changing(
+                                // Only an environment this job was changing is broken by it;
+                                // a cancel stops before the state says the target changes.
+                                let broken = match state {
+                                    JobState::Failed => Some(store::environments::CHANGING),
+                                    JobState::Canceled => Some(store::environments::MIDWAY),
+                                    _ => None,
+                                };
+                                if let Some(states) = broken {
+                                    store::environments::mark_failed_if_in(
                                         conn,
                                         environment_id,
+                                        states,
                                     )?;
                                 }
                                 store::jobs::wake_next(conn, environment_id)?;

@@ -309,7 +309,7 @@ pub fn sweep_once(
         conn.transaction(|conn| {
             let owner = stale.lease_owner.clone().unwrap_or_default();
             let (id, token) = (stale.id, stale.fencing_token);
-            // Ended here (kind, reason), or requeued for another attempt.
+            // Ended here (kind, reason, environment states that broke), or requeued.
             let ended = if stale.cancel_requested {
                 // Asked to stop, and its worker is gone: do not run it again.
                 let reason = format!(
@@ -317,13 +317,14 @@ pub fn sweep_once(
                      could stop the job itself"
                 );
                 store::jobs::finish(conn, id, token, JobState::Canceled, Some(&reason))?
-                    .then_some(("canceled", reason))
+                    .then_some(("canceled", reason, store::environments::MIDWAY))
             } else if stale.attempts >= stale.max_attempts {
                 let reason = format!(
                     "the worker {owner} stopped heartbeating during attempt {} of {}; no attempts left",
                     stale.attempts, stale.max_attempts
                 );
-                store::jobs::give_up(conn, id, token, &reason)?.then_some(("failed", reason))
+                store::jobs::give_up(conn, id, token, &reason)?
+                    .then_some(("failed", reason, store::environments::CHANGING))
             } else {
                 if store::jobs::requeue(conn, id, token, Duration::ZERO, None)? {
                     store::jobs::add_event(
@@ -338,8 +339,8 @@ pub fn sweep_once(
                 }
                 None
             };
-            if let Some((kind, reason)) = ended {
-                store::environments::mark_failed_if_changing(conn, stale.environment_id)?;
+            if let Some((kind, reason, broken)) = ended {
+                store::environments::mark_failed_if_in(conn, stale.environment_id, broken)?;
                 store::jobs::add_event(conn, id, kind, &reason, serde_json::json!({}))?;
                 store::jobs::wake_next(conn, stale.environment_id)?;
                 touched += 1;

@@ -140,12 +140,22 @@ pub fn set_state(
     Ok(())
 }
 
-/// Marks the environment `failed` if a job was creating, changing or destroying it.
-pub fn mark_failed_if_changing(conn: &mut PgConnection, id: Uuid) -> Result<(), StoreError> {
+/// A job that failed for good was creating, changing or destroying an environment in these.
+pub const CHANGING: &[&str] = &["pending", "provisioning", "destroying"];
+/// A job stopped on request had started changing the target only in these: a `pending`
+/// environment whose first apply was canceled before it began stays `pending`.
+pub const MIDWAY: &[&str] = &["provisioning", "destroying"];
+
+/// Marks the environment `failed` if it is in one of `states` (`CHANGING` or `MIDWAY`).
+pub fn mark_failed_if_in(
+    conn: &mut PgConnection,
+    id: Uuid,
+    states: &[&str],
+) -> Result<(), StoreError> {
     diesel::update(
         environments::table
             .find(id)
-            .filter(environments::state.eq_any(["pending", "provisioning", "destroying"])),
+            .filter(environments::state.eq_any(states)),
     )
     .set((
         environments::state.eq("failed"),
