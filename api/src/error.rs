@@ -23,6 +23,8 @@ pub enum ApiError {
     /// Missing, or not visible to the caller: the same answer either way.
     NotFound(String),
     Conflict(String),
+    /// The environment is not `ready` for what was asked (its credentials): 409.
+    NotReady(String),
     IdempotencyKeyReused,
     PayloadTooLarge(usize),
     UnsupportedMediaType,
@@ -72,6 +74,7 @@ impl ApiError {
             Self::Forbidden(_) => ("forbidden", "Not allowed"),
             Self::NotFound(_) => ("not-found", "Not found"),
             Self::Conflict(_) => ("conflict", "Conflicts with the current state"),
+            Self::NotReady(_) => ("environment-not-ready", "The environment is not ready"),
             Self::IdempotencyKeyReused => (
                 "idempotency-key-reused",
                 "Idempotency-Key was used with another request",
@@ -90,7 +93,8 @@ impl ApiError {
             Self::Malformed(detail)
             | Self::Forbidden(detail)
             | Self::NotFound(detail)
-            | Self::Conflict(detail) => detail.clone(),
+            | Self::Conflict(detail)
+            | Self::NotReady(detail) => detail.clone(),
             Self::TooManyRequests { detail, .. } | Self::Unavailable { detail, .. } => {
                 detail.clone()
             }
@@ -153,7 +157,7 @@ impl ResponseError for ApiError {
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::NotReady(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,

@@ -16,6 +16,16 @@ use std::sync::LazyLock;
 pub const CONNECTION_LIMIT_RANGE: std::ops::RangeInclusive<i32> = 1..=1000;
 /// Range of `limits.statement_timeout_ms`: 100 ms to one hour.
 pub const STATEMENT_TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u32> = 100..=3_600_000;
+/// Range of `limits.idle_in_transaction_session_timeout_ms`: 1 s to one day.
+pub const IDLE_IN_TRANSACTION_MS_RANGE: std::ops::RangeInclusive<u32> = 1_000..=86_400_000;
+/// Range of `limits.temp_file_limit_kb`: 64 kB to 1 TiB.
+pub const TEMP_FILE_LIMIT_KB_RANGE: std::ops::RangeInclusive<u32> = 64..=1_073_741_824;
+/// Range of `limits.work_mem_kb`: 64 kB (PostgreSQL's minimum) to 2 GiB.
+pub const WORK_MEM_KB_RANGE: std::ops::RangeInclusive<u32> = 64..=2_097_152;
+/// Defaults of the optional limits.
+pub const DEFAULT_IDLE_IN_TRANSACTION_MS: u32 = 60_000;
+pub const DEFAULT_TEMP_FILE_LIMIT_KB: u32 = 1_048_576;
+pub const DEFAULT_WORK_MEM_KB: u32 = 4_096;
 /// At most this many baseline migrations in one blueprint.
 pub const MAX_BASELINE: usize = 200;
 
@@ -58,8 +68,29 @@ impl Blueprint {
 pub struct Limits {
     /// Concurrent connections of the app role (and, plus a small reserve, of a dedicated database).
     pub connection_limit: i32,
-    /// `statement_timeout` of the app role.
+    /// `statement_timeout` of the app role (a default: the tenant can `SET` it).
     pub statement_timeout_ms: u32,
+    /// `idle_in_transaction_session_timeout` of the app role (a default).
+    #[serde(default = "default_idle_in_transaction_ms")]
+    pub idle_in_transaction_session_timeout_ms: u32,
+    /// `temp_file_limit` of the app role, in kB (a wall: only a superuser may change it).
+    #[serde(default = "default_temp_file_limit_kb")]
+    pub temp_file_limit_kb: u32,
+    /// `work_mem` of the app role, in kB (a default).
+    #[serde(default = "default_work_mem_kb")]
+    pub work_mem_kb: u32,
+}
+
+fn default_idle_in_transaction_ms() -> u32 {
+    DEFAULT_IDLE_IN_TRANSACTION_MS
+}
+
+fn default_temp_file_limit_kb() -> u32 {
+    DEFAULT_TEMP_FILE_LIMIT_KB
+}
+
+fn default_work_mem_kb() -> u32 {
+    DEFAULT_WORK_MEM_KB
 }
 
 /// One SQL migration of the environment's baseline.
@@ -259,6 +290,12 @@ struct BlueprintFile {
 struct LimitsFile {
     connection_limit: i32,
     statement_timeout_ms: u32,
+    #[serde(default = "default_idle_in_transaction_ms")]
+    idle_in_transaction_session_timeout_ms: u32,
+    #[serde(default = "default_temp_file_limit_kb")]
+    temp_file_limit_kb: u32,
+    #[serde(default = "default_work_mem_kb")]
+    work_mem_kb: u32,
 }
 
 #[derive(Deserialize)]
@@ -332,6 +369,33 @@ fn parse_file(file: &str, text: &str) -> Result<(Blueprint, bool), BlueprintErro
             ),
         ));
     }
+    for (field, value, range, unit) in [
+        (
+            "limits.idle_in_transaction_session_timeout_ms",
+            raw.limits.idle_in_transaction_session_timeout_ms,
+            IDLE_IN_TRANSACTION_MS_RANGE,
+            "milliseconds",
+        ),
+        (
+            "limits.temp_file_limit_kb",
+            raw.limits.temp_file_limit_kb,
+            TEMP_FILE_LIMIT_KB_RANGE,
+            "kB",
+        ),
+        (
+            "limits.work_mem_kb",
+            raw.limits.work_mem_kb,
+            WORK_MEM_KB_RANGE,
+            "kB",
+        ),
+    ] {
+        if !range.contains(&value) {
+            return Err(err(
+                field,
+                format!("must be from {} to {} ({unit})", range.start(), range.end()),
+            ));
+        }
+    }
     if raw.baseline.len() > MAX_BASELINE {
         return Err(err(
             "baseline",
@@ -401,6 +465,11 @@ fn parse_file(file: &str, text: &str) -> Result<(Blueprint, bool), BlueprintErro
         limits: Limits {
             connection_limit: raw.limits.connection_limit,
             statement_timeout_ms: raw.limits.statement_timeout_ms,
+            idle_in_transaction_session_timeout_ms: raw
+                .limits
+                .idle_in_transaction_session_timeout_ms,
+            temp_file_limit_kb: raw.limits.temp_file_limit_kb,
+            work_mem_kb: raw.limits.work_mem_kb,
         },
         baseline: raw
             .baseline
@@ -561,6 +630,21 @@ statement_timeout_ms = 60000
     }
 
     #[test]
+    fn optional_limits_take_their_defaults() {
+        let catalog = load(&[("bp/shared.toml", SHARED), ("bp/dedicated.toml", DEDICATED)])
+            .expect("valid without the optional limits");
+        let shared = catalog
+            .get("shared-basic", Some(1))
+            .expect("shared-basic@1");
+        assert_eq!(shared.limits.temp_file_limit_kb, DEFAULT_TEMP_FILE_LIMIT_KB);
+        assert_eq!(shared.limits.work_mem_kb, DEFAULT_WORK_MEM_KB);
+        assert_eq!(
+            shared.limits.idle_in_transaction_session_timeout_ms,
+            DEFAULT_IDLE_IN_TRANSACTION_MS
+        );
+    }
+
+    #[test]
     fn range_errors_name_file_and_field() {
         assert_eq!(
             error_of(&SHARED.replace("connection_limit = 5", "connection_limit = 0")),
@@ -569,6 +653,24 @@ statement_timeout_ms = 60000
         assert_eq!(
             error_of(&SHARED.replace("statement_timeout_ms = 30000", "statement_timeout_ms = 5")),
             "bp/shared.toml: limits.statement_timeout_ms: must be from 100 to 3600000 (milliseconds)"
+        );
+        let with = |line: &str| {
+            SHARED.replace(
+                "statement_timeout_ms = 30000",
+                &format!("statement_timeout_ms = 30000\n{line}"),
+            )
+        };
+        assert_eq!(
+            error_of(&with("temp_file_limit_kb = 0")),
+            "bp/shared.toml: limits.temp_file_limit_kb: must be from 64 to 1073741824 (kB)"
+        );
+        assert_eq!(
+            error_of(&with("work_mem_kb = 1")),
+            "bp/shared.toml: limits.work_mem_kb: must be from 64 to 2097152 (kB)"
+        );
+        assert_eq!(
+            error_of(&with("idle_in_transaction_session_timeout_ms = 10")),
+            "bp/shared.toml: limits.idle_in_transaction_session_timeout_ms: must be from 1000 to 86400000 (milliseconds)"
         );
         assert_eq!(
             error_of(&SHARED.replace("version = 1", "version = 0")),

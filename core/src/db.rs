@@ -107,7 +107,16 @@ pub fn create_database_if_missing(database_url: &str) -> Result<bool, StoreError
     }
     let mut maintenance = PgConnection::establish(&format!("{server}/postgres"))
         .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-    diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut maintenance)?;
+    // Closed to connections until PUBLIC's default CONNECT is revoked (see
+    // `lock_down_control_database`): on a server that hosts tenants, no tenant gets in first.
+    diesel::sql_query(format!("CREATE DATABASE {name} ALLOW_CONNECTIONS false"))
+        .execute(&mut maintenance)?;
+    diesel::sql_query(format!(
+        "REVOKE CONNECT, TEMPORARY ON DATABASE {name} FROM PUBLIC"
+    ))
+    .execute(&mut maintenance)?;
+    diesel::sql_query(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+        .execute(&mut maintenance)?;
     Ok(true)
 }
 
@@ -122,8 +131,29 @@ pub fn run_migrations(conn: &mut PgConnection) -> Result<Vec<String>, StoreError
         .run_pending_migrations(MIGRATIONS)
         .map(|versions| versions.iter().map(ToString::to_string).collect())
         .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")));
+    // Under the same lock: concurrent changes to one database's ACL fail otherwise.
+    let locked = lock_down_control_database(conn);
     diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})")).execute(conn)?;
-    applied
+    let applied = applied?;
+    locked?;
+    Ok(applied)
+}
+
+/// PostgreSQL lets every role connect to a new database (CONNECT and TEMPORARY for PUBLIC):
+/// on a server that also hosts tenants' environments, their credentials would reach the control
+/// database. Revokes both from PUBLIC; the roles Bulkhead connects with keep theirs (owner,
+/// superuser, or an explicit grant).
+pub fn lock_down_control_database(conn: &mut PgConnection) -> Result<(), StoreError> {
+    use diesel::RunQueryDsl;
+    diesel::sql_query(
+        "DO $bk$BEGIN \
+         PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('bulkhead.database_acl'), \
+           pg_catalog.hashtext(pg_catalog.current_database())); \
+         EXECUTE pg_catalog.format('REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM PUBLIC', \
+           pg_catalog.current_database()); END$bk$",
+    )
+    .execute(conn)?;
+    Ok(())
 }
 
 /// Connections for the API's per-request path (the bearer and the route's tenant): queries run

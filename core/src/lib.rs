@@ -8,6 +8,7 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod domain;
+pub mod guarantees;
 pub mod jobs;
 pub mod password;
 pub mod plan;

@@ -3,8 +3,11 @@
 //! gives a plan of ordered create / update / delete actions with a hash. Pure: no I/O.
 //!
 //! Resource kinds, in the order they are created: `role` → `database` → `schema` → `grant` →
-//! `baseline`. Deletes run in the reverse order. Cost tags are an attribute (`cost_tags`) of
-//! every role, schema and database, written as the object's `COMMENT`; a tag change updates it.
+//! `baseline`. Deletes run in the reverse order. Every role, schema and database carries a
+//! `comment` attribute that must be null: catalog comments are readable by every role on the
+//! server, so nothing about the tenant (slug, environment name, cost tags) is written there;
+//! cost tags live in the control database only. An old identifying comment is drift, and the
+//! next apply removes it.
 //!
 //! Containment: a resource whose `database` attribute names a database being deleted, or whose
 //! `schema` attribute names a schema being deleted, goes with it, so teardown only lists the
@@ -30,8 +33,14 @@ pub const DEDICATED_SCHEMA: &str = "app";
 /// A dedicated database allows this many connections beyond the app role's limit, for the
 /// owner's migrations and operators (superusers bypass the limit but count towards it).
 pub const DEDICATED_DATABASE_RESERVE: i32 = 3;
-/// The table, in the environment's schema, that records applied baseline migrations.
-pub const BASELINE_TABLE: &str = "bulkhead_baseline";
+/// The admin-only schema, one per database Bulkhead manages, that holds its bookkeeping (the
+/// baseline records). No tenant role has any privilege on it.
+pub const META_SCHEMA: &str = "bulkhead_meta";
+/// The table, in [`META_SCHEMA`], that records applied baseline migrations per schema.
+pub const BASELINE_TABLE: &str = "baseline";
+/// Where earlier versions recorded baseline migrations: a table in the environment's own schema.
+/// Read (when the admin owns it) so existing environments keep their history; never written.
+pub const LEGACY_BASELINE_TABLE: &str = "bulkhead_baseline";
 
 /// Values of `grant` resources' `object_type` attribute.
 pub const GRANT_ON_DATABASE: &str = "database";
@@ -107,9 +116,9 @@ impl Resource {
         self.attributes.get(key).and_then(Value::as_str)
     }
 
-    /// The cost tags attribute, if this kind carries one.
-    pub fn cost_tags(&self) -> Option<&Value> {
-        self.attributes.get("cost_tags")
+    /// The catalog comment attribute, if this kind carries one (desired: always null).
+    pub fn comment(&self) -> Option<&Value> {
+        self.attributes.get("comment")
     }
 }
 
@@ -205,12 +214,8 @@ fn plan_hash(actions: &[PlanAction], actual_fingerprint: &str) -> String {
 
 /// The resources the environment should have on its target.
 pub fn desired(spec: &EnvironmentSpec, names: &EnvNames) -> Vec<Resource> {
-    let tags: Value = Value::Object(
-        spec.cost_tags
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect(),
-    );
+    // No comment: catalog comments are readable by every role on the server.
+    let tags = Value::Null;
     let limits = spec.blueprint.limits;
     let db = names.database.as_str();
     let schema = names.schema.as_str();
@@ -224,7 +229,7 @@ pub fn desired(spec: &EnvironmentSpec, names: &EnvNames) -> Vec<Resource> {
                 "connection_limit": -1,
                 "capabilities": [],
                 "settings": {},
-                "cost_tags": tags,
+                "comment": tags,
             }),
         ),
         Resource::new(
@@ -237,8 +242,12 @@ pub fn desired(spec: &EnvironmentSpec, names: &EnvNames) -> Vec<Resource> {
                 "settings": {
                     "search_path": schema,
                     "statement_timeout": limits.statement_timeout_ms.to_string(),
+                    "idle_in_transaction_session_timeout":
+                        limits.idle_in_transaction_session_timeout_ms.to_string(),
+                    "temp_file_limit": limits.temp_file_limit_kb.to_string(),
+                    "work_mem": limits.work_mem_kb.to_string(),
                 },
-                "cost_tags": tags,
+                "comment": tags,
             }),
         ),
     ];
@@ -251,7 +260,7 @@ pub fn desired(spec: &EnvironmentSpec, names: &EnvNames) -> Vec<Resource> {
                 "connection_limit": limits.connection_limit.saturating_add(DEDICATED_DATABASE_RESERVE),
                 "public_privileges": [],
                 "public_schema_privileges": [],
-                "cost_tags": tags,
+                "comment": tags,
             }),
         ));
     }
@@ -262,7 +271,7 @@ pub fn desired(spec: &EnvironmentSpec, names: &EnvNames) -> Vec<Resource> {
             "database": db,
             "owner": owner,
             "public_privileges": [],
-            "cost_tags": tags,
+            "comment": tags,
         }),
     ));
     resources.push(Resource::new(
@@ -328,20 +337,23 @@ pub fn default_privileges_name(schema: &str, owner: &str, grantee: &str) -> Stri
     format!("on future tables of {owner} in schema {schema} to {grantee}")
 }
 
-/// Creation order of a kind; deletes run in the reverse order.
-fn rank(kind: &str) -> u8 {
-    match kind {
+/// Creation order of a resource; deletes run in the reverse order. The app role's grant on the
+/// schema (CREATE, USAGE) comes after the baseline: the tenant cannot make objects in its schema
+/// before the baseline ran (objects a baseline migration would then meet).
+fn rank(resource: &Resource) -> u8 {
+    match resource.kind.as_str() {
         KIND_ROLE => 0,
         KIND_DATABASE => 1,
         KIND_SCHEMA => 2,
+        KIND_GRANT if resource.attr_str("object_type") == Some(GRANT_ON_SCHEMA) => 5,
         KIND_GRANT => 3,
         KIND_BASELINE => 4,
-        _ => 5,
+        _ => 6,
     }
 }
 
 /// The actions that turn `actual` into `desired`: creates and updates by kind order (roles,
-/// database, schema, grants, baseline; the desired order within a kind), then deletes in
+/// database, schema, grants, baseline, the schema grant; the desired order within a kind), then deletes in
 /// reverse kind order. Resources contained in a deleted database or schema are not listed.
 pub fn diff(desired: &[Resource], actual: &[Resource]) -> Plan {
     let actual_by_key: BTreeMap<(&str, &str), &Resource> = actual
@@ -354,7 +366,7 @@ pub fn diff(desired: &[Resource], actual: &[Resource]) -> Plan {
         .collect();
 
     let mut ordered: Vec<&Resource> = desired.iter().collect();
-    ordered.sort_by_key(|r| rank(&r.kind)); // stable: keeps the desired order within a kind
+    ordered.sort_by_key(|r| rank(r)); // stable: keeps the desired order within a kind
     let mut actions = Vec::new();
     for want in ordered {
         match actual_by_key.get(&(want.kind.as_str(), want.name.as_str())) {
@@ -419,7 +431,7 @@ fn delete_actions(unwanted: &[&Resource], actual: &[Resource]) -> Vec<PlanAction
     };
 
     let mut deletes: Vec<&Resource> = unwanted.iter().copied().filter(|r| !contained(r)).collect();
-    deletes.sort_by(|a, b| (rank(&b.kind), b.name.as_str()).cmp(&(rank(&a.kind), a.name.as_str())));
+    deletes.sort_by(|a, b| (rank(b), b.name.as_str()).cmp(&(rank(a), a.name.as_str())));
     deletes
         .into_iter()
         .map(|gone| {
@@ -611,13 +623,18 @@ mod tests {
         assert_eq!(
             kinds,
             [
-                "role", "role", "database", "schema", "grant", "grant", "grant", "baseline",
-                "baseline", "baseline"
+                "role", "role", "database", "schema", "grant", "grant", "baseline", "baseline",
+                "baseline", "grant"
             ]
         );
         assert_eq!(plan.actions[0].name, names.owner_role);
         assert_eq!(plan.actions[1].name, names.app_role);
-        assert_eq!(plan.actions[7].name, "0001_orders");
+        assert_eq!(plan.actions[6].name, "0001_orders");
+        // The tenant may create in its schema only once the baseline ran.
+        assert_eq!(
+            plan.actions[9].name,
+            grant_on_schema_name(&names.schema, &names.app_role)
+        );
         let summary = plan.summary();
         assert_eq!(summary["create"], 10);
         assert_eq!(summary["update"], 0);
@@ -673,13 +690,32 @@ mod tests {
     }
 
     #[test]
-    fn changed_tags_update_every_tagged_object() {
+    fn cost_tags_never_reach_the_target() {
         let mut spec = spec(Isolation::Dedicated);
         let (names, actual) = desired_of(&spec);
         spec.cost_tags
             .insert("cost_center".to_owned(), "cc-2".to_owned());
         let desired = desired(&spec, &names);
-        let plan = diff(&desired, &actual);
+        assert!(diff(&desired, &actual).is_empty());
+        let text = serde_json::to_string(&desired).expect("json");
+        assert!(
+            !text.contains("cc-2") && !text.contains("cost_center"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_old_identifying_comment_is_drift_that_apply_removes() {
+        let spec = spec(Isolation::Dedicated);
+        let (names, mut actual) = desired_of(&spec);
+        for resource in &mut actual {
+            if resource.comment().is_some() {
+                resource
+                    .attributes
+                    .insert("comment".to_owned(), json!({"cost_center": "cc-1"}));
+            }
+        }
+        let plan = diff(&desired(&spec, &names), &actual);
         assert_eq!(
             headlines(&plan),
             [
@@ -689,11 +725,10 @@ mod tests {
                 "update schema app".to_owned(),
             ]
         );
-        assert!(plan.actions.iter().all(|a| a.op == Op::Update));
         assert!(
             plan.actions[0]
                 .detail
-                .contains(r#"cost_tags: {"cost_center":"cc-1"} → {"cost_center":"cc-2"}"#),
+                .contains(r#"comment: {"cost_center":"cc-1"} → null"#),
             "{}",
             plan.actions[0].detail
         );

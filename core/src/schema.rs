@@ -210,6 +210,8 @@ diesel::table! {
         status -> Text,
         evidence -> Text,
         checked_at -> Timestamptz,
+        enforcement -> Text,
+        provided_by -> Nullable<Text>,
     }
 }
 

@@ -343,3 +343,96 @@ async fn a_platform_admin_reads_credentials_only_as_a_member() {
         "{members}"
     );
 }
+
+/// The worker stores an environment's password before its first apply runs; the API hands it
+/// out only once the environment is `ready` (its walls verified), and no answer about
+/// credentials may be cached on the way.
+#[tokio::test]
+async fn credentials_wait_for_ready_and_are_never_cached() {
+    use bulkhead_core::store::environments::{self, StoredCredentials};
+    let app = TestApp::spawn().await;
+    app.create_tenant("acme").await;
+    let created = app.create_environment("acme", "dev").await;
+    let id: uuid::Uuid = created["environment"]["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("environment id");
+    let (_, member) = app
+        .post(
+            "/v1/tenants/acme/members",
+            &app.admin,
+            json!({"email": crate::helpers::ADMIN_EMAIL, "role": "tenant_admin"}),
+        )
+        .await;
+    assert!(
+        member["principal_id"].is_string() || member.is_object(),
+        "{member}"
+    );
+
+    // As the worker does before the first apply: sealed with the deployment's key.
+    let config = bulkhead_core::config::Config::from_lookup(|_| None).expect("config");
+    let sealed = config
+        .credentials_key
+        .seal("s3cret-password", id.as_bytes())
+        .expect("seal");
+    let mut db = app.db();
+    environments::store_credentials_once(
+        &mut db,
+        &StoredCredentials {
+            environment_id: id,
+            host: "127.0.0.1".into(),
+            port: 5432,
+            database: "bk_pool".into(),
+            schema: format!("bk_{}", id.simple()),
+            username: format!("bk_{}_app", id.simple()),
+            nonce: sealed.nonce,
+            ciphertext: sealed.ciphertext,
+            created_at: chrono::Utc::now(),
+        },
+    )
+    .expect("store credentials");
+
+    let read = || async {
+        let response = app
+            .client
+            .get(app.url("/v1/tenants/acme/environments/dev/credentials"))
+            .bearer_auth(&app.admin)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        let cache = response
+            .headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let kind = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body: Value = response.json().await.expect("json body");
+        (status, cache, kind, body)
+    };
+    for state in ["pending", "provisioning", "failed", "drifted"] {
+        environments::set_state(&mut db, id, state, None).expect("state");
+        let (status, cache, kind, body) = read().await;
+        assert_eq!(status, 409, "{state}: {body}");
+        assert_eq!(cache.as_deref(), Some("no-store"), "{state}");
+        assert_eq!(kind.as_deref(), Some("application/problem+json"));
+        assert_eq!(
+            body["type"],
+            "https://bulkhead.dev/problems/environment-not-ready"
+        );
+        assert_eq!(
+            body["detail"],
+            format!("environment is {state}; credentials are available once it is ready")
+        );
+        assert!(!body.to_string().contains("s3cret"), "{body}");
+    }
+    environments::set_state(&mut db, id, "ready", None).expect("ready");
+    let (status, cache, _, body) = read().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(cache.as_deref(), Some("no-store"));
+    assert_eq!(body["password"], "s3cret-password");
+}

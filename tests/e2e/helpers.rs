@@ -176,7 +176,18 @@ impl Stack {
         let db_name = format!("bh_e2e_{id}");
         execute(
             &mut admin_conn("postgres"),
-            &format!("CREATE DATABASE {db_name}"),
+            &format!("CREATE DATABASE {db_name} ALLOW_CONNECTIONS false"),
+        );
+        // Closed to PUBLIC before anyone may connect, as `bulkhead dev` makes it: other tests'
+        // isolation probes would otherwise see a database every tenant role may connect to.
+        let mut admin = admin_conn("postgres");
+        execute(
+            &mut admin,
+            &format!("REVOKE CONNECT, TEMPORARY ON DATABASE {db_name} FROM PUBLIC"),
+        );
+        execute(
+            &mut admin,
+            &format!("ALTER DATABASE {db_name} ALLOW_CONNECTIONS true"),
         );
         let db_url = format!("{}/{db_name}", server_url());
         let port = free_port();

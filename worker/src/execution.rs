@@ -1,7 +1,7 @@
 //! One claimed job, run to an outcome: heartbeats keep its lease, each executor step records an
 //! event and checks the lease and SIGTERM, and the result is written fenced by the token.
 
-use crate::executor::{ExecError, GuaranteeCheck, STATUS_VERIFIED, StepAbort};
+use crate::executor::{ExecError, GuaranteeCheck, StepAbort};
 use crate::runtime::Worker;
 use bulkhead_core::audit::AuditResult;
 use bulkhead_core::domain::{Isolation, Stage};
@@ -386,26 +386,68 @@ impl Execution {
                 let drifted = !plan.is_empty();
                 let summary = plan.summary();
                 let settled = environment.state == "ready" || environment.state == "drifted";
-                self.db(move |conn| {
-                    if drifted {
-                        store::environments::set_state(
-                            conn,
-                            environment_id,
-                            "drifted",
-                            Some(Some(summary)),
-                        )
-                    } else if settled {
-                        store::environments::set_state(conn, environment_id, "ready", Some(None))
-                    } else {
-                        Ok(())
-                    }
-                })
-                .await?;
-                Ok(())
+                if drifted || !settled {
+                    self.db(move |conn| {
+                        if drifted {
+                            store::environments::set_state(
+                                conn,
+                                environment_id,
+                                "drifted",
+                                Some(Some(summary)),
+                            )
+                        } else {
+                            Ok(())
+                        }
+                    })
+                    .await?;
+                    return Ok(());
+                }
+                // The objects are as planned: probe the walls again, as every apply does.
+                self.reverify(&spec).await
             }
             Operation::Apply => self.apply(&spec).await,
             Operation::Destroy => self.destroy(&spec).await,
         }
+    }
+
+    /// A drift check's verification: the isolation probes with the stored password; the
+    /// environment is `ready` when every wall holds, else `drifted` with the violations.
+    async fn reverify(&self, spec: &EnvironmentSpec) -> Result<(), Stop> {
+        let environment_id = spec.id;
+        let key = self.worker.config.credentials_key.clone();
+        let Some(stored) = self
+            .db(move |conn| store::environments::credentials(conn, environment_id))
+            .await?
+        else {
+            return Err(Stop::Fatal(
+                "the environment has no stored credentials to probe its isolation with; apply \
+                 it to set a new password"
+                    .to_owned(),
+            ));
+        };
+        let password = open(&key, &stored)?;
+        let started = Instant::now();
+        let (executor, spec_owned) = (self.worker.executor.clone(), spec.clone());
+        let checks =
+            tokio::task::spawn_blocking(move || executor.verify_isolation(&spec_owned, &password))
+                .await
+                .map_err(|e| Stop::Fatal(format!("verify task: {e}")))??;
+        let verify_ms = ms(started);
+        let (job_id, audit) = (self.job.id, self.audit(spec));
+        self.db(move |conn| {
+            conn.transaction(|conn| {
+                let violations = record_verification(conn, environment_id, &checks, &audit)?;
+                store::jobs::add_event(
+                    conn,
+                    job_id,
+                    "verified",
+                    "no drift; verified isolation",
+                    json!({"verify_ms": verify_ms, "checks": checks.len(), "violations": violations.len()}),
+                )
+            })
+        })
+        .await?;
+        Ok(())
     }
 
     /// Who writes this job's audit events, to move into a database closure.
@@ -499,40 +541,7 @@ impl Execution {
         self.db(move |conn| {
             conn.transaction(|conn| {
                 store::environments::record_resources(conn, environment_id, &present, &tags)?;
-                let records: Vec<_> = checks
-                    .iter()
-                    .map(|c| store::environments::GuaranteeRecord {
-                        layer: &c.layer,
-                        mechanism: &c.mechanism,
-                        status: &c.status,
-                        evidence: &c.evidence,
-                    })
-                    .collect();
-                store::environments::record_guarantees(conn, environment_id, &records)?;
-                let violations: Vec<String> = checks
-                    .iter()
-                    .filter(|c| c.status != STATUS_VERIFIED)
-                    .map(|c| format!("{}/{}: {}", c.layer, c.mechanism, c.evidence))
-                    .collect();
-                if violations.is_empty() {
-                    store::environments::set_state(conn, environment_id, "ready", Some(None))?;
-                } else {
-                    store::environments::set_state(
-                        conn,
-                        environment_id,
-                        "drifted",
-                        Some(Some(json!({"isolation_violations": violations}))),
-                    )?;
-                    store::audit::append(
-                        conn,
-                        &audit.event(
-                            "environment.isolation_violated",
-                            format!("environment/{environment_id}"),
-                            AuditResult::Failure,
-                            json!({"violations": violations}),
-                        ),
-                    )?;
-                }
+                let violations = record_verification(conn, environment_id, &checks, &audit)?;
                 store::jobs::add_event(
                     conn,
                     job_id,
@@ -752,6 +761,53 @@ impl Execution {
             }
         }
     }
+}
+
+/// Records a verification run's guarantees and sets the environment `ready`, or `drifted` with
+/// the violations (audited); returns the violations.
+fn record_verification(
+    conn: &mut diesel::PgConnection,
+    environment_id: uuid::Uuid,
+    checks: &[GuaranteeCheck],
+    audit: &WorkerAudit,
+) -> Result<Vec<String>, StoreError> {
+    let records: Vec<_> = checks
+        .iter()
+        .map(|c| store::environments::GuaranteeRecord {
+            layer: &c.layer,
+            mechanism: &c.mechanism,
+            status: c.status,
+            enforcement: c.enforcement,
+            evidence: &c.evidence,
+            provided_by: c.provided_by.as_deref(),
+        })
+        .collect();
+    store::environments::record_guarantees(conn, environment_id, &records)?;
+    let violations: Vec<String> = checks
+        .iter()
+        .filter(|c| c.is_violation())
+        .map(|c| format!("{}/{}: {}", c.layer, c.mechanism, c.evidence))
+        .collect();
+    if violations.is_empty() {
+        store::environments::set_state(conn, environment_id, "ready", Some(None))?;
+    } else {
+        store::environments::set_state(
+            conn,
+            environment_id,
+            "drifted",
+            Some(Some(json!({"isolation_violations": violations}))),
+        )?;
+        store::audit::append(
+            conn,
+            &audit.event(
+                "environment.isolation_violated",
+                format!("environment/{environment_id}"),
+                AuditResult::Failure,
+                json!({"violations": violations}),
+            ),
+        )?;
+    }
+    Ok(violations)
 }
 
 fn open(

@@ -14,6 +14,7 @@ use bulkhead_core::authz::{Action, Object};
 use bulkhead_core::domain::{
     CostTags, FieldError, Isolation, Stage, TenantState, Validator, parse_environment_name,
 };
+use bulkhead_core::guarantees::{Enforcement, Status};
 use bulkhead_core::jobs::{JobState, Operation};
 use bulkhead_core::store::environments::{Environment, NewEnvironment};
 use bulkhead_core::store::jobs::NewJob;
@@ -666,10 +667,28 @@ pub struct CredentialsView {
 
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/environments/{env}/credentials", tag = "environments", security(("bearer" = [])),
     params(("tenant" = String, Path), ("env" = String, Path)),
-    responses((status = 200, description = "Every read is audited", body = CredentialsView),
+    responses((status = 200, description = "Every read is audited. Sent with `Cache-Control: no-store`, as every answer here", body = CredentialsView,
+            headers(("Cache-Control" = String, description = "no-store"))),
         (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem),
-        (status = 409, description = "Not provisioned yet", body = crate::error::Problem)))]
+        (status = 409, description = "`environment-not-ready`: credentials are available once the environment is ready", body = crate::error::Problem,
+            headers(("Cache-Control" = String, description = "no-store")))))]
 pub async fn credentials(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    // A password must not sit in a cache on the way, nor an answer that would hide it later.
+    let mut response = read_credentials(state, caller, path)
+        .await
+        .unwrap_or_else(|error| actix_web::ResponseError::error_response(&error));
+    response.headers_mut().insert(
+        actix_web::http::header::CACHE_CONTROL,
+        actix_web::http::header::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+async fn read_credentials(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<(String, String)>,
@@ -684,6 +703,14 @@ pub async fn credentials(
         Action::Read,
     )
     .await?;
+    // The password is stored before the first apply runs; it is handed out only once the
+    // environment's walls were verified.
+    if environment.state != "ready" {
+        return Err(ApiError::NotReady(format!(
+            "environment is {}; credentials are available once it is ready",
+            environment.state
+        )));
+    }
     let environment_id = environment.id;
     let event = caller.audit(
         Some(environment.tenant_id),
@@ -704,9 +731,10 @@ pub async fn credentials(
         })
         .await?
         .ok_or_else(|| {
-            ApiError::Conflict(format!(
-                "environment '{}' has no credentials yet (state {}); wait until it is ready",
-                environment.name, environment.state
+            ApiError::NotReady(format!(
+                "environment is {} but has no credentials stored; apply it to set a new \
+                 password, credentials are available once it is ready",
+                environment.state
             ))
         })?;
     let password = state
@@ -736,12 +764,19 @@ pub async fn credentials(
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct GuaranteeView {
-    /// `data`, `identity`, `compute`…
+    /// `data`, `identity`, `metadata`, `compute`.
     pub layer: String,
     pub mechanism: String,
-    /// `verified` or `violated`.
-    pub status: String,
+    /// `verified` (a probe tried it as the tenant and was refused), `violated` (the wall is
+    /// missing) or `not_provided` (the tier cannot separate it; see `provided_by`).
+    pub status: Status,
+    /// `wall` (the tenant cannot lift it), `default` (the tenant can change it for its own
+    /// sessions with `SET`) or `none` (a gap).
+    pub enforcement: Enforcement,
     pub evidence: String,
+    /// For `not_provided`: which tier or placement provides it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provided_by: Option<String>,
     pub checked_at: DateTime<Utc>,
 }
 
@@ -749,6 +784,7 @@ pub struct GuaranteeView {
 pub struct IsolationView {
     pub environment_id: Uuid,
     pub isolation: String,
+    /// In the order of the guarantee catalog: data, identity, metadata, compute; gaps included.
     pub guarantees: Vec<GuaranteeView>,
 }
 
@@ -774,18 +810,30 @@ pub async fn isolation(
     let rows = state
         .db(move |conn| Ok(store::environments::guarantees(conn, environment_id)?))
         .await?;
+    let mut guarantees: Vec<GuaranteeView> = rows
+        .into_iter()
+        .filter_map(|g| {
+            Some(GuaranteeView {
+                status: Status::from_db(&g.status)?,
+                enforcement: Enforcement::from_db(&g.enforcement)?,
+                layer: g.layer,
+                mechanism: g.mechanism,
+                evidence: g.evidence,
+                provided_by: g.provided_by,
+                checked_at: g.checked_at,
+            })
+        })
+        .collect();
+    let position = |g: &GuaranteeView| {
+        bulkhead_core::guarantees::CATALOG
+            .iter()
+            .position(|c| c.layer == g.layer && c.mechanism == g.mechanism)
+            .unwrap_or(usize::MAX)
+    };
+    guarantees.sort_by_key(position);
     Ok(HttpResponse::Ok().json(IsolationView {
         environment_id,
         isolation: environment.isolation,
-        guarantees: rows
-            .into_iter()
-            .map(|g| GuaranteeView {
-                layer: g.layer,
-                mechanism: g.mechanism,
-                status: g.status,
-                evidence: g.evidence,
-                checked_at: g.checked_at,
-            })
-            .collect(),
+        guarantees,
     }))
 }

@@ -1,5 +1,6 @@
 //! Environments and what they own: resources, isolation guarantees, sealed credentials.
 
+use crate::guarantees::{Enforcement, Status};
 use crate::schema::{environment_credentials, environments, isolation_guarantees, resources};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -251,23 +252,27 @@ pub struct GuaranteeRow {
     pub status: String,
     pub evidence: String,
     pub checked_at: DateTime<Utc>,
+    pub enforcement: String,
+    pub provided_by: Option<String>,
 }
 
-/// One verified (or violated) guarantee: layer, mechanism, status and the evidence.
+/// One guarantee as a verification run found it.
 pub struct GuaranteeRecord<'a> {
     pub layer: &'a str,
     pub mechanism: &'a str,
-    pub status: &'a str,
+    pub status: Status,
+    pub enforcement: Enforcement,
     pub evidence: &'a str,
+    pub provided_by: Option<&'a str>,
 }
 
-/// Upserts the guarantees of one verification run in one statement.
+/// Replaces the environment's guarantees with those of one verification run (a guarantee no
+/// longer checked does not linger), in two statements.
 pub fn record_guarantees(
     conn: &mut PgConnection,
     environment_id: Uuid,
     checks: &[GuaranteeRecord<'_>],
 ) -> Result<(), StoreError> {
-    use diesel::upsert::excluded;
     let now = Utc::now();
     let mut seen = std::collections::HashSet::new();
     let rows: Vec<_> = checks
@@ -279,28 +284,20 @@ pub fn record_guarantees(
                 isolation_guarantees::environment_id.eq(environment_id),
                 isolation_guarantees::layer.eq(c.layer),
                 isolation_guarantees::mechanism.eq(c.mechanism),
-                isolation_guarantees::status.eq(c.status),
+                isolation_guarantees::status.eq(c.status.as_str()),
                 isolation_guarantees::evidence.eq(c.evidence),
                 isolation_guarantees::checked_at.eq(now),
+                isolation_guarantees::enforcement.eq(c.enforcement.as_str()),
+                isolation_guarantees::provided_by.eq(c.provided_by),
             )
         })
         .collect();
+    clear_guarantees(conn, environment_id)?;
     if rows.is_empty() {
         return Ok(());
     }
     diesel::insert_into(isolation_guarantees::table)
         .values(&rows)
-        .on_conflict((
-            isolation_guarantees::environment_id,
-            isolation_guarantees::layer,
-            isolation_guarantees::mechanism,
-        ))
-        .do_update()
-        .set((
-            isolation_guarantees::status.eq(excluded(isolation_guarantees::status)),
-            isolation_guarantees::evidence.eq(excluded(isolation_guarantees::evidence)),
-            isolation_guarantees::checked_at.eq(now),
-        ))
         .execute(conn)?;
     Ok(())
 }
@@ -321,6 +318,8 @@ pub fn guarantees(
             isolation_guarantees::status,
             isolation_guarantees::evidence,
             isolation_guarantees::checked_at,
+            isolation_guarantees::enforcement,
+            isolation_guarantees::provided_by,
         ))
         .load(conn)?)
 }

@@ -8,13 +8,15 @@
 //! from a fixed list, tags), and are quoted.
 
 use super::ExecError;
+use super::meta;
+use super::pool::SESSION_SETUP;
 use super::postgres::Session;
 use super::scram;
 use super::sql::{ident, literal};
 use bulkhead_core::plan::{
     self, BASELINE_TABLE, EnvNames, EnvironmentSpec, GRANT_DEFAULT_PRIVILEGES, GRANT_ON_DATABASE,
-    GRANT_ON_SCHEMA, KIND_BASELINE, KIND_DATABASE, KIND_GRANT, KIND_ROLE, KIND_SCHEMA, Op,
-    PlanAction, Resource,
+    GRANT_ON_SCHEMA, KIND_BASELINE, KIND_DATABASE, KIND_GRANT, KIND_ROLE, KIND_SCHEMA, META_SCHEMA,
+    Op, PlanAction, Resource,
 };
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -115,12 +117,16 @@ fn if_role_exists(role: &str, statement: &str) -> Result<String, ExecError> {
     ))
 }
 
-fn comment(resource: &Resource) -> Result<String, ExecError> {
-    let tags = resource
-        .cost_tags()
-        .cloned()
-        .unwrap_or_else(|| Value::Object(serde_json::Map::new()));
-    literal(&plan::canonical_json(&tags))
+/// The comment an object gets: none. Catalog comments are readable by every role on the
+/// server; a comment left by an earlier version (the tenant's cost tags) is removed.
+fn comment(resource: &Resource) -> Result<&'static str, ExecError> {
+    match resource.comment() {
+        None | Some(Value::Null) => Ok("NULL"),
+        Some(_) => Err(refused(
+            &format!("{} {}", resource.kind, resource.name),
+            "objects on the target carry no comment; the plan asks for one",
+        )),
+    }
 }
 
 fn int_attr(resource: &Resource, key: &str) -> Result<i64, ExecError> {
@@ -226,14 +232,20 @@ fn ensure_role(
         let value = value.as_str().unwrap_or("");
         let set = match key.as_str() {
             "search_path" => ident(value)?,
-            "statement_timeout" | "idle_in_transaction_session_timeout" | "lock_timeout" => {
-                let ms: u64 = value.parse().map_err(|_| {
+            "statement_timeout"
+            | "idle_in_transaction_session_timeout"
+            | "lock_timeout"
+            | "temp_file_limit"
+            | "work_mem" => {
+                let number: u64 = value.parse().map_err(|_| {
                     refused(
                         step,
-                        &format!("setting {key} must be a number of milliseconds, not {value:?}"),
+                        &format!(
+                            "setting {key} must be a whole number (milliseconds or kB), not {value:?}"
+                        ),
                     )
                 })?;
-                ms.to_string()
+                number.to_string()
             }
             other => {
                 return Err(refused(
@@ -291,7 +303,10 @@ fn ensure_database(
     let limit = int_attr(resource, "connection_limit")?;
     let claimed = op == Op::Create && claim_spare(session, ctx, step)?;
     if op == Op::Create && !claimed {
-        let create = format!("CREATE DATABASE {db} OWNER {owner} CONNECTION LIMIT {limit}");
+        // Closed until PUBLIC's default CONNECT is revoked below: no one else may get in first.
+        let create = format!(
+            "CREATE DATABASE {db} OWNER {owner} CONNECTION LIMIT {limit} ALLOW_CONNECTIONS false"
+        );
         let server = session.server()?;
         match server.run(step, |c| {
             diesel::RunQueryDsl::execute(diesel::sql_query(&create), c)
@@ -303,9 +318,15 @@ fn ensure_database(
         }
     }
     let mut sql = acl_lock(&ctx.names.database)?;
+    sql.push_str(&meta::expect_owner(
+        "database",
+        &ctx.names.database,
+        &[&ctx.names.owner_role],
+    )?);
     sql.push_str(&format!("ALTER DATABASE {db} OWNER TO {owner};\n"));
     sql.push_str(&format!("ALTER DATABASE {db} CONNECTION LIMIT {limit};\n"));
     sql.push_str(&format!("REVOKE ALL ON DATABASE {db} FROM PUBLIC;\n"));
+    sql.push_str(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true;\n"));
     let public = privileges(
         resource,
         "public_privileges",
@@ -335,6 +356,8 @@ fn ensure_database(
             public_schema.join(", ")
         ));
     }
+    // The admin's bookkeeping, before any tenant role may connect.
+    inside.push_str(&meta::ensure_sql()?);
     session.envdb()?.batch(step, &inside)
 }
 
@@ -370,7 +393,10 @@ fn ensure_schema(
 ) -> Result<(), ExecError> {
     let schema = ident(&ctx.names.schema)?;
     let owner = ident(&ctx.names.owner_role)?;
-    let mut sql = format!("CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {owner};\n");
+    let mut sql = meta::expect_owner("schema", &ctx.names.schema, &[&ctx.names.owner_role])?;
+    sql.push_str(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {owner};\n"
+    ));
     sql.push_str(&format!("ALTER SCHEMA {schema} OWNER TO {owner};\n"));
     sql.push_str(&format!("REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;\n"));
     let public = privileges(resource, "public_privileges", &["USAGE", "CREATE"])?;
@@ -389,14 +415,24 @@ fn ensure_schema(
 
 fn drop_schema(session: &mut Session<'_>, ctx: &Context<'_>, step: &str) -> Result<(), ExecError> {
     // The environment's sessions would hold locks on its tables: end them first.
-    let sql = format!(
+    let mut sql = meta::expect_owner("schema", &ctx.names.schema, &[&ctx.names.owner_role])?;
+    sql.push_str(&format!(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename IN ({}, {}) \
          AND datname = current_database() AND pid <> pg_backend_pid();\n\
          DROP SCHEMA IF EXISTS {} CASCADE;\n",
         literal(&ctx.names.app_role)?,
         literal(&ctx.names.owner_role)?,
         ident(&ctx.names.schema)?
-    );
+    ));
+    // Its baseline records go with it (the pooled database outlives the schema).
+    sql.push_str(&format!(
+        "DO $bk$BEGIN IF to_regclass({}) IS NOT NULL THEN \
+         DELETE FROM {}.{} WHERE schema_name = {}; END IF; END$bk$;\n",
+        literal(&format!("{META_SCHEMA}.{BASELINE_TABLE}"))?,
+        ident(META_SCHEMA)?,
+        ident(BASELINE_TABLE)?,
+        literal(&ctx.names.schema)?
+    ));
     session.envdb()?.batch(step, &sql)
 }
 
@@ -484,7 +520,7 @@ fn grant(
                     ));
                 }
                 // Tables the owner already has (a re-made app role, a repaired grant) get the
-                // same privileges; the admin's baseline record table is not the owner's.
+                // same privileges (only what the owner owns: never an object the app role made).
                 sql.push_str(&existing_objects_grant(ctx, &tables, &sequences)?);
             }
             session.envdb()?.batch(step, &sql)
@@ -517,21 +553,39 @@ fn apply_baseline(
         )));
     }
     let schema = ident(&ctx.names.schema)?;
-    let table = format!("{schema}.{}", ident(BASELINE_TABLE)?);
-    // The record table belongs to the admin, so the tenant's roles cannot rewrite history; the
-    // record and the migration commit together, so a migration applies exactly once.
+    let owner = ident(&ctx.names.owner_role)?;
+    let record = format!("{}.{}", ident(META_SCHEMA)?, ident(BASELINE_TABLE)?);
+    // The record goes to the admin-only bookkeeping schema, first: a concurrent attempt waits on
+    // it and then finds the migration applied; record and migration commit together.
+    //
+    // The migration runs inside a SECURITY DEFINER function owned by the environment's owner
+    // role, in this session's own temporary schema. Whatever tenant code it reaches (a trigger
+    // on a table the tenant made first, a function shadowing a built-in in the tenant's schema)
+    // runs as that owner role at most and cannot `SET ROLE` / `RESET ROLE` back to the admin:
+    // PostgreSQL refuses role changes inside security-definer functions. Deferred triggers are
+    // fired before the function returns, cursors it opened are closed, and settings it changed
+    // are reset, so nothing of it outlives the call in the admin's session.
+    let body = format!(
+        "BEGIN EXECUTE {}; SET CONSTRAINTS ALL IMMEDIATE; END",
+        literal(&migration.sql)?
+    );
     let sql = format!(
-        "CREATE TABLE IF NOT EXISTS {table} (id text PRIMARY KEY, checksum text NOT NULL, \
-         applied_at timestamptz NOT NULL DEFAULT now());\n\
-         REVOKE ALL ON TABLE {table} FROM PUBLIC;\n\
-         INSERT INTO {table} (id, checksum) VALUES ({}, {});\n\
-         SET LOCAL ROLE {};\n\
-         SET LOCAL search_path = {schema};\n\
-         {}\n;\n",
-        literal(id)?,
-        literal(&checksum)?,
-        ident(&ctx.names.owner_role)?,
-        migration.sql
+        "{ensure}{owned}\
+         INSERT INTO {record} (schema_name, id, checksum) VALUES ({schema_name}, {id}, {checksum});\n\
+         CREATE FUNCTION pg_temp.bk_baseline_step() RETURNS void LANGUAGE plpgsql SECURITY DEFINER \
+           SET search_path = {schema}, pg_temp AS {body};\n\
+         ALTER FUNCTION pg_temp.bk_baseline_step() OWNER TO {owner};\n\
+         SELECT pg_temp.bk_baseline_step();\n\
+         DROP FUNCTION pg_temp.bk_baseline_step();\n\
+         CLOSE ALL;\n\
+         RESET ALL;\n\
+         {SESSION_SETUP};\n",
+        ensure = meta::ensure_sql()?,
+        owned = meta::expect_owner("schema", &ctx.names.schema, &[&ctx.names.owner_role])?,
+        schema_name = literal(&ctx.names.schema)?,
+        id = literal(id)?,
+        checksum = literal(&checksum)?,
+        body = literal(&body)?,
     );
     let conn = session.envdb()?;
     let result = conn.run(step, |c| {
@@ -540,7 +594,7 @@ fn apply_baseline(
         })
     });
     match result {
-        Err(ExecError::Target { reason, .. }) if reason.contains("bulkhead_baseline_pkey") => {
+        Err(ExecError::Target { reason, .. }) if reason.contains("baseline_pkey") => {
             // Recorded by a concurrent or earlier attempt: the migration is applied.
             Ok(())
         }

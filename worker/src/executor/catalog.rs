@@ -3,14 +3,17 @@
 //!
 //! Server-wide objects (roles, databases) come from one query on any database of the server;
 //! objects inside the environment's database (schema, grants, default privileges, baseline
-//! records) from one query there, plus one for the baseline records when their table exists.
+//! records) from one query there. Baseline records come from the admin-only `bulkhead_meta`
+//! schema; an environment made by an earlier version also has its records in a table of its own
+//! schema, which is read only when the admin owns it (one more query, for such environments).
 
 use super::ExecError;
 use super::pool::PooledConn;
 use super::sql;
 use bulkhead_core::plan::{
     self, BASELINE_TABLE, EnvNames, GRANT_DEFAULT_PRIVILEGES, GRANT_ON_DATABASE, GRANT_ON_SCHEMA,
-    KIND_BASELINE, KIND_DATABASE, KIND_GRANT, KIND_ROLE, KIND_SCHEMA, Resource,
+    KIND_BASELINE, KIND_DATABASE, KIND_GRANT, KIND_ROLE, KIND_SCHEMA, LEGACY_BASELINE_TABLE,
+    META_SCHEMA, Resource,
 };
 use diesel::sql_types::Text;
 use diesel::{QueryableByName, RunQueryDsl};
@@ -47,8 +50,9 @@ SELECT json_build_object(
     FROM pg_database d WHERE d.datname = $3)
 )::text AS doc";
 
-/// The schema and `public`, default privileges, and whether the baseline table exists:
-/// $1 schema, $2 owner.
+/// The schema and `public`, default privileges, and whether the admin's baseline tables exist
+/// (the bookkeeping table, and the one earlier versions kept in the environment's schema; each
+/// only when the admin owns it): $1 schema, $2 owner.
 const DATABASE_QUERY: &str = r"
 SELECT json_build_object(
   'schemas', coalesce((
@@ -69,9 +73,15 @@ SELECT json_build_object(
     JOIN pg_namespace n ON n.oid = d.defaclnamespace
     CROSS JOIN LATERAL aclexplode(d.defaclacl) a
     WHERE n.nspname = $1 AND pg_get_userbyid(d.defaclrole) = $2), '[]'),
-  'baseline_table', EXISTS (
+  'meta_table', EXISTS (
     SELECT FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname = $1 AND c.relname = 'bulkhead_baseline' AND c.relkind = 'r')
+    WHERE n.nspname = 'bulkhead_meta' AND c.relname = 'baseline' AND c.relkind = 'r'
+      AND c.relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
+      AND n.nspowner = c.relowner),
+  'legacy_baseline_table', EXISTS (
+    SELECT FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = $1 AND c.relname = 'bulkhead_baseline' AND c.relkind = 'r'
+      AND c.relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user))
 )::text AS doc";
 
 #[derive(Deserialize)]
@@ -113,7 +123,8 @@ struct DatabaseRow {
 pub(crate) struct DatabaseDoc {
     schemas: Vec<SchemaRow>,
     default_acl: Vec<DefaultAclRow>,
-    baseline_table: bool,
+    meta_table: bool,
+    legacy_baseline_table: bool,
 }
 
 #[derive(Deserialize)]
@@ -196,7 +207,7 @@ pub(crate) fn read_server(
                 "public_privileges": privileges_of(&database.acl, "PUBLIC"),
                 // Completed by `read_database` from inside the database.
                 "public_schema_privileges": [],
-                "cost_tags": tags_of(database.comment.as_deref()),
+                "comment": comment_of(database.comment),
             }),
         ));
     }
@@ -240,7 +251,7 @@ pub(crate) fn read_database(
                 "database": db,
                 "owner": schema.owner,
                 "public_privileges": privileges_of(&schema.acl, "PUBLIC"),
-                "cost_tags": tags_of(schema.comment.as_deref()),
+                "comment": comment_of(schema.comment.clone()),
             }),
         ));
         let app_privileges = privileges_of(&schema.acl, &names.app_role);
@@ -291,13 +302,29 @@ pub(crate) fn read_database(
         ));
     }
 
-    if inside.baseline_table {
+    let mut sources = Vec::new();
+    if inside.meta_table {
+        sources.push(format!(
+            "SELECT 0 AS rank, id, checksum FROM {}.{} WHERE schema_name = {}",
+            sql::ident(META_SCHEMA)?,
+            sql::ident(BASELINE_TABLE)?,
+            sql::literal(&names.schema)?
+        ));
+    }
+    if inside.legacy_baseline_table {
+        sources.push(format!(
+            "SELECT 1 AS rank, id, checksum FROM {}.{}",
+            sql::ident(&names.schema)?,
+            sql::ident(LEGACY_BASELINE_TABLE)?
+        ));
+    }
+    if !sources.is_empty() {
         let step = "read baseline records";
         let query = format!(
             "SELECT coalesce(json_agg(json_build_object('id', id, 'checksum', checksum) ORDER BY id), \
-             '[]')::text AS doc FROM {}.{}",
-            sql::ident(&names.schema)?,
-            sql::ident(BASELINE_TABLE)?
+             '[]')::text AS doc FROM (SELECT DISTINCT ON (id) id, checksum FROM ({}) r \
+             ORDER BY id, rank) b",
+            sources.join(" UNION ALL ")
         );
         let doc = conn.run(step, |c| diesel::sql_query(query).get_result::<Doc>(c))?;
         let rows: Vec<BaselineRow> = parse(step, conn.target(), &doc.doc)?;
@@ -337,7 +364,7 @@ fn role_resource(role: RoleRow) -> Resource {
             "connection_limit": role.connection_limit,
             "capabilities": capabilities,
             "settings": settings,
-            "cost_tags": tags_of(role.comment.as_deref()),
+            "comment": comment_of(role.comment),
         }),
     )
 }
@@ -354,14 +381,8 @@ fn privileges_of(acl: &[AclRow], grantee: &str) -> Vec<String> {
     privileges
 }
 
-/// Cost tags from an object's comment: the JSON object it holds, or the raw text when it is
-/// not one (so a hand-edited comment shows up as a change), or null when there is none.
-fn tags_of(comment: Option<&str>) -> Value {
-    match comment {
-        None => Value::Null,
-        Some(text) => match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(map)) if map.values().all(Value::is_string) => Value::Object(map),
-            _ => Value::String(text.to_owned()),
-        },
-    }
+/// An object's comment as the planner compares it: null when there is none. Bulkhead writes
+/// none, so any text (such as the cost tags earlier versions wrote) shows up as a change.
+fn comment_of(comment: Option<String>) -> Value {
+    comment.map_or(Value::Null, Value::String)
 }

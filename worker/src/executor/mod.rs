@@ -4,6 +4,7 @@
 
 mod actions;
 mod catalog;
+mod meta;
 mod pool;
 mod postgres;
 mod probes;
@@ -12,6 +13,7 @@ mod sql;
 
 pub use postgres::PostgresExecutor;
 
+use bulkhead_core::guarantees::{self, Enforcement, Guarantee, Status};
 use serde::{Deserialize, Serialize};
 
 /// Where tenants' applications connect.
@@ -96,21 +98,59 @@ pub struct ConnectionInfo {
     pub username: String,
 }
 
-/// The outcome of one isolation probe.
+/// The outcome of one isolation probe, or a gap the tier has (see `bulkhead_core::guarantees`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GuaranteeCheck {
-    /// `data`, `identity` or `compute`.
+    /// `data`, `identity`, `metadata` or `compute`.
     pub layer: String,
     /// What enforces it, unique within the layer, such as `role_connection_limit`.
     pub mechanism: String,
-    /// `verified` (the forbidden thing was refused) or `violated` (it succeeded).
-    pub status: String,
+    pub status: Status,
+    /// A wall (the tenant cannot lift it), a default (`SET` lifts it) or none (a gap).
+    pub enforcement: Enforcement,
     /// One line: what was tried and what the server answered.
     pub evidence: String,
+    /// For a gap: which tier or placement provides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provided_by: Option<String>,
 }
 
-pub const STATUS_VERIFIED: &str = "verified";
-pub const STATUS_VIOLATED: &str = "violated";
+impl GuaranteeCheck {
+    /// A probe's finding for the catalog entry `layer`/`mechanism`: verified or violated.
+    pub(crate) fn probed(layer: &str, mechanism: &str, holds: bool, evidence: String) -> Self {
+        let enforcement =
+            guarantees::find(layer, mechanism).map_or(Enforcement::Wall, |g| g.enforcement);
+        Self {
+            layer: layer.to_owned(),
+            mechanism: mechanism.to_owned(),
+            status: if holds {
+                Status::Verified
+            } else {
+                Status::Violated
+            },
+            enforcement,
+            evidence,
+            provided_by: None,
+        }
+    }
+
+    /// A gap of the tier, with what shows it.
+    pub(crate) fn gap(guarantee: &Guarantee, evidence: String) -> Self {
+        Self {
+            layer: guarantee.layer.to_owned(),
+            mechanism: guarantee.mechanism.to_owned(),
+            status: Status::NotProvided,
+            enforcement: Enforcement::None,
+            evidence,
+            provided_by: guarantee.provided_by.map(str::to_owned),
+        }
+    }
+
+    /// Whether this is a wall or default found missing (gaps are not violations).
+    pub fn is_violation(&self) -> bool {
+        self.status == Status::Violated
+    }
+}
 
 /// Why an executor call did not complete.
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,10 @@ use std::sync::Mutex;
 /// Settings of every admin session: quiet, bounded waits, recognisable in `pg_stat_activity`.
 /// Commits do not wait for the WAL flush: every step converges, so a step lost in a server
 /// crash is simply planned again; [`PooledConn::make_durable`] flushes at the end of a run.
-const SESSION_SETUP: &str = "SET client_min_messages = warning; \
+/// `search_path` is pinned to the system catalog (and this session's own temporary schema,
+/// last): no name the admin uses resolves into a schema a tenant can create objects in.
+pub(crate) const SESSION_SETUP: &str = "SET search_path = pg_catalog, pg_temp; \
+     SET client_min_messages = warning; \
      SET synchronous_commit = off; \
      SET lock_timeout = '10s'; \
      SET statement_timeout = '5min'; \
@@ -128,6 +131,20 @@ impl PooledConn<'_> {
             "flush the write-ahead log",
             "SET LOCAL synchronous_commit = on; SELECT txid_current();",
         )
+    }
+
+    /// Whether a notification on `channel` (this session LISTENs on it) has arrived; stops
+    /// listening. One round trip makes the server deliver what is pending.
+    pub(crate) fn heard(&mut self, channel: &str) -> Result<bool, ExecError> {
+        self.run("hear a probe notification", |c| {
+            c.batch_execute("SELECT 1")?;
+            let heard = c
+                .notifications_iter()
+                .filter_map(Result::ok)
+                .any(|n| n.channel == channel);
+            c.batch_execute("UNLISTEN *")?;
+            Ok(heard)
+        })
     }
 
     /// Closes the connection now instead of caching it.

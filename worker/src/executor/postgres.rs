@@ -22,6 +22,30 @@ use std::time::Instant;
 /// The schema, in the pooled database, holding the table the data probe tries to read.
 pub const CANARY_SCHEMA: &str = "bk_canary";
 
+/// PostgreSQL grants CONNECT and TEMPORARY on every new database to PUBLIC, so a tenant's
+/// credentials would reach `postgres`, `template1`, the control database and any other database
+/// on the server. Revokes both from PUBLIC on every database that accepts connections and is not
+/// a tenant's own (those are managed by their environment's plan), one advisory lock per
+/// database as every ACL change here takes.
+const LOCK_DOWN_ALL: &str = "DO $bk$DECLARE d record; BEGIN
+  FOR d IN SELECT datname FROM pg_catalog.pg_database
+    WHERE datallowconn AND datname !~ '^bk_[0-9a-f]{32}$'
+      AND EXISTS (SELECT FROM pg_catalog.aclexplode(coalesce(datacl, pg_catalog.acldefault('d', datdba))) a
+                  WHERE a.grantee = 0 AND a.privilege_type IN ('CONNECT', 'TEMPORARY'))
+    ORDER BY datname
+  LOOP
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('bulkhead.database_acl'),
+                                             pg_catalog.hashtext(d.datname));
+    BEGIN
+      EXECUTE pg_catalog.format('REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM PUBLIC', d.datname);
+    EXCEPTION
+      -- Dropped meanwhile, or its row changed under another session: nothing to revoke, or
+      -- the isolation probe reports the database if PUBLIC still may connect.
+      WHEN invalid_catalog_name OR internal_error THEN NULL;
+    END;
+  END LOOP;
+END$bk$";
+
 /// Provisions, inspects, destroys and probes environments on PostgreSQL servers.
 pub struct PostgresExecutor {
     targets: Targets,
@@ -174,8 +198,10 @@ impl PostgresExecutor {
         format!("bk_canary_{}", &digest[..16])
     }
 
-    /// Once per process (later calls return at once): the pooled database exists, PUBLIC may
-    /// neither connect to it nor use its schema `public`, and the canary objects the isolation
+    /// Once per process (later calls return at once): the pooled database exists with the
+    /// admin's bookkeeping schema, PUBLIC may neither connect to it nor use its schema `public`,
+    /// PUBLIC may connect to no other database on either server that is not a tenant's (see
+    /// [`LOCK_DOWN_ALL`]), and the canary objects the isolation
     /// probes need exist (a canary database on each server, a canary schema with a table in the
     /// pooled database). Safe to run concurrently from several workers.
     pub fn prepare(&self) -> Result<(), ExecError> {
@@ -194,11 +220,16 @@ impl PostgresExecutor {
             ensure_databases(&mut admin, &[&pooled, &canary])?;
             let mut sql = lock_sql(&pooled)?;
             sql.push_str(&format!(
-                "REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC;\n",
+                "REVOKE CONNECT, TEMPORARY ON DATABASE {0} FROM PUBLIC;\n\
+                 ALTER DATABASE {0} ALLOW_CONNECTIONS true;\n",
                 ident(&pooled)?
             ));
             sql.push_str(&canary_lockdown(&canary)?);
             admin.batch("lock down the pooled and canary databases", &sql)?;
+            admin.batch(
+                "revoke PUBLIC's CONNECT on every database not made for a tenant",
+                LOCK_DOWN_ALL,
+            )?;
         }
         {
             let mut conn = self.pool.get(&self.pooled_url())?;
@@ -210,8 +241,10 @@ impl PostgresExecutor {
                  REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;\n\
                  COMMENT ON SCHEMA {schema} IS 'Bulkhead isolation canary: no tenant may read it';\n\
                  CREATE TABLE IF NOT EXISTS {schema}.secret (id integer PRIMARY KEY, note text NOT NULL);\n\
-                 INSERT INTO {schema}.secret VALUES (1, 'a tenant must never read this') ON CONFLICT DO NOTHING;\n",
-                literal(&pooled)?
+                 INSERT INTO {schema}.secret VALUES (1, 'a tenant must never read this') ON CONFLICT DO NOTHING;\n\
+                 {meta}",
+                literal(&pooled)?,
+                meta = super::meta::ensure_sql()?
             );
             conn.transaction("prepare the pooled database", &sql)?;
             conn.make_durable()?;
@@ -220,6 +253,10 @@ impl PostgresExecutor {
             let mut admin = self.pool.get(&self.targets.dedicated_admin_url)?;
             ensure_databases(&mut admin, &[&canary])?;
             admin.batch("lock down the canary database", &canary_lockdown(&canary)?)?;
+            admin.batch(
+                "revoke PUBLIC's CONNECT on every database not made for a tenant",
+                LOCK_DOWN_ALL,
+            )?;
         }
         *prepared = true;
         self.refill_spares();
@@ -437,6 +474,11 @@ impl PostgresExecutor {
         }
     }
 
+    /// An admin connection to the pooled database (the isolation probes' listener).
+    pub(crate) fn pooled_admin(&self) -> Result<PooledConn<'_>, ExecError> {
+        self.pool.get(&self.pooled_url())
+    }
+
     fn pooled_url(&self) -> String {
         sql::with_database(
             &self.targets.shared_admin_url,
@@ -482,7 +524,8 @@ fn read_actual_in(
     Ok(actual)
 }
 
-/// Creates the databases that do not exist yet (tolerating a concurrent creator).
+/// Creates the databases that do not exist yet (tolerating a concurrent creator), closed to
+/// connections: the caller revokes PUBLIC's rights, then allows connections.
 fn ensure_databases(admin: &mut PooledConn<'_>, databases: &[&str]) -> Result<(), ExecError> {
     let wanted: Vec<String> = databases.iter().map(|d| (*d).to_owned()).collect();
     let existing = admin.run("list databases", |c| {
@@ -494,7 +537,11 @@ fn ensure_databases(admin: &mut PooledConn<'_>, databases: &[&str]) -> Result<()
         if existing.iter().any(|e| e.name == *database) {
             continue;
         }
-        let create = format!("CREATE DATABASE {}", ident(database)?);
+        // Closed until the caller has revoked PUBLIC's default CONNECT and opens it.
+        let create = format!(
+            "CREATE DATABASE {} ALLOW_CONNECTIONS false",
+            ident(database)?
+        );
         match admin.run("create database", |c| diesel::sql_query(&create).execute(c)) {
             Ok(_) => {}
             // Another worker made it meanwhile.
@@ -517,7 +564,7 @@ fn lock_sql(database: &str) -> Result<String, ExecError> {
 fn canary_lockdown(canary: &str) -> Result<String, ExecError> {
     let mut sql = lock_sql(canary)?;
     sql.push_str(&format!(
-        "REVOKE ALL ON DATABASE {} FROM PUBLIC;\n",
+        "REVOKE ALL ON DATABASE {0} FROM PUBLIC;\nALTER DATABASE {0} ALLOW_CONNECTIONS true;\n",
         ident(canary)?
     ));
     sql.push_str(&format!(

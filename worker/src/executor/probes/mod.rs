@@ -1,22 +1,32 @@
 //! Isolation probes: the environment's app role, with its real password over TCP, tries what
 //! it must not be able to do, and each refusal (or success) is recorded with the server's words.
+//! What the catalog (`bulkhead_core::guarantees`) lists as a gap of the tier is reported as
+//! `not_provided`, demonstrated where a probe can show it.
 //!
-//! - data: connect to another database (the canary database; for a dedicated environment also
-//!   the pooled database); read another schema (the canary table; shared environments).
-//! - identity: create a table in schema `public`.
-//! - compute: hold connections up to the role's limit, the next one must be refused; the
-//!   role's `statement_timeout` is the blueprint's.
+//! - data: one catalog query for the role's CONNECT privilege on every database of the server,
+//!   and a real connection to the canary database (for a dedicated environment also to the
+//!   pooled database), which must be refused; other schemas (shared): USAGE on none, the canary
+//!   table unreadable; NOTIFY (shared): a notification the role sends reaches a session of
+//!   another role in the pooled database (a gap, shown for real).
+//! - identity: create a table in schema `public`; the roles' attributes and memberships.
+//! - metadata: no comment on any environment's role, schema or database.
+//! - compute: hold connections up to the role's limit, the next one must be refused;
+//!   `temp_file_limit` is the blueprint's and cannot be changed; the role-level defaults
+//!   (`statement_timeout`, `idle_in_transaction_session_timeout`, `work_mem`) are the blueprint's.
 //!
 //! The connect probes run first, concurrently; then the compute probe opens its connections
-//! concurrently and the identity and schema probes reuse one of them. Sessions are plain
-//! tokio-postgres sessions: nothing runs on them but the probes (a diesel connection would
-//! first set the time zone and encoding on each, which costs the server more than the probe).
+//! concurrently and the in-session probes (`session`) reuse one of them. Sessions are plain
+//! tokio-postgres sessions whose `search_path` is pinned to `pg_catalog` at connect, so nothing
+//! the tenant made in its schema can answer for the catalog.
 
-use super::postgres::{CANARY_SCHEMA, PostgresExecutor};
+mod session;
+
+use super::postgres::PostgresExecutor;
 use super::sql::one_line;
-use super::{Endpoint, ExecError, GuaranteeCheck, STATUS_VERIFIED, STATUS_VIOLATED};
+use super::{Endpoint, ExecError, GuaranteeCheck};
 use bulkhead_core::db::{SessionError, open_session};
 use bulkhead_core::domain::Isolation;
+use bulkhead_core::guarantees;
 use bulkhead_core::plan::{EnvNames, EnvironmentSpec};
 use std::future::Future;
 use std::time::Duration;
@@ -24,17 +34,7 @@ use tokio_postgres::Client;
 use tokio_postgres::config::SslMode;
 
 fn check(layer: &str, mechanism: &str, verified: bool, evidence: String) -> GuaranteeCheck {
-    GuaranteeCheck {
-        layer: layer.to_owned(),
-        mechanism: mechanism.to_owned(),
-        status: if verified {
-            STATUS_VERIFIED
-        } else {
-            STATUS_VIOLATED
-        }
-        .to_owned(),
-        evidence,
-    }
+    GuaranteeCheck::probed(layer, mechanism, verified, evidence)
 }
 
 fn inconclusive(what: &str, answer: &str) -> ExecError {
@@ -64,6 +64,7 @@ fn settings(
         .user(user)
         .password(password)
         .application_name("bulkhead-probe")
+        .options("-c search_path=pg_catalog")
         .connect_timeout(Duration::from_secs(5))
         .ssl_mode(match endpoint.ssl_mode.as_deref() {
             None | Some("prefer" | "allow") => SslMode::Prefer,
@@ -143,7 +144,74 @@ pub(crate) fn verify(
     names: &EnvNames,
     password: &str,
 ) -> Result<Vec<GuaranteeCheck>, ExecError> {
-    block_on(verify_async(executor, spec, names, password))?
+    // Shared tier: a session of another role (the admin, standing in for a neighbour) listens
+    // on a fresh channel in the pooled database; the app role notifies it during the probes.
+    let channel = (spec.isolation == Isolation::Shared)
+        .then(|| format!("bk_probe_{}", hex::encode(rand::random::<[u8; 6]>())));
+    let mut listener = match &channel {
+        Some(channel) => {
+            let mut conn = executor.pooled_admin()?;
+            conn.batch("listen on a probe channel", &format!("LISTEN {channel}"))?;
+            Some(conn)
+        }
+        None => None,
+    };
+    let mut checks = block_on(verify_async(
+        executor,
+        spec,
+        names,
+        password,
+        channel.as_deref(),
+    ))??;
+    for gap in guarantees::gaps(spec.isolation) {
+        let evidence = match (gap.mechanism, &channel, listener.as_mut()) {
+            ("notify_channels", Some(channel), Some(conn)) => {
+                let heard = conn.heard(channel)?;
+                if heard {
+                    format!(
+                        "NOTIFY {channel} sent as {} in {} reached a session of another role \
+                         (Bulkhead's admin, standing in for a neighbour) listening there: channels \
+                         are database-wide",
+                        names.app_role, names.database
+                    )
+                } else {
+                    format!(
+                        "NOTIFY {channel} sent as {} was not heard this time by another role's \
+                         session; PostgreSQL still scopes channels to the database, not the role",
+                        names.app_role
+                    )
+                }
+            }
+            ("advisory_locks", ..) => format!(
+                "advisory lock keys in {} are shared by every role that can connect to it; no \
+                 privilege governs them",
+                names.database
+            ),
+            ("cpu_io", ..) => {
+                let endpoint = executor.endpoint(spec.isolation);
+                format!(
+                    "{} runs on {}:{} with every other database of that PostgreSQL server{}",
+                    names.database,
+                    endpoint.host,
+                    endpoint.port,
+                    if spec.isolation == Isolation::Dedicated && executor.same_server() {
+                        ", including the pooled database of the shared tier"
+                    } else {
+                        ""
+                    }
+                )
+            }
+            _ => gap.summary.to_owned(),
+        };
+        checks.push(GuaranteeCheck::gap(gap, evidence));
+    }
+    let position = |c: &GuaranteeCheck| {
+        guarantees::CATALOG
+            .iter()
+            .position(|g| g.layer == c.layer && g.mechanism == c.mechanism)
+    };
+    checks.sort_by_key(position);
+    Ok(checks)
 }
 
 async fn verify_async(
@@ -151,6 +219,7 @@ async fn verify_async(
     spec: &EnvironmentSpec,
     names: &EnvNames,
     password: &str,
+    notify_channel: Option<&str>,
 ) -> Result<Vec<GuaranteeCheck>, ExecError> {
     let targets = executor.targets();
     let endpoint = executor.endpoint(spec.isolation);
@@ -159,7 +228,7 @@ async fn verify_async(
 
     // data: other databases refuse the connection.
     let canary = executor.canary_database();
-    // (mechanism, endpoint, database, whether the role lives on that server)
+    // (what, endpoint, database, whether the role lives on that server)
     let mut attempts = vec![(
         "database_connect_privilege",
         endpoint,
@@ -179,20 +248,17 @@ async fn verify_async(
         .map(|(_, ep, db, _)| settings(ep, db, app, password))
         .collect();
     let outcomes = connect_all(configs).await;
+    // The canary connection's outcome joins the catalog query's below.
+    let mut canary_refusal: Option<(bool, String)> = None;
     for ((mechanism, ep, db, role_is_there), outcome) in attempts.iter().zip(outcomes) {
         let tried = format!(
             "connect to database {db} at {}:{} as {app}",
             ep.host, ep.port
         );
-        match outcome {
+        let (refused, evidence) = match outcome {
             Ok(session) => {
                 session.close().await;
-                checks.push(check(
-                    "data",
-                    mechanism,
-                    false,
-                    format!("{tried} → accepted"),
-                ));
+                (false, format!("{tried} → accepted"))
             }
             // Where the role exists, only a privilege refusal counts; on another server, the
             // role being unknown there is the isolation.
@@ -200,14 +266,14 @@ async fn verify_async(
                 if message.contains("permission denied")
                     || (!role_is_there && refused_access(&message)) =>
             {
-                checks.push(check(
-                    "data",
-                    mechanism,
-                    true,
-                    format!("{tried} → refused: {message}"),
-                ));
+                (true, format!("{tried} → refused: {message}"))
             }
             Err(message) => return Err(inconclusive(&tried, &message)),
+        };
+        if *mechanism == "database_connect_privilege" {
+            canary_refusal = Some((refused, evidence));
+        } else {
+            checks.push(check("data", mechanism, refused, evidence));
         }
     }
 
@@ -262,124 +328,21 @@ async fn verify_async(
         ),
     };
 
-    let Some(session) = held.first() else {
+    let Some(first) = held.first() else {
         return Err(unexpected("every connection the role may open is in use"));
     };
-    let probed = probe_statements(&session.client, spec, names, app).await;
+    let probe = session::Probe {
+        client: &first.client,
+        spec,
+        names,
+        notify_channel,
+    };
+    let probed = probe.run(canary_refusal).await;
     for session in held {
         session.close().await;
     }
     checks.extend(probed?);
     checks.push(compute);
-
-    checks.sort_by(|a, b| {
-        let order = |layer: &str| {
-            ["data", "identity", "compute"]
-                .iter()
-                .position(|l| *l == layer)
-        };
-        order(&a.layer).cmp(&order(&b.layer))
-    });
-    Ok(checks)
-}
-
-/// identity (no CREATE in `public`), data (the canary schema, shared tier) and the statement
-/// timeout, on one of the role's sessions.
-async fn probe_statements(
-    client: &Client,
-    spec: &EnvironmentSpec,
-    names: &EnvNames,
-    app: &str,
-) -> Result<Vec<GuaranteeCheck>, ExecError> {
-    let mut checks = Vec::new();
-
-    // identity: nothing may be created in schema public. Tried inside a transaction that is
-    // rolled back, so a success leaves nothing behind (the role could not drop the table: it
-    // has no USAGE on public).
-    let table = format!("public.bk_probe_{}", hex::encode(rand::random::<[u8; 6]>()));
-    let tried = format!("CREATE TABLE {table} as {app} in {}", names.database);
-    let not_run = |e: tokio_postgres::Error| inconclusive(&tried, &server_message(&e));
-    client.batch_execute("BEGIN").await.map_err(not_run)?;
-    let created = client
-        .batch_execute(&format!("CREATE TABLE {table} (x integer)"))
-        .await;
-    client.batch_execute("ROLLBACK").await.map_err(not_run)?;
-    match created {
-        Ok(()) => checks.push(check(
-            "identity",
-            "no_create_on_public",
-            false,
-            format!("{tried} → succeeded (rolled back)"),
-        )),
-        Err(e) => {
-            let message = server_message(&e);
-            if refused_access(&message) {
-                checks.push(check(
-                    "identity",
-                    "no_create_on_public",
-                    true,
-                    format!("{tried} → refused: {message}"),
-                ));
-            } else {
-                return Err(inconclusive(&tried, &message));
-            }
-        }
-    }
-
-    // data: another schema of the pooled database cannot be read.
-    if spec.isolation == Isolation::Shared {
-        let tried = format!(
-            "SELECT FROM {CANARY_SCHEMA}.secret as {app} in {}",
-            names.database
-        );
-        match client
-            .batch_execute(&format!("SELECT count(*) FROM {CANARY_SCHEMA}.secret"))
-            .await
-        {
-            Ok(()) => checks.push(check(
-                "data",
-                "schema_privileges",
-                false,
-                format!("{tried} → rows returned"),
-            )),
-            Err(e) => {
-                let message = server_message(&e);
-                if refused_access(&message) {
-                    checks.push(check(
-                        "data",
-                        "schema_privileges",
-                        true,
-                        format!("{tried} → refused: {message}"),
-                    ));
-                } else {
-                    return Err(inconclusive(&tried, &message));
-                }
-            }
-        }
-    }
-
-    // compute: the role's statement timeout is the blueprint's.
-    let want = spec.blueprint.limits.statement_timeout_ms;
-    let row = client
-        .query_one(
-            "SELECT current_setting('statement_timeout') AS shown, \
-             (SELECT setting FROM pg_settings WHERE name = 'statement_timeout') AS ms",
-            &[],
-        )
-        .await
-        .map_err(|e| inconclusive("read statement_timeout", &server_message(&e)))?;
-    let (shown, ms): (String, String) = (
-        row.try_get("shown")
-            .map_err(|e| inconclusive("read statement_timeout", &e.to_string()))?,
-        row.try_get("ms")
-            .map_err(|e| inconclusive("read statement_timeout", &e.to_string()))?,
-    );
-    checks.push(check(
-        "compute",
-        "statement_timeout",
-        ms == want.to_string(),
-        format!("SHOW statement_timeout as {app} → {shown} (blueprint {want} ms)"),
-    ));
     Ok(checks)
 }
 

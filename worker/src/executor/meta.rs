@@ -1,0 +1,78 @@
+//! The admin-only bookkeeping schema (`bulkhead_meta`) in each database Bulkhead manages, and
+//! the ownership guards the admin runs before it touches an object a tenant could have made.
+//!
+//! The admin never writes to, reads from or resolves names in anything a tenant role can create
+//! or alter: its sessions pin `search_path` to `pg_catalog`, its bookkeeping lives in a schema
+//! only it owns and no tenant role has any privilege on, and each guard below raises (ending the
+//! step's transaction) when an object it is about to touch has an unexpected owner.
+
+use super::ExecError;
+use super::sql::{ident, literal};
+use bulkhead_core::plan::{BASELINE_TABLE, META_SCHEMA};
+
+/// Makes the bookkeeping schema and its baseline table when missing, after checking that a
+/// schema of that name, if any, is the admin's. Serialised per database by an advisory lock,
+/// so concurrent steps do not race on `CREATE … IF NOT EXISTS`.
+pub(crate) fn ensure_sql() -> Result<String, ExecError> {
+    let schema = ident(META_SCHEMA)?;
+    let table = format!("{schema}.{}", ident(BASELINE_TABLE)?);
+    let name = literal(META_SCHEMA)?;
+    Ok(format!(
+        "DO $bk$BEGIN\n\
+         IF NOT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = {name} \
+                        AND nspowner = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user)) \
+            OR to_regclass({table_literal}) IS NULL THEN\n\
+           PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('bulkhead.meta'), 0);\n\
+           {guard}\n\
+           CREATE SCHEMA IF NOT EXISTS {schema};\n\
+           REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;\n\
+           CREATE TABLE IF NOT EXISTS {table} (\n\
+             schema_name text NOT NULL, id text NOT NULL, checksum text NOT NULL,\n\
+             applied_at timestamptz NOT NULL DEFAULT pg_catalog.now(),\n\
+             PRIMARY KEY (schema_name, id));\n\
+           REVOKE ALL ON TABLE {table} FROM PUBLIC;\n\
+         END IF;\n\
+         END$bk$;\n",
+        table_literal = literal(&format!("{META_SCHEMA}.{BASELINE_TABLE}"))?,
+        guard = owner_check_body("schema", META_SCHEMA, &[])?,
+    ))
+}
+
+/// PL/pgSQL statements raising when the schema, table or database `name` exists and is owned by
+/// a role other than the admin (`current_user`) or one of `allowed`.
+fn owner_check_body(kind: &str, name: &str, allowed: &[&str]) -> Result<String, ExecError> {
+    let (catalog, name_col, owner_col) = match kind {
+        "schema" => ("pg_catalog.pg_namespace", "nspname", "nspowner"),
+        "database" => ("pg_catalog.pg_database", "datname", "datdba"),
+        _ => ("pg_catalog.pg_class", "oid", "relowner"),
+    };
+    let name_expr = if kind == "table" {
+        format!("to_regclass({})", literal(name)?)
+    } else {
+        literal(name)?
+    };
+    let mut roles = vec!["current_user".to_owned()];
+    for role in allowed {
+        roles.push(literal(role)?);
+    }
+    Ok(format!(
+        "IF EXISTS (SELECT FROM {catalog} WHERE {name_col} = {name_expr} AND {owner_col} NOT IN \
+           (SELECT oid FROM pg_catalog.pg_roles WHERE rolname IN ({roles}))) THEN \
+           RAISE EXCEPTION 'unexpected object: % % is owned by %, not by Bulkhead; refusing to touch it \
+(someone made it before Bulkhead did; inspect it and drop it, then retry)', {kind_lit}, {name_lit}, \
+           (SELECT pg_catalog.pg_get_userbyid({owner_col}) FROM {catalog} WHERE {name_col} = {name_expr}); \
+         END IF;",
+        roles = roles.join(", "),
+        kind_lit = literal(kind)?,
+        name_lit = literal(name)?,
+    ))
+}
+
+/// A statement raising when `kind` (`schema`, `table` or `database`) `name` exists with an owner
+/// other than the admin or one of `allowed`.
+pub(crate) fn expect_owner(kind: &str, name: &str, allowed: &[&str]) -> Result<String, ExecError> {
+    Ok(format!(
+        "DO $bk$BEGIN {} END$bk$;\n",
+        owner_check_body(kind, name, allowed)?
+    ))
+}
