@@ -564,7 +564,9 @@ fn apply_baseline(
     // runs as that owner role at most and cannot `SET ROLE` / `RESET ROLE` back to the admin:
     // PostgreSQL refuses role changes inside security-definer functions. Deferred triggers are
     // fired before the function returns, cursors it opened are closed, and settings it changed
-    // are reset, so nothing of it outlives the call in the admin's session.
+    // are reset; the session itself (where it could have left prepared statements, temporary
+    // objects or session locks) runs nothing but these simple-query batches and is closed at
+    // the end of the run, never pooled.
     let body = format!(
         "BEGIN EXECUTE {}; SET CONSTRAINTS ALL IMMEDIATE; END",
         literal(&migration.sql)?
@@ -587,7 +589,7 @@ fn apply_baseline(
         checksum = literal(&checksum)?,
         body = literal(&body)?,
     );
-    let conn = session.envdb()?;
+    let conn = session.baseline()?;
     let result = conn.run(step, |c| {
         diesel::Connection::transaction(c, |c| {
             diesel::connection::SimpleConnection::batch_execute(c, &sql)

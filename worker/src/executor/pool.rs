@@ -43,21 +43,28 @@ impl ConnPool {
                 .rposition(|(u, _)| u == url)
                 .map(|at| idle.remove(at).1)
         };
-        let conn = match cached {
-            Some(conn) => conn,
-            None => {
-                let target = sql::target_of(url);
-                let mut conn =
-                    PgConnection::establish(url).map_err(|e| sql::connect_error(&target, &e))?;
-                conn.batch_execute(SESSION_SETUP)
-                    .map_err(|e| sql::query_error("set up session", &target, &e))?;
-                conn
-            }
-        };
+        match cached {
+            Some(conn) => Ok(PooledConn {
+                pool: self,
+                url: url.to_owned(),
+                target: sql::target_of(url),
+                conn: Some(conn),
+                keep: true,
+            }),
+            None => self.get_fresh(url),
+        }
+    }
+
+    /// A new connection to `url`, never one from the cache.
+    pub(crate) fn get_fresh(&self, url: &str) -> Result<PooledConn<'_>, ExecError> {
+        let target = sql::target_of(url);
+        let mut conn = PgConnection::establish(url).map_err(|e| sql::connect_error(&target, &e))?;
+        conn.batch_execute(SESSION_SETUP)
+            .map_err(|e| sql::query_error("set up session", &target, &e))?;
         Ok(PooledConn {
             pool: self,
             url: url.to_owned(),
-            target: sql::target_of(url),
+            target,
             conn: Some(conn),
             keep: true,
         })
@@ -145,6 +152,13 @@ impl PooledConn<'_> {
             c.batch_execute("UNLISTEN *")?;
             Ok(heard)
         })
+    }
+
+    /// Closes the connection when dropped instead of caching it: for a session tenant code
+    /// may have run in (it can leave prepared statements, temporary objects or session locks
+    /// behind that a later user of the connection would meet).
+    pub(crate) fn never_reuse(&mut self) {
+        self.keep = false;
     }
 
     /// Closes the connection now instead of caching it.

@@ -65,6 +65,9 @@ pub(crate) struct Session<'a> {
     envdb_url: String,
     server: Option<PooledConn<'a>>,
     envdb: Option<PooledConn<'a>>,
+    /// Where baseline migrations run: its own connection to the environment's database, used
+    /// for nothing else (simple-query batches only) and closed at the end of the run.
+    baseline: Option<PooledConn<'a>>,
 }
 
 impl<'a> Session<'a> {
@@ -92,9 +95,27 @@ impl<'a> Session<'a> {
             .ok_or_else(|| ExecError::Unreachable("no database connection".to_owned()))
     }
 
+    /// The connection baseline migrations run on. Tenant code a migration reaches runs in this
+    /// session (as the environment's owner role at most) and may leave session state behind,
+    /// such as a prepared statement under a name a later user would execute: the connection is
+    /// never returned to the pool.
+    pub(crate) fn baseline(&mut self) -> Result<&mut PooledConn<'a>, ExecError> {
+        if self.baseline.is_none() {
+            let mut conn = self.pool.get_fresh(&self.envdb_url)?;
+            conn.never_reuse();
+            self.baseline = Some(conn);
+        }
+        self.baseline
+            .as_mut()
+            .ok_or_else(|| ExecError::Unreachable("no baseline connection".to_owned()))
+    }
+
     /// Closes every connection to the environment's database (before it is dropped).
     pub(crate) fn forget_envdb(&mut self) {
         if let Some(conn) = self.envdb.take() {
+            conn.close();
+        }
+        if let Some(conn) = self.baseline.take() {
             conn.close();
         }
         self.pool.evict(&self.envdb_url);
@@ -505,6 +526,7 @@ impl PostgresExecutor {
             envdb_url,
             server: None,
             envdb: None,
+            baseline: None,
         }
     }
 }
