@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 /// What an isolation check found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum Status {
+pub enum GuaranteeStatus {
     /// A probe tried the forbidden thing as the tenant and was refused (or the setting holds).
     Verified,
     /// A probe found the wall missing.
@@ -18,7 +18,7 @@ pub enum Status {
     NotProvided,
 }
 
-impl Status {
+impl GuaranteeStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Verified => "verified",

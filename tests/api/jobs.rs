@@ -436,3 +436,46 @@ async fn credentials_wait_for_ready_and_are_never_cached() {
     assert_eq!(cache.as_deref(), Some("no-store"));
     assert_eq!(body["password"], "s3cret-password");
 }
+
+/// The isolation view's schema carries the three statuses, the enforcement and the gaps'
+/// `provided_by`; credentials document their 409 and `Cache-Control: no-store`.
+#[tokio::test]
+async fn openapi_documents_the_isolation_truth() {
+    let app = TestApp::spawn().await;
+    let (status, document) = app.get("/openapi.json", &app.admin).await;
+    assert_eq!(status, 200);
+    let schemas = &document["components"]["schemas"];
+    let view = &schemas["GuaranteeView"]["properties"];
+    for field in [
+        "layer",
+        "mechanism",
+        "status",
+        "enforcement",
+        "evidence",
+        "provided_by",
+        "checked_at",
+    ] {
+        assert!(view[field].is_object(), "GuaranteeView.{field}: {view}");
+    }
+    let values = |name: &str| -> Vec<String> {
+        schemas[name]["enum"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name} is an enum: {}", schemas[name]))
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(
+        values("GuaranteeStatus"),
+        ["verified", "violated", "not_provided"]
+    );
+    assert_eq!(values("Enforcement"), ["wall", "default", "none"]);
+    let credentials = &document["paths"]["/v1/tenants/{tenant}/environments/{env}/credentials"]["get"]
+        ["responses"];
+    for status in ["200", "409"] {
+        assert!(
+            credentials[status]["headers"]["Cache-Control"].is_object(),
+            "credentials {status} documents Cache-Control: {credentials}"
+        );
+    }
+}

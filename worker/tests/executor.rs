@@ -4,7 +4,7 @@
 
 use bulkhead_core::blueprint::BlueprintCatalog;
 use bulkhead_core::domain::{Isolation, Stage};
-use bulkhead_core::guarantees::Status;
+use bulkhead_core::guarantees::GuaranteeStatus;
 use bulkhead_core::plan::{EnvironmentSpec, Op, Plan, PlanAction};
 use bulkhead_worker::executor::{
     Endpoint, ExecError, GuaranteeCheck, PostgresExecutor, StepAbort, Targets, scram,
@@ -178,7 +178,7 @@ fn leftovers(fx: &Fixture, spec: &EnvironmentSpec) -> (i64, i64, i64) {
 
 fn all_verified(checks: &[GuaranteeCheck]) {
     for check in checks {
-        assert_ne!(check.status, Status::Violated, "{check:?}");
+        assert_ne!(check.status, GuaranteeStatus::Violated, "{check:?}");
         assert!(!check.evidence.is_empty());
     }
 }
@@ -593,7 +593,7 @@ fn identifying_comments_are_drift_and_removed() {
         .into_iter()
         .find(|c| c.mechanism == "catalog_metadata")
         .expect("metadata probe");
-    assert_eq!(metadata.status, Status::Violated, "{metadata:?}");
+    assert_eq!(metadata.status, GuaranteeStatus::Violated, "{metadata:?}");
 
     let plan = fx.exec.plan(&spec).expect("plan");
     assert_eq!(plan.summary()["update"], 3, "{}", plan.summary());

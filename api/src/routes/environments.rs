@@ -14,7 +14,7 @@ use bulkhead_core::authz::{Action, Object};
 use bulkhead_core::domain::{
     CostTags, FieldError, Isolation, Stage, TenantState, Validator, parse_environment_name,
 };
-use bulkhead_core::guarantees::{Enforcement, Status};
+use bulkhead_core::guarantees::{Enforcement, GuaranteeStatus};
 use bulkhead_core::jobs::{JobState, Operation};
 use bulkhead_core::store::environments::{Environment, NewEnvironment};
 use bulkhead_core::store::jobs::NewJob;
@@ -769,7 +769,7 @@ pub struct GuaranteeView {
     pub mechanism: String,
     /// `verified` (a probe tried it as the tenant and was refused), `violated` (the wall is
     /// missing) or `not_provided` (the tier cannot separate it; see `provided_by`).
-    pub status: Status,
+    pub status: GuaranteeStatus,
     /// `wall` (the tenant cannot lift it), `default` (the tenant can change it for its own
     /// sessions with `SET`) or `none` (a gap).
     pub enforcement: Enforcement,
@@ -814,7 +814,7 @@ pub async fn isolation(
         .into_iter()
         .filter_map(|g| {
             Some(GuaranteeView {
-                status: Status::from_db(&g.status)?,
+                status: GuaranteeStatus::from_db(&g.status)?,
                 enforcement: Enforcement::from_db(&g.enforcement)?,
                 layer: g.layer,
                 mechanism: g.mechanism,

@@ -1,6 +1,6 @@
 //! Environments and what they own: resources, isolation guarantees, sealed credentials.
 
-use crate::guarantees::{Enforcement, Status};
+use crate::guarantees::{Enforcement, GuaranteeStatus};
 use crate::schema::{environment_credentials, environments, isolation_guarantees, resources};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -260,7 +260,7 @@ pub struct GuaranteeRow {
 pub struct GuaranteeRecord<'a> {
     pub layer: &'a str,
     pub mechanism: &'a str,
-    pub status: Status,
+    pub status: GuaranteeStatus,
     pub enforcement: Enforcement,
     pub evidence: &'a str,
     pub provided_by: Option<&'a str>,

@@ -13,7 +13,7 @@ mod sql;
 
 pub use postgres::PostgresExecutor;
 
-use bulkhead_core::guarantees::{self, Enforcement, Guarantee, Status};
+use bulkhead_core::guarantees::{self, Enforcement, Guarantee, GuaranteeStatus};
 use serde::{Deserialize, Serialize};
 
 /// Where tenants' applications connect.
@@ -105,7 +105,7 @@ pub struct GuaranteeCheck {
     pub layer: String,
     /// What enforces it, unique within the layer, such as `role_connection_limit`.
     pub mechanism: String,
-    pub status: Status,
+    pub status: GuaranteeStatus,
     /// A wall (the tenant cannot lift it), a default (`SET` lifts it) or none (a gap).
     pub enforcement: Enforcement,
     /// One line: what was tried and what the server answered.
@@ -124,9 +124,9 @@ impl GuaranteeCheck {
             layer: layer.to_owned(),
             mechanism: mechanism.to_owned(),
             status: if holds {
-                Status::Verified
+                GuaranteeStatus::Verified
             } else {
-                Status::Violated
+                GuaranteeStatus::Violated
             },
             enforcement,
             evidence,
@@ -139,7 +139,7 @@ impl GuaranteeCheck {
         Self {
             layer: guarantee.layer.to_owned(),
             mechanism: guarantee.mechanism.to_owned(),
-            status: Status::NotProvided,
+            status: GuaranteeStatus::NotProvided,
             enforcement: Enforcement::None,
             evidence,
             provided_by: guarantee.provided_by.map(str::to_owned),
@@ -148,7 +148,7 @@ impl GuaranteeCheck {
 
     /// Whether this is a wall or default found missing (gaps are not violations).
     pub fn is_violation(&self) -> bool {
-        self.status == Status::Violated
+        self.status == GuaranteeStatus::Violated
     }
 }
 
