@@ -190,6 +190,17 @@ pub const CATALOG: &[Guarantee] = &[
         provided_by: None,
     },
     Guarantee {
+        layer: LAYER_METADATA,
+        mechanism: "schema_structure",
+        tiers: Tiers::SharedOnly,
+        provided: false,
+        enforcement: Enforcement::None,
+        summary: "The catalogs of the pooled database show every role in it the neighbours' \
+                  table and column names, function source, defaults and row estimates (not their \
+                  rows); sessions' `application_name` is visible server-wide",
+        provided_by: Some("the dedicated tier (a database of its own)"),
+    },
+    Guarantee {
         layer: LAYER_COMPUTE,
         mechanism: "role_connection_limit",
         tiers: Tiers::Both,
@@ -204,8 +215,10 @@ pub const CATALOG: &[Guarantee] = &[
         tiers: Tiers::Both,
         provided: true,
         enforcement: Enforcement::Wall,
-        summary: "Temporary files per session are capped by the blueprint's `temp_file_limit_kb` \
-                  (only a superuser may change it)",
+        summary: "Temporary files are capped by the blueprint's `temp_file_limit_kb` per \
+                  process (only a superuser may change it); a parallel query's workers each have \
+                  the limit, so one query may write up to (1 + `max_parallel_workers_per_gather`) \
+                  times it. Tables and large objects have no disk quota",
         provided_by: None,
     },
     Guarantee {
@@ -302,7 +315,15 @@ mod tests {
     #[test]
     fn each_tier_names_its_gaps() {
         let shared: Vec<_> = gaps(Isolation::Shared).map(|g| g.mechanism).collect();
-        assert_eq!(shared, ["notify_channels", "advisory_locks", "cpu_io"]);
+        assert_eq!(
+            shared,
+            [
+                "notify_channels",
+                "advisory_locks",
+                "schema_structure",
+                "cpu_io"
+            ]
+        );
         let dedicated: Vec<_> = gaps(Isolation::Dedicated).map(|g| g.mechanism).collect();
         assert_eq!(dedicated, ["cpu_io"]);
     }

@@ -229,6 +229,7 @@ pub fn desired(spec: &EnvironmentSpec, names: &EnvNames) -> Vec<Resource> {
                 "connection_limit": -1,
                 "capabilities": [],
                 "settings": {},
+                "database_settings": [],
                 "comment": tags,
             }),
         ),
@@ -247,6 +248,9 @@ pub fn desired(spec: &EnvironmentSpec, names: &EnvNames) -> Vec<Resource> {
                     "temp_file_limit": limits.temp_file_limit_kb.to_string(),
                     "work_mem": limits.work_mem_kb.to_string(),
                 },
+                // A role may set its own defaults per database (`ALTER ROLE … IN DATABASE …
+                // SET`); none are wanted, so one is drift that apply resets.
+                "database_settings": [],
                 "comment": tags,
             }),
         ),

@@ -483,15 +483,6 @@ fn dedicated_drift_is_repaired() {
     let pw = password();
     fx.provision(&spec, &pw);
 
-    let mut admin = fx.admin("postgres");
-    admin
-        .batch_execute(&format!(
-            "GRANT CONNECT ON DATABASE {0} TO PUBLIC; ALTER DATABASE {0} CONNECTION LIMIT 500; \
-             ALTER ROLE {1} CONNECTION LIMIT 99 CREATEDB; COMMENT ON ROLE {1} IS 'edited by hand'",
-            names.database, names.app_role
-        ))
-        .expect("drift");
-    drop(admin);
     let mut inside = fx.admin(&names.database);
     diesel::sql_query("GRANT USAGE, CREATE ON SCHEMA public TO PUBLIC")
         .execute(&mut inside)
@@ -499,12 +490,16 @@ fn dedicated_drift_is_repaired() {
     drop(inside);
     // Tests run side by side on one server: while PUBLIC may connect, nobody may, or every
     // other test's isolation probe would (rightly) report this database open to its tenant.
-    fx.admin("postgres")
+    let mut admin = fx.admin("postgres");
+    admin
         .batch_execute(&format!(
-            "ALTER DATABASE {} ALLOW_CONNECTIONS false",
-            names.database
+            "ALTER DATABASE {0} ALLOW_CONNECTIONS false; \
+             GRANT CONNECT ON DATABASE {0} TO PUBLIC; ALTER DATABASE {0} CONNECTION LIMIT 500; \
+             ALTER ROLE {1} CONNECTION LIMIT 99 CREATEDB; COMMENT ON ROLE {1} IS 'edited by hand'",
+            names.database, names.app_role
         ))
-        .expect("close the drifted database");
+        .expect("drift");
+    drop(admin);
 
     let plan = fx.exec.plan(&spec).expect("drift plan");
     let changes: Vec<String> = plan.actions.iter().map(PlanAction::headline).collect();

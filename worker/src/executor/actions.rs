@@ -9,7 +9,6 @@
 
 use super::ExecError;
 use super::meta;
-use super::pool::SESSION_SETUP;
 use super::postgres::Session;
 use super::scram;
 use super::sql::{ident, literal};
@@ -97,15 +96,6 @@ fn guard(ctx: &Context<'_>, action: &PlanAction) -> Result<(), ExecError> {
             "the plan names an object this environment does not own; refusing to touch it",
         ))
     }
-}
-
-/// Serialises changes to one database's ACL row: concurrent GRANT/REVOKE on the same
-/// `pg_database` row fail with "tuple concurrently updated" otherwise.
-fn acl_lock(database: &str) -> Result<String, ExecError> {
-    Ok(format!(
-        "SELECT pg_advisory_xact_lock(hashtext('bulkhead.database_acl'), hashtext({}));\n",
-        literal(database)?
-    ))
 }
 
 /// Runs `statement` only when role `role` exists.
@@ -224,6 +214,15 @@ fn ensure_role(
     }
     sql.push_str(";\n");
     sql.push_str(&format!("ALTER ROLE {role} RESET ALL;\n"));
+    sql.push_str(&format!(
+        "DO $bk$DECLARE d record; BEGIN FOR d IN SELECT b.datname FROM pg_catalog.pg_db_role_setting s \
+         JOIN pg_catalog.pg_database b ON b.oid = s.setdatabase \
+         WHERE s.setrole = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = {}) LOOP \
+         EXECUTE pg_catalog.format('ALTER ROLE %I IN DATABASE %I RESET ALL', {}, d.datname); \
+         END LOOP; END$bk$;\n",
+        literal(name)?,
+        literal(name)?
+    ));
     let settings = resource
         .attributes
         .get("settings")
@@ -274,11 +273,37 @@ fn drop_role(
     } else {
         &ctx.names.owner_role
     };
-    let mut sql = String::new();
-    if !ctx.dedicated {
-        // DROP OWNED BY revokes the role's CONNECT on the pooled database: its ACL row.
-        sql.push_str(&acl_lock(&ctx.names.database)?);
+    // Another tenant may have granted this role privileges in its own database (it may grant
+    // on what it owns to any role): DROP OWNED BY there first, or DROP ROLE would fail on them
+    // and leave the environment half destroyed.
+    #[derive(diesel::QueryableByName)]
+    struct Database {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        name: String,
     }
+    let elsewhere = session.server()?.run(step, |c| {
+        diesel::RunQueryDsl::load::<Database>(
+            diesel::sql_query(
+                "SELECT DISTINCT d.datname::text AS name FROM pg_catalog.pg_shdepend s \
+                 JOIN pg_catalog.pg_database d ON d.oid = s.dbid \
+                 JOIN pg_catalog.pg_roles r ON r.oid = s.refobjid \
+                 WHERE s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass \
+                   AND r.rolname = $1 AND d.datallowconn \
+                   AND d.datname <> pg_catalog.current_database()",
+            )
+            .bind::<diesel::sql_types::Text, _>(name),
+            c,
+        )
+    })?;
+    for database in elsewhere {
+        session.in_database(&database.name)?.batch_retrying(
+            step,
+            &if_role_exists(name, &format!("DROP OWNED BY {}", ident(name)?))?,
+        )?;
+    }
+    // DROP OWNED BY revokes the role's CONNECT on the pooled database (its ACL row, which
+    // concurrent steps change too: retried on a lost race).
+    let mut sql = String::new();
     sql.push_str(&format!(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {} AND pid <> pg_backend_pid();\n",
         literal(name)?
@@ -288,7 +313,7 @@ fn drop_role(
         &format!("DROP OWNED BY {}", ident(name)?),
     )?);
     sql.push_str(&format!("DROP ROLE IF EXISTS {};\n", ident(name)?));
-    session.server()?.batch(step, &sql)
+    session.server()?.batch_retrying(step, &sql)
 }
 
 fn ensure_database(
@@ -317,12 +342,7 @@ fn ensure_database(
             Err(other) => return Err(other),
         }
     }
-    let mut sql = acl_lock(&ctx.names.database)?;
-    sql.push_str(&meta::expect_owner(
-        "database",
-        &ctx.names.database,
-        &[&ctx.names.owner_role],
-    )?);
+    let mut sql = meta::expect_owner("database", &ctx.names.database, &[&ctx.names.owner_role])?;
     sql.push_str(&format!("ALTER DATABASE {db} OWNER TO {owner};\n"));
     sql.push_str(&format!("ALTER DATABASE {db} CONNECTION LIMIT {limit};\n"));
     sql.push_str(&format!("REVOKE ALL ON DATABASE {db} FROM PUBLIC;\n"));
@@ -342,7 +362,7 @@ fn ensure_database(
         "COMMENT ON DATABASE {db} IS {};\n",
         comment(resource)?
     ));
-    session.server()?.batch(step, &sql)?;
+    session.server()?.batch_retrying(step, &sql)?;
 
     // Template-made databases let PUBLIC use schema public: take that away at once.
     let public_schema = privileges(resource, "public_schema_privileges", &["USAGE", "CREATE"])?;
@@ -358,7 +378,7 @@ fn ensure_database(
     }
     // The admin's bookkeeping, before any tenant role may connect.
     inside.push_str(&meta::ensure_sql()?);
-    session.envdb()?.batch(step, &inside)
+    session.envdb()?.batch_retrying(step, &inside)
 }
 
 fn drop_database(
@@ -449,7 +469,7 @@ fn grant(
     match resource.attr_str("object_type") {
         Some(GRANT_ON_DATABASE) => {
             let db = ident(&ctx.names.database)?;
-            let mut sql = acl_lock(&ctx.names.database)?;
+            let mut sql = String::new();
             sql.push_str(&if_role_exists(
                 &ctx.names.app_role,
                 &format!("REVOKE ALL ON DATABASE {db} FROM {app}"),
@@ -464,7 +484,7 @@ fn grant(
                     ));
                 }
             }
-            session.server()?.batch(step, &sql)
+            session.server()?.batch_retrying(step, &sql)
         }
         Some(GRANT_ON_SCHEMA) => {
             let mut sql = if_role_exists(
@@ -554,54 +574,78 @@ fn apply_baseline(
     }
     let schema = ident(&ctx.names.schema)?;
     let owner = ident(&ctx.names.owner_role)?;
-    let record = format!("{}.{}", ident(META_SCHEMA)?, ident(BASELINE_TABLE)?);
-    // The record goes to the admin-only bookkeeping schema, first: a concurrent attempt waits on
-    // it and then finds the migration applied; record and migration commit together.
-    //
-    // The migration runs inside a SECURITY DEFINER function owned by the environment's owner
-    // role, in this session's own temporary schema. Whatever tenant code it reaches (a trigger
-    // on a table the tenant made first, a function shadowing a built-in in the tenant's schema)
-    // runs as that owner role at most and cannot `SET ROLE` / `RESET ROLE` back to the admin:
-    // PostgreSQL refuses role changes inside security-definer functions. Deferred triggers are
-    // fired before the function returns, cursors it opened are closed, and settings it changed
-    // are reset; the session itself (where it could have left prepared statements, temporary
-    // objects or session locks) runs nothing but these simple-query batches and is closed at
-    // the end of the run, never pooled.
-    let body = format!(
-        "BEGIN EXECUTE {}; SET CONSTRAINTS ALL IMMEDIATE; END",
-        literal(&migration.sql)?
-    );
-    let sql = format!(
-        "{ensure}{owned}\
-         INSERT INTO {record} (schema_name, id, checksum) VALUES ({schema_name}, {id}, {checksum});\n\
-         CREATE FUNCTION pg_temp.bk_baseline_step() RETURNS void LANGUAGE plpgsql SECURITY DEFINER \
-           SET search_path = {schema}, pg_temp AS {body};\n\
-         ALTER FUNCTION pg_temp.bk_baseline_step() OWNER TO {owner};\n\
-         SELECT pg_temp.bk_baseline_step();\n\
-         DROP FUNCTION pg_temp.bk_baseline_step();\n\
-         CLOSE ALL;\n\
-         RESET ALL;\n\
-         {SESSION_SETUP};\n",
-        ensure = meta::ensure_sql()?,
-        owned = meta::expect_owner("schema", &ctx.names.schema, &[&ctx.names.owner_role])?,
-        schema_name = literal(&ctx.names.schema)?,
-        id = literal(id)?,
-        checksum = literal(&checksum)?,
-        body = literal(&body)?,
-    );
-    let conn = session.baseline()?;
-    let result = conn.run(step, |c| {
-        diesel::Connection::transaction(c, |c| {
-            diesel::connection::SimpleConnection::batch_execute(c, &sql)
-        })
-    });
-    match result {
-        Err(ExecError::Target { reason, .. }) if reason.contains("baseline_pkey") => {
-            // Recorded by a concurrent or earlier attempt: the migration is applied.
-            Ok(())
+    // The admin's part, in the admin's session: the bookkeeping exists, the schema is the
+    // owner's, and (in the pooled database) the owner role may connect.
+    let mut check = meta::ensure_sql()?;
+    check.push_str(&meta::expect_owner(
+        "schema",
+        &ctx.names.schema,
+        &[&ctx.names.owner_role],
+    )?);
+    check.push_str(&meta::grant_record_sql(&ctx.names.owner_role)?);
+    session.envdb()?.batch_retrying(step, &check)?;
+    let database = ident(&ctx.names.database)?;
+    let pooled = !ctx.dedicated;
+    // The owner role may log in, with a one-time password, until the baseline steps end; then
+    // it may not, its sessions are ended and (pooled database) its CONNECT is taken back.
+    let login_sql = |password: &str| -> Result<String, ExecError> {
+        let secret =
+            scram::verifier(password).map_or_else(|| literal(password), |v| literal(&v))?;
+        let mut sql = String::new();
+        if pooled {
+            sql.push_str(&format!(
+                "GRANT CONNECT ON DATABASE {database} TO {owner};\n"
+            ));
         }
-        other => other,
+        sql.push_str(&format!(
+            "ALTER ROLE {owner} WITH LOGIN PASSWORD {secret} VALID UNTIL {};\n",
+            literal(&(chrono::Utc::now() + chrono::Duration::minutes(10)).to_rfc3339())?
+        ));
+        Ok(sql)
+    };
+    let mut logout = format!(
+        "ALTER ROLE {owner} WITH NOLOGIN PASSWORD NULL VALID UNTIL 'infinity';\n\
+         SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity \
+         WHERE usename = {} AND pid <> pg_catalog.pg_backend_pid();\n",
+        literal(&ctx.names.owner_role)?
+    );
+    if pooled {
+        logout.push_str(&format!(
+            "REVOKE CONNECT ON DATABASE {database} FROM {owner};\n"
+        ));
     }
+    // The migration and its record commit together, in a session that logged in as the owner
+    // role: whatever tenant code the migration reaches, before or at COMMIT, runs as that role
+    // at most. The record comes first, so a concurrent attempt waits on it and then finds the
+    // migration applied.
+    let sql = format!(
+        "SET LOCAL search_path = {schema}, pg_temp;\n\
+         SELECT {}.record_baseline({}, {}, {});\n\
+         {}\n;\n",
+        ident(META_SCHEMA)?,
+        literal(&ctx.names.schema)?,
+        literal(id)?,
+        literal(&checksum)?,
+        migration.sql
+    );
+    let conn = session.open_owner(step, &ctx.names.owner_role, &login_sql, logout)?;
+    conn.run(step, |c| {
+        match diesel::Connection::transaction(c, |c| {
+            diesel::connection::SimpleConnection::batch_execute(c, &sql)
+        }) {
+            // Recorded by a concurrent or earlier attempt: the migration is applied. (Matched
+            // on the error's code and constraint, not its text, which tenant code could raise.)
+            Err(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                info,
+            )) if info.constraint_name() == Some("baseline_pkey")
+                && info.table_name() == Some(BASELINE_TABLE) =>
+            {
+                Ok(())
+            }
+            other => other,
+        }
+    })
 }
 
 /// Grants `tables` / `sequences` privileges on what the owner role already owns in the schema.
@@ -667,10 +711,9 @@ fn claim_spare(
     let db = ident(&ctx.names.database)?;
     for spare in spares {
         let sql = format!(
-            "{}ALTER DATABASE {} RENAME TO {db};\n\
+            "ALTER DATABASE {} RENAME TO {db};\n\
              REVOKE ALL ON DATABASE {db} FROM PUBLIC;\n\
              ALTER DATABASE {db} ALLOW_CONNECTIONS true;\n",
-            acl_lock(&ctx.names.database)?,
             ident(&spare.name)?
         );
         // Another worker may have claimed it first: try the next one.

@@ -37,6 +37,10 @@ SELECT json_build_object(
       'replication', r.rolreplication, 'bypassrls', r.rolbypassrls,
       'settings', coalesce((SELECT s.setconfig FROM pg_db_role_setting s
                             WHERE s.setrole = r.oid AND s.setdatabase = 0), '{}'),
+      'database_settings', coalesce((SELECT json_agg(d.datname || ': ' || c ORDER BY d.datname, c)
+                            FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase
+                            CROSS JOIN LATERAL unnest(s.setconfig) c
+                            WHERE s.setrole = r.oid AND s.setdatabase <> 0), '[]'),
       'comment', shobj_description(r.oid, 'pg_authid')) ORDER BY r.rolname)
     FROM pg_roles r WHERE r.rolname IN ($1, $2)), '[]'),
   'database', (
@@ -101,6 +105,8 @@ struct RoleRow {
     replication: bool,
     bypassrls: bool,
     settings: Vec<String>,
+    /// `ALTER ROLE … IN DATABASE … SET` settings, as `database: key=value`.
+    database_settings: Vec<String>,
     comment: Option<String>,
 }
 
@@ -364,6 +370,7 @@ fn role_resource(role: RoleRow) -> Resource {
             "connection_limit": role.connection_limit,
             "capabilities": capabilities,
             "settings": settings,
+            "database_settings": role.database_settings,
             "comment": comment_of(role.comment),
         }),
     )

@@ -1,5 +1,8 @@
 //! The admin-only bookkeeping schema (`bulkhead_meta`) in each database Bulkhead manages, and
 //! the ownership guards the admin runs before it touches an object a tenant could have made.
+//! No role a tenant can log in as has any privilege on it: an environment's owner role (which
+//! logs in only while its baseline migrations run) may call `record_baseline`, which records
+//! for the schema the calling login owns and nothing else.
 //!
 //! The admin never writes to, reads from or resolves names in anything a tenant role can create
 //! or alter: its sessions pin `search_path` to `pg_catalog`, its bookkeeping lives in a schema
@@ -11,8 +14,9 @@ use super::sql::{ident, literal};
 use bulkhead_core::plan::{BASELINE_TABLE, META_SCHEMA};
 
 /// Makes the bookkeeping schema and its baseline table when missing, after checking that a
-/// schema of that name, if any, is the admin's. Serialised per database by an advisory lock,
-/// so concurrent steps do not race on `CREATE … IF NOT EXISTS`.
+/// schema of that name, if any, is the admin's. Two steps racing on `CREATE … IF NOT EXISTS`
+/// end in a unique violation for one, which runs it again (`PooledConn::batch_retrying`): no
+/// advisory lock, since tenants connect to these databases and could hold the key.
 pub(crate) fn ensure_sql() -> Result<String, ExecError> {
     let schema = ident(META_SCHEMA)?;
     let table = format!("{schema}.{}", ident(BASELINE_TABLE)?);
@@ -22,7 +26,6 @@ pub(crate) fn ensure_sql() -> Result<String, ExecError> {
          IF NOT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = {name} \
                         AND nspowner = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user)) \
             OR to_regclass({table_literal}) IS NULL THEN\n\
-           PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('bulkhead.meta'), 0);\n\
            {guard}\n\
            CREATE SCHEMA IF NOT EXISTS {schema};\n\
            REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;\n\
@@ -32,9 +35,46 @@ pub(crate) fn ensure_sql() -> Result<String, ExecError> {
              PRIMARY KEY (schema_name, id));\n\
            REVOKE ALL ON TABLE {table} FROM PUBLIC;\n\
          END IF;\n\
+         IF to_regprocedure({record_literal}) IS NULL THEN\n\
+           CREATE OR REPLACE FUNCTION {schema}.record_baseline(p_schema text, p_id text, p_checksum text)\n\
+             RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS {record_body};\n\
+           REVOKE ALL ON FUNCTION {schema}.record_baseline(text, text, text) FROM PUBLIC;\n\
+         END IF;\n\
          END$bk$;\n",
+        record_literal = literal(&format!("{META_SCHEMA}.record_baseline(text, text, text)"))?,
+        record_body = literal(RECORD_BODY)?,
         table_literal = literal(&format!("{META_SCHEMA}.{BASELINE_TABLE}"))?,
         guard = owner_check_body("schema", META_SCHEMA, &[])?,
+    ))
+}
+
+/// `bulkhead_meta.record_baseline(schema, id, checksum)`: how a baseline migration, running in
+/// a session that logged in as the environment's owner role, records itself in the same
+/// transaction. Only the role that owns `schema` and logged in (`session_user`) may record for
+/// it; the table itself stays closed to every tenant role.
+const RECORD_BODY: &str = "BEGIN
+  IF NOT EXISTS (SELECT FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner
+                 WHERE n.nspname = p_schema AND r.rolname = session_user) THEN
+    RAISE EXCEPTION 'only the owner of schema % records its baseline', p_schema
+      USING ERRCODE = 'insufficient_privilege';
+  END IF;
+  INSERT INTO bulkhead_meta.baseline (schema_name, id, checksum) VALUES (p_schema, p_id, p_checksum);
+END";
+
+/// Lets `owner_role` call `record_baseline` (USAGE on the schema, EXECUTE on the function),
+/// once: the grant stays until the role is dropped (`DROP OWNED BY`).
+pub(crate) fn grant_record_sql(owner_role: &str) -> Result<String, ExecError> {
+    let schema = ident(META_SCHEMA)?;
+    let role = ident(owner_role)?;
+    Ok(format!(
+        "DO $bk$BEGIN IF NOT pg_catalog.has_function_privilege({owner}, {function}, 'EXECUTE') \
+           OR NOT pg_catalog.has_schema_privilege({owner}, {schema_literal}, 'USAGE') THEN\n\
+           GRANT USAGE ON SCHEMA {schema} TO {role};\n\
+           GRANT EXECUTE ON FUNCTION {schema}.record_baseline(text, text, text) TO {role};\n\
+         END IF; END$bk$;\n",
+        owner = literal(owner_role)?,
+        function = literal(&format!("{META_SCHEMA}.record_baseline(text, text, text)"))?,
+        schema_literal = literal(META_SCHEMA)?,
     ))
 }
 

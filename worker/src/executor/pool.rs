@@ -12,7 +12,12 @@ use std::sync::Mutex;
 /// crash is simply planned again; [`PooledConn::make_durable`] flushes at the end of a run.
 /// `search_path` is pinned to the system catalog (and this session's own temporary schema,
 /// last): no name the admin uses resolves into a schema a tenant can create objects in.
-pub(crate) const SESSION_SETUP: &str = "SET search_path = pg_catalog, pg_temp; \
+/// A database's owner may attach settings to its database (`ALTER DATABASE … SET role = …`,
+/// `default_transaction_read_only`): the session's user and write mode are pinned too.
+pub(crate) const SESSION_SETUP: &str = "SET SESSION AUTHORIZATION DEFAULT; \
+     SET ROLE NONE; \
+     SET default_transaction_read_only = off; \
+     SET search_path = pg_catalog, pg_temp; \
      SET client_min_messages = warning; \
      SET synchronous_commit = off; \
      SET lock_timeout = '10s'; \
@@ -126,6 +131,25 @@ impl PooledConn<'_> {
         self.run(step, |c| c.batch_execute(statements))
     }
 
+    /// [`batch`](Self::batch), tried again (up to 8 times, after a short random pause) when it
+    /// lost a race on a catalog row: concurrent GRANT/REVOKE on one database or schema fail with
+    /// "tuple concurrently updated", concurrent `CREATE … IF NOT EXISTS` with a unique violation
+    /// on a catalog index. No advisory lock serialises these in databases tenants can connect
+    /// to: a tenant could take the same key and stall every other tenant's steps.
+    pub(crate) fn batch_retrying(&mut self, step: &str, statements: &str) -> Result<(), ExecError> {
+        let mut attempt = 0u32;
+        loop {
+            match self.batch(step, statements) {
+                Err(error) if attempt < 8 && lost_catalog_race(&error) => {
+                    attempt += 1;
+                    let pause = rand::random_range(1..=5u64) * u64::from(attempt);
+                    std::thread::sleep(std::time::Duration::from_millis(pause));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Runs statements in one explicit transaction.
     pub(crate) fn transaction(&mut self, step: &str, statements: &str) -> Result<(), ExecError> {
         self.run(step, |c| c.transaction(|c| c.batch_execute(statements)))
@@ -166,6 +190,14 @@ impl PooledConn<'_> {
         self.keep = false;
         self.conn = None;
     }
+}
+
+/// Whether a statement failed only because a concurrent session changed the same catalog row.
+fn lost_catalog_race(error: &ExecError) -> bool {
+    let text = error.to_string();
+    text.contains("tuple concurrently updated")
+        || (text.contains("duplicate key value violates unique constraint \"pg_")
+            && text.contains("_index\""))
 }
 
 impl Drop for PooledConn<'_> {

@@ -44,6 +44,20 @@ const LOCK_DOWN_ALL: &str = "DO $bk$DECLARE d record; BEGIN
       WHEN invalid_catalog_name OR internal_error THEN NULL;
     END;
   END LOOP;
+  -- Earlier versions wrote each environment's cost tags as COMMENTs on its roles and database,
+  -- readable by every role on the server: gone at once, not only at each one's next apply.
+  FOR d IN SELECT r.rolname AS name FROM pg_catalog.pg_roles r JOIN pg_catalog.pg_shdescription s
+             ON s.objoid = r.oid AND s.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass
+           WHERE r.rolname ~ '^bk_[0-9a-f]{32}_(app|owner)$'
+  LOOP
+    EXECUTE pg_catalog.format('COMMENT ON ROLE %I IS NULL', d.name);
+  END LOOP;
+  FOR d IN SELECT b.datname AS name FROM pg_catalog.pg_database b JOIN pg_catalog.pg_shdescription s
+             ON s.objoid = b.oid AND s.classoid = 'pg_catalog.pg_database'::pg_catalog.regclass
+           WHERE b.datname ~ '^bk_[0-9a-f]{32}$'
+  LOOP
+    EXECUTE pg_catalog.format('COMMENT ON DATABASE %I IS NULL', d.name);
+  END LOOP;
 END$bk$";
 
 /// Provisions, inspects, destroys and probes environments on PostgreSQL servers.
@@ -65,9 +79,11 @@ pub(crate) struct Session<'a> {
     envdb_url: String,
     server: Option<PooledConn<'a>>,
     envdb: Option<PooledConn<'a>>,
-    /// Where baseline migrations run: its own connection to the environment's database, used
-    /// for nothing else (simple-query batches only) and closed at the end of the run.
-    baseline: Option<PooledConn<'a>>,
+    /// Where baseline migrations run: a session that logged in as the environment's owner
+    /// role (see [`Session::open_owner`]), closed when the baseline steps end.
+    owner: Option<PooledConn<'a>>,
+    /// While the owner role may log in: what ends that (run by `close_owner`).
+    owner_logout: Option<String>,
 }
 
 impl<'a> Session<'a> {
@@ -95,19 +111,55 @@ impl<'a> Session<'a> {
             .ok_or_else(|| ExecError::Unreachable("no database connection".to_owned()))
     }
 
-    /// The connection baseline migrations run on. Tenant code a migration reaches runs in this
-    /// session (as the environment's owner role at most) and may leave session state behind,
-    /// such as a prepared statement under a name a later user would execute: the connection is
-    /// never returned to the pool.
-    pub(crate) fn baseline(&mut self) -> Result<&mut PooledConn<'a>, ExecError> {
-        if self.baseline.is_none() {
-            let mut conn = self.pool.get_fresh(&self.envdb_url)?;
+    /// A session on the environment's database that logged in as its owner role, for the
+    /// baseline migrations. Tenant code a migration reaches (a trigger on a table the tenant
+    /// made first, a function that resolves ahead of a built-in, a deferred trigger that fires
+    /// at COMMIT) then runs as that role at most: the session's own user is not the admin, so
+    /// there is nothing to `RESET ROLE` back to. The role may log in only while this session
+    /// is being opened and used, with a one-time random password (see `close_owner`).
+    pub(crate) fn open_owner(
+        &mut self,
+        step: &str,
+        owner_role: &str,
+        login_sql: &dyn Fn(&str) -> Result<String, ExecError>,
+        logout_sql: String,
+    ) -> Result<&mut PooledConn<'a>, ExecError> {
+        if self.owner.is_none() {
+            let password = hex::encode(rand::random::<[u8; 24]>());
+            let sql = login_sql(&password)?;
+            self.owner_logout = Some(logout_sql);
+            self.server()?.batch_retrying(step, &sql)?;
+            let url = sql::with_user(&self.envdb_url, owner_role, &password);
+            let mut conn = self.pool.get_fresh(&url)?;
             conn.never_reuse();
-            self.baseline = Some(conn);
+            self.owner = Some(conn);
         }
-        self.baseline
+        self.owner
             .as_mut()
-            .ok_or_else(|| ExecError::Unreachable("no baseline connection".to_owned()))
+            .ok_or_else(|| ExecError::Unreachable("no owner session".to_owned()))
+    }
+
+    /// Ends the owner session and takes the owner role's login away again (also after a failed
+    /// step; a crash before this leaves `LOGIN` on the role, which the next plan shows as drift
+    /// and repairs, and a password that expires ten minutes after it was set).
+    pub(crate) fn close_owner(&mut self) -> Result<(), ExecError> {
+        if let Some(conn) = self.owner.take() {
+            conn.close();
+        }
+        match self.owner_logout.take() {
+            // Tenant code running as the owner could have set a password of its own and
+            // logged in from outside: its sessions end here too.
+            Some(sql) => self
+                .server()?
+                .batch_retrying("end the owner role's login", &sql),
+            None => Ok(()),
+        }
+    }
+
+    /// An admin connection to another database of the environment's server.
+    pub(crate) fn in_database(&self, database: &str) -> Result<PooledConn<'a>, ExecError> {
+        self.pool
+            .get(&sql::with_database(&self.server_url, database))
     }
 
     /// Closes every connection to the environment's database (before it is dropped).
@@ -115,7 +167,7 @@ impl<'a> Session<'a> {
         if let Some(conn) = self.envdb.take() {
             conn.close();
         }
-        if let Some(conn) = self.baseline.take() {
+        if let Some(conn) = self.owner.take() {
             conn.close();
         }
         self.pool.evict(&self.envdb_url);
@@ -246,8 +298,8 @@ impl PostgresExecutor {
                 ident(&pooled)?
             ));
             sql.push_str(&canary_lockdown(&canary)?);
-            admin.batch("lock down the pooled and canary databases", &sql)?;
-            admin.batch(
+            admin.batch_retrying("lock down the pooled and canary databases", &sql)?;
+            admin.batch_retrying(
                 "revoke PUBLIC's CONNECT on every database not made for a tenant",
                 LOCK_DOWN_ALL,
             )?;
@@ -256,25 +308,31 @@ impl PostgresExecutor {
             let mut conn = self.pool.get(&self.pooled_url())?;
             let schema = ident(CANARY_SCHEMA)?;
             let sql = format!(
-                "SELECT pg_advisory_xact_lock(hashtext('bulkhead.prepare'), hashtext({}));\n\
-                 REVOKE ALL ON SCHEMA public FROM PUBLIC;\n\
+                "REVOKE ALL ON SCHEMA public FROM PUBLIC;\n\
                  CREATE SCHEMA IF NOT EXISTS {schema};\n\
                  REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;\n\
                  COMMENT ON SCHEMA {schema} IS 'Bulkhead isolation canary: no tenant may read it';\n\
                  CREATE TABLE IF NOT EXISTS {schema}.secret (id integer PRIMARY KEY, note text NOT NULL);\n\
                  INSERT INTO {schema}.secret VALUES (1, 'a tenant must never read this') ON CONFLICT DO NOTHING;\n\
+                 DO $bk$DECLARE n record; BEGIN\n\
+                   FOR n IN SELECT nspname FROM pg_catalog.pg_namespace ns JOIN pg_catalog.pg_description d\n\
+                              ON d.objoid = ns.oid AND d.classoid = 'pg_catalog.pg_namespace'::pg_catalog.regclass\n\
+                            WHERE nspname ~ '^bk_[0-9a-f]{{32}}$' LOOP\n\
+                     EXECUTE pg_catalog.format('COMMENT ON SCHEMA %I IS NULL', n.nspname);\n\
+                   END LOOP; END$bk$;\n\
                  {meta}",
-                literal(&pooled)?,
                 meta = super::meta::ensure_sql()?
             );
-            conn.transaction("prepare the pooled database", &sql)?;
+            // No advisory lock here: tenants can connect to the pooled database and could hold
+            // the key. A worker that loses the race to another one preparing tries again.
+            conn.batch_retrying("prepare the pooled database", &sql)?;
             conn.make_durable()?;
         }
         if !self.same_server() {
             let mut admin = self.pool.get(&self.targets.dedicated_admin_url)?;
             ensure_databases(&mut admin, &[&canary])?;
-            admin.batch("lock down the canary database", &canary_lockdown(&canary)?)?;
-            admin.batch(
+            admin.batch_retrying("lock down the canary database", &canary_lockdown(&canary)?)?;
+            admin.batch_retrying(
                 "revoke PUBLIC's CONNECT on every database not made for a tenant",
                 LOCK_DOWN_ALL,
             )?;
@@ -422,17 +480,28 @@ impl PostgresExecutor {
             app_password,
             spare_prefix: (self.spares > 0).then(|| self.spare_prefix()),
         };
-        for action in &plan.actions {
-            let started = Instant::now();
-            actions::execute(&mut session, &ctx, action)?;
-            tracing::debug!(
-                environment_id = %spec.id,
-                step = %action.headline(),
-                elapsed_us = started.elapsed().as_micros() as u64,
-                "applied"
-            );
-            on_step(action).map_err(|StepAbort| ExecError::Aborted)?;
-        }
+        let mut run = || -> Result<(), ExecError> {
+            for action in &plan.actions {
+                let started = Instant::now();
+                if action.kind != plan::KIND_BASELINE {
+                    session.close_owner()?;
+                }
+                actions::execute(&mut session, &ctx, action)?;
+                tracing::debug!(
+                    environment_id = %spec.id,
+                    step = %action.headline(),
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "applied"
+                );
+                on_step(action).map_err(|StepAbort| ExecError::Aborted)?;
+            }
+            Ok(())
+        };
+        let ran = run();
+        // The owner role may log in only while its migrations run, whatever happened.
+        let closed = session.close_owner();
+        ran?;
+        closed?;
         if !plan.actions.is_empty() {
             session.server()?.make_durable()?;
         }
@@ -526,7 +595,8 @@ impl PostgresExecutor {
             envdb_url,
             server: None,
             envdb: None,
-            baseline: None,
+            owner: None,
+            owner_logout: None,
         }
     }
 }

@@ -66,6 +66,25 @@ pub(crate) fn with_database(url: &str, database: &str) -> String {
     out
 }
 
+/// `url` logging in as `user` with `password` instead of its own user.
+pub(crate) fn with_user(url: &str, user: &str, password: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let host = rest[..authority_end]
+        .rsplit_once('@')
+        .map_or(&rest[..authority_end], |(_, host)| host);
+    format!(
+        "{}{}:{}@{host}{}",
+        &url[..scheme_end],
+        url_encode(user),
+        url_encode(password),
+        &rest[authority_end..]
+    )
+}
+
 /// The URL without its password, for messages.
 pub(crate) fn redact(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
@@ -196,6 +215,22 @@ pub(crate) fn one_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn with_user_replaces_only_the_login() {
+        assert_eq!(
+            with_user(
+                "postgres://admin:pw@db:5433/x?sslmode=require",
+                "bk_o",
+                "p/w"
+            ),
+            "postgres://bk_o:p%2Fw@db:5433/x?sslmode=require"
+        );
+        assert_eq!(
+            with_user("postgres://127.0.0.1/x", "o", "p"),
+            "postgres://o:p@127.0.0.1/x"
+        );
+    }
     use crate::executor::Endpoint;
 
     #[test]

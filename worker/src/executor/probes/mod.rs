@@ -187,6 +187,11 @@ pub(crate) fn verify(
                  privilege governs them",
                 names.database
             ),
+            ("schema_structure", ..) => format!(
+                "pg_class, pg_attribute, pg_proc and pg_stat_user_tables of {} are readable by \
+                 every role connected to it, for every schema",
+                names.database
+            ),
             ("cpu_io", ..) => {
                 let endpoint = executor.endpoint(spec.isolation);
                 format!(

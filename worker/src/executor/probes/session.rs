@@ -231,25 +231,29 @@ impl Probe<'_> {
         ))
     }
 
-    /// metadata: no environment's role, schema or database carries a comment (catalog comments
-    /// are readable by every role on the server).
+    /// metadata: the environment's own roles, schema and database carry no comment (catalog
+    /// comments are readable by every role on the server). Each environment checks its own
+    /// objects, so no neighbour can make this probe fail by commenting on its own.
     async fn catalog_metadata(&self) -> Result<GuaranteeCheck, ExecError> {
         let what = "read catalog comments";
-        let row = self
-            .query_one(
-                what,
-                "SELECT \
-                   (SELECT count(*) FROM pg_catalog.pg_shdescription d JOIN pg_catalog.pg_roles r \
-                      ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass \
-                    WHERE r.rolname ~ '^bk_[0-9a-f]{32}_(app|owner)$') \
-                 + (SELECT count(*) FROM pg_catalog.pg_shdescription d JOIN pg_catalog.pg_database b \
-                      ON d.objoid = b.oid AND d.classoid = 'pg_catalog.pg_database'::pg_catalog.regclass \
-                    WHERE b.datname ~ '^bk_[0-9a-f]{32}$') \
-                 + (SELECT count(*) FROM pg_catalog.pg_description d JOIN pg_catalog.pg_namespace n \
-                      ON d.objoid = n.oid AND d.classoid = 'pg_catalog.pg_namespace'::pg_catalog.regclass \
-                    WHERE n.nspname ~ '^bk_[0-9a-f]{32}$' OR n.nspname = 'app') AS commented",
-            )
-            .await?;
+        let literal = crate::executor::sql::literal;
+        let sql = format!(
+            "SELECT \
+               (SELECT count(*) FROM pg_catalog.pg_shdescription d JOIN pg_catalog.pg_roles r \
+                  ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass \
+                WHERE r.rolname IN ({app}, {owner})) \
+             + (SELECT count(*) FROM pg_catalog.pg_shdescription d JOIN pg_catalog.pg_database b \
+                  ON d.objoid = b.oid AND d.classoid = 'pg_catalog.pg_database'::pg_catalog.regclass \
+                WHERE b.datname = {database} AND b.datname ~ '^bk_[0-9a-f]{{32}}$') \
+             + (SELECT count(*) FROM pg_catalog.pg_description d JOIN pg_catalog.pg_namespace n \
+                  ON d.objoid = n.oid AND d.classoid = 'pg_catalog.pg_namespace'::pg_catalog.regclass \
+                WHERE n.nspname = {schema}) AS commented",
+            app = literal(&self.names.app_role)?,
+            owner = literal(&self.names.owner_role)?,
+            database = literal(&self.names.database)?,
+            schema = literal(&self.names.schema)?,
+        );
+        let row = self.query_one(what, &sql).await?;
         let commented: i64 = row
             .try_get("commented")
             .map_err(|e| inconclusive(what, &e.to_string()))?;
@@ -258,7 +262,7 @@ impl Probe<'_> {
             "catalog_metadata",
             commented == 0,
             format!(
-                "as {}: {commented} comments on environments' roles, databases and schemas in \
+                "as {}: {commented} comments on this environment's roles, schema and database in \
                  pg_shdescription / pg_description (readable by every role; Bulkhead writes none, \
                  cost tags stay in the control database); object names carry only opaque ids",
                 self.app()
@@ -302,7 +306,8 @@ impl Probe<'_> {
             "temp_file_limit",
             shown == want.to_string() && cannot_lift,
             format!(
-                "as {}: temp_file_limit = {shown} kB (blueprint {want} kB); {tried} → {answer}",
+                "as {}: temp_file_limit = {shown} kB per process (blueprint {want} kB; a parallel \
+                 query's workers each have their own); {tried} → {answer}",
                 self.app()
             ),
         ))
