@@ -23,7 +23,7 @@ pub enum ApiError {
     /// Missing, or not visible to the caller: the same answer either way.
     NotFound(String),
     Conflict(String),
-    /// The environment is not `ready` for what was asked (its credentials): 409.
+    /// The environment is not `ready` for what was asked (its credentials): 409 `conflict`.
     NotReady(String),
     IdempotencyKeyReused,
     PayloadTooLarge(usize),
@@ -74,7 +74,8 @@ impl ApiError {
             Self::Forbidden(_) => ("forbidden", "Not allowed"),
             Self::NotFound(_) => ("not-found", "Not found"),
             Self::Conflict(_) => ("conflict", "Conflicts with the current state"),
-            Self::NotReady(_) => ("environment-not-ready", "The environment is not ready"),
+            // The type clients already branch on for this 409; the title says which conflict.
+            Self::NotReady(_) => ("conflict", "The environment is not ready"),
             Self::IdempotencyKeyReused => (
                 "idempotency-key-reused",
                 "Idempotency-Key was used with another request",

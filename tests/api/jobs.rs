@@ -420,10 +420,8 @@ async fn credentials_wait_for_ready_and_are_never_cached() {
         assert_eq!(status, 409, "{state}: {body}");
         assert_eq!(cache.as_deref(), Some("no-store"), "{state}");
         assert_eq!(kind.as_deref(), Some("application/problem+json"));
-        assert_eq!(
-            body["type"],
-            "https://bulkhead.dev/problems/environment-not-ready"
-        );
+        assert_eq!(body["title"], "The environment is not ready");
+        assert_eq!(body["type"], "https://bulkhead.dev/problems/conflict");
         assert_eq!(
             body["detail"],
             format!("environment is {state}; credentials are available once it is ready")

@@ -670,7 +670,7 @@ pub struct CredentialsView {
     responses((status = 200, description = "Every read is audited. Sent with `Cache-Control: no-store`, as every answer here", body = CredentialsView,
             headers(("Cache-Control" = String, description = "no-store"))),
         (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem),
-        (status = 409, description = "`environment-not-ready`: credentials are available once the environment is ready", body = crate::error::Problem,
+        (status = 409, description = "`conflict` (title \"The environment is not ready\"): credentials are available once the environment is ready", body = crate::error::Problem,
             headers(("Cache-Control" = String, description = "no-store")))))]
 pub async fn credentials(
     state: web::Data<AppState>,
