@@ -215,3 +215,38 @@ fn schema_rs_matches_the_migrated_database() {
         problems.join("\n")
     );
 }
+
+/// PostgreSQL lets PUBLIC connect to a new database: on a server that also hosts tenants'
+/// environments their credentials would reach the control database. Migrating takes that away.
+#[test]
+fn migrating_closes_the_control_database_to_public() {
+    #[derive(QueryableByName)]
+    struct Privileges {
+        #[diesel(sql_type = Text)]
+        v: String,
+    }
+    let db = TestDb::new();
+    let mut conn = db.connect();
+    let public = |conn: &mut PgConnection| -> String {
+        diesel::sql_query(
+            "SELECT coalesce(string_agg(a.privilege_type, ',' ORDER BY a.privilege_type), '') AS v \
+             FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a \
+             WHERE d.datname = current_database() AND a.grantee = 0",
+        )
+        .get_result::<Privileges>(conn)
+        .expect("read the database's ACL")
+        .v
+    };
+    assert_eq!(
+        public(&mut conn),
+        "CONNECT,TEMPORARY",
+        "a new database is open"
+    );
+    run_migrations(&mut conn).expect("migrate");
+    assert_eq!(
+        public(&mut conn),
+        "",
+        "PUBLIC keeps nothing on the control database"
+    );
+    run_migrations(&mut conn).expect("migrating again is a no-op");
+}
