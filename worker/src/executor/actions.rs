@@ -28,6 +28,9 @@ pub(crate) struct Context<'a> {
     pub app_password: &'a str,
     /// Name prefix of ready-made spare databases to claim, when the executor keeps some.
     pub spare_prefix: Option<String>,
+    /// The plan creates the environment's schema: no tenant role has reached it yet (see
+    /// `baseline`).
+    pub fresh_schema: bool,
 }
 
 pub(crate) fn execute(
@@ -54,7 +57,9 @@ pub(crate) fn execute(
         (KIND_SCHEMA, Op::Create | Op::Update) => ensure_schema(session, ctx, &step, resource),
         (KIND_SCHEMA, Op::Delete) => drop_schema(session, ctx, &step),
         (KIND_GRANT, op) => grant(session, ctx, &step, resource, op),
-        (KIND_BASELINE, Op::Create) => apply_baseline(session, ctx, &step, resource, &action.name),
+        (KIND_BASELINE, Op::Create) => {
+            super::baseline::apply(session, ctx, &step, resource, &action.name)
+        }
         (KIND_BASELINE, _) => Err(refused(
             &step,
             "baseline migrations are forward-only: an applied migration cannot be changed or \
@@ -64,7 +69,7 @@ pub(crate) fn execute(
     }
 }
 
-fn refused(step: &str, reason: &str) -> ExecError {
+pub(crate) fn refused(step: &str, reason: &str) -> ExecError {
     ExecError::Target {
         step: step.to_owned(),
         target: "(plan)".to_owned(),
@@ -326,7 +331,7 @@ fn ensure_database(
     let db = ident(&ctx.names.database)?;
     let owner = ident(&ctx.names.owner_role)?;
     let limit = int_attr(resource, "connection_limit")?;
-    let claimed = op == Op::Create && claim_spare(session, ctx, step)?;
+    let claimed = op == Op::Create && super::spares::claim(session, ctx, step)?;
     if op == Op::Create && !claimed {
         // Closed until PUBLIC's default CONNECT is revoked below: no one else may get in first.
         let create = format!(
@@ -552,102 +557,6 @@ fn grant(
     }
 }
 
-fn apply_baseline(
-    session: &mut Session<'_>,
-    ctx: &Context<'_>,
-    step: &str,
-    resource: &Resource,
-    id: &str,
-) -> Result<(), ExecError> {
-    let Some(migration) = ctx.spec.blueprint.baseline.iter().find(|m| m.id == id) else {
-        return Err(ExecError::StalePlan(format!(
-            "baseline migration {id} is not in blueprint {}; re-plan",
-            ctx.spec.blueprint.key()
-        )));
-    };
-    let checksum = plan::sha256_hex(migration.sql.as_bytes());
-    if resource.attr_str("checksum") != Some(checksum.as_str()) {
-        return Err(ExecError::StalePlan(format!(
-            "baseline migration {id} of blueprint {} changed since the plan was made; re-plan",
-            ctx.spec.blueprint.key()
-        )));
-    }
-    let schema = ident(&ctx.names.schema)?;
-    let owner = ident(&ctx.names.owner_role)?;
-    // The admin's part, in the admin's session: the bookkeeping exists, the schema is the
-    // owner's, and (in the pooled database) the owner role may connect.
-    let mut check = meta::ensure_sql()?;
-    check.push_str(&meta::expect_owner(
-        "schema",
-        &ctx.names.schema,
-        &[&ctx.names.owner_role],
-    )?);
-    check.push_str(&meta::grant_record_sql(&ctx.names.owner_role)?);
-    session.envdb()?.batch_retrying(step, &check)?;
-    let database = ident(&ctx.names.database)?;
-    let pooled = !ctx.dedicated;
-    // The owner role may log in, with a one-time password, until the baseline steps end; then
-    // it may not, its sessions are ended and (pooled database) its CONNECT is taken back.
-    let login_sql = |password: &str| -> Result<String, ExecError> {
-        let secret =
-            scram::verifier(password).map_or_else(|| literal(password), |v| literal(&v))?;
-        let mut sql = String::new();
-        if pooled {
-            sql.push_str(&format!(
-                "GRANT CONNECT ON DATABASE {database} TO {owner};\n"
-            ));
-        }
-        sql.push_str(&format!(
-            "ALTER ROLE {owner} WITH LOGIN PASSWORD {secret} VALID UNTIL {};\n",
-            literal(&(chrono::Utc::now() + chrono::Duration::minutes(10)).to_rfc3339())?
-        ));
-        Ok(sql)
-    };
-    let mut logout = format!(
-        "ALTER ROLE {owner} WITH NOLOGIN PASSWORD NULL VALID UNTIL 'infinity';\n\
-         SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity \
-         WHERE usename = {} AND pid <> pg_catalog.pg_backend_pid();\n",
-        literal(&ctx.names.owner_role)?
-    );
-    if pooled {
-        logout.push_str(&format!(
-            "REVOKE CONNECT ON DATABASE {database} FROM {owner};\n"
-        ));
-    }
-    // The migration and its record commit together, in a session that logged in as the owner
-    // role: whatever tenant code the migration reaches, before or at COMMIT, runs as that role
-    // at most. The record comes first, so a concurrent attempt waits on it and then finds the
-    // migration applied.
-    let sql = format!(
-        "SET LOCAL search_path = {schema}, pg_temp;\n\
-         SELECT {}.record_baseline({}, {}, {});\n\
-         {}\n;\n",
-        ident(META_SCHEMA)?,
-        literal(&ctx.names.schema)?,
-        literal(id)?,
-        literal(&checksum)?,
-        migration.sql
-    );
-    let conn = session.open_owner(step, &ctx.names.owner_role, &login_sql, logout)?;
-    conn.run(step, |c| {
-        match diesel::Connection::transaction(c, |c| {
-            diesel::connection::SimpleConnection::batch_execute(c, &sql)
-        }) {
-            // Recorded by a concurrent or earlier attempt: the migration is applied. (Matched
-            // on the error's code and constraint, not its text, which tenant code could raise.)
-            Err(diesel::result::Error::DatabaseError(
-                diesel::result::DatabaseErrorKind::UniqueViolation,
-                info,
-            )) if info.constraint_name() == Some("baseline_pkey")
-                && info.table_name() == Some(BASELINE_TABLE) =>
-            {
-                Ok(())
-            }
-            other => other,
-        }
-    })
-}
-
 /// Grants `tables` / `sequences` privileges on what the owner role already owns in the schema.
 fn existing_objects_grant(
     ctx: &Context<'_>,
@@ -679,50 +588,4 @@ fn existing_objects_grant(
         grant(sequences, "SEQUENCE")?,
         grant(tables, "TABLE")?
     ))
-}
-
-/// Renames a spare database (made ahead by the executor, closed to connections) into the
-/// environment's, in one transaction with opening it; `CREATE DATABASE` copies a template and
-/// is the slowest step of a dedicated environment. Returns whether one was claimed.
-fn claim_spare(
-    session: &mut Session<'_>,
-    ctx: &Context<'_>,
-    step: &str,
-) -> Result<bool, ExecError> {
-    let Some(prefix) = &ctx.spare_prefix else {
-        return Ok(false);
-    };
-    #[derive(diesel::QueryableByName)]
-    struct Spare {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        name: String,
-    }
-    let server = session.server()?;
-    let spares = server.run("list spare databases", |c| {
-        diesel::RunQueryDsl::load::<Spare>(
-            diesel::sql_query(
-                "SELECT datname::text AS name FROM pg_database \
-                 WHERE left(datname, length($1)) = $1 AND NOT datallowconn ORDER BY datname",
-            )
-            .bind::<diesel::sql_types::Text, _>(prefix),
-            c,
-        )
-    })?;
-    let db = ident(&ctx.names.database)?;
-    for spare in spares {
-        let sql = format!(
-            "ALTER DATABASE {} RENAME TO {db};\n\
-             REVOKE ALL ON DATABASE {db} FROM PUBLIC;\n\
-             ALTER DATABASE {db} ALLOW_CONNECTIONS true;\n",
-            ident(&spare.name)?
-        );
-        // Another worker may have claimed it first: try the next one.
-        match server.batch(step, &sql) {
-            Ok(()) => return Ok(true),
-            Err(error) => {
-                tracing::debug!(spare = %spare.name, %error, "spare database not claimed")
-            }
-        }
-    }
-    Ok(false)
 }

@@ -3,12 +3,15 @@
 //! and probes their isolation. Everything here is blocking; call it from `spawn_blocking`.
 
 mod actions;
+mod baseline;
 mod catalog;
 mod meta;
 mod pool;
 mod postgres;
 mod probes;
 pub mod scram;
+mod session;
+mod spares;
 mod sql;
 
 pub use postgres::PostgresExecutor;

@@ -62,17 +62,18 @@ impl ConnPool {
 
     /// A new connection to `url`, never one from the cache.
     pub(crate) fn get_fresh(&self, url: &str) -> Result<PooledConn<'_>, ExecError> {
-        let target = sql::target_of(url);
-        let mut conn = PgConnection::establish(url).map_err(|e| sql::connect_error(&target, &e))?;
-        conn.batch_execute(SESSION_SETUP)
-            .map_err(|e| sql::query_error("set up session", &target, &e))?;
-        Ok(PooledConn {
+        Ok(self.wrap(url, establish(url)?))
+    }
+
+    /// Lends out a connection made elsewhere (see [`establish`]).
+    pub(crate) fn wrap(&self, url: &str, conn: PgConnection) -> PooledConn<'_> {
+        PooledConn {
             pool: self,
             url: url.to_owned(),
-            target,
+            target: sql::target_of(url),
             conn: Some(conn),
             keep: true,
-        })
+        }
     }
 
     /// Closes idle connections to `url` (before its database is dropped).
@@ -190,6 +191,15 @@ impl PooledConn<'_> {
         self.keep = false;
         self.conn = None;
     }
+}
+
+/// A new admin-style session to `url`: connected and set up (see [`SESSION_SETUP`]).
+pub(crate) fn establish(url: &str) -> Result<PgConnection, ExecError> {
+    let target = sql::target_of(url);
+    let mut conn = PgConnection::establish(url).map_err(|e| sql::connect_error(&target, &e))?;
+    conn.batch_execute(SESSION_SETUP)
+        .map_err(|e| sql::query_error("set up session", &target, &e))?;
+    Ok(conn)
 }
 
 /// Whether a statement failed only because a concurrent session changed the same catalog row.

@@ -9,6 +9,7 @@ use super::actions::{self, Context};
 use super::pool::{ConnPool, PooledConn};
 use super::probes;
 use super::scram;
+pub(crate) use super::session::Session;
 use super::sql::{self, ident, literal};
 use super::{ConnectionInfo, Endpoint, ExecError, GuaranteeCheck, StepAbort, Targets};
 use bulkhead_core::domain::Isolation;
@@ -72,108 +73,6 @@ pub struct PostgresExecutor {
     refill_pending: AtomicBool,
 }
 
-/// The connections of one run against one environment.
-pub(crate) struct Session<'a> {
-    pool: &'a ConnPool,
-    server_url: String,
-    envdb_url: String,
-    server: Option<PooledConn<'a>>,
-    envdb: Option<PooledConn<'a>>,
-    /// Where baseline migrations run: a session that logged in as the environment's owner
-    /// role (see [`Session::open_owner`]), closed when the baseline steps end.
-    owner: Option<PooledConn<'a>>,
-    /// While the owner role may log in: what ends that (run by `close_owner`).
-    owner_logout: Option<String>,
-}
-
-impl<'a> Session<'a> {
-    /// A connection to the environment's server: the pooled database for a shared
-    /// environment (roles are server-wide), the maintenance database for a dedicated one.
-    pub(crate) fn server(&mut self) -> Result<&mut PooledConn<'a>, ExecError> {
-        if self.server.is_none() {
-            self.server = Some(self.pool.get(&self.server_url)?);
-        }
-        self.server
-            .as_mut()
-            .ok_or_else(|| ExecError::Unreachable("no server connection".to_owned()))
-    }
-
-    /// A connection to the database the environment's schema lives in.
-    pub(crate) fn envdb(&mut self) -> Result<&mut PooledConn<'a>, ExecError> {
-        if self.envdb_url == self.server_url {
-            return self.server();
-        }
-        if self.envdb.is_none() {
-            self.envdb = Some(self.pool.get(&self.envdb_url)?);
-        }
-        self.envdb
-            .as_mut()
-            .ok_or_else(|| ExecError::Unreachable("no database connection".to_owned()))
-    }
-
-    /// A session on the environment's database that logged in as its owner role, for the
-    /// baseline migrations. Tenant code a migration reaches (a trigger on a table the tenant
-    /// made first, a function that resolves ahead of a built-in, a deferred trigger that fires
-    /// at COMMIT) then runs as that role at most: the session's own user is not the admin, so
-    /// there is nothing to `RESET ROLE` back to. The role may log in only while this session
-    /// is being opened and used, with a one-time random password (see `close_owner`).
-    pub(crate) fn open_owner(
-        &mut self,
-        step: &str,
-        owner_role: &str,
-        login_sql: &dyn Fn(&str) -> Result<String, ExecError>,
-        logout_sql: String,
-    ) -> Result<&mut PooledConn<'a>, ExecError> {
-        if self.owner.is_none() {
-            let password = hex::encode(rand::random::<[u8; 24]>());
-            let sql = login_sql(&password)?;
-            self.owner_logout = Some(logout_sql);
-            self.server()?.batch_retrying(step, &sql)?;
-            let url = sql::with_user(&self.envdb_url, owner_role, &password);
-            let mut conn = self.pool.get_fresh(&url)?;
-            conn.never_reuse();
-            self.owner = Some(conn);
-        }
-        self.owner
-            .as_mut()
-            .ok_or_else(|| ExecError::Unreachable("no owner session".to_owned()))
-    }
-
-    /// Ends the owner session and takes the owner role's login away again (also after a failed
-    /// step; a crash before this leaves `LOGIN` on the role, which the next plan shows as drift
-    /// and repairs, and a password that expires ten minutes after it was set).
-    pub(crate) fn close_owner(&mut self) -> Result<(), ExecError> {
-        if let Some(conn) = self.owner.take() {
-            conn.close();
-        }
-        match self.owner_logout.take() {
-            // Tenant code running as the owner could have set a password of its own and
-            // logged in from outside: its sessions end here too.
-            Some(sql) => self
-                .server()?
-                .batch_retrying("end the owner role's login", &sql),
-            None => Ok(()),
-        }
-    }
-
-    /// An admin connection to another database of the environment's server.
-    pub(crate) fn in_database(&self, database: &str) -> Result<PooledConn<'a>, ExecError> {
-        self.pool
-            .get(&sql::with_database(&self.server_url, database))
-    }
-
-    /// Closes every connection to the environment's database (before it is dropped).
-    pub(crate) fn forget_envdb(&mut self) {
-        if let Some(conn) = self.envdb.take() {
-            conn.close();
-        }
-        if let Some(conn) = self.owner.take() {
-            conn.close();
-        }
-        self.pool.evict(&self.envdb_url);
-    }
-}
-
 #[derive(QueryableByName)]
 struct Name {
     #[diesel(sql_type = Text)]
@@ -224,7 +123,7 @@ impl PostgresExecutor {
             self.spares,
         );
         let handle = std::thread::spawn(move || {
-            if let Err(error) = make_spares(&url, &prefix, count) {
+            if let Err(error) = super::spares::make(&url, &prefix, count) {
                 tracing::warn!(%error, "could not make spare databases");
             }
         });
@@ -479,14 +378,43 @@ impl PostgresExecutor {
             dedicated: spec.isolation == Isolation::Dedicated,
             app_password,
             spare_prefix: (self.spares > 0).then(|| self.spare_prefix()),
+            fresh_schema: plan
+                .actions
+                .iter()
+                .any(|a| a.kind == plan::KIND_SCHEMA && a.op == plan::Op::Create),
         };
+        // On a first apply the migrations run in the admin's session (see `baseline`).
+        let migrates = !ctx.fresh_schema
+            && plan
+                .actions
+                .iter()
+                .any(|a| a.kind == plan::KIND_BASELINE && a.op == plan::Op::Create);
+        // The owner's session for the migrations connects in the background as soon as its
+        // role and database exist, while the admin's steps before the migrations run.
+        let made_here = |kind: &str, name: &str| {
+            plan.actions
+                .iter()
+                .any(|a| a.kind == kind && a.name == name && a.op == plan::Op::Create)
+        };
+        let mut owner_exists = !made_here(plan::KIND_ROLE, &names.owner_role);
+        let mut database_exists = !made_here(plan::KIND_DATABASE, &names.database);
         let mut run = || -> Result<(), ExecError> {
+            let mut after_baseline = false;
+            let mut owner_started = false;
             for action in &plan.actions {
                 let started = Instant::now();
-                if action.kind != plan::KIND_BASELINE {
+                if after_baseline && action.kind != plan::KIND_BASELINE {
                     session.close_owner()?;
                 }
                 actions::execute(&mut session, &ctx, action)?;
+                after_baseline = action.kind == plan::KIND_BASELINE;
+                owner_exists |= action.kind == plan::KIND_ROLE && action.name == names.owner_role;
+                database_exists |=
+                    action.kind == plan::KIND_DATABASE && action.name == names.database;
+                if migrates && !owner_started && owner_exists && database_exists {
+                    owner_started = true;
+                    super::baseline::start_owner(&mut session, &ctx, &action.headline())?;
+                }
                 tracing::debug!(
                     environment_id = %spec.id,
                     step = %action.headline(),
@@ -589,15 +517,7 @@ impl PostgresExecutor {
                 sql::with_database(&self.targets.dedicated_admin_url, &names.database),
             ),
         };
-        Session {
-            pool: &self.pool,
-            server_url,
-            envdb_url,
-            server: None,
-            envdb: None,
-            owner: None,
-            owner_logout: None,
-        }
+        Session::new(&self.pool, server_url, envdb_url)
     }
 }
 
@@ -664,34 +584,6 @@ fn canary_lockdown(canary: &str) -> Result<String, ExecError> {
         ident(canary)?
     ));
     Ok(sql)
-}
-
-/// Makes spare databases until `count` exist: closed to connections (nobody can put anything in
-/// one before it is claimed), PUBLIC's rights revoked.
-fn make_spares(url: &str, prefix: &str, count: usize) -> Result<(), String> {
-    use diesel::Connection;
-    use diesel::connection::SimpleConnection;
-    let mut conn = diesel::PgConnection::establish(url).map_err(|e| e.to_string())?;
-    let existing = diesel::sql_query(
-        "SELECT count(*) AS count FROM pg_database WHERE left(datname, length($1)) = $1",
-    )
-    .bind::<Text, _>(prefix)
-    .get_result::<Count>(&mut conn)
-    .map_err(|e| e.to_string())?;
-    let missing = count.saturating_sub(usize::try_from(existing.count).unwrap_or(count));
-    for _ in 0..missing {
-        let name = format!("{prefix}{}", hex::encode(rand::random::<[u8; 4]>()));
-        let quoted = ident(&name).map_err(|e| e.to_string())?;
-        diesel::sql_query(format!("CREATE DATABASE {quoted} ALLOW_CONNECTIONS false"))
-            .execute(&mut conn)
-            .map_err(|e| e.to_string())?;
-        conn.batch_execute(&format!(
-            "REVOKE ALL ON DATABASE {quoted} FROM PUBLIC; \
-             COMMENT ON DATABASE {quoted} IS 'Bulkhead spare: becomes a dedicated environment''s database'"
-        ))
-        .map_err(|e| e.to_string())?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -282,30 +282,71 @@ async fn verify_async(
         }
     }
 
-    // compute: connections up to the role's limit, then a refusal.
+    // compute: connections up to the role's limit, then a refusal. The in-session probes run
+    // on the first connection while the others are being opened (a new backend's first catalog
+    // queries are its slowest; this way they cost no extra time).
     let limit = usize::try_from(spec.blueprint.limits.connection_limit).unwrap_or(0);
     let own = settings(endpoint, &names.database, app, password);
-    let mut held: Vec<Session> = Vec::new();
-    let mut refusal: Option<String> = None;
     let unexpected =
         |message: &str| inconclusive(&format!("connect to {} as {app}", names.database), message);
-    for outcome in connect_all(vec![own.clone(); limit]).await {
+    let mut firsts = Vec::new();
+    for outcome in connect_all(vec![own.clone(); limit.clamp(1, 2)]).await {
         match outcome {
-            Ok(session) => held.push(session),
-            Err(message) if too_many_for_role(&message) => refusal = Some(message),
+            Ok(session) => firsts.push(session),
+            Err(message) if too_many_for_role(&message) && !firsts.is_empty() => {}
+            Err(message) if too_many_for_role(&message) => {
+                return Err(unexpected("every connection the role may open is in use"));
+            }
             Err(message) => return Err(unexpected(&message)),
         }
     }
-    while refusal.is_none() && held.len() <= limit {
-        match connect(own.clone()).await {
-            Ok(session) => held.push(session),
-            Err(message) if too_many_for_role(&message) => refusal = Some(message),
-            Err(message) => return Err(unexpected(&message)),
+    let probe = session::Probe {
+        clients: firsts.iter().map(|s| &s.client).collect(),
+        spec,
+        names,
+        notify_channel,
+    };
+    let opened_first = firsts.len();
+    let others = async {
+        let mut held: Vec<Session> = Vec::new();
+        let mut refusal: Option<String> = None;
+        for outcome in connect_all(vec![own.clone(); limit.saturating_sub(opened_first)]).await {
+            match outcome {
+                Ok(session) => held.push(session),
+                Err(message) if too_many_for_role(&message) => refusal = Some(message),
+                Err(message) => return Err((held, unexpected(&message))),
+            }
         }
+        while refusal.is_none() && held.len() + opened_first <= limit {
+            match connect(own.clone()).await {
+                Ok(session) => held.push(session),
+                Err(message) if too_many_for_role(&message) => refusal = Some(message),
+                Err(message) => return Err((held, unexpected(&message))),
+            }
+        }
+        Ok((held, refusal))
+    };
+    let (probed, opened) = tokio::join!(probe.run(canary_refusal), others);
+    drop(probe);
+    for session in firsts {
+        session.close().await;
+    }
+    let (others, refusal) = match opened {
+        Ok(opened) => opened,
+        Err((held, error)) => {
+            for session in held {
+                session.close().await;
+            }
+            return Err(error);
+        }
+    };
+    let held = others.len() + opened_first;
+    for session in others {
+        session.close().await;
     }
     let compute = match &refusal {
         Some(message) => {
-            let elsewhere = limit.saturating_sub(held.len());
+            let elsewhere = limit.saturating_sub(held);
             let note = if elsewhere > 0 {
                 format!(", {elsewhere} in use elsewhere")
             } else {
@@ -316,9 +357,8 @@ async fn verify_async(
                 "role_connection_limit",
                 true,
                 format!(
-                    "held {} connections as {app} (limit {limit}{note}); connection {} → refused: {message}",
-                    held.len(),
-                    held.len() + 1
+                    "held {held} connections as {app} (limit {limit}{note}); connection {} → refused: {message}",
+                    held + 1
                 ),
             )
         }
@@ -326,26 +366,9 @@ async fn verify_async(
             "compute",
             "role_connection_limit",
             false,
-            format!(
-                "held {} connections as {app}, beyond its limit of {limit}",
-                held.len()
-            ),
+            format!("held {held} connections as {app}, beyond its limit of {limit}"),
         ),
     };
-
-    let Some(first) = held.first() else {
-        return Err(unexpected("every connection the role may open is in use"));
-    };
-    let probe = session::Probe {
-        client: &first.client,
-        spec,
-        names,
-        notify_channel,
-    };
-    let probed = probe.run(canary_refusal).await;
-    for session in held {
-        session.close().await;
-    }
     checks.extend(probed?);
     checks.push(compute);
     Ok(checks)
