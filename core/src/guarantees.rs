@@ -166,7 +166,9 @@ pub const CATALOG: &[Guarantee] = &[
         tiers: Tiers::Both,
         provided: true,
         enforcement: Enforcement::Wall,
-        summary: "Nothing can be created in schema `public` or outside the environment's schema",
+        summary: "Nothing can be created in schema `public` or in any schema but the \
+                  environment's (large objects excepted: PostgreSQL has no privilege that \
+                  governs creating them)",
         provided_by: None,
     },
     Guarantee {
