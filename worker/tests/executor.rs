@@ -815,3 +815,69 @@ fn probes_report_violations() {
             .expect("verify after repair"),
     );
 }
+
+/// After the first apply, a new migration runs in a session that logged in as the owner role:
+/// the tables it makes are the owner's, its record is in the admin-only bookkeeping, and the
+/// role cannot log in afterwards — also when a crashed run had left it able to (drift on the
+/// role, repaired in the same apply before the migration's session connects).
+#[test]
+fn later_migrations_run_as_the_owner_login_and_leave_it_closed() {
+    let mut fx = Fixture::new();
+    let mut spec = fx.spec(Isolation::Shared);
+    let names = fx.exec.names(&spec);
+    let pw = password();
+    fx.provision(&spec, &pw);
+
+    fx.admin(&fx.pooled)
+        .batch_execute(&format!(
+            "ALTER ROLE {} LOGIN PASSWORD 'left-by-a-crash'",
+            names.owner_role
+        ))
+        .expect("a crashed run's leftover");
+    spec.blueprint.version = 2;
+    spec.blueprint.baseline.push(bulkhead_core::blueprint::BaselineMigration {
+        id: "0003_inventory".to_owned(),
+        sql: "CREATE TABLE inventory (sku text PRIMARY KEY, who text NOT NULL DEFAULT session_user);\n\
+              INSERT INTO inventory (sku) VALUES ('first');"
+            .to_owned(),
+    });
+    let plan = fx.exec.plan(&spec).expect("plan");
+    let changes: Vec<String> = plan.actions.iter().map(PlanAction::headline).collect();
+    assert_eq!(
+        changes,
+        [
+            format!("update role {}", names.owner_role),
+            "create baseline 0003_inventory".to_owned()
+        ]
+    );
+    fx.apply(&spec, &plan, &pw).expect("apply");
+    assert!(fx.exec.plan(&spec).expect("plan").is_empty());
+
+    let mut admin = fx.admin(&fx.pooled);
+    let who = diesel::sql_query(format!(
+        "SELECT who || ' ' || pg_get_userbyid(c.relowner) AS value FROM {}.inventory, pg_class c \
+         WHERE c.oid = '{}.inventory'::regclass",
+        names.schema, names.schema
+    ))
+    .get_result::<TextValue>(&mut admin)
+    .expect("the migration's row");
+    assert_eq!(
+        who.value,
+        format!("{} {}", names.owner_role, names.owner_role),
+        "the migration's session logged in as the owner role and made the table"
+    );
+    let recorded = count(
+        &mut admin,
+        "SELECT count(*) AS count FROM bulkhead_meta.baseline WHERE schema_name = $1",
+        &names.schema,
+    );
+    assert_eq!(recorded, 3);
+    let can_login = diesel::sql_query(
+        "SELECT (rolcanlogin OR rolpassword IS NOT NULL)::text AS value FROM pg_authid WHERE rolname = $1",
+    )
+    .bind::<Text, _>(&names.owner_role)
+    .get_result::<TextValue>(&mut admin)
+    .expect("owner role");
+    assert_eq!(can_login.value, "false", "the owner role may not log in");
+    all_verified(&fx.exec.verify_isolation(&spec, &pw).expect("verify"));
+}

@@ -207,15 +207,15 @@ fn ensure_role(
         "ALTER ROLE {role} WITH NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT {} CONNECTION LIMIT {limit}",
         if login { "LOGIN" } else { "NOLOGIN" }
     ));
-    if op == Op::Create {
+    if !login {
+        // A role that may not log in has no password either (a crashed run may have left the
+        // owner's one-time password behind).
+        sql.push_str(" PASSWORD NULL VALID UNTIL 'infinity'");
+    } else if op == Op::Create {
         // The password is set when the role is made (or re-made after drift), never on update.
-        if login {
-            let secret = scram::verifier(ctx.app_password)
-                .map_or_else(|| literal(ctx.app_password), |v| literal(&v))?;
-            sql.push_str(&format!(" PASSWORD {secret}"));
-        } else {
-            sql.push_str(" PASSWORD NULL");
-        }
+        let secret = scram::verifier(ctx.app_password)
+            .map_or_else(|| literal(ctx.app_password), |v| literal(&v))?;
+        sql.push_str(&format!(" PASSWORD {secret}"));
     }
     sql.push_str(";\n");
     sql.push_str(&format!("ALTER ROLE {role} RESET ALL;\n"));

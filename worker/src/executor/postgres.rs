@@ -389,32 +389,35 @@ impl PostgresExecutor {
                 .actions
                 .iter()
                 .any(|a| a.kind == plan::KIND_BASELINE && a.op == plan::Op::Create);
-        // The owner's session for the migrations connects in the background as soon as its
-        // role and database exist, while the admin's steps before the migrations run.
-        let made_here = |kind: &str, name: &str| {
-            plan.actions
+        // The owner's session for the migrations connects in the background once nothing
+        // before the first migration changes the owner role or the database any more (an
+        // update of the role would take its login away again), while the admin's other steps
+        // run.
+        let first_migration = plan
+            .actions
+            .iter()
+            .position(|a| a.kind == plan::KIND_BASELINE);
+        let start_owner_at = first_migration.filter(|_| migrates).map(|first| {
+            plan.actions[..first]
                 .iter()
-                .any(|a| a.kind == kind && a.name == name && a.op == plan::Op::Create)
-        };
-        let mut owner_exists = !made_here(plan::KIND_ROLE, &names.owner_role);
-        let mut database_exists = !made_here(plan::KIND_DATABASE, &names.database);
+                .rposition(|a| {
+                    (a.kind == plan::KIND_ROLE && a.name == names.owner_role)
+                        || a.kind == plan::KIND_DATABASE
+                })
+                .map_or(0, |last| last + 1)
+        });
         let mut run = || -> Result<(), ExecError> {
             let mut after_baseline = false;
-            let mut owner_started = false;
-            for action in &plan.actions {
+            for (index, action) in plan.actions.iter().enumerate() {
                 let started = Instant::now();
                 if after_baseline && action.kind != plan::KIND_BASELINE {
                     session.close_owner()?;
                 }
-                actions::execute(&mut session, &ctx, action)?;
-                after_baseline = action.kind == plan::KIND_BASELINE;
-                owner_exists |= action.kind == plan::KIND_ROLE && action.name == names.owner_role;
-                database_exists |=
-                    action.kind == plan::KIND_DATABASE && action.name == names.database;
-                if migrates && !owner_started && owner_exists && database_exists {
-                    owner_started = true;
+                if start_owner_at == Some(index) {
                     super::baseline::start_owner(&mut session, &ctx, &action.headline())?;
                 }
+                actions::execute(&mut session, &ctx, action)?;
+                after_baseline = action.kind == plan::KIND_BASELINE;
                 tracing::debug!(
                     environment_id = %spec.id,
                     step = %action.headline(),
