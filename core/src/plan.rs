@@ -226,7 +226,9 @@ pub fn desired(spec: &EnvironmentSpec, names: &EnvNames) -> Vec<Resource> {
             owner,
             json!({
                 "login": false,
-                "connection_limit": -1,
+                // It logs in only for the migrations after the first apply, with one session:
+                // no other session as it may open meanwhile.
+                "connection_limit": 1,
                 "capabilities": [],
                 "settings": {},
                 "database_settings": [],

@@ -881,3 +881,74 @@ fn later_migrations_run_as_the_owner_login_and_leave_it_closed() {
     assert_eq!(can_login.value, "false", "the owner role may not log in");
     all_verified(&fx.exec.verify_isolation(&spec, &pw).expect("verify"));
 }
+
+/// A schema that is made again (a repair after it was dropped) is not a first apply: the owner
+/// role existed, and code that once ran as it may have set default privileges. The migrations
+/// then run as the owner login, not in the admin's session, and the re-made schema carries no
+/// grant those default privileges would hand out.
+#[test]
+fn a_remade_schema_migrates_as_the_owner_and_drops_planted_grants() {
+    let mut fx = Fixture::new();
+    let mut spec = fx.spec(Isolation::Shared);
+    let names = fx.exec.names(&spec);
+    let pw = password();
+    spec.blueprint
+        .baseline
+        .push(bulkhead_core::blueprint::BaselineMigration {
+            id: "0003_who".to_owned(),
+            sql: "CREATE TABLE who (name text NOT NULL DEFAULT session_user);\n\
+              INSERT INTO who DEFAULT VALUES;"
+                .to_owned(),
+        });
+    fx.provision(&spec, &pw);
+    let who = |fx: &Fixture| {
+        diesel::sql_query(format!("SELECT name AS value FROM {}.who", names.schema))
+            .get_result::<TextValue>(&mut fx.admin(&fx.pooled))
+            .expect("who ran the migration")
+            .value
+    };
+    // A brand-new environment: no tenant code could be waiting, the admin's session ran it.
+    assert_eq!(who(&fx), "postgres");
+
+    let other = format!("rv_other_{}", spec.id.simple());
+    fx.admin(&fx.pooled)
+        .batch_execute(&format!(
+            "CREATE ROLE {other}; \
+             ALTER DEFAULT PRIVILEGES FOR ROLE {owner} GRANT USAGE, CREATE ON SCHEMAS TO {other}; \
+             DROP SCHEMA {schema} CASCADE; \
+             DELETE FROM bulkhead_meta.baseline WHERE schema_name = '{schema}';",
+            owner = names.owner_role,
+            schema = names.schema
+        ))
+        .expect("what code running as the owner, and a dropped schema, leave behind");
+    let plan = fx.exec.plan(&spec).expect("plan");
+    assert!(
+        plan.actions
+            .iter()
+            .any(|a| a.op == Op::Create && a.kind == "schema"),
+        "{}",
+        plan.summary()
+    );
+    fx.apply(&spec, &plan, &pw).expect("repair");
+    assert_eq!(
+        who(&fx),
+        names.owner_role,
+        "the re-made schema's migrations ran as the owner login"
+    );
+    let mut admin = fx.admin(&fx.pooled);
+    let planted = count(
+        &mut admin,
+        "SELECT count(*) AS count FROM pg_namespace n, aclexplode(n.nspacl) a \
+         WHERE n.nspname = $1 AND pg_get_userbyid(a.grantee) LIKE 'rv_other_%'",
+        &names.schema,
+    );
+    assert_eq!(planted, 0, "the planted default privilege granted nothing");
+    admin
+        .batch_execute(&format!(
+            "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} REVOKE ALL ON SCHEMAS FROM {other}; \
+             DROP ROLE {other};",
+            owner = names.owner_role
+        ))
+        .expect("clean up");
+    all_verified(&fx.exec.verify_isolation(&spec, &pw).expect("verify"));
+}

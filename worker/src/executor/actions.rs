@@ -28,8 +28,8 @@ pub(crate) struct Context<'a> {
     pub app_password: &'a str,
     /// Name prefix of ready-made spare databases to claim, when the executor keeps some.
     pub spare_prefix: Option<String>,
-    /// The plan creates the environment's schema: no tenant role has reached it yet (see
-    /// `baseline`).
+    /// The plan makes the environment from nothing (roles, schema, database): no tenant code
+    /// can have prepared anything for its migrations (see `baseline`).
     pub fresh_schema: bool,
 }
 
@@ -424,6 +424,20 @@ fn ensure_schema(
     ));
     sql.push_str(&format!("ALTER SCHEMA {schema} OWNER TO {owner};\n"));
     sql.push_str(&format!("REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;\n"));
+    // No role but the environment's own holds anything on the schema: the owner role's default
+    // privileges (ALTER DEFAULT PRIVILEGES … ON SCHEMAS, which code running as the owner could
+    // set) do not carry grants to others into a re-made schema. The app role's share is the
+    // grant step's.
+    sql.push_str(&format!(
+        "DO $bk$DECLARE g record; BEGIN FOR g IN SELECT DISTINCT a.grantee FROM pg_catalog.pg_namespace n \
+         CROSS JOIN LATERAL pg_catalog.aclexplode(n.nspacl) a \
+         WHERE n.nspname = {name} AND a.grantee <> 0 AND a.grantee <> n.nspowner \
+           AND pg_catalog.pg_get_userbyid(a.grantee) <> {app} LOOP \
+         EXECUTE pg_catalog.format('REVOKE ALL ON SCHEMA %I FROM %I', {name}, \
+           pg_catalog.pg_get_userbyid(g.grantee)); END LOOP; END$bk$;\n",
+        name = literal(&ctx.names.schema)?,
+        app = literal(&ctx.names.app_role)?
+    ));
     let public = privileges(resource, "public_privileges", &["USAGE", "CREATE"])?;
     if !public.is_empty() {
         sql.push_str(&format!(

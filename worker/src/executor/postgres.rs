@@ -378,10 +378,7 @@ impl PostgresExecutor {
             dedicated: spec.isolation == Isolation::Dedicated,
             app_password,
             spare_prefix: (self.spares > 0).then(|| self.spare_prefix()),
-            fresh_schema: plan
-                .actions
-                .iter()
-                .any(|a| a.kind == plan::KIND_SCHEMA && a.op == plan::Op::Create),
+            fresh_schema: brand_new(plan, &names, spec.isolation),
         };
         // On a first apply the migrations run in the admin's session (see `baseline`).
         let migrates = !ctx.fresh_schema
@@ -522,6 +519,22 @@ impl PostgresExecutor {
         };
         Session::new(&self.pool, server_url, envdb_url)
     }
+}
+
+/// Whether the plan makes the environment from nothing: both roles, the schema and (dedicated)
+/// the database are all created by it. Only then has no tenant code had a chance to prepare
+/// anything its migrations meet: a schema re-made by a repair gets the owner role's default
+/// privileges, which code that once ran as that role may have set.
+fn brand_new(plan: &Plan, names: &EnvNames, isolation: Isolation) -> bool {
+    let created = |kind: &str, name: &str| {
+        plan.actions
+            .iter()
+            .any(|a| a.kind == kind && a.name == name && a.op == plan::Op::Create)
+    };
+    created(plan::KIND_ROLE, &names.owner_role)
+        && created(plan::KIND_ROLE, &names.app_role)
+        && created(plan::KIND_SCHEMA, &names.schema)
+        && (isolation == Isolation::Shared || created(plan::KIND_DATABASE, &names.database))
 }
 
 fn read_actual_in(
