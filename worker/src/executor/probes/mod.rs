@@ -289,16 +289,30 @@ async fn verify_async(
     let own = settings(endpoint, &names.database, app, password);
     let unexpected =
         |message: &str| inconclusive(&format!("connect to {} as {app}", names.database), message);
+    // Backends of the role that just ended (an earlier run's probes) still count against its
+    // limit until they have exited: while every slot is taken, try again for up to 2 s.
     let mut firsts = Vec::new();
-    for outcome in connect_all(vec![own.clone(); limit.clamp(1, 2)]).await {
-        match outcome {
-            Ok(session) => firsts.push(session),
-            Err(message) if too_many_for_role(&message) && !firsts.is_empty() => {}
-            Err(message) if too_many_for_role(&message) => {
-                return Err(unexpected("every connection the role may open is in use"));
+    for attempt in 0..40 {
+        let mut refused = false;
+        for outcome in connect_all(vec![own.clone(); limit.clamp(1, 2)]).await {
+            match outcome {
+                Ok(session) => firsts.push(session),
+                Err(message) if too_many_for_role(&message) => refused = true,
+                Err(message) => {
+                    for session in firsts {
+                        session.close().await;
+                    }
+                    return Err(unexpected(&message));
+                }
             }
-            Err(message) => return Err(unexpected(&message)),
         }
+        if !firsts.is_empty() {
+            break;
+        }
+        if !refused || attempt == 39 {
+            return Err(unexpected("every connection the role may open is in use"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let probe = session::Probe {
         clients: firsts.iter().map(|s| &s.client).collect(),
