@@ -9,14 +9,14 @@
 //!   table unreadable; NOTIFY (shared): a notification the role sends reaches a session of
 //!   another role in the pooled database (a gap, shown for real).
 //! - identity: create a table in schema `public`; the roles' attributes and memberships.
-//! - metadata: no comment on any environment's role, schema or database.
+//! - metadata: no comment on this environment's roles, schema or database.
 //! - compute: hold connections up to the role's limit, the next one must be refused;
 //!   `temp_file_limit` is the blueprint's and cannot be changed; the role-level defaults
 //!   (`statement_timeout`, `idle_in_transaction_session_timeout`, `work_mem`) are the blueprint's.
 //!
-//! The connect probes run first, concurrently; then the compute probe opens its connections
-//! concurrently and the in-session probes (`session`) reuse one of them. Sessions are plain
-//! tokio-postgres sessions whose `search_path` is pinned to `pg_catalog` at connect, so nothing
+//! The connect probes run first, concurrently; then two of the role's sessions open, the
+//! in-session probes (`session`) run on them while the compute probe opens the rest. Sessions
+//! are plain tokio-postgres sessions whose `search_path` is pinned to `pg_catalog` at connect, so nothing
 //! the tenant made in its schema can answer for the catalog.
 
 mod session;
