@@ -16,8 +16,8 @@
 //!
 //! The connect probes run first, concurrently; then two of the role's sessions open, the
 //! in-session probes (`session`) run on them while the compute probe opens the rest. Sessions
-//! are plain tokio-postgres sessions whose `search_path` is pinned to `pg_catalog` at connect, so nothing
-//! the tenant made in its schema can answer for the catalog.
+//! are plain tokio-postgres sessions whose `search_path` is pinned to `pg_catalog` at connect,
+//! so nothing the tenant made in its schema can answer for the catalog.
 
 mod session;
 
