@@ -6,6 +6,7 @@ mod helpers;
 mod audit;
 mod authz_matrix;
 mod bad_input;
+mod contract;
 mod https;
 mod identity;
 mod jobs;

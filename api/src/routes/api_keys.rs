@@ -63,7 +63,7 @@ pub struct ApiKeyCreated {
     pub secret: String,
 }
 
-#[utoipa::path(post, path = "/v1/tenants/{tenant}/api-keys", tag = "api-keys", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "createApiKey", path = "/v1/tenants/{tenant}/api-keys", tag = "api-keys", security(("bearer" = [])),
     params(("tenant" = String, Path, description = "Tenant id or slug")),
     request_body = CreateApiKeyRequest, responses(
         (status = 201, body = ApiKeyCreated), (status = 403, body = crate::error::Problem),
@@ -162,7 +162,7 @@ pub async fn create(
     }))
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/api-keys", tag = "api-keys", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "listApiKeys", path = "/v1/tenants/{tenant}/api-keys", tag = "api-keys", security(("bearer" = [])),
     params(("tenant" = String, Path, description = "Tenant id or slug"), PageQuery),
     responses((status = 200, body = PageOf<ApiKeyView>), (status = 403, body = crate::error::Problem),
         (status = 404, body = crate::error::Problem)))]
@@ -182,7 +182,7 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(PageOf::from_page(page, ApiKeyView::from)))
 }
 
-#[utoipa::path(delete, path = "/v1/tenants/{tenant}/api-keys/{key}", tag = "api-keys", security(("bearer" = [])),
+#[utoipa::path(delete, operation_id = "revokeApiKey", path = "/v1/tenants/{tenant}/api-keys/{key}", tag = "api-keys", security(("bearer" = [])),
     params(("tenant" = String, Path, description = "Tenant id or slug"), ("key" = Uuid, Path)),
     responses((status = 204, description = "Revoked; the key stops working on the next request"),
         (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem)))]

@@ -51,7 +51,7 @@ impl From<AuditEvent> for AuditEventView {
     }
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/audit-events", tag = "audit", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "listTenantAuditEvents", path = "/v1/tenants/{tenant}/audit-events", tag = "audit", security(("bearer" = [])),
     params(("tenant" = String, Path, description = "Tenant id or slug"), PageQuery),
     responses((status = 200, body = PageOf<AuditEventView>), (status = 403, body = crate::error::Problem),
         (status = 404, body = crate::error::Problem)))]
@@ -71,7 +71,7 @@ pub async fn list_for_tenant(
     Ok(HttpResponse::Ok().json(PageOf::from_page(page, AuditEventView::from)))
 }
 
-#[utoipa::path(get, path = "/v1/audit-events", tag = "audit", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "listAuditEvents", path = "/v1/audit-events", tag = "audit", security(("bearer" = [])),
     params(PageQuery),
     responses((status = 200, body = PageOf<AuditEventView>), (status = 403, body = crate::error::Problem)))]
 pub async fn list_all(
@@ -106,7 +106,7 @@ pub struct VerifyReport {
     pub first_broken: Option<BrokenLink>,
 }
 
-#[utoipa::path(get, path = "/v1/audit-events/verify", tag = "audit", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "verifyAuditChain", path = "/v1/audit-events/verify", tag = "audit", security(("bearer" = [])),
     responses((status = 200, body = VerifyReport), (status = 403, body = crate::error::Problem)))]
 pub async fn verify(state: web::Data<AppState>, caller: Caller) -> ApiResult<HttpResponse> {
     state

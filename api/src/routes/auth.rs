@@ -41,7 +41,7 @@ fn locked(wait: std::time::Duration) -> ApiError {
     }
 }
 
-#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest, responses(
+#[utoipa::path(post, operation_id = "login", path = "/v1/auth/login", tag = "auth", request_body = LoginRequest, responses(
     (status = 200, body = LoginResponse),
     (status = 401, description = "Wrong email or password (the same answer for both)", body = crate::error::Problem),
     (status = 429, description = "Too many failures for this account or client; see Retry-After", body = crate::error::Problem)))]
@@ -153,7 +153,7 @@ pub async fn login(
     }))
 }
 
-#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", security(("bearer" = [])), responses(
+#[utoipa::path(post, operation_id = "logout", path = "/v1/auth/logout", tag = "auth", security(("bearer" = [])), responses(
     (status = 204, description = "The access token is revoked"),
     (status = 401, body = crate::error::Problem),
     (status = 422, description = "API keys are revoked through the api-keys endpoint", body = crate::error::Problem)))]
@@ -199,7 +199,7 @@ pub struct AcceptInvitationResponse {
     pub email: String,
 }
 
-#[utoipa::path(post, path = "/v1/auth/accept-invitation", tag = "auth", request_body = AcceptInvitationRequest, responses(
+#[utoipa::path(post, operation_id = "acceptInvitation", path = "/v1/auth/accept-invitation", tag = "auth", request_body = AcceptInvitationRequest, responses(
     (status = 200, description = "The password is set; log in with it", body = AcceptInvitationResponse),
     (status = 404, description = "No live invitation has this token", body = crate::error::Problem),
     (status = 422, body = crate::error::Problem)))]

@@ -377,7 +377,7 @@ fn queue_job(
     Ok(JobView::new(job, position))
 }
 
-#[utoipa::path(post, path = "/v1/tenants/{tenant}/environments", tag = "environments", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "createEnvironment", path = "/v1/tenants/{tenant}/environments", tag = "environments", security(("bearer" = [])),
     params(("tenant" = String, Path, description = "Tenant id or slug"),
         ("Idempotency-Key" = Option<String>, Header, description = "Same key + same body → the same response")),
     request_body = CreateEnvironmentRequest,
@@ -443,7 +443,7 @@ pub async fn create(
     idempotency::respond(status, response)
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/environments", tag = "environments", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "listEnvironments", path = "/v1/tenants/{tenant}/environments", tag = "environments", security(("bearer" = [])),
     params(("tenant" = String, Path, description = "Tenant id or slug"), PageQuery),
     responses((status = 200, body = PageOf<EnvironmentView>), (status = 404, body = crate::error::Problem)))]
 pub async fn list(
@@ -487,7 +487,7 @@ async fn environment(
     Ok((tenant, environment))
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/environments/{env}", tag = "environments", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "getEnvironment", path = "/v1/tenants/{tenant}/environments/{env}", tag = "environments", security(("bearer" = [])),
     params(("tenant" = String, Path), ("env" = String, Path, description = "Environment id or name")),
     responses((status = 200, body = EnvironmentView), (status = 404, body = crate::error::Problem)))]
 pub async fn get(
@@ -593,7 +593,7 @@ async fn job_action(
     idempotency::respond(status, response)
 }
 
-#[utoipa::path(delete, path = "/v1/tenants/{tenant}/environments/{env}", tag = "environments", security(("bearer" = [])),
+#[utoipa::path(delete, operation_id = "destroyEnvironment", path = "/v1/tenants/{tenant}/environments/{env}", tag = "environments", security(("bearer" = [])),
     params(("tenant" = String, Path), ("env" = String, Path, description = "Environment id or name"),
         ("Idempotency-Key" = Option<String>, Header, description = "Same key + same body → the same response; same key + another body → 422")),
     responses((status = 202, description = "A destroy job is queued behind the running job, if \
@@ -609,7 +609,7 @@ pub async fn destroy(
     job_action(state, caller, req, path, Operation::Destroy, None).await
 }
 
-#[utoipa::path(post, path = "/v1/tenants/{tenant}/environments/{env}/plan", tag = "environments", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "planEnvironment", path = "/v1/tenants/{tenant}/environments/{env}/plan", tag = "environments", security(("bearer" = [])),
     params(("tenant" = String, Path), ("env" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "Same key + same body → the same response; same key + another body → 422")),
     responses((status = 202, description = "A plan job is queued; its plan appears on the job", body = JobAccepted),
         (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem),
@@ -623,7 +623,7 @@ pub async fn plan(
     job_action(state, caller, req, path, Operation::Plan, None).await
 }
 
-#[utoipa::path(post, path = "/v1/tenants/{tenant}/environments/{env}/apply", tag = "environments", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "applyEnvironment", path = "/v1/tenants/{tenant}/environments/{env}/apply", tag = "environments", security(("bearer" = [])),
     params(("tenant" = String, Path), ("env" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "Same key + same body → the same response; same key + another body → 422")),
     request_body(content = Option<ApplyRequest>, description = "Optional: the plan job to apply exactly"),
     responses((status = 202, description = "An apply job is queued", body = JobAccepted),
@@ -639,7 +639,7 @@ pub async fn apply(
     job_action(state, caller, req, path, Operation::Apply, Some(body)).await
 }
 
-#[utoipa::path(post, path = "/v1/tenants/{tenant}/environments/{env}/drift-check", tag = "environments", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "checkEnvironmentDrift", path = "/v1/tenants/{tenant}/environments/{env}/drift-check", tag = "environments", security(("bearer" = [])),
     params(("tenant" = String, Path), ("env" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "Same key + same body → the same response; same key + another body → 422")),
     responses((status = 202, description = "A drift-check job is queued", body = JobAccepted),
         (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem),
@@ -665,7 +665,7 @@ pub struct CredentialsView {
     pub url: String,
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/environments/{env}/credentials", tag = "environments", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "getEnvironmentCredentials", path = "/v1/tenants/{tenant}/environments/{env}/credentials", tag = "environments", security(("bearer" = [])),
     params(("tenant" = String, Path), ("env" = String, Path)),
     responses((status = 200, description = "Every read is audited. Sent with `Cache-Control: no-store`, as every answer here", body = CredentialsView,
             headers(("Cache-Control" = String, description = "no-store"))),
@@ -788,7 +788,7 @@ pub struct IsolationView {
     pub guarantees: Vec<GuaranteeView>,
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/environments/{env}/isolation", tag = "environments", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "getEnvironmentIsolation", path = "/v1/tenants/{tenant}/environments/{env}/isolation", tag = "environments", security(("bearer" = [])),
     params(("tenant" = String, Path), ("env" = String, Path)),
     responses((status = 200, body = IsolationView), (status = 404, body = crate::error::Problem)))]
 pub async fn isolation(

@@ -5,12 +5,12 @@ use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use diesel::RunQueryDsl;
 
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "The process is up")))]
+#[utoipa::path(get, operation_id = "getHealthz", path = "/healthz", tag = "operations", responses((status = 200, description = "The process is up")))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+#[utoipa::path(get, operation_id = "getReadyz", path = "/readyz", tag = "operations", responses(
     (status = 200, description = "The control database answers"),
     (status = 503, description = "The control database does not answer", body = crate::error::Problem)))]
 pub async fn readyz(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
@@ -27,7 +27,7 @@ pub async fn readyz(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready", "database": "ok"})))
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format")))]
+#[utoipa::path(get, operation_id = "getMetrics", path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format")))]
 pub async fn metrics(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     let body = state.metrics.render().map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok()

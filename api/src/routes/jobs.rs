@@ -72,7 +72,7 @@ pub struct JobQuery {
     pub environment: Option<Uuid>,
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/jobs", tag = "jobs", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "listJobs", path = "/v1/tenants/{tenant}/jobs", tag = "jobs", security(("bearer" = [])),
     params(("tenant" = String, Path), JobQuery),
     responses((status = 200, body = PageOf<JobView>), (status = 404, body = crate::error::Problem)))]
 pub async fn list(
@@ -124,7 +124,7 @@ async fn job(
         .ok_or_else(|| ApiError::NotFound(format!("no job {job_id} in tenant '{}'", tenant.slug)))
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/jobs/{job}", tag = "jobs", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "getJob", path = "/v1/tenants/{tenant}/jobs/{job}", tag = "jobs", security(("bearer" = [])),
     params(("tenant" = String, Path), ("job" = Uuid, Path)),
     responses((status = 200, body = JobView), (status = 404, body = crate::error::Problem)))]
 pub async fn get(
@@ -167,7 +167,7 @@ impl From<JobEvent> for JobEventView {
     }
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/jobs/{job}/events", tag = "jobs", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "listJobEvents", path = "/v1/tenants/{tenant}/jobs/{job}/events", tag = "jobs", security(("bearer" = [])),
     params(("tenant" = String, Path), ("job" = Uuid, Path), PageQuery),
     responses((status = 200, body = PageOf<JobEventView>), (status = 404, body = crate::error::Problem)))]
 pub async fn events(
@@ -185,7 +185,7 @@ pub async fn events(
     Ok(HttpResponse::Ok().json(PageOf::from_page(page, JobEventView::from)))
 }
 
-#[utoipa::path(post, path = "/v1/tenants/{tenant}/jobs/{job}/cancel", tag = "jobs", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "cancelJob", path = "/v1/tenants/{tenant}/jobs/{job}/cancel", tag = "jobs", security(("bearer" = [])),
     params(("tenant" = String, Path), ("job" = Uuid, Path)),
     responses((status = 200, description = "Canceled: it had not started", body = JobView),
         (status = 202, description = "Running: cancel requested; the worker stops it at its next \

@@ -28,7 +28,7 @@ pub struct MeResponse {
     pub memberships: Vec<MembershipView>,
 }
 
-#[utoipa::path(get, path = "/v1/me", tag = "auth", security(("bearer" = [])), responses(
+#[utoipa::path(get, operation_id = "getMe", path = "/v1/me", tag = "auth", security(("bearer" = [])), responses(
     (status = 200, body = MeResponse), (status = 401, body = crate::error::Problem)))]
 pub async fn me(state: web::Data<AppState>, caller: Caller) -> ApiResult<HttpResponse> {
     let id = caller.id;

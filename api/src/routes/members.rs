@@ -105,7 +105,7 @@ pub struct MemberAdded {
     pub invitation: Option<Invitation>,
 }
 
-#[utoipa::path(post, path = "/v1/tenants/{tenant}/members", tag = "members", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "addMember", path = "/v1/tenants/{tenant}/members", tag = "members", security(("bearer" = [])),
     params(("tenant" = String, Path, description = "Tenant id or slug")),
     request_body = AddMemberRequest, responses(
         (status = 201, body = MemberAdded), (status = 403, body = crate::error::Problem),
@@ -204,7 +204,7 @@ pub async fn add(
     Ok(HttpResponse::Created().json(added))
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/members", tag = "members", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "listMembers", path = "/v1/tenants/{tenant}/members", tag = "members", security(("bearer" = [])),
     params(("tenant" = String, Path, description = "Tenant id or slug"), PageQuery),
     responses((status = 200, body = PageOf<MemberView>), (status = 403, body = crate::error::Problem),
         (status = 404, body = crate::error::Problem)))]
@@ -224,7 +224,7 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(PageOf::from_page(page, MemberView::from)))
 }
 
-#[utoipa::path(delete, path = "/v1/tenants/{tenant}/members/{principal}", tag = "members", security(("bearer" = [])),
+#[utoipa::path(delete, operation_id = "removeMember", path = "/v1/tenants/{tenant}/members/{principal}", tag = "members", security(("bearer" = [])),
     params(("tenant" = String, Path, description = "Tenant id or slug"), ("principal" = Uuid, Path)),
     responses((status = 204, description = "Removed; takes effect on the next request"),
         (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem)))]

@@ -30,7 +30,7 @@ pub struct PartnerCreated {
     pub invitation: Invitation,
 }
 
-#[utoipa::path(post, path = "/v1/partners", tag = "tenants", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "createPartner", path = "/v1/partners", tag = "tenants", security(("bearer" = [])),
     request_body = CreatePartnerRequest, responses(
     (status = 201, body = PartnerCreated),
     (status = 403, body = crate::error::Problem),

@@ -103,7 +103,7 @@ fn validate_create(body: &CreateTenantRequest) -> ApiResult<ValidTenant> {
     }
 }
 
-#[utoipa::path(post, path = "/v1/tenants", tag = "tenants", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "createTenant", path = "/v1/tenants", tag = "tenants", security(("bearer" = [])),
     request_body = CreateTenantRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Same key + same body → the same response; same key + another body → 422")),
     responses(
@@ -175,7 +175,7 @@ pub async fn create(
     idempotency::respond(status, response)
 }
 
-#[utoipa::path(get, path = "/v1/tenants", tag = "tenants", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "listTenants", path = "/v1/tenants", tag = "tenants", security(("bearer" = [])),
     params(PageQuery), responses((status = 200, body = PageOf<TenantView>)))]
 pub async fn list(
     state: web::Data<AppState>,
@@ -196,7 +196,7 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(PageOf::from_page(page, TenantView::from)))
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant}", tag = "tenants", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "getTenant", path = "/v1/tenants/{tenant}", tag = "tenants", security(("bearer" = [])),
     params(("tenant" = String, Path, description = "Tenant id or slug")),
     responses((status = 200, body = TenantView), (status = 404, body = crate::error::Problem)))]
 pub async fn get(
@@ -219,7 +219,7 @@ pub struct UpdateTenantRequest {
     pub cost_tags: Option<serde_json::Value>,
 }
 
-#[utoipa::path(patch, path = "/v1/tenants/{tenant}", tag = "tenants", security(("bearer" = [])),
+#[utoipa::path(patch, operation_id = "updateTenant", path = "/v1/tenants/{tenant}", tag = "tenants", security(("bearer" = [])),
     params(("tenant" = String, Path, description = "Tenant id or slug")),
     request_body = UpdateTenantRequest,
     responses((status = 200, body = TenantView), (status = 403, body = crate::error::Problem),
@@ -288,7 +288,7 @@ pub fn ensure_not_leaving(tenant: &Tenant) -> ApiResult<()> {
     }
 }
 
-#[utoipa::path(delete, path = "/v1/tenants/{tenant}", tag = "tenants", security(("bearer" = [])),
+#[utoipa::path(delete, operation_id = "deleteTenant", path = "/v1/tenants/{tenant}", tag = "tenants", security(("bearer" = [])),
     params(("tenant" = String, Path, description = "Tenant id or slug")),
     responses((status = 202, description = "Marked `offboarding`: a destroy job is queued for each \
         environment still standing (not-yet-started jobs are canceled) and the last one to finish \
