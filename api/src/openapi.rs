@@ -61,6 +61,16 @@ impl Modify for BearerAuth {
         routes::audit::verify,
     ),
     components(schemas(crate::error::Problem, bulkhead_core::domain::FieldError)),
+    tags(
+        (name = "auth", description = "Log in and out, accept an invitation"),
+        (name = "tenants", description = "Tenants and their offboarding"),
+        (name = "members", description = "People and their roles in a tenant"),
+        (name = "api-keys", description = "Tenant-scoped keys for partners' systems and automation"),
+        (name = "environments", description = "Environments as code: plan, apply, drift check, destroy, credentials and the isolation each one really has"),
+        (name = "jobs", description = "What the workers do for an environment, step by step"),
+        (name = "audit", description = "The hash-chained audit trail"),
+        (name = "operations", description = "Health, readiness, metrics"),
+    ),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

@@ -42,3 +42,36 @@ async fn every_operation_has_a_unique_operation_id() {
         assert!(seen.contains_key(id), "{id} missing: {seen:?}");
     }
 }
+
+/// The served document is committed (`tests/api/openapi.snapshot.json`): a change to the
+/// contract shows in review. Additive changes only within `/v1` (see the README); rewrite the
+/// snapshot with `BULKHEAD_BLESS=1 cargo test --test api openapi_snapshot`.
+#[tokio::test]
+async fn openapi_snapshot_matches_the_served_document() {
+    let app = TestApp::spawn().await;
+    let (status, document) = app.get("/openapi.json", &app.admin).await;
+    assert_eq!(status, 200);
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api/openapi.snapshot.json");
+    let served = serde_json::to_string_pretty(&document).expect("JSON") + "\n";
+    if std::env::var_os("BULKHEAD_BLESS").is_some() {
+        std::fs::write(&path, &served).expect("write the snapshot");
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    if committed != served {
+        let first = committed
+            .lines()
+            .zip(served.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or_else(|| committed.lines().count().min(served.lines().count()));
+        panic!(
+            "the served OpenAPI document differs from tests/api/openapi.snapshot.json from line {}: \
+             committed {:?}, served {:?}. If the change is intended (additive within /v1), run \
+             BULKHEAD_BLESS=1 cargo test --test api openapi_snapshot and commit the snapshot",
+            first + 1,
+            committed.lines().nth(first).unwrap_or("(end)"),
+            served.lines().nth(first).unwrap_or("(end)")
+        );
+    }
+}
