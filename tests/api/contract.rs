@@ -33,6 +33,18 @@ async fn every_operation_has_a_unique_operation_id() {
         }
     }
     assert_eq!(seen.len(), 35, "{seen:?}");
+    // Lists are typed: an array of objects refers to the item's named schema.
+    let schemas = document["components"]["schemas"]
+        .as_object()
+        .expect("schemas");
+    for (name, schema) in schemas {
+        for (field, property) in schema["properties"].as_object().into_iter().flatten() {
+            assert!(
+                property["items"]["properties"].is_null(),
+                "{name}.{field}: array items are an inline object; refer to a named schema"
+            );
+        }
+    }
     for id in [
         "createTenant",
         "listEnvironments",

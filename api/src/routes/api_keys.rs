@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
+page_schema!(ApiKeyPage, ApiKeyView);
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ApiKeyView {
     pub id: Uuid,
@@ -164,7 +166,7 @@ pub async fn create(
 
 #[utoipa::path(get, operation_id = "listApiKeys", path = "/v1/tenants/{tenant}/api-keys", tag = "api-keys", security(("bearer" = [])),
     params(("tenant" = String, Path, description = "Tenant id or slug"), PageQuery),
-    responses((status = 200, body = PageOf<ApiKeyView>), (status = 403, body = crate::error::Problem),
+    responses((status = 200, body = ApiKeyPage), (status = 403, body = crate::error::Problem),
         (status = 404, body = crate::error::Problem)))]
 pub async fn list(
     state: web::Data<AppState>,

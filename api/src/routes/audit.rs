@@ -12,6 +12,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
+page_schema!(AuditEventPage, AuditEventView);
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditEventView {
     pub seq: i64,
@@ -53,7 +55,7 @@ impl From<AuditEvent> for AuditEventView {
 
 #[utoipa::path(get, operation_id = "listTenantAuditEvents", path = "/v1/tenants/{tenant}/audit-events", tag = "audit", security(("bearer" = [])),
     params(("tenant" = String, Path, description = "Tenant id or slug"), PageQuery),
-    responses((status = 200, body = PageOf<AuditEventView>), (status = 403, body = crate::error::Problem),
+    responses((status = 200, body = AuditEventPage), (status = 403, body = crate::error::Problem),
         (status = 404, body = crate::error::Problem)))]
 pub async fn list_for_tenant(
     state: web::Data<AppState>,
@@ -73,7 +75,7 @@ pub async fn list_for_tenant(
 
 #[utoipa::path(get, operation_id = "listAuditEvents", path = "/v1/audit-events", tag = "audit", security(("bearer" = [])),
     params(PageQuery),
-    responses((status = 200, body = PageOf<AuditEventView>), (status = 403, body = crate::error::Problem)))]
+    responses((status = 200, body = AuditEventPage), (status = 403, body = crate::error::Problem)))]
 pub async fn list_all(
     state: web::Data<AppState>,
     caller: Caller,

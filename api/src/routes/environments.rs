@@ -36,6 +36,8 @@ pub fn required_cost_tags() -> Vec<&'static str> {
         .collect()
 }
 
+page_schema!(EnvironmentPage, EnvironmentView);
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EnvironmentView {
     pub id: Uuid,
@@ -445,7 +447,7 @@ pub async fn create(
 
 #[utoipa::path(get, operation_id = "listEnvironments", path = "/v1/tenants/{tenant}/environments", tag = "environments", security(("bearer" = [])),
     params(("tenant" = String, Path, description = "Tenant id or slug"), PageQuery),
-    responses((status = 200, body = PageOf<EnvironmentView>), (status = 404, body = crate::error::Problem)))]
+    responses((status = 200, body = EnvironmentPage), (status = 404, body = crate::error::Problem)))]
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,

@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
+page_schema!(JobPage, JobView);
+page_schema!(JobEventPage, JobEventView);
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JobView {
     pub id: Uuid,
@@ -74,7 +77,7 @@ pub struct JobQuery {
 
 #[utoipa::path(get, operation_id = "listJobs", path = "/v1/tenants/{tenant}/jobs", tag = "jobs", security(("bearer" = [])),
     params(("tenant" = String, Path), JobQuery),
-    responses((status = 200, body = PageOf<JobView>), (status = 404, body = crate::error::Problem)))]
+    responses((status = 200, body = JobPage), (status = 404, body = crate::error::Problem)))]
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,
@@ -169,7 +172,7 @@ impl From<JobEvent> for JobEventView {
 
 #[utoipa::path(get, operation_id = "listJobEvents", path = "/v1/tenants/{tenant}/jobs/{job}/events", tag = "jobs", security(("bearer" = [])),
     params(("tenant" = String, Path), ("job" = Uuid, Path), PageQuery),
-    responses((status = 200, body = PageOf<JobEventView>), (status = 404, body = crate::error::Problem)))]
+    responses((status = 200, body = JobEventPage), (status = 404, body = crate::error::Problem)))]
 pub async fn events(
     state: web::Data<AppState>,
     caller: Caller,

@@ -23,6 +23,8 @@ use uuid::Uuid;
 /// How long an invitation token stays valid.
 pub const INVITATION_HOURS: i64 = 72;
 
+page_schema!(MemberPage, MemberView);
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Invitation {
     /// Shown once. No mail is sent: hand it to the person, who exchanges it with
@@ -206,7 +208,7 @@ pub async fn add(
 
 #[utoipa::path(get, operation_id = "listMembers", path = "/v1/tenants/{tenant}/members", tag = "members", security(("bearer" = [])),
     params(("tenant" = String, Path, description = "Tenant id or slug"), PageQuery),
-    responses((status = 200, body = PageOf<MemberView>), (status = 403, body = crate::error::Problem),
+    responses((status = 200, body = MemberPage), (status = 403, body = crate::error::Problem),
         (status = 404, body = crate::error::Problem)))]
 pub async fn list(
     state: web::Data<AppState>,

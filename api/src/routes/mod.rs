@@ -1,5 +1,21 @@
 //! All routes of the v1 contract, one module per resource.
 
+/// A named schema for one kind of page, for the OpenAPI document only: the JSON is
+/// [`PageOf`]'s, but utoipa copies a generic parameter's schema inline, and generated clients
+/// would get an anonymous item type per list instead of the item's own type.
+macro_rules! page_schema {
+    ($name:ident, $item:ty) => {
+        #[doc = concat!("One page of `", stringify!($item), "`s.")]
+        #[derive(utoipa::ToSchema)]
+        #[allow(dead_code)]
+        pub struct $name {
+            pub items: Vec<$item>,
+            /// Pass as `cursor` to get the next page; absent on the last page.
+            pub next_cursor: Option<String>,
+        }
+    };
+}
+
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
@@ -157,8 +173,8 @@ impl PageQuery {
     }
 }
 
-/// One page of a list.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+/// One page of a list (its schema in the OpenAPI document: `page_schema!`).
+#[derive(Debug, Serialize)]
 pub struct PageOf<T> {
     pub items: Vec<T>,
     /// Pass as `cursor` to get the next page; absent on the last page.

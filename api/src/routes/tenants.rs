@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
+page_schema!(TenantPage, TenantView);
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TenantView {
     pub id: Uuid,
@@ -176,7 +178,7 @@ pub async fn create(
 }
 
 #[utoipa::path(get, operation_id = "listTenants", path = "/v1/tenants", tag = "tenants", security(("bearer" = [])),
-    params(PageQuery), responses((status = 200, body = PageOf<TenantView>)))]
+    params(PageQuery), responses((status = 200, body = TenantPage)))]
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,
