@@ -69,7 +69,7 @@ pub(crate) fn execute(
     }
 }
 
-pub(crate) fn refused(step: &str, reason: &str) -> ExecError {
+fn refused(step: &str, reason: &str) -> ExecError {
     ExecError::Target {
         step: step.to_owned(),
         target: "(plan)".to_owned(),

@@ -78,19 +78,14 @@ pub(crate) fn grant_record_sql(owner_role: &str) -> Result<String, ExecError> {
     ))
 }
 
-/// PL/pgSQL statements raising when the schema, table or database `name` exists and is owned by
+/// PL/pgSQL statements raising when the schema or database `name` exists and is owned by
 /// a role other than the admin (`current_user`) or one of `allowed`.
 fn owner_check_body(kind: &str, name: &str, allowed: &[&str]) -> Result<String, ExecError> {
     let (catalog, name_col, owner_col) = match kind {
-        "schema" => ("pg_catalog.pg_namespace", "nspname", "nspowner"),
         "database" => ("pg_catalog.pg_database", "datname", "datdba"),
-        _ => ("pg_catalog.pg_class", "oid", "relowner"),
+        _ => ("pg_catalog.pg_namespace", "nspname", "nspowner"),
     };
-    let name_expr = if kind == "table" {
-        format!("to_regclass({})", literal(name)?)
-    } else {
-        literal(name)?
-    };
+    let name_expr = literal(name)?;
     let mut roles = vec!["current_user".to_owned()];
     for role in allowed {
         roles.push(literal(role)?);
@@ -108,7 +103,7 @@ fn owner_check_body(kind: &str, name: &str, allowed: &[&str]) -> Result<String, 
     ))
 }
 
-/// A statement raising when `kind` (`schema`, `table` or `database`) `name` exists with an owner
+/// A statement raising when `kind` (`schema` or `database`) `name` exists with an owner
 /// other than the admin or one of `allowed`.
 pub(crate) fn expect_owner(kind: &str, name: &str, allowed: &[&str]) -> Result<String, ExecError> {
     Ok(format!(

@@ -47,17 +47,17 @@ const LOCK_DOWN_ALL: &str = "DO $bk$DECLARE d record; BEGIN
   END LOOP;
   -- Earlier versions wrote each environment's cost tags as COMMENTs on its roles and database,
   -- readable by every role on the server: gone at once, not only at each one's next apply.
-  FOR d IN SELECT r.rolname AS name FROM pg_catalog.pg_roles r JOIN pg_catalog.pg_shdescription s
-             ON s.objoid = r.oid AND s.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass
-           WHERE r.rolname ~ '^bk_[0-9a-f]{32}_(app|owner)$'
+  FOR d IN SELECT 'ROLE' AS kind, r.rolname AS name FROM pg_catalog.pg_roles r
+             JOIN pg_catalog.pg_shdescription s
+               ON s.objoid = r.oid AND s.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass
+            WHERE r.rolname ~ '^bk_[0-9a-f]{32}_(app|owner)$'
+           UNION ALL
+           SELECT 'DATABASE', b.datname FROM pg_catalog.pg_database b
+             JOIN pg_catalog.pg_shdescription s
+               ON s.objoid = b.oid AND s.classoid = 'pg_catalog.pg_database'::pg_catalog.regclass
+            WHERE b.datname ~ '^bk_[0-9a-f]{32}$'
   LOOP
-    EXECUTE pg_catalog.format('COMMENT ON ROLE %I IS NULL', d.name);
-  END LOOP;
-  FOR d IN SELECT b.datname AS name FROM pg_catalog.pg_database b JOIN pg_catalog.pg_shdescription s
-             ON s.objoid = b.oid AND s.classoid = 'pg_catalog.pg_database'::pg_catalog.regclass
-           WHERE b.datname ~ '^bk_[0-9a-f]{32}$'
-  LOOP
-    EXECUTE pg_catalog.format('COMMENT ON DATABASE %I IS NULL', d.name);
+    EXECUTE pg_catalog.format('COMMENT ON %s %I IS NULL', d.kind, d.name);
   END LOOP;
 END$bk$";
 
