@@ -156,13 +156,24 @@ pub(crate) fn verify(
         }
         None => None,
     };
-    let mut checks = block_on(verify_async(
+    let probed = block_on(verify_async(
         executor,
         spec,
         names,
         password,
         channel.as_deref(),
-    ))??;
+    ))
+    .and_then(|probed| probed);
+    let mut checks = match probed {
+        Ok(checks) => checks,
+        Err(error) => {
+            // Still listening: not back into the pool.
+            if let Some(conn) = listener {
+                conn.close();
+            }
+            return Err(error);
+        }
+    };
     for gap in guarantees::gaps(spec.isolation) {
         let evidence = match (gap.mechanism, &channel, listener.as_mut()) {
             ("notify_channels", Some(channel), Some(conn)) => {
