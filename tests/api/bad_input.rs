@@ -425,3 +425,23 @@ async fn credentials_and_permissions_are_checked_before_the_body() {
         }
     }
 }
+
+/// A NUL in a path reference (PostgreSQL refuses one in text) is a tenant or environment that
+/// does not exist: the same 404 as any other, not a 500.
+#[tokio::test]
+async fn a_nul_in_a_path_reference_is_not_found() {
+    let app = TestApp::spawn().await;
+    app.create_tenant("acme").await;
+    for path in [
+        "/v1/tenants/acme%00",
+        "/v1/tenants/acme/environments/dev%00",
+        "/v1/tenants/acme%00/environments",
+    ] {
+        let (status, body) = app.get(path, &app.admin).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert_eq!(
+            body["type"], "https://bulkhead.dev/problems/not-found",
+            "{path}"
+        );
+    }
+}

@@ -65,6 +65,10 @@ pub fn find_in_tenant(
     tenant_id: Uuid,
     reference: &str,
 ) -> Result<Option<Environment>, StoreError> {
+    if reference.contains('\0') {
+        // No name holds a NUL, and PostgreSQL refuses one in text: not found, like any other.
+        return Ok(None);
+    }
     let query = environments::table
         .filter(environments::tenant_id.eq(tenant_id))
         .select(Environment::as_select());

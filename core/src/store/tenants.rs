@@ -63,6 +63,10 @@ pub async fn find_by_ref(
     reference: &str,
 ) -> Result<Option<Tenant>, StoreError> {
     use diesel_async::RunQueryDsl as AsyncRunQueryDsl;
+    if reference.contains('\0') {
+        // No slug holds a NUL, and PostgreSQL refuses one in text: not found, like any other.
+        return Ok(None);
+    }
     let query = tenants::table.select(Tenant::as_select());
     let found = match Uuid::try_parse(reference) {
         Ok(id) => AsyncRunQueryDsl::first(query.filter(tenants::id.eq(id)), &mut conn).await,
