@@ -59,8 +59,9 @@ async fn a_cannot_stall_the_admin_with_advisory_locks() {
     assert_eq!(ready["state"], "ready", "{ready}");
 }
 
-/// Any role may grant privileges on what it owns to any other role. A grants, from its own
-/// databases, privileges to B's roles; B's destroy must still drop them and leave nothing.
+/// Any role may grant privileges on what it owns to any other role, and hold locks on other
+/// roles and databases in a transaction it keeps open. A does both against B's roles; B's
+/// destroy must still go through at once and leave nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cannot_pin_b_roles_with_grants() {
     let stack = Stack::start(options()).await;
@@ -95,6 +96,21 @@ async fn a_cannot_pin_b_roles_with_grants() {
     }
     drop((dedicated, pooled));
 
+    // And, in a transaction A keeps open, locks on B's dedicated app role and database: a
+    // GRANT to the role, a setting of A's own role for B's database.
+    let mut holder = a.shared.connect();
+    for sql in [
+        "BEGIN".to_owned(),
+        "CREATE TABLE pin_open (x integer)".to_owned(),
+        format!("GRANT SELECT ON pin_open TO {}", b.dedicated.names.app_role),
+        format!(
+            "ALTER ROLE {} IN DATABASE {} SET work_mem = '64kB'",
+            a.shared.names.app_role, b.dedicated.names.database
+        ),
+    ] {
+        run(&mut holder, &sql).unwrap_or_else(|e| panic!("A: {sql}: {e}"));
+    }
+
     for env in [&b.shared, &b.dedicated] {
         let (status, body) = stack
             .delete(&format!(
@@ -106,12 +122,23 @@ async fn a_cannot_pin_b_roles_with_grants() {
         let job = finished(&stack, &env.tenant, &body["job"]).await;
         assert_eq!(job["state"], "succeeded", "destroy {}: {job}", env.name);
         assert_eq!(
+            job["attempts"], 1,
+            "destroy {} was not held up: {job}",
+            env.name
+        );
+        assert_eq!(
             stack.leftovers(&env.value),
             Vec::<String>::new(),
             "nothing of {} is left",
             env.name
         );
     }
+    // A's session that held the locks was ended for it.
+    assert!(
+        run(&mut holder, "SELECT 1").is_err(),
+        "A's locking session outlived B's destroy"
+    );
+    drop(holder);
     // A's own environments are as they were.
     for env in [&a.shared, &a.dedicated] {
         let now = stack.environment(&env.tenant, &env.id).await;

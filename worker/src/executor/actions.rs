@@ -278,6 +278,12 @@ fn drop_role(
     } else {
         &ctx.names.owner_role
     };
+    // A session of another role can hold a lock on this role for as long as it likes (a GRANT
+    // to it in an open transaction): it would stall the DROP, so it is ended.
+    session.server()?.batch(
+        step,
+        &end_lockers("pg_authid", "pg_roles", "rolname", name)?,
+    )?;
     // Another tenant may have granted this role privileges in its own database (it may grant
     // on what it owns to any role): DROP OWNED BY there first, or DROP ROLE would fail on them
     // and leave the environment half destroyed.
@@ -386,6 +392,23 @@ fn ensure_database(
     session.envdb()?.batch_retrying(step, &inside)
 }
 
+/// Ends every other session holding a lock on the shared object `name` (a role or a database,
+/// found in `catalog` by `name_column`; `class` is the catalog its locks name).
+fn end_lockers(
+    class: &str,
+    catalog: &str,
+    name_column: &str,
+    name: &str,
+) -> Result<String, ExecError> {
+    Ok(format!(
+        "SELECT pg_catalog.pg_terminate_backend(l.pid) FROM pg_catalog.pg_locks l \
+         WHERE l.locktype = 'object' AND l.classid = 'pg_catalog.{class}'::pg_catalog.regclass \
+           AND l.objid = (SELECT oid FROM pg_catalog.{catalog} WHERE {name_column} = {}) \
+           AND l.pid <> pg_catalog.pg_backend_pid();\n",
+        literal(name)?
+    ))
+}
+
 fn drop_database(
     session: &mut Session<'_>,
     ctx: &Context<'_>,
@@ -398,6 +421,12 @@ fn drop_database(
         ));
     }
     session.forget_envdb();
+    // WITH (FORCE) ends the sessions in the database; a session elsewhere can hold a lock on it
+    // too (ALTER ROLE … IN DATABASE … in an open transaction) and is ended first.
+    session.server()?.batch(
+        step,
+        &end_lockers("pg_database", "pg_database", "datname", &ctx.names.database)?,
+    )?;
     let sql = format!(
         "DROP DATABASE IF EXISTS {} WITH (FORCE)",
         ident(&ctx.names.database)?
