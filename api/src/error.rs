@@ -43,6 +43,7 @@ pub enum ApiError {
 
 /// The RFC 9457 body.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = crate::examples::problem)]
 pub struct Problem {
     /// Stable URI naming the kind of problem; clients branch on this.
     #[serde(rename = "type")]

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod body;
 pub mod bootstrap;
 pub mod error;
+pub mod examples;
 pub mod idempotency;
 pub mod metrics;
 pub mod observe;

@@ -16,6 +16,47 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Error responses are declared as `application/problem+json`, the content type the server
+/// really sends (handlers name the body `Problem`; utoipa would call it `application/json`).
+struct ProblemJson;
+
+impl Modify for ProblemJson {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let problem = utoipa::openapi::Ref::from_schema_name("Problem");
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                for response in operation.responses.responses.values_mut() {
+                    let utoipa::openapi::RefOr::T(response) = response else {
+                        continue;
+                    };
+                    let is_problem =
+                        response
+                            .content
+                            .get("application/json")
+                            .is_some_and(|content| {
+                                matches!(&content.schema,
+                                Some(utoipa::openapi::RefOr::Ref(r)) if *r == problem)
+                            });
+                    if is_problem
+                        && let Some(content) = response.content.shift_remove("application/json")
+                    {
+                        response
+                            .content
+                            .insert("application/problem+json".to_owned(), content);
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -71,6 +112,6 @@ impl Modify for BearerAuth {
         (name = "audit", description = "The hash-chained audit trail"),
         (name = "operations", description = "Health, readiness, metrics"),
     ),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &ProblemJson)
 )]
 pub struct ApiDoc;

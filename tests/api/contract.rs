@@ -87,3 +87,96 @@ async fn openapi_snapshot_matches_the_served_document() {
         );
     }
 }
+
+/// Every operation shows an example of each body it takes and answers, and every example
+/// validates against its own schema, unknown fields refused: an example cannot drift from
+/// the contract. Error bodies are declared with the content type the server sends.
+#[tokio::test]
+async fn every_body_has_an_example_that_fits_its_schema() {
+    let app = TestApp::spawn().await;
+    let (status, document) = app.get("/openapi.json", &app.admin).await;
+    assert_eq!(status, 200);
+    let schemas = document["components"]["schemas"].clone();
+    let mut strict = schemas.clone();
+    for schema in strict.as_object_mut().expect("schemas").values_mut() {
+        if schema.get("properties").is_some() {
+            schema["unevaluatedProperties"] = serde_json::json!(false);
+        }
+    }
+    let validate = |name: &str, example: &serde_json::Value| {
+        let root = serde_json::json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$ref": format!("#/components/schemas/{name}"),
+            "components": { "schemas": strict },
+        });
+        let validator = jsonschema::options()
+            .should_validate_formats(true)
+            .build(&root)
+            .unwrap_or_else(|e| panic!("{name}: the schema does not compile: {e}"));
+        let errors: Vec<String> = validator
+            .iter_errors(example)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{name}'s example does not fit its schema: {errors:?}"
+        );
+    };
+    let mut checked = 0;
+    for (name, schema) in schemas.as_object().expect("schemas") {
+        if let Some(example) = schema.get("example") {
+            validate(name, example);
+            checked += 1;
+        }
+    }
+    // Every body of every operation refers to a schema that carries an example.
+    let referenced = |media: &serde_json::Value| -> Option<String> {
+        let schema = &media["schema"];
+        let reference = schema["$ref"].as_str().or_else(|| {
+            schema["oneOf"]
+                .as_array()?
+                .iter()
+                .find_map(|s| s["$ref"].as_str())
+        })?;
+        reference.rsplit('/').next().map(str::to_owned)
+    };
+    let mut bodies = 0;
+    for (path, item) in document["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("path item") {
+            let where_ = format!("{} {path}", method.to_uppercase());
+            let mut contents: Vec<(String, &serde_json::Value)> = Vec::new();
+            for (content_type, media) in operation["requestBody"]["content"]
+                .as_object()
+                .into_iter()
+                .flatten()
+            {
+                contents.push((format!("request {content_type}"), media));
+            }
+            for (status, response) in operation["responses"].as_object().expect("responses") {
+                for (content_type, media) in response["content"].as_object().into_iter().flatten() {
+                    if status.starts_with('4') || status.starts_with('5') {
+                        assert_eq!(
+                            content_type, "application/problem+json",
+                            "{where_} {status}: error bodies are problem+json"
+                        );
+                    }
+                    contents.push((format!("{status} {content_type}"), media));
+                }
+            }
+            for (what, media) in contents {
+                if media["schema"]["type"] == "string" {
+                    continue; // text bodies (metrics, readiness) are not JSON
+                }
+                bodies += 1;
+                let name = referenced(media)
+                    .unwrap_or_else(|| panic!("{where_} {what}: the body is not a named schema"));
+                assert!(
+                    media.get("example").is_some() || schemas[&name].get("example").is_some(),
+                    "{where_} {what}: {name} has no example; add one in api/src/examples.rs"
+                );
+            }
+        }
+    }
+    assert!(checked >= 30, "only {checked} schemas carry an example");
+    assert!(bodies >= 60, "only {bodies} bodies were checked");
+}

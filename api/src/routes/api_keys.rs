@@ -17,9 +17,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
-page_schema!(ApiKeyPage, ApiKeyView);
+page_schema!(ApiKeyPage, ApiKeyView, api_key_page);
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = crate::examples::api_key_view)]
 pub struct ApiKeyView {
     pub id: Uuid,
     pub name: String,
@@ -50,6 +51,7 @@ impl From<ApiKey> for ApiKeyView {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = crate::examples::create_api_key_request)]
 pub struct CreateApiKeyRequest {
     pub name: String,
     /// `tenant_admin`, `operator`, `approver`, `viewer` or `billing`.
@@ -59,6 +61,7 @@ pub struct CreateApiKeyRequest {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = crate::examples::api_key_created)]
 pub struct ApiKeyCreated {
     pub api_key: ApiKeyView,
     /// The key itself, shown only in this response; store it in a secret manager.

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
-page_schema!(AuditEventPage, AuditEventView);
+page_schema!(AuditEventPage, AuditEventView, audit_event_page);
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditEventView {
@@ -99,6 +99,7 @@ pub struct BrokenLink {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = crate::examples::verify_report)]
 pub struct VerifyReport {
     /// `true` when every row chains onto the one before it.
     pub valid: bool,

@@ -16,12 +16,14 @@ use std::time::Instant;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = crate::examples::login_request)]
 pub struct LoginRequest {
     pub email: String,
     pub password: String,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = crate::examples::login_response)]
 pub struct LoginResponse {
     /// Send as `Authorization: Bearer <access_token>`.
     pub access_token: String,
@@ -186,6 +188,7 @@ pub async fn logout(state: web::Data<AppState>, caller: Caller) -> ApiResult<Htt
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = crate::examples::accept_invitation_request)]
 pub struct AcceptInvitationRequest {
     /// The `bki_…` token the inviter received.
     pub token: String,
@@ -194,6 +197,7 @@ pub struct AcceptInvitationRequest {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = crate::examples::accept_invitation_response)]
 pub struct AcceptInvitationResponse {
     pub principal_id: uuid::Uuid,
     pub email: String,

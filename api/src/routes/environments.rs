@@ -36,9 +36,10 @@ pub fn required_cost_tags() -> Vec<&'static str> {
         .collect()
 }
 
-page_schema!(EnvironmentPage, EnvironmentView);
+page_schema!(EnvironmentPage, EnvironmentView, environment_page);
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = crate::examples::environment_view)]
 pub struct EnvironmentView {
     pub id: Uuid,
     pub tenant_id: Uuid,
@@ -82,6 +83,7 @@ impl From<Environment> for EnvironmentView {
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = crate::examples::create_environment_request)]
 pub struct CreateEnvironmentRequest {
     /// `^[a-z][a-z0-9-]{1,39}$`, unique among the tenant's live environments.
     pub name: String,
@@ -100,6 +102,7 @@ pub struct CreateEnvironmentRequest {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = crate::examples::environment_accepted)]
 pub struct EnvironmentAccepted {
     pub environment: EnvironmentView,
     pub job: JobView,
@@ -107,6 +110,7 @@ pub struct EnvironmentAccepted {
 
 /// The answer to a destroy, plan, apply or drift-check request: the queued job.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = crate::examples::job_accepted)]
 pub struct JobAccepted {
     pub job: JobView,
 }
@@ -512,6 +516,7 @@ pub async fn get(
 
 #[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = crate::examples::apply_request)]
 pub struct ApplyRequest {
     /// Apply exactly what this succeeded plan job showed; refused if the target changed since.
     pub plan_job_id: Option<Uuid>,
@@ -656,6 +661,7 @@ pub async fn drift_check(
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = crate::examples::credentials_view)]
 pub struct CredentialsView {
     pub host: String,
     pub port: i32,
@@ -783,6 +789,7 @@ pub struct GuaranteeView {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = crate::examples::isolation_view)]
 pub struct IsolationView {
     pub environment_id: Uuid,
     pub isolation: String,

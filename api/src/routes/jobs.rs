@@ -14,10 +14,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
-page_schema!(JobPage, JobView);
-page_schema!(JobEventPage, JobEventView);
+page_schema!(JobPage, JobView, job_page);
+page_schema!(JobEventPage, JobEventView, job_event_page);
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = crate::examples::job_view)]
 pub struct JobView {
     pub id: Uuid,
     pub environment_id: Uuid,

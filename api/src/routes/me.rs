@@ -16,6 +16,7 @@ pub struct MembershipView {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = crate::examples::me_response)]
 pub struct MeResponse {
     pub id: Uuid,
     /// `user` or `service_account`.

@@ -23,9 +23,10 @@ use uuid::Uuid;
 /// How long an invitation token stays valid.
 pub const INVITATION_HOURS: i64 = 72;
 
-page_schema!(MemberPage, MemberView);
+page_schema!(MemberPage, MemberView, member_page);
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = crate::examples::invitation)]
 pub struct Invitation {
     /// Shown once. No mail is sent: hand it to the person, who exchanges it with
     /// `POST /v1/auth/accept-invitation {token, password}`.
@@ -65,6 +66,7 @@ pub fn invite_user(
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = crate::examples::member_view)]
 pub struct MemberView {
     pub principal_id: Uuid,
     pub email: Option<String>,
@@ -90,6 +92,7 @@ impl From<Member> for MemberView {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = crate::examples::add_member_request)]
 pub struct AddMemberRequest {
     pub email: String,
     /// `tenant_admin`, `operator`, `approver`, `viewer`, `billing`, or (platform admins only)
@@ -100,6 +103,7 @@ pub struct AddMemberRequest {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = crate::examples::member_added)]
 pub struct MemberAdded {
     pub member: MemberView,
     /// Present when the email had no account (or, for platform admins, an unaccepted

@@ -4,9 +4,10 @@
 /// [`PageOf`]'s, but utoipa copies a generic parameter's schema inline, and generated clients
 /// would get an anonymous item type per list instead of the item's own type.
 macro_rules! page_schema {
-    ($name:ident, $item:ty) => {
+    ($name:ident, $item:ty, $example:ident) => {
         #[doc = concat!("One page of `", stringify!($item), "`s.")]
         #[derive(utoipa::ToSchema)]
+        #[schema(example = crate::examples::$example)]
         #[allow(dead_code)]
         pub struct $name {
             pub items: Vec<$item>,

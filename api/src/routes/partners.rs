@@ -17,12 +17,14 @@ use uuid::Uuid;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = crate::examples::create_partner_request)]
 pub struct CreatePartnerRequest {
     pub email: String,
     pub display_name: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = crate::examples::partner_created)]
 pub struct PartnerCreated {
     pub principal_id: Uuid,
     pub email: String,

@@ -18,9 +18,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
-page_schema!(TenantPage, TenantView);
+page_schema!(TenantPage, TenantView, tenant_page);
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = crate::examples::tenant_view)]
 pub struct TenantView {
     pub id: Uuid,
     pub slug: String,
@@ -53,6 +54,7 @@ impl From<Tenant> for TenantView {
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = crate::examples::create_tenant_request)]
 pub struct CreateTenantRequest {
     /// `^[a-z][a-z0-9-]{2,39}$`, unique.
     pub slug: String,
@@ -214,6 +216,7 @@ pub async fn get(
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = crate::examples::update_tenant_request)]
 pub struct UpdateTenantRequest {
     pub name: Option<String>,
     /// Replaces all cost tags.
