@@ -736,6 +736,24 @@ impl Stack {
             eprintln!("stack {}: cannot reach PostgreSQL to clean up", self.id);
             return;
         };
+        // Dedicated environments' fence rows on the maintenance database outlive them.
+        let ids: Vec<String> = environments
+            .iter()
+            .filter_map(|n| n.owner_role.strip_prefix("bk_"))
+            .filter_map(|rest| rest.strip_suffix("_owner"))
+            .filter_map(|hex| uuid::Uuid::try_parse(hex).ok())
+            .map(|id| format!("'{id}'"))
+            .collect();
+        if !ids.is_empty() {
+            let _ = diesel::connection::SimpleConnection::batch_execute(
+                &mut admin,
+                &format!(
+                    "DO $$BEGIN IF to_regclass('bulkhead_meta.fence') IS NOT NULL THEN \
+                     DELETE FROM bulkhead_meta.fence WHERE environment_id IN ({}); END IF; END$$",
+                    ids.join(", ")
+                ),
+            );
+        }
         let mut databases: Vec<String> = environments
             .iter()
             .filter(|n| n.database != self.pooled_database)

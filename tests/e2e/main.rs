@@ -5,6 +5,7 @@
 mod helpers;
 mod proxy;
 
+mod fencing;
 mod generated_client;
 mod hostile_tenant;
 mod provisioning;

@@ -1,20 +1,26 @@
 //! One claimed job, run to an outcome: heartbeats keep its lease, each executor step records an
 //! event and checks the lease and SIGTERM, and the result is written fenced by the token.
 
-use crate::executor::{ExecError, GuaranteeCheck, StepAbort};
+use crate::executor::{ExecError, GuaranteeCheck};
 use crate::runtime::Worker;
+
+mod conclude;
+mod lease;
+
 use bulkhead_core::audit::AuditResult;
 use bulkhead_core::domain::{Isolation, Stage};
-use bulkhead_core::jobs::{JobState, Operation, retry_backoff};
-use bulkhead_core::plan::{EnvironmentSpec, Plan, PlanAction};
+use bulkhead_core::jobs::Operation;
+use bulkhead_core::plan::{EnvironmentSpec, Plan};
 use bulkhead_core::store::environments::{Environment, StoredCredentials};
 use bulkhead_core::store::jobs::Job;
 use bulkhead_core::store::{self, StoreError, audit::NewAuditEvent};
+use conclude::{open, record_verification};
 use diesel::Connection;
+use lease::fault_pause;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How a job attempt ended, for the message: ack, or dead-letter on `Failed`.
@@ -40,6 +46,9 @@ pub struct Execution {
     lost: Arc<AtomicBool>,
     /// Someone asked to cancel the job: stop at the next step boundary.
     canceled: Arc<AtomicBool>,
+    /// When the lease was last renewed, in milliseconds after `received`: a worker that could
+    /// not renew it for a lease stops before its next step (another worker may hold it now).
+    renewed_ms: Arc<AtomicU64>,
 }
 
 /// Why an attempt stopped early.
@@ -50,6 +59,8 @@ enum Stop {
     Fatal(String),
     /// A cancel was requested before this attempt touched the target.
     Canceled,
+    /// The job is no longer ours (its token moved on): nothing more is written.
+    LostLease,
 }
 
 impl From<ExecError> for Stop {
@@ -113,7 +124,60 @@ impl Execution {
             received,
             lost: Arc::new(AtomicBool::new(false)),
             canceled: Arc::new(AtomicBool::new(canceled)),
+            renewed_ms: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Runs `work` in a transaction that first checks, under a row lock, that the job is still
+    /// running under this attempt's token: a worker that lost its lease writes nothing.
+    async fn fenced_db<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut bulkhead_core::db::PgConn) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, Stop> {
+        let (job_id, token) = (self.job.id, self.job.fencing_token);
+        let written = self
+            .db(move |conn| {
+                conn.transaction(|conn| {
+                    if !store::jobs::hold(conn, job_id, token)? {
+                        return Ok(None);
+                    }
+                    work(conn).map(Some)
+                })
+            })
+            .await?;
+        written.ok_or_else(|| {
+            self.lost.store(true, Ordering::SeqCst);
+            Stop::LostLease
+        })
+    }
+
+    /// The target's half of the fencing (see `executor::Fence`): takeovers it makes are
+    /// written to the job's events, fenced like every other write.
+    fn fence(&self) -> Arc<crate::executor::Fence> {
+        let (pool, job_id, token) = (
+            self.worker.pool.clone(),
+            self.job.id,
+            self.job.fencing_token,
+        );
+        Arc::new(crate::executor::Fence {
+            environment_id: self.job.environment_id,
+            job_id,
+            token,
+            lease: self.worker.config.worker.lease,
+            report: Arc::new(move |message: &str, details: serde_json::Value| {
+                let written = pool.get().map_err(StoreError::from).and_then(|mut conn| {
+                    conn.transaction(|conn| {
+                        if store::jobs::hold(conn, job_id, token)? {
+                            store::jobs::add_event(conn, job_id, "takeover", message, details)?;
+                        }
+                        Ok::<_, StoreError>(())
+                    })
+                });
+                if let Err(error) = written {
+                    tracing::warn!(%job_id, %error, "could not record a takeover event");
+                }
+            }),
+        })
     }
 
     async fn db<T: Send + 'static>(
@@ -131,7 +195,7 @@ impl Execution {
             .num_microseconds()
             .map_or(0.0, |us| us as f64 / 1000.0);
         let _ = self
-            .db(move |conn| {
+            .fenced_db(move |conn| {
                 store::jobs::add_event(
                     conn,
                     job_id,
@@ -144,61 +208,6 @@ impl Execution {
         let result = self.attempt().await;
         heartbeat.abort();
         self.conclude(result).await
-    }
-
-    /// Extends the lease every third of its length (flags the job as lost if that fails) and,
-    /// in between, looks once a second for a cancel request. A job that finishes within a second
-    /// costs neither.
-    fn spawn_heartbeat(&self) -> tokio::task::JoinHandle<()> {
-        let (pool, lost, canceled) = (
-            self.worker.pool.clone(),
-            self.lost.clone(),
-            self.canceled.clone(),
-        );
-        let (job_id, token, lease) = (
-            self.job.id,
-            self.job.fencing_token,
-            self.worker.config.worker.lease,
-        );
-        let tick = CANCEL_POLL.min(lease / 3);
-        tokio::spawn(async move {
-            let mut last_beat = Instant::now();
-            loop {
-                tokio::time::sleep(tick).await;
-                let beat = last_beat.elapsed() + tick > lease / 3;
-                let pool = pool.clone();
-                // One statement per tick: the heartbeat reports a cancel request too.
-                let checked = tokio::task::spawn_blocking(move || {
-                    let mut conn = pool.get()?;
-                    Ok::<_, StoreError>(if beat {
-                        match store::jobs::heartbeat(&mut conn, job_id, token, lease)? {
-                            Some(cancel) => (true, cancel),
-                            None => (false, false),
-                        }
-                    } else {
-                        (
-                            true,
-                            store::jobs::cancel_requested(&mut conn, job_id, token)?,
-                        )
-                    })
-                })
-                .await;
-                if beat {
-                    last_beat = Instant::now();
-                }
-                match checked {
-                    Ok(Ok((false, _))) => {
-                        tracing::warn!(%job_id, "lease lost: another worker owns this job now");
-                        lost.store(true, Ordering::SeqCst);
-                        return;
-                    }
-                    Ok(Ok((true, true))) if !canceled.swap(true, Ordering::SeqCst) => {
-                        tracing::info!(%job_id, "cancel requested: stopping at the next step");
-                    }
-                    _ => {}
-                }
-            }
-        })
     }
 
     async fn load_spec(&self) -> Result<(Environment, EnvironmentSpec), Stop> {
@@ -245,62 +254,6 @@ impl Execution {
         Ok((environment, spec))
     }
 
-    /// The step callback: queues an event per action for a writer thread (so bookkeeping does
-    /// not sit between two steps on the target) and stops at the boundary when the lease is lost
-    /// or the worker is stopping. Join the returned writer after the apply, before any later
-    /// event, so events stay in order.
-    fn on_step(
-        &self,
-    ) -> (
-        impl FnMut(&PlanAction) -> Result<(), StepAbort> + Send + 'static,
-        std::thread::JoinHandle<()>,
-    ) {
-        let (pool, lost, canceled, shutdown) = (
-            self.worker.pool.clone(),
-            self.lost.clone(),
-            self.canceled.clone(),
-            self.worker.shutdown.clone(),
-        );
-        let job_id = self.job.id;
-        let (sender, receiver) = std::sync::mpsc::channel::<(String, serde_json::Value)>();
-        let writer = std::thread::spawn(move || {
-            let mut conn = None;
-            // Steps arriving within STEP_EVENT_LINGER of the first go in one statement (one
-            // commit per batch instead of one per step); the end of the apply flushes at once.
-            while let Ok(first) = receiver.recv() {
-                let mut batch = vec![first];
-                let deadline = Instant::now() + STEP_EVENT_LINGER;
-                while let Ok(next) =
-                    receiver.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                {
-                    batch.push(next);
-                }
-                if conn.is_none() {
-                    conn = pool.get().ok();
-                }
-                if let Some(conn) = conn.as_mut() {
-                    let _ = store::jobs::add_events(conn, job_id, "step", &batch);
-                }
-            }
-        });
-        let mut last = Instant::now();
-        let step = move |action: &PlanAction| {
-            let step_ms = ms(last);
-            last = Instant::now();
-            let _ = sender.send((
-                action.detail.clone(),
-                json!({"op": action.op, "kind": action.kind, "name": action.name, "ms": step_ms}),
-            ));
-            if lost.load(Ordering::SeqCst) || canceled.load(Ordering::SeqCst) || *shutdown.borrow()
-            {
-                Err(StepAbort)
-            } else {
-                Ok(())
-            }
-        };
-        (step, writer)
-    }
-
     async fn plan(&self, spec: &EnvironmentSpec, destroy: bool) -> Result<Plan, Stop> {
         let (executor, spec) = (self.worker.executor.clone(), spec.clone());
         let started = Instant::now();
@@ -320,7 +273,7 @@ impl Execution {
             plan.hash.clone(),
         );
         let plan_ms = ms(started);
-        self.db(move |conn| {
+        self.fenced_db(move |conn| {
             store::jobs::record_plan(conn, job_id, token, &plan_json, &hash)?;
             store::jobs::add_event(
                 conn,
@@ -362,7 +315,7 @@ impl Execution {
             created_at: chrono::Utc::now(),
         };
         let stored = self
-            .db(move |conn| {
+            .fenced_db(move |conn| {
                 store::environments::store_credentials_once(conn, &row)?;
                 store::environments::credentials(conn, environment_id)
             })
@@ -387,7 +340,7 @@ impl Execution {
                 let summary = plan.summary();
                 let settled = environment.state == "ready" || environment.state == "drifted";
                 if drifted || !settled {
-                    self.db(move |conn| {
+                    self.fenced_db(move |conn| {
                         if drifted {
                             store::environments::set_state(
                                 conn,
@@ -434,17 +387,15 @@ impl Execution {
                 .map_err(|e| Stop::Fatal(format!("verify task: {e}")))??;
         let verify_ms = ms(started);
         let (job_id, audit) = (self.job.id, self.audit(spec));
-        self.db(move |conn| {
-            conn.transaction(|conn| {
-                let violations = record_verification(conn, environment_id, &checks, &audit)?;
-                store::jobs::add_event(
-                    conn,
-                    job_id,
-                    "verified",
-                    "no drift; verified isolation",
-                    json!({"verify_ms": verify_ms, "checks": checks.len(), "violations": violations.len()}),
-                )
-            })
+        self.fenced_db(move |conn| {
+            let violations = record_verification(conn, environment_id, &checks, &audit)?;
+            store::jobs::add_event(
+                conn,
+                job_id,
+                "verified",
+                "no drift; verified isolation",
+                json!({"verify_ms": verify_ms, "checks": checks.len(), "violations": violations.len()}),
+            )
         })
         .await?;
         Ok(())
@@ -481,23 +432,25 @@ impl Execution {
         }
         self.stop_if_canceled()?;
         // Only now does the target change: a refused stale plan leaves the environment as it was.
-        self.db(move |conn| {
+        self.fenced_db(move |conn| {
             store::environments::set_state(conn, environment_id, "provisioning", None)
         })
         .await?;
         let password = self.password(spec).await?;
         let started = Instant::now();
-        let (executor, spec_owned, pw, plan_owned) = (
+        let (executor, spec_owned, pw, plan_owned, fence) = (
             self.worker.executor.clone(),
             spec.clone(),
             password.clone(),
             plan.clone(),
+            self.fence(),
         );
-        let (mut on_step, step_log) = self.on_step();
+        let (mut on_step, step_log) = self.on_step(None);
         // The step events are written while verification runs; they are joined before it
         // returns (on failure, before the error), so later events stay after them.
         let step_log = tokio::task::spawn_blocking(move || {
-            let applied = executor.apply(&spec_owned, &plan_owned, &pw, &mut on_step);
+            let applied =
+                executor.apply_fenced(&spec_owned, &plan_owned, &pw, Some(fence), &mut on_step);
             drop(on_step);
             match applied {
                 Ok(()) => Ok(step_log),
@@ -510,6 +463,20 @@ impl Execution {
         .await
         .map_err(|e| Stop::Fatal(format!("apply task: {e}")))??;
         let apply_ms = ms(started);
+        if let Some(pause) = fault_pause("verify") {
+            let job_id = self.job.id;
+            self.fenced_db(move |conn| {
+                store::jobs::add_event(
+                    conn,
+                    job_id,
+                    "fault",
+                    "fault injection: pausing before verify",
+                    json!({"ms": pause.as_millis() as u64}),
+                )
+            })
+            .await?;
+            tokio::time::sleep(pause).await;
+        }
 
         let started = Instant::now();
         let (executor, spec_owned) = (self.worker.executor.clone(), spec.clone());
@@ -538,18 +505,16 @@ impl Execution {
                 .collect();
         let tags = serde_json::to_value(&spec.cost_tags).unwrap_or_default();
         let (job_id, audit) = (self.job.id, self.audit(spec));
-        self.db(move |conn| {
-            conn.transaction(|conn| {
-                store::environments::record_resources(conn, environment_id, &present, &tags)?;
-                let violations = record_verification(conn, environment_id, &checks, &audit)?;
-                store::jobs::add_event(
-                    conn,
-                    job_id,
-                    "verified",
-                    "applied and verified isolation",
-                    json!({"apply_ms": apply_ms, "verify_ms": verify_ms, "checks": checks.len(), "violations": violations.len()}),
-                )
-            })
+        self.fenced_db(move |conn| {
+            store::environments::record_resources(conn, environment_id, &present, &tags)?;
+            let violations = record_verification(conn, environment_id, &checks, &audit)?;
+            store::jobs::add_event(
+                conn,
+                job_id,
+                "verified",
+                "applied and verified isolation",
+                json!({"apply_ms": apply_ms, "verify_ms": verify_ms, "checks": checks.len(), "violations": violations.len()}),
+            )
         })
         .await?;
         Ok(())
@@ -558,15 +523,16 @@ impl Execution {
     async fn destroy(&self, spec: &EnvironmentSpec) -> Result<(), Stop> {
         let environment_id = spec.id;
         self.stop_if_canceled()?;
-        self.db(move |conn| {
+        self.fenced_db(move |conn| {
             store::environments::set_state(conn, environment_id, "destroying", None)
         })
         .await?;
         let plan = self.plan(spec, true).await?;
-        let (executor, spec_owned) = (self.worker.executor.clone(), spec.clone());
-        let (mut on_step, step_log) = self.on_step();
+        let (executor, spec_owned, fence) =
+            (self.worker.executor.clone(), spec.clone(), self.fence());
+        let (mut on_step, step_log) = self.on_step(fault_pause("destroy_step"));
         tokio::task::spawn_blocking(move || {
-            let applied = executor.apply(&spec_owned, &plan, "", &mut on_step);
+            let applied = executor.apply_fenced(&spec_owned, &plan, "", Some(fence), &mut on_step);
             drop(on_step);
             let _ = step_log.join();
             applied
@@ -574,7 +540,7 @@ impl Execution {
         .await
         .map_err(|e| Stop::Fatal(format!("destroy task: {e}")))??;
         let audit = self.audit(spec);
-        self.db(move |conn| {
+        self.fenced_db(move |conn| {
             conn.transaction(|conn| {
                 // The tenant row first, as the API's teardown locks it: the same lock order
                 // both ways, and the last destroy of an offboarding tenant sees all the others.
@@ -600,226 +566,4 @@ impl Execution {
         .await?;
         Ok(())
     }
-
-    /// Writes the attempt's result (fenced), wakes the environment's next job, and says how to
-    /// settle the message.
-    async fn conclude(&self, result: Result<(), Stop>) -> Outcome {
-        let (job_id, token, environment_id) =
-            (self.job.id, self.job.fencing_token, self.job.environment_id);
-        let attempts = self.job.attempts;
-        let max_attempts = self.job.max_attempts;
-        let total_ms = ms(self.received);
-        enum Write {
-            Finish(JobState, Option<String>),
-            Requeue(Duration, String),
-            Release,
-        }
-        let write = match result {
-            Ok(()) => Write::Finish(JobState::Succeeded, None),
-            Err(Stop::Exec(ExecError::Aborted)) if self.lost.load(Ordering::SeqCst) => {
-                return Outcome::LostLease;
-            }
-            Err(Stop::Canceled) => Write::Finish(
-                JobState::Canceled,
-                Some("canceled by request before this attempt changed the target".to_owned()),
-            ),
-            Err(Stop::Exec(ExecError::Aborted)) if self.canceled.load(Ordering::SeqCst) => {
-                Write::Finish(
-                    JobState::Canceled,
-                    Some(format!(
-                        "canceled by request between two steps of {}: the target is partly \
-                         changed; run apply to finish it or destroy to remove it",
-                        self.job.operation
-                    )),
-                )
-            }
-            Err(Stop::Exec(ExecError::Aborted)) => Write::Release,
-            Err(Stop::Fatal(reason)) => Write::Finish(JobState::Failed, Some(reason)),
-            Err(Stop::Exec(error @ ExecError::StalePlan(_))) => {
-                Write::Finish(JobState::Failed, Some(error.to_string()))
-            }
-            Err(Stop::Exec(error)) => {
-                retry_or_fail(attempts, max_attempts, error.to_string(), &self.worker)
-            }
-            Err(Stop::Store(error)) => {
-                retry_or_fail(attempts, max_attempts, error.to_string(), &self.worker)
-            }
-        };
-        fn retry_or_fail(attempts: i32, max: i32, reason: String, worker: &Worker) -> Write {
-            if attempts < max {
-                let delay = retry_backoff(
-                    u32::try_from(attempts).unwrap_or(1),
-                    worker.config.worker.retry_base,
-                );
-                Write::Requeue(
-                    delay,
-                    format!("attempt {attempts} of {max} failed: {reason}"),
-                )
-            } else {
-                Write::Finish(
-                    JobState::Failed,
-                    Some(format!(
-                        "failed after {attempts} attempts; last error: {reason}"
-                    )),
-                )
-            }
-        }
-        let outcome = match &write {
-            Write::Finish(JobState::Succeeded, _) => Outcome::Succeeded,
-            Write::Finish(JobState::Canceled, _) => Outcome::Canceled,
-            Write::Finish(_, _) => Outcome::Failed,
-            Write::Requeue(..) => Outcome::Retrying,
-            Write::Release => Outcome::Released,
-        };
-        let operation = self.job.operation.clone();
-        let written = self
-            .db(move |conn| {
-                conn.transaction(|conn| {
-                    let held = match &write {
-                        Write::Finish(state, error) => {
-                            let held =
-                                store::jobs::finish(conn, job_id, token, *state, error.as_deref())?;
-                            if held {
-                                let (kind, message) = match state {
-                                    JobState::Succeeded => {
-                                        ("succeeded", "job succeeded".to_owned())
-                                    }
-                                    JobState::Canceled => {
-                                        ("canceled", error.clone().unwrap_or_default())
-                                    }
-                                    _ => ("failed", error.clone().unwrap_or_default()),
-                                };
-                                store::jobs::add_event(
-                                    conn,
-                                    job_id,
-                                    kind,
-                                    &message,
-                                    json!({"total_ms": total_ms}),
-                                )?;
-                                // Only an environment this job was changing is broken by it;
-                                // a cancel stops before the state says the target changes.
-                                let broken = match state {
-                                    JobState::Failed => Some(store::environments::CHANGING),
-                                    JobState::Canceled => Some(store::environments::MIDWAY),
-                                    _ => None,
-                                };
-                                if let Some(states) = broken {
-                                    store::environments::mark_failed_if_in(
-                                        conn,
-                                        environment_id,
-                                        states,
-                                    )?;
-                                }
-                                store::jobs::wake_next(conn, environment_id)?;
-                            }
-                            held
-                        }
-                        Write::Requeue(delay, reason) => {
-                            let held =
-                                store::jobs::requeue(conn, job_id, token, *delay, Some(reason))?;
-                            if held {
-                                store::jobs::add_event(
-                                    conn,
-                                    job_id,
-                                    "retry",
-                                    reason,
-                                    json!({"retry_in_ms": delay.as_millis() as u64}),
-                                )?;
-                            }
-                            held
-                        }
-                        Write::Release => {
-                            let held =
-                                store::jobs::requeue(conn, job_id, token, Duration::ZERO, None)?;
-                            if held {
-                                store::jobs::add_event(
-                                    conn,
-                                    job_id,
-                                    "released",
-                                    "worker stopping; lease given back at a step boundary",
-                                    json!({}),
-                                )?;
-                                store::outbox::enqueue(conn, job_id, &operation)?;
-                            }
-                            held
-                        }
-                    };
-                    Ok::<_, StoreError>(held)
-                })
-            })
-            .await;
-        match written {
-            Ok(true) => {
-                self.worker.wake.notify_one();
-                outcome
-            }
-            Ok(false) => Outcome::LostLease,
-            Err(error) => {
-                // The row still says running; the lease will expire and the sweeper requeues it.
-                tracing::error!(%job_id, %error, "could not record the job's result; the sweeper will retry it");
-                Outcome::Retrying
-            }
-        }
-    }
-}
-
-/// Records a verification run's guarantees and sets the environment `ready`, or `drifted` with
-/// the violations (audited); returns the violations.
-fn record_verification(
-    conn: &mut diesel::PgConnection,
-    environment_id: uuid::Uuid,
-    checks: &[GuaranteeCheck],
-    audit: &WorkerAudit,
-) -> Result<Vec<String>, StoreError> {
-    let records: Vec<_> = checks
-        .iter()
-        .map(|c| store::environments::GuaranteeRecord {
-            layer: &c.layer,
-            mechanism: &c.mechanism,
-            status: c.status,
-            enforcement: c.enforcement,
-            evidence: &c.evidence,
-            provided_by: c.provided_by.as_deref(),
-        })
-        .collect();
-    store::environments::record_guarantees(conn, environment_id, &records)?;
-    let violations: Vec<String> = checks
-        .iter()
-        .filter(|c| c.is_violation())
-        .map(|c| format!("{}/{}: {}", c.layer, c.mechanism, c.evidence))
-        .collect();
-    if violations.is_empty() {
-        store::environments::set_state(conn, environment_id, "ready", Some(None))?;
-    } else {
-        store::environments::set_state(
-            conn,
-            environment_id,
-            "drifted",
-            Some(Some(json!({"isolation_violations": violations}))),
-        )?;
-        store::audit::append(
-            conn,
-            &audit.event(
-                "environment.isolation_violated",
-                format!("environment/{environment_id}"),
-                AuditResult::Failure,
-                json!({"violations": violations}),
-            ),
-        )?;
-    }
-    Ok(violations)
-}
-
-fn open(
-    key: &bulkhead_core::crypto::CredentialsKey,
-    stored: &StoredCredentials,
-) -> Result<String, Stop> {
-    key.open(
-        &bulkhead_core::crypto::Sealed {
-            nonce: stored.nonce.clone(),
-            ciphertext: stored.ciphertext.clone(),
-        },
-        stored.environment_id.as_bytes(),
-    )
-    .map_err(|e| Stop::Fatal(e.to_string()))
 }

@@ -309,6 +309,10 @@ pub fn sweep_once(
         conn.transaction(|conn| {
             let owner = stale.lease_owner.clone().unwrap_or_default();
             let (id, token) = (stale.id, stale.fencing_token);
+            // Listed a moment ago; its worker may have renewed the lease since.
+            if !store::jobs::lock_expired(conn, id, token)? {
+                return Ok(());
+            }
             // Ended here (kind, reason, environment states that broke), or requeued.
             let ended = if stale.cancel_requested {
                 // Asked to stop, and its worker is gone: do not run it again.

@@ -167,6 +167,36 @@ pub fn add_event(
     Ok(())
 }
 
+/// Whether the job is still `running` under `token`; locks the row (`FOR SHARE`) until the
+/// end of the transaction, so no claim, requeue or sweep can move the token meanwhile. Every
+/// write a running job makes goes in a transaction that starts with this.
+pub fn hold(conn: &mut PgConnection, job_id: Uuid, token: i64) -> Result<bool, StoreError> {
+    let held = jobs::table
+        .filter(jobs::id.eq(job_id))
+        .filter(jobs::fencing_token.eq(token))
+        .filter(jobs::state.eq(JobState::Running.as_str()))
+        .select(jobs::id)
+        .for_share()
+        .first::<Uuid>(conn)
+        .optional()?;
+    Ok(held.is_some())
+}
+
+/// Locks a running job whose lease has expired, if it still is (sweeper): a worker that
+/// renewed its lease after the sweeper listed the job keeps it.
+pub fn lock_expired(conn: &mut PgConnection, job_id: Uuid, token: i64) -> Result<bool, StoreError> {
+    let expired = jobs::table
+        .filter(jobs::id.eq(job_id))
+        .filter(jobs::fencing_token.eq(token))
+        .filter(jobs::state.eq(JobState::Running.as_str()))
+        .filter(jobs::lease_expires_at.lt(diesel::dsl::now))
+        .select(jobs::id)
+        .for_update()
+        .first::<Uuid>(conn)
+        .optional()?;
+    Ok(expired.is_some())
+}
+
 /// Several events of one kind in one statement (one commit), in the given order.
 pub fn add_events(
     conn: &mut PgConnection,
@@ -241,7 +271,7 @@ pub fn claim(
     let job = diesel::sql_query(
         "UPDATE jobs SET state = 'running', lease_owner = $2, \
                 lease_expires_at = now() + make_interval(secs => $3), \
-                fencing_token = fencing_token + 1, attempts = attempts + 1, \
+                fencing_token = nextval('fencing_tokens'), attempts = attempts + 1, \
                 started_at = coalesce(started_at, now()), updated_at = now() \
          WHERE id = $1 AND state = ANY($4) AND run_after <= now() \
            AND id = (SELECT j.id FROM jobs j WHERE j.environment_id = jobs.environment_id \
@@ -361,7 +391,7 @@ pub fn requeue(
     let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
     let changed = diesel::sql_query(
         "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL, \
-                fencing_token = fencing_token + 1, error = $3, updated_at = now(), \
+                fencing_token = nextval('fencing_tokens'), error = $3, updated_at = now(), \
                 run_after = now() + make_interval(secs => $4::double precision / 1000) \
          WHERE id = $1 AND fencing_token = $2 AND state = 'running'",
     )

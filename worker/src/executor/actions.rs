@@ -13,9 +13,8 @@ use super::postgres::Session;
 use super::scram;
 use super::sql::{ident, literal};
 use bulkhead_core::plan::{
-    self, BASELINE_TABLE, EnvNames, EnvironmentSpec, GRANT_DEFAULT_PRIVILEGES, GRANT_ON_DATABASE,
-    GRANT_ON_SCHEMA, KIND_BASELINE, KIND_DATABASE, KIND_GRANT, KIND_ROLE, KIND_SCHEMA, META_SCHEMA,
-    Op, PlanAction, Resource,
+    self, BASELINE_TABLE, EnvNames, EnvironmentSpec, KIND_BASELINE, KIND_DATABASE, KIND_GRANT,
+    KIND_ROLE, KIND_SCHEMA, META_SCHEMA, Op, PlanAction, Resource,
 };
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -56,7 +55,7 @@ pub(crate) fn execute(
         (KIND_DATABASE, Op::Delete) => drop_database(session, ctx, &step),
         (KIND_SCHEMA, Op::Create | Op::Update) => ensure_schema(session, ctx, &step, resource),
         (KIND_SCHEMA, Op::Delete) => drop_schema(session, ctx, &step),
-        (KIND_GRANT, op) => grant(session, ctx, &step, resource, op),
+        (KIND_GRANT, op) => super::grants::grant(session, ctx, &step, resource, op),
         (KIND_BASELINE, Op::Create) => {
             super::baseline::apply(session, ctx, &step, resource, &action.name)
         }
@@ -69,7 +68,7 @@ pub(crate) fn execute(
     }
 }
 
-fn refused(step: &str, reason: &str) -> ExecError {
+pub(crate) fn refused(step: &str, reason: &str) -> ExecError {
     ExecError::Target {
         step: step.to_owned(),
         target: "(plan)".to_owned(),
@@ -104,7 +103,7 @@ fn guard(ctx: &Context<'_>, action: &PlanAction) -> Result<(), ExecError> {
 }
 
 /// Runs `statement` only when role `role` exists.
-fn if_role_exists(role: &str, statement: &str) -> Result<String, ExecError> {
+pub(crate) fn if_role_exists(role: &str, statement: &str) -> Result<String, ExecError> {
     Ok(format!(
         "DO $bk$BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = {}) THEN EXECUTE {}; END IF; END$bk$;\n",
         literal(role)?,
@@ -138,7 +137,7 @@ fn int_attr(resource: &Resource, key: &str) -> Result<i64, ExecError> {
 }
 
 /// The privileges listed in `key`, each checked against `allowed`, joined for GRANT.
-fn privileges(
+pub(crate) fn privileges(
     resource: &Resource,
     key: &str,
     allowed: &[&str],
@@ -339,6 +338,8 @@ fn ensure_database(
     let limit = int_attr(resource, "connection_limit")?;
     let claimed = op == Op::Create && super::spares::claim(session, ctx, step)?;
     if op == Op::Create && !claimed {
+        // Outside any transaction: the fence just before (and the next step's just after).
+        session.server()?.check_fence(step)?;
         // Closed until PUBLIC's default CONNECT is revoked below: no one else may get in first.
         let create = format!(
             "CREATE DATABASE {db} OWNER {owner} CONNECTION LIMIT {limit} ALLOW_CONNECTIONS false"
@@ -431,12 +432,12 @@ fn drop_database(
         "DROP DATABASE IF EXISTS {} WITH (FORCE)",
         ident(&ctx.names.database)?
     );
-    session
-        .server()?
-        .run(step, |c| {
-            diesel::RunQueryDsl::execute(diesel::sql_query(&sql), c)
-        })
-        .map(|_| ())
+    let server = session.server()?;
+    server.run(step, |c| {
+        diesel::RunQueryDsl::execute(diesel::sql_query(&sql), c)
+    })?;
+    // Outside any transaction: the fence was checked just before (above) and again after.
+    server.check_fence(step)
 }
 
 fn ensure_schema(
@@ -502,133 +503,4 @@ fn drop_schema(session: &mut Session<'_>, ctx: &Context<'_>, step: &str) -> Resu
         literal(&ctx.names.schema)?
     ));
     session.envdb()?.batch(step, &sql)
-}
-
-fn grant(
-    session: &mut Session<'_>,
-    ctx: &Context<'_>,
-    step: &str,
-    resource: &Resource,
-    op: Op,
-) -> Result<(), ExecError> {
-    let app = ident(&ctx.names.app_role)?;
-    let schema = ident(&ctx.names.schema)?;
-    let owner = ident(&ctx.names.owner_role)?;
-    match resource.attr_str("object_type") {
-        Some(GRANT_ON_DATABASE) => {
-            let db = ident(&ctx.names.database)?;
-            let mut sql = String::new();
-            sql.push_str(&if_role_exists(
-                &ctx.names.app_role,
-                &format!("REVOKE ALL ON DATABASE {db} FROM {app}"),
-            )?);
-            if op != Op::Delete {
-                let granted =
-                    privileges(resource, "privileges", &["CONNECT", "TEMPORARY", "CREATE"])?;
-                if !granted.is_empty() {
-                    sql.push_str(&format!(
-                        "GRANT {} ON DATABASE {db} TO {app};\n",
-                        granted.join(", ")
-                    ));
-                }
-            }
-            session.server()?.batch_retrying(step, &sql)
-        }
-        Some(GRANT_ON_SCHEMA) => {
-            let mut sql = if_role_exists(
-                &ctx.names.app_role,
-                &format!("REVOKE ALL ON SCHEMA {schema} FROM {app}"),
-            )?;
-            if op != Op::Delete {
-                let granted = privileges(resource, "privileges", &["USAGE", "CREATE"])?;
-                if !granted.is_empty() {
-                    sql.push_str(&format!(
-                        "GRANT {} ON SCHEMA {schema} TO {app};\n",
-                        granted.join(", ")
-                    ));
-                }
-            }
-            session.envdb()?.batch(step, &sql)
-        }
-        Some(GRANT_DEFAULT_PRIVILEGES) => {
-            let prefix = format!("ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {schema}");
-            let mut sql = if_role_exists(
-                &ctx.names.app_role,
-                &format!("{prefix} REVOKE ALL ON TABLES FROM {app}"),
-            )?;
-            sql.push_str(&if_role_exists(
-                &ctx.names.app_role,
-                &format!("{prefix} REVOKE ALL ON SEQUENCES FROM {app}"),
-            )?);
-            if op != Op::Delete {
-                let tables = privileges(
-                    resource,
-                    "tables",
-                    &[
-                        "SELECT",
-                        "INSERT",
-                        "UPDATE",
-                        "DELETE",
-                        "TRUNCATE",
-                        "REFERENCES",
-                        "TRIGGER",
-                    ],
-                )?;
-                if !tables.is_empty() {
-                    sql.push_str(&format!(
-                        "{prefix} GRANT {} ON TABLES TO {app};\n",
-                        tables.join(", ")
-                    ));
-                }
-                let sequences = privileges(resource, "sequences", &["USAGE", "SELECT", "UPDATE"])?;
-                if !sequences.is_empty() {
-                    sql.push_str(&format!(
-                        "{prefix} GRANT {} ON SEQUENCES TO {app};\n",
-                        sequences.join(", ")
-                    ));
-                }
-                // Tables the owner already has (a re-made app role, a repaired grant) get the
-                // same privileges (only what the owner owns: never an object the app role made).
-                sql.push_str(&existing_objects_grant(ctx, &tables, &sequences)?);
-            }
-            session.envdb()?.batch(step, &sql)
-        }
-        other => Err(refused(
-            step,
-            &format!("unknown grant object_type {other:?}"),
-        )),
-    }
-}
-
-/// Grants `tables` / `sequences` privileges on what the owner role already owns in the schema.
-fn existing_objects_grant(
-    ctx: &Context<'_>,
-    tables: &[&str],
-    sequences: &[&str],
-) -> Result<String, ExecError> {
-    let grant = |privileges: &[&str], kind: &str| -> Result<String, ExecError> {
-        if privileges.is_empty() {
-            return Ok("NULL;".to_owned());
-        }
-        Ok(format!(
-            "EXECUTE format({}, t.relname);",
-            literal(&format!(
-                "GRANT {} ON {kind} {}.%I TO {}",
-                privileges.join(", "),
-                ident(&ctx.names.schema)?,
-                ident(&ctx.names.app_role)?
-            ))?
-        ))
-    };
-    Ok(format!(
-        "DO $bk$DECLARE t record; BEGIN\n\
-         FOR t IN SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace\n\
-           WHERE n.nspname = {} AND c.relowner = {}::regrole AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') LOOP\n\
-           IF t.relkind = 'S' THEN {} ELSE {} END IF;\n\
-         END LOOP; END$bk$;\n",
-        literal(&ctx.names.schema)?,
-        literal(&ctx.names.owner_role)?,
-        grant(sequences, "SEQUENCE")?,
-        grant(tables, "TABLE")?
-    ))
 }

@@ -60,7 +60,9 @@ pub(crate) fn apply(
         migration.sql
     );
     let conn = session.owner()?;
-    conn.run(step, |c| record_and_migrate(c, &sql))
+    conn.fenced(step, |c, fence| {
+        record_and_migrate(c, &format!("{fence}{sql}"))
+    })
 }
 
 /// The first apply's path: in the admin's session, the record first (a concurrent attempt
@@ -87,7 +89,9 @@ fn apply_fresh(
         owner = ident(&ctx.names.owner_role)?,
         schema = ident(&ctx.names.schema)?,
     );
-    session.envdb()?.run(step, |c| record_and_migrate(c, &sql))
+    session.envdb()?.fenced(step, |c, fence| {
+        record_and_migrate(c, &format!("{fence}{sql}"))
+    })
 }
 
 /// Runs the record and the migration in one transaction; a record that exists already (a

@@ -35,6 +35,22 @@ pub(crate) fn ensure_sql() -> Result<String, ExecError> {
              PRIMARY KEY (schema_name, id));\n\
            REVOKE ALL ON TABLE {table} FROM PUBLIC;\n\
          END IF;\n\
+         IF to_regclass({fence_literal}) IS NULL THEN\n\
+           CREATE TABLE IF NOT EXISTS {schema}.fence (\n\
+             environment_id uuid PRIMARY KEY, token bigint NOT NULL, job_id uuid NOT NULL,\n\
+             updated_at timestamptz NOT NULL DEFAULT pg_catalog.now());\n\
+           REVOKE ALL ON TABLE {schema}.fence FROM PUBLIC;\n\
+         END IF;\n\
+         IF to_regprocedure({take_literal}) IS NULL THEN\n\
+           CREATE OR REPLACE FUNCTION {schema}.take_fence(p_env uuid, p_token bigint, p_job uuid)\n\
+             RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS {take_body};\n\
+           REVOKE ALL ON FUNCTION {schema}.take_fence(uuid, bigint, uuid) FROM PUBLIC;\n\
+         END IF;\n\
+         IF to_regprocedure({check_literal}) IS NULL THEN\n\
+           CREATE OR REPLACE FUNCTION {schema}.check_fence(p_env uuid, p_token bigint)\n\
+             RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS {check_body};\n\
+           REVOKE ALL ON FUNCTION {schema}.check_fence(uuid, bigint) FROM PUBLIC;\n\
+         END IF;\n\
          IF to_regprocedure({record_literal}) IS NULL THEN\n\
            CREATE OR REPLACE FUNCTION {schema}.record_baseline(p_schema text, p_id text, p_checksum text)\n\
              RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS {record_body};\n\
@@ -43,6 +59,11 @@ pub(crate) fn ensure_sql() -> Result<String, ExecError> {
          END$bk$;\n",
         record_literal = literal(&format!("{META_SCHEMA}.record_baseline(text, text, text)"))?,
         record_body = literal(RECORD_BODY)?,
+        fence_literal = literal(&format!("{META_SCHEMA}.fence"))?,
+        take_literal = literal(&format!("{META_SCHEMA}.take_fence(uuid, bigint, uuid)"))?,
+        take_body = literal(TAKE_FENCE_BODY)?,
+        check_literal = literal(&format!("{META_SCHEMA}.check_fence(uuid, bigint)"))?,
+        check_body = literal(CHECK_FENCE_BODY)?,
         table_literal = literal(&format!("{META_SCHEMA}.{BASELINE_TABLE}"))?,
         guard = owner_check_body("schema", META_SCHEMA, &[])?,
     ))
@@ -61,6 +82,46 @@ const RECORD_BODY: &str = "BEGIN
   INSERT INTO bulkhead_meta.baseline (schema_name, id, checksum) VALUES (p_schema, p_id, p_checksum);
 END";
 
+/// The start of every error the fence raises; [`super::sql::query_error`] maps it to
+/// [`super::ExecError::Fenced`].
+pub(crate) const FENCE_ERROR: &str = "bulkhead fence:";
+
+/// `bulkhead_meta.take_fence(environment, token, job)`, the storage side of the job lease's
+/// fencing (admin sessions only): locks the environment's fence row for the rest of the
+/// transaction (a concurrent step of the same environment waits here), refuses a token lower
+/// than the highest one seen, and raises the row to this one.
+const TAKE_FENCE_BODY: &str = "DECLARE held bigint;
+BEGIN
+  INSERT INTO bulkhead_meta.fence (environment_id, token, job_id) VALUES (p_env, p_token, p_job)
+    ON CONFLICT (environment_id) DO NOTHING;
+  SELECT token INTO held FROM bulkhead_meta.fence WHERE environment_id = p_env FOR UPDATE;
+  IF held > p_token THEN
+    RAISE EXCEPTION 'bulkhead fence: token % of job % is stale; environment % is held by token %',
+      p_token, p_job, p_env, held USING ERRCODE = 'BKFEN';
+  ELSIF held < p_token THEN
+    UPDATE bulkhead_meta.fence SET token = p_token, job_id = p_job, updated_at = pg_catalog.now()
+      WHERE environment_id = p_env;
+  END IF;
+END";
+
+/// `bulkhead_meta.check_fence(environment, token)`: the owner role's half, for the baseline
+/// migrations that run in a session logged in as it. Locks the fence row like `take_fence`
+/// and refuses any token but the current one; it never raises the row (code running as the
+/// owner cannot lock its own environment out with a huge token), and only the environment's
+/// own owner role may call it.
+const CHECK_FENCE_BODY: &str = "DECLARE held bigint;
+BEGIN
+  IF session_user <> 'bk_' || pg_catalog.replace(p_env::text, '-', '') || '_owner' THEN
+    RAISE EXCEPTION 'only the owner role of environment % checks its fence', p_env
+      USING ERRCODE = 'insufficient_privilege';
+  END IF;
+  SELECT token INTO held FROM bulkhead_meta.fence WHERE environment_id = p_env FOR UPDATE;
+  IF held IS DISTINCT FROM p_token THEN
+    RAISE EXCEPTION 'bulkhead fence: token % is stale; environment % is held by token %',
+      p_token, p_env, held USING ERRCODE = 'BKFEN';
+  END IF;
+END";
+
 /// Lets `owner_role` call `record_baseline` (USAGE on the schema, EXECUTE on the function),
 /// once: the grant stays until the role is dropped (`DROP OWNED BY`).
 pub(crate) fn grant_record_sql(owner_role: &str) -> Result<String, ExecError> {
@@ -68,12 +129,15 @@ pub(crate) fn grant_record_sql(owner_role: &str) -> Result<String, ExecError> {
     let role = ident(owner_role)?;
     Ok(format!(
         "DO $bk$BEGIN IF NOT pg_catalog.has_function_privilege({owner}, {function}, 'EXECUTE') \
+           OR NOT pg_catalog.has_function_privilege({owner}, {check}, 'EXECUTE') \
            OR NOT pg_catalog.has_schema_privilege({owner}, {schema_literal}, 'USAGE') THEN\n\
            GRANT USAGE ON SCHEMA {schema} TO {role};\n\
            GRANT EXECUTE ON FUNCTION {schema}.record_baseline(text, text, text) TO {role};\n\
+           GRANT EXECUTE ON FUNCTION {schema}.check_fence(uuid, bigint) TO {role};\n\
          END IF; END$bk$;\n",
         owner = literal(owner_role)?,
         function = literal(&format!("{META_SCHEMA}.record_baseline(text, text, text)"))?,
+        check = literal(&format!("{META_SCHEMA}.check_fence(uuid, bigint)"))?,
         schema_literal = literal(META_SCHEMA)?,
     ))
 }

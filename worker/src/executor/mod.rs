@@ -5,6 +5,9 @@
 mod actions;
 mod baseline;
 mod catalog;
+mod fence;
+mod grants;
+mod lockdown;
 mod meta;
 mod pool;
 mod postgres;
@@ -14,6 +17,7 @@ mod session;
 mod spares;
 mod sql;
 
+pub use fence::{Fence, Report};
 pub use postgres::PostgresExecutor;
 
 use bulkhead_core::guarantees::{self, Enforcement, Guarantee, GuaranteeStatus};
@@ -175,6 +179,10 @@ pub enum ExecError {
     /// The `on_step` callback asked to stop between two steps.
     #[error("stopped between steps on request")]
     Aborted,
+    /// The target's fence refused this run's token: another worker holds the job's lease now
+    /// (or a later job of the environment ran). Nothing more may be written for this attempt.
+    #[error("fenced off: {0}")]
+    Fenced(String),
 }
 
 impl ExecError {

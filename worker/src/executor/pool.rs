@@ -2,9 +2,11 @@
 //! verify) does not pay for a new backend at every phase.
 
 use super::ExecError;
+use super::fence::{self, Fence, Side};
 use super::sql;
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
+use std::sync::Arc;
 use std::sync::Mutex;
 
 /// Settings of every admin session: quiet, bounded waits, recognisable in `pg_stat_activity`.
@@ -55,6 +57,7 @@ impl ConnPool {
                 target: sql::target_of(url),
                 conn: Some(conn),
                 keep: true,
+                fence: None,
             }),
             None => self.get_fresh(url),
         }
@@ -73,6 +76,7 @@ impl ConnPool {
             target: sql::target_of(url),
             conn: Some(conn),
             keep: true,
+            fence: None,
         }
     }
 
@@ -102,9 +106,66 @@ pub(crate) struct PooledConn<'a> {
     target: String,
     conn: Option<PgConnection>,
     keep: bool,
+    /// Set for the steps of a fenced run: every [`batch`](Self::batch) first takes (or, as the
+    /// owner role, checks) the environment's fence in its transaction (see `fence`).
+    fence: Option<(Arc<Fence>, Side)>,
 }
 
 impl PooledConn<'_> {
+    /// Makes every later [`batch`](Self::batch) take the fence; the admin side first names the
+    /// session after the job, makes sure the fence row exists and takes it.
+    pub(crate) fn set_fence(
+        &mut self,
+        step: &str,
+        fence: Arc<Fence>,
+        side: Side,
+    ) -> Result<(), ExecError> {
+        self.fence = Some((fence.clone(), side));
+        if side == Side::Admin {
+            // The run's first contact takes the fence at once: a worker whose lease was taken
+            // over is refused here even when the new holder has no step to run.
+            let handout = fence.handout_sql()?;
+            self.retrying(|conn| {
+                conn.fenced(step, |c, prefix| {
+                    c.batch_execute(&format!("{handout}{prefix}"))
+                })
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Runs `f` with the fence's prefix for the statements of one transaction ("" when the run
+    /// is not fenced). A prefix that waited a lease for the fence makes an admin session end
+    /// the holder if it is a session of an older lease, and the step runs once more.
+    pub(crate) fn fenced<T>(
+        &mut self,
+        step: &str,
+        mut f: impl FnMut(&mut PgConnection, &str) -> diesel::QueryResult<T>,
+    ) -> Result<T, ExecError> {
+        let Some((fence, side)) = self.fence.clone() else {
+            return self.run(step, |c| f(c, ""));
+        };
+        let prefix = fence.prefix(side)?;
+        match self.run(step, |c| f(c, &prefix)) {
+            Err(error) if side == Side::Admin && fence::is_lock_timeout(&error) => {
+                let taken = self.run(step, |c| fence.take_over(c))?;
+                if !taken {
+                    return Err(error);
+                }
+                self.run(step, |c| f(c, &prefix))
+            }
+            other => other,
+        }
+    }
+
+    /// Only the fence: before and after a statement that cannot run in a transaction
+    /// (`CREATE DATABASE`, `DROP DATABASE`).
+    pub(crate) fn check_fence(&mut self, step: &str) -> Result<(), ExecError> {
+        if self.fence.is_none() {
+            return Ok(());
+        }
+        self.batch(step, "SELECT 1")
+    }
     /// `host:port/database`, for messages.
     pub(crate) fn target(&self) -> &str {
         &self.target
@@ -127,9 +188,22 @@ impl PooledConn<'_> {
         })
     }
 
-    /// Runs statements in one round trip (an implicit transaction when there are several).
+    /// Runs statements in one round trip (an implicit transaction when there are several),
+    /// fenced when the run is.
     pub(crate) fn batch(&mut self, step: &str, statements: &str) -> Result<(), ExecError> {
-        self.run(step, |c| c.batch_execute(statements))
+        self.fenced(step, |c, prefix| {
+            if prefix.is_empty() {
+                c.batch_execute(statements)
+            } else {
+                c.batch_execute(&format!("{prefix}{statements}"))
+            }
+        })
+    }
+
+    /// [`batch`](Self::batch) without the fence: for what only takes privileges away (the
+    /// owner role's logout), which a worker whose lease was taken over may still do.
+    pub(crate) fn batch_unfenced(&mut self, step: &str, statements: &str) -> Result<(), ExecError> {
+        self.retrying(|conn| conn.run(step, |c| c.batch_execute(statements)))
     }
 
     /// [`batch`](Self::batch), tried again (up to 8 times, after a short random pause) when it
@@ -138,9 +212,16 @@ impl PooledConn<'_> {
     /// on a catalog index. No advisory lock serialises these in databases tenants can connect
     /// to: a tenant could take the same key and stall every other tenant's steps.
     pub(crate) fn batch_retrying(&mut self, step: &str, statements: &str) -> Result<(), ExecError> {
+        self.retrying(|conn| conn.batch(step, statements))
+    }
+
+    fn retrying(
+        &mut self,
+        mut attempt_once: impl FnMut(&mut Self) -> Result<(), ExecError>,
+    ) -> Result<(), ExecError> {
         let mut attempt = 0u32;
         loop {
-            match self.batch(step, statements) {
+            match attempt_once(self) {
                 Err(error) if attempt < 8 && lost_catalog_race(&error) => {
                     attempt += 1;
                     let pause = rand::random_range(1..=5u64) * u64::from(attempt);

@@ -3,8 +3,10 @@
 //! that logged in as the environment's owner role.
 
 use super::ExecError;
+use super::fence::{Fence, Side};
 use super::pool::{ConnPool, PooledConn};
 use super::sql;
+use std::sync::Arc;
 
 /// Run by the owner's session once connected: touches the catalogs DDL uses and PL/pgSQL.
 const OWNER_WARM_UP: &str = "DO $bk$BEGIN END$bk$; \
@@ -27,6 +29,9 @@ pub(crate) struct Session<'a> {
     owner_url: String,
     /// While the owner role may log in: what ends that (run by `close_owner`).
     owner_logout: Option<String>,
+    /// The job lease an apply or destroy runs under: every step on the server, the
+    /// environment's database and the owner's session takes or checks it (see `fence`).
+    fence: Option<Arc<Fence>>,
 }
 
 impl<'a> Session<'a> {
@@ -41,14 +46,29 @@ impl<'a> Session<'a> {
             owner_pending: None,
             owner_url: String::new(),
             owner_logout: None,
+            fence: None,
         }
+    }
+
+    /// Fences every step of this run (set before the first connection is handed out).
+    pub(crate) fn with_fence(mut self, fence: Option<Arc<Fence>>) -> Self {
+        self.fence = fence;
+        self
+    }
+
+    fn fenced(&self, mut conn: PooledConn<'a>, side: Side) -> Result<PooledConn<'a>, ExecError> {
+        if let Some(fence) = &self.fence {
+            conn.set_fence("take the environment's fence", fence.clone(), side)?;
+        }
+        Ok(conn)
     }
 
     /// A connection to the environment's server: the pooled database for a shared
     /// environment (roles are server-wide), the maintenance database for a dedicated one.
     pub(crate) fn server(&mut self) -> Result<&mut PooledConn<'a>, ExecError> {
         if self.server.is_none() {
-            self.server = Some(self.pool.get(&self.server_url)?);
+            let conn = self.pool.get(&self.server_url)?;
+            self.server = Some(self.fenced(conn, Side::Admin)?);
         }
         self.server
             .as_mut()
@@ -61,7 +81,8 @@ impl<'a> Session<'a> {
             return self.server();
         }
         if self.envdb.is_none() {
-            self.envdb = Some(self.pool.get(&self.envdb_url)?);
+            let conn = self.pool.get(&self.envdb_url)?;
+            self.envdb = Some(self.fenced(conn, Side::Admin)?);
         }
         self.envdb
             .as_mut()
@@ -123,7 +144,7 @@ impl<'a> Session<'a> {
             })??;
             let mut conn = self.pool.wrap(&self.owner_url, conn);
             conn.never_reuse();
-            self.owner = Some(conn);
+            self.owner = Some(self.fenced(conn, Side::Owner)?);
         }
         self.owner
             .as_mut()
@@ -144,9 +165,10 @@ impl<'a> Session<'a> {
         match self.owner_logout.take() {
             // Tenant code running as the owner could have set a password of its own and
             // logged in from outside: its sessions end here too.
+            // Unfenced: taking a privilege away is right even for a worker that lost its lease.
             Some(sql) => self
                 .server()?
-                .batch_retrying("end the owner role's login", &sql),
+                .batch_unfenced("end the owner role's login", &sql),
             None => Ok(()),
         }
     }

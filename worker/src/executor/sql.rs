@@ -156,6 +156,9 @@ pub(crate) fn query_error(step: &str, target: &str, error: &DieselError) -> Exec
                 text.push_str(detail);
                 text.push(')');
             }
+            if text.starts_with(super::meta::FENCE_ERROR) {
+                return ExecError::Fenced(format!("{step} on {target}: {text}"));
+            }
             if matches!(
                 kind,
                 DatabaseErrorKind::ClosedConnection

@@ -1,0 +1,1 @@
+DROP SEQUENCE fencing_tokens;
