@@ -52,17 +52,19 @@ impl From<diesel::r2d2::PoolError> for StoreError {
     }
 }
 
-/// Every pooled connection gets a statement timeout, so one slow query cannot hold a worker.
+/// Every pooled connection gets a statement timeout, so one slow query cannot hold a worker, and
+/// an idle-in-transaction timeout, so a process paused inside a transaction (a frozen VM, a
+/// `SIGSTOP`) cannot hold a job row's lock against the sweeper and the next claim for long.
 #[derive(Debug, Clone, Copy)]
 struct SessionSettings;
 
 impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SessionSettings {
     fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
-        use diesel::RunQueryDsl;
-        diesel::sql_query("SET statement_timeout = '10s'")
-            .execute(conn)
-            .map(|_| ())
-            .map_err(diesel::r2d2::Error::QueryError)
+        use diesel::connection::SimpleConnection;
+        conn.batch_execute(
+            "SET statement_timeout = '10s'; SET idle_in_transaction_session_timeout = '5s'",
+        )
+        .map_err(diesel::r2d2::Error::QueryError)
     }
 }
 

@@ -189,7 +189,7 @@ async fn a_paused_worker_mid_migration_writes_nothing_after_a_takeover() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_paused_in_verification_does_not_mark_the_environment() {
-    let mut stack = stack(Some("verify:1500")).await;
+    let mut stack = stack(Some("verify:10000")).await;
     stack.create_tenant("umbrella", "shared").await;
     let accepted = stack
         .create_environment("umbrella", json!({"name": "dev", "stage": "development"}))
@@ -209,7 +209,7 @@ async fn a_worker_paused_in_verification_does_not_mark_the_environment() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_paused_in_a_destroy_writes_nothing_after_a_takeover() {
-    let mut stack = stack(Some("destroy_step:1500")).await;
+    let mut stack = stack(Some("destroy_step:10000")).await;
     stack.create_tenant("cyberdyne", "shared").await;
     let accepted = stack
         .create_environment("cyberdyne", json!({"name": "dev", "stage": "development"}))

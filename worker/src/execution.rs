@@ -463,7 +463,8 @@ impl Execution {
         .await
         .map_err(|e| Stop::Fatal(format!("apply task: {e}")))??;
         let apply_ms = ms(started);
-        if let Some(pause) = fault_pause("verify") {
+        // Only on a first attempt: the worker that takes the job over does not pause again.
+        if let Some(pause) = fault_pause("verify").filter(|_| self.job.attempts == 1) {
             let job_id = self.job.id;
             self.fenced_db(move |conn| {
                 store::jobs::add_event(
@@ -530,7 +531,8 @@ impl Execution {
         let plan = self.plan(spec, true).await?;
         let (executor, spec_owned, fence) =
             (self.worker.executor.clone(), spec.clone(), self.fence());
-        let (mut on_step, step_log) = self.on_step(fault_pause("destroy_step"));
+        let (mut on_step, step_log) =
+            self.on_step(fault_pause("destroy_step").filter(|_| self.job.attempts == 1));
         tokio::task::spawn_blocking(move || {
             let applied = executor.apply_fenced(&spec_owned, &plan, "", Some(fence), &mut on_step);
             drop(on_step);
@@ -542,8 +544,8 @@ impl Execution {
         let audit = self.audit(spec);
         self.fenced_db(move |conn| {
             conn.transaction(|conn| {
-                // The tenant row first, as the API's teardown locks it: the same lock order
-                // both ways, and the last destroy of an offboarding tenant sees all the others.
+                // After the job row (`fenced_db`), the tenant row, as the API's teardown locks
+                // it: the last destroy of an offboarding tenant sees all the others.
                 store::tenants::lock_for_change(conn, audit.tenant_id)?;
                 store::environments::record_resources(conn, environment_id, &[], &json!({}))?;
                 store::environments::clear_guarantees(conn, environment_id)?;

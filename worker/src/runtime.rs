@@ -306,7 +306,7 @@ pub fn sweep_once(
     use diesel::Connection;
     let mut touched = 0;
     for stale in store::jobs::expired_leases(conn)? {
-        conn.transaction(|conn| {
+        let swept = conn.transaction(|conn| {
             let owner = stale.lease_owner.clone().unwrap_or_default();
             let (id, token) = (stale.id, stale.fencing_token);
             // Listed a moment ago; its worker may have renewed the lease since.
@@ -350,7 +350,11 @@ pub fn sweep_once(
                 touched += 1;
             }
             Ok::<_, StoreError>(())
-        })?;
+        });
+        // One job that cannot be swept now does not hold back the others.
+        if let Err(error) = swept {
+            tracing::warn!(job_id = %stale.id, %error, "sweeper: could not settle an expired lease; next sweep");
+        }
     }
     for stranded in store::jobs::stranded(conn, redeliver_after)? {
         store::outbox::enqueue(conn, stranded.id, &stranded.operation)?;

@@ -232,7 +232,7 @@ fn tenants_cannot_read_take_or_stall_the_fence() {
     // A tenant holding every advisory lock it likes does not stall B's steps: the fence is a
     // row lock only the admin can take.
     tenant
-        .batch_execute("SELECT pg_advisory_lock(k) FROM generate_series(1, 2000) AS k")
+        .batch_execute("SELECT pg_advisory_lock(k) FROM generate_series(1, 64) AS k")
         .expect("advisory locks are open to every role");
     let (fb2, _) = fence(&b, 4_000_012, Duration::from_millis(500));
     destroy_fenced(&fx, &b, fb2).expect("B's destroy is not stalled by A's advisory locks");
@@ -276,4 +276,94 @@ fn tenants_cannot_read_take_or_stall_the_fence() {
         ))
         .expect_err("the owner cannot raise the fence");
     assert!(raise.to_string().contains("permission denied"), "{raise}");
+}
+
+/// A session of the environment's owner role (logged in with a one-time password) that an older
+/// lease left behind, as a paused worker would.
+fn stale_owner_session(fx: &Fixture, spec: &EnvironmentSpec) -> PgConnection {
+    let names = fx.exec.names(spec);
+    let mut admin = fx.admin(&fx.pooled);
+    admin
+        .batch_execute(&format!(
+            "ALTER ROLE {owner} LOGIN PASSWORD 'stale-owner-password'; \
+             GRANT CONNECT ON DATABASE {db} TO {owner}; \
+             GRANT USAGE ON SCHEMA bulkhead_meta TO {owner}; \
+             GRANT EXECUTE ON FUNCTION bulkhead_meta.check_fence(uuid, bigint) TO {owner}",
+            owner = names.owner_role,
+            db = fx.pooled
+        ))
+        .expect("let the owner log in");
+    let info = fx.exec.connection_info(spec);
+    PgConnection::establish(&format!(
+        "postgres://{}:stale-owner-password@{}:{}/{}",
+        names.owner_role, info.host, info.port, fx.pooled
+    ))
+    .expect("log in as the owner")
+}
+
+#[test]
+fn an_older_leases_owner_session_never_blocks_the_next_migrations() {
+    let mut fx = Fixture::new();
+    let mut spec = fx.spec(Isolation::Shared);
+    let pw = password();
+    let (first, _) = fence(&spec, 5_000_010, Duration::from_secs(5));
+    provision_fenced(&fx, &spec, &pw, first);
+
+    // A paused worker's owner session, in the middle of a migration: it holds the fence, and
+    // the code it ran renamed the session to look like the newest lease there could be.
+    let mut paused = stale_owner_session(&fx, &spec);
+    paused
+        .batch_execute(&format!(
+            "SET application_name = 'bulkhead/{}/999999999999999999'; BEGIN; \
+             SELECT bulkhead_meta.check_fence('{}', 5000010)",
+            Uuid::now_v7(),
+            spec.id
+        ))
+        .expect("hold the fence as the owner");
+    spec.blueprint
+        .baseline
+        .push(bulkhead_core::blueprint::BaselineMigration {
+            id: "0901_extra".to_owned(),
+            sql: "CREATE TABLE extra (id integer);".to_owned(),
+        });
+    let (next, reports) = fence(&spec, 5_000_011, Duration::from_millis(800));
+    provision_fenced(&fx, &spec, &pw, next);
+    let reports = reports.lock().expect("reports").clone();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0]["role"], fx.exec.names(&spec).owner_role.as_str());
+    assert!(
+        paused.batch_execute("SELECT 1").is_err(),
+        "the owner session was ended"
+    );
+
+    // An idle owner session left behind (the role may have one connection only) does not
+    // keep the next run's migrations from logging in either.
+    let mut idle = stale_owner_session(&fx, &spec);
+    spec.blueprint
+        .baseline
+        .push(bulkhead_core::blueprint::BaselineMigration {
+            id: "0902_more".to_owned(),
+            sql: "CREATE TABLE more (id integer);".to_owned(),
+        });
+    let (third, _) = fence(&spec, 5_000_012, Duration::from_millis(800));
+    provision_fenced(&fx, &spec, &pw, third);
+    assert!(
+        idle.batch_execute("SELECT 1").is_err(),
+        "the idle owner session was ended"
+    );
+    let names = fx.exec.names(&spec);
+    let mut pooled = fx.admin(&fx.pooled);
+    for table in ["extra", "more"] {
+        assert_eq!(
+            count(
+                &mut pooled,
+                &format!(
+                    "SELECT count(*) AS count FROM pg_tables WHERE schemaname = $1 AND tablename = '{table}'"
+                ),
+                &names.schema,
+            ),
+            1,
+            "{table} migrated"
+        );
+    }
 }

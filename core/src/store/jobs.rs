@@ -192,6 +192,9 @@ pub fn lock_expired(conn: &mut PgConnection, job_id: Uuid, token: i64) -> Result
         .filter(jobs::lease_expires_at.lt(diesel::dsl::now))
         .select(jobs::id)
         .for_update()
+        // A row locked by a write in flight (perhaps of a paused worker) waits for the next
+        // sweep instead of holding this one.
+        .skip_locked()
         .first::<Uuid>(conn)
         .optional()?;
     Ok(expired.is_some())

@@ -27,6 +27,26 @@ impl Execution {
             Requeue(Duration, String),
             Release,
         }
+        // The fence's error is matched by its text, which tenant code running as the owner
+        // role during a migration could raise too: believe it only if the job moved on.
+        let result = match result {
+            Err(Stop::Exec(ExecError::Fenced(reason))) => {
+                let still_held = self
+                    .worker
+                    .db(move |conn| store::jobs::hold(conn, job_id, token))
+                    .await
+                    .unwrap_or(false);
+                if !still_held {
+                    tracing::warn!(%job_id, %reason, "fenced off on the target; writing nothing");
+                    return Outcome::LostLease;
+                }
+                Err(Stop::Fatal(format!(
+                    "a step was refused with the fence's error although this job still holds its \
+                     lease (code run by a migration may have raised it): {reason}"
+                )))
+            }
+            other => other,
+        };
         let write = match result {
             Ok(()) => Write::Finish(JobState::Succeeded, None),
             Err(Stop::Exec(ExecError::Aborted)) if self.lost.load(Ordering::SeqCst) => {
@@ -34,10 +54,6 @@ impl Execution {
             }
             // Another worker holds the job (or the target's fence) now: write nothing.
             Err(Stop::LostLease) => return Outcome::LostLease,
-            Err(Stop::Exec(ExecError::Fenced(reason))) => {
-                tracing::warn!(job_id = %self.job.id, %reason, "fenced off on the target; writing nothing");
-                return Outcome::LostLease;
-            }
             Err(Stop::Canceled) => Write::Finish(
                 JobState::Canceled,
                 Some("canceled by request before this attempt changed the target".to_owned()),

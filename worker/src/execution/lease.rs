@@ -12,8 +12,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Fault injection for the e2e tests: `BULKHEAD_FAULT_PAUSE=<point>:<ms>` (points `verify`:
-/// before an apply's verification, `destroy_step`: after a destroy's first step) makes the
-/// worker write a `fault` event and then pause there, so a test can `SIGSTOP` it at a known
+/// before an apply's verification, `destroy_step`: after a destroy's first step; first attempts
+/// only) makes the worker write a `fault` event and then pause there, so a test can `SIGSTOP` it at a known
 /// point. Unset (as in production) it does nothing.
 pub(super) fn fault_pause(point: &str) -> Option<Duration> {
     let value = std::env::var("BULKHEAD_FAULT_PAUSE").ok()?;

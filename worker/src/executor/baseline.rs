@@ -147,6 +147,14 @@ pub(crate) fn start_owner(
                 literal(&ctx.names.database)?
             ));
         }
+        // This run holds the environment's fence now: any session of the owner role is left
+        // over from an older lease (or from tenant code that logged in as it) and would hold
+        // the role's only connection.
+        sql.push_str(&format!(
+            "SELECT pg_catalog.pg_terminate_backend(pid, 5000) FROM pg_catalog.pg_stat_activity \
+             WHERE usename = {} AND pid <> pg_catalog.pg_backend_pid();\n",
+            literal(&ctx.names.owner_role)?
+        ));
         sql.push_str(&format!(
             "ALTER ROLE {owner} WITH LOGIN PASSWORD {secret} VALID UNTIL {};\n",
             literal(&(chrono::Utc::now() + chrono::Duration::minutes(10)).to_rfc3339())?

@@ -16,6 +16,7 @@
 use super::ExecError;
 use super::meta;
 use super::sql::literal;
+use bulkhead_core::domain::Isolation;
 use diesel::sql_types::{BigInt, Integer, Text, Uuid as SqlUuid};
 use diesel::{PgConnection, QueryableByName, RunQueryDsl};
 use std::sync::Arc;
@@ -66,8 +67,10 @@ impl Fence {
         format!("bulkhead/{}/{}", self.job_id, self.token)
     }
 
+    /// How long a step waits for the fence: a lease, but under the admin sessions' statement
+    /// timeout (5 min), which would otherwise end the wait before the takeover could start.
     fn lease_ms(&self) -> u128 {
-        self.lease.as_millis().max(1)
+        self.lease.as_millis().clamp(1, 240_000)
     }
 
     /// Run once when a run hands out an admin connection, followed by the fence's prefix in
@@ -111,74 +114,80 @@ impl Fence {
     }
 
     /// After a step waited a lease for the fence: ends the session holding the environment's
-    /// fence row if it belongs to an older lease (a lower token), waits for it to go, and
-    /// reports it. Returns whether a session was ended (then the step is worth trying again).
-    /// Runs in an admin session (it reads `bulkhead_meta.fence`).
+    /// fence row if it belongs to an older lease, waits for it to go, and reports it. Returns
+    /// whether a session was ended (then the step is worth trying again). Runs in an admin
+    /// session (it reads `bulkhead_meta.fence`).
+    ///
+    /// The holder is the backend whose transaction id is the row's `xmax` (the transaction that
+    /// locked it last, still open). It is ended when it carries a lower token in its
+    /// `application_name`, or when it is a session of the environment's owner role (which only
+    /// a run's migrations use, one step at a time, and tenant code running as that role could
+    /// rename to look newer). Never when the stored token is above ours (then we are the stale
+    /// one). Found and ended in one statement, so a pid reused meanwhile is never hit.
     pub(crate) fn take_over(&self, conn: &mut PgConnection) -> diesel::QueryResult<bool> {
         #[derive(QueryableByName)]
-        struct Holder {
+        struct Ended {
             #[diesel(sql_type = Integer)]
             pid: i32,
             #[diesel(sql_type = Text)]
             application_name: String,
             #[diesel(sql_type = Text)]
+            usename: String,
+            #[diesel(sql_type = Text)]
             state: String,
+            #[diesel(sql_type = diesel::sql_types::Bool)]
+            ended: bool,
         }
-        // The row's xmax is the transaction that locked it last; if that transaction is still
-        // open, its backend is the holder.
-        let holders: Vec<Holder> = diesel::sql_query(
-            "SELECT a.pid, a.application_name, coalesce(a.state, '') AS state \
+        let owner_role =
+            bulkhead_core::plan::names(self.environment_id, Isolation::Shared, "").owner_role;
+        let timeout_ms = i64::try_from(self.lease_ms()).unwrap_or(30_000);
+        let ended: Vec<Ended> = diesel::sql_query(
+            "SELECT a.pid, coalesce(a.application_name, '') AS application_name, \
+                    coalesce(a.usename::text, '') AS usename, coalesce(a.state, '') AS state, \
+                    pg_catalog.pg_terminate_backend(a.pid, $3) AS ended \
              FROM bulkhead_meta.fence f \
              JOIN pg_catalog.pg_stat_activity a ON a.backend_xid = f.xmax \
-             WHERE f.environment_id = $1 AND a.pid <> pg_catalog.pg_backend_pid()",
+             WHERE f.environment_id = $1 AND f.token <= $2 \
+               AND a.pid <> pg_catalog.pg_backend_pid() \
+               AND (a.usename = $4 OR CASE WHEN a.application_name ~ '^bulkhead/[0-9a-f-]{36}/[0-9]{1,18}$' \
+                    THEN pg_catalog.split_part(a.application_name, '/', 3)::bigint < $2 ELSE false END)",
         )
         .bind::<SqlUuid, _>(self.environment_id)
+        .bind::<BigInt, _>(self.token)
+        .bind::<BigInt, _>(timeout_ms)
+        .bind::<Text, _>(&owner_role)
         .load(conn)?;
-        let mut ended = false;
-        for holder in holders {
-            let Some((job, token)) = parse_application_name(&holder.application_name) else {
-                continue;
-            };
-            if token >= self.token {
-                continue;
-            }
-            #[derive(QueryableByName)]
-            struct Ended {
-                #[diesel(sql_type = diesel::sql_types::Bool)]
-                ended: bool,
-            }
-            let timeout_ms = i64::try_from(self.lease_ms()).unwrap_or(30_000);
-            let result: Ended =
-                diesel::sql_query("SELECT pg_catalog.pg_terminate_backend($1, $2) AS ended")
-                    .bind::<Integer, _>(holder.pid)
-                    .bind::<BigInt, _>(timeout_ms)
-                    .get_result(conn)?;
+        for holder in &ended {
+            let (job, token) = parse_application_name(&holder.application_name)
+                .map_or((None, None), |(job, token)| {
+                    (Some(job.to_string()), Some(token))
+                });
             tracing::warn!(
                 environment_id = %self.environment_id,
                 pid = holder.pid,
-                stale_job = %job,
-                stale_token = token,
+                stale_job = ?job,
+                stale_token = ?token,
                 token = self.token,
                 "took the environment's fence over from a session of an older lease"
             );
             (self.report)(
                 &format!(
-                    "ended target session {} of an older lease (job {job}, token {token}, {}) that \
-                     held the environment's fence for longer than a lease",
-                    holder.pid, holder.state
+                    "ended target session {} ({}, {}, {}) of an older lease that held the \
+                     environment's fence for longer than a lease",
+                    holder.pid, holder.usename, holder.application_name, holder.state
                 ),
                 serde_json::json!({
                     "pid": holder.pid,
-                    "stale_job": job.to_string(),
+                    "stale_job": job,
                     "stale_token": token,
+                    "role": holder.usename,
                     "token": self.token,
                     "session_state": holder.state,
-                    "ended": result.ended,
+                    "ended": holder.ended,
                 }),
             );
-            ended |= result.ended;
         }
-        Ok(ended)
+        Ok(ended.iter().any(|h| h.ended))
     }
 }
 

@@ -200,12 +200,6 @@ impl PooledConn<'_> {
         })
     }
 
-    /// [`batch`](Self::batch) without the fence: for what only takes privileges away (the
-    /// owner role's logout), which a worker whose lease was taken over may still do.
-    pub(crate) fn batch_unfenced(&mut self, step: &str, statements: &str) -> Result<(), ExecError> {
-        self.retrying(|conn| conn.run(step, |c| c.batch_execute(statements)))
-    }
-
     /// [`batch`](Self::batch), tried again (up to 8 times, after a short random pause) when it
     /// lost a race on a catalog row: concurrent GRANT/REVOKE on one database or schema fail with
     /// "tuple concurrently updated", concurrent `CREATE … IF NOT EXISTS` with a unique violation

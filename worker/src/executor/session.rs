@@ -165,10 +165,12 @@ impl<'a> Session<'a> {
         match self.owner_logout.take() {
             // Tenant code running as the owner could have set a password of its own and
             // logged in from outside: its sessions end here too.
-            // Unfenced: taking a privilege away is right even for a worker that lost its lease.
+            // Fenced like every step: a worker whose lease was taken over must not end the
+            // owner sessions of the run that holds it now (that run logs the owner out itself;
+            // the one-time password expires after ten minutes anyway).
             Some(sql) => self
                 .server()?
-                .batch_unfenced("end the owner role's login", &sql),
+                .batch_retrying("end the owner role's login", &sql),
             None => Ok(()),
         }
     }
