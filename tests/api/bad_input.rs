@@ -445,3 +445,56 @@ async fn a_nul_in_a_path_reference_is_not_found() {
         );
     }
 }
+
+/// Names a portal shows are refused when they carry zero-width or direction-changing
+/// characters (U+202E makes "Acme\u{202E}gnp.exe" read as "Acmeexe.png"), with a field error
+/// that names the character; nothing is stored.
+#[tokio::test]
+async fn spoofing_characters_in_names_are_refused() {
+    let app = TestApp::spawn().await;
+    let tenants_before = app.count("tenants");
+    let (status, body) = app
+        .post(
+            "/v1/tenants",
+            &app.admin,
+            json!({"slug": "spoof", "name": "Acme\u{202E}gnp.exe", "tier": "shared",
+                   "region": "eu-west-1",
+                   "cost_tags": {"business_unit": "w\u{200B}ms", "cost_center": "cc-1"}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        body["type"],
+        "https://bulkhead.dev/problems/validation-failed"
+    );
+    let errors = body["errors"].as_array().expect("errors");
+    let field = |name: &str| {
+        errors
+            .iter()
+            .find(|e| e["field"] == name)
+            .unwrap_or_else(|| panic!("no error for {name}: {body}"))["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        field("name").contains("U+202E RIGHT-TO-LEFT OVERRIDE"),
+        "{body}"
+    );
+    assert!(
+        field("cost_tags.business_unit").contains("direction-changing"),
+        "{body}"
+    );
+    assert_eq!(app.count("tenants"), tenants_before);
+
+    app.create_tenant("acme").await;
+    let (status, body) = app
+        .post(
+            "/v1/tenants/acme/members",
+            &app.admin,
+            json!({"email": "sam@acme.example", "role": "viewer", "display_name": "Sam\u{2066} Admin"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"][0]["field"], "display_name");
+}

@@ -46,7 +46,8 @@ impl CostTags {
             match value.as_str() {
                 Some(text)
                     if text.chars().count() <= MAX_VALUE_CHARS
-                        && !text.chars().any(char::is_control) =>
+                        && !text.chars().any(char::is_control)
+                        && !text.chars().any(|c| super::values::invisible(c).is_some()) =>
                 {
                     tags.insert(key.clone(), text.to_owned());
                 }
@@ -54,7 +55,7 @@ impl CostTags {
                     path,
                     format!(
                         "tag values must be strings of at most {MAX_VALUE_CHARS} characters \
-                         without control characters"
+                         without control, zero-width or direction-changing characters"
                     ),
                 )),
             }

@@ -105,13 +105,57 @@ impl Region {
 pub fn parse_display_text(field: &str, raw: &str) -> Result<String, FieldError> {
     let text = raw.trim();
     if text.is_empty() || text.chars().count() > 200 || text.chars().any(char::is_control) {
-        Err(FieldError::new(
+        return Err(FieldError::new(
             field,
             "must be 1 to 200 characters without control characters",
-        ))
-    } else {
-        Ok(text.to_owned())
+        ));
     }
+    if let Some((at, c)) = text
+        .chars()
+        .enumerate()
+        .find(|(_, c)| invisible(*c).is_some())
+    {
+        return Err(FieldError::new(
+            field,
+            format!(
+                "contains U+{:04X} {} at character {}: invisible and direction-changing \
+                 characters would make it read differently in a portal than it is; remove it",
+                u32::from(c),
+                invisible(c).unwrap_or("FORMAT CHARACTER"),
+                at + 1
+            ),
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+/// The name of a zero-width, bidirectional-control or other invisible formatting character
+/// (Unicode's format characters that spoof how a name reads), or `None`.
+pub(crate) fn invisible(c: char) -> Option<&'static str> {
+    Some(match c {
+        '\u{00AD}' => "SOFT HYPHEN",
+        '\u{061C}' => "ARABIC LETTER MARK",
+        '\u{180E}' => "MONGOLIAN VOWEL SEPARATOR",
+        '\u{200B}' => "ZERO WIDTH SPACE",
+        '\u{200C}' => "ZERO WIDTH NON-JOINER",
+        '\u{200D}' => "ZERO WIDTH JOINER",
+        '\u{200E}' => "LEFT-TO-RIGHT MARK",
+        '\u{200F}' => "RIGHT-TO-LEFT MARK",
+        '\u{202A}' => "LEFT-TO-RIGHT EMBEDDING",
+        '\u{202B}' => "RIGHT-TO-LEFT EMBEDDING",
+        '\u{202C}' => "POP DIRECTIONAL FORMATTING",
+        '\u{202D}' => "LEFT-TO-RIGHT OVERRIDE",
+        '\u{202E}' => "RIGHT-TO-LEFT OVERRIDE",
+        '\u{2060}'..='\u{2064}' => "INVISIBLE FORMAT CHARACTER",
+        '\u{2066}' => "LEFT-TO-RIGHT ISOLATE",
+        '\u{2067}' => "RIGHT-TO-LEFT ISOLATE",
+        '\u{2068}' => "FIRST STRONG ISOLATE",
+        '\u{2069}' => "POP DIRECTIONAL ISOLATE",
+        '\u{206A}'..='\u{206F}' => "DEPRECATED FORMAT CHARACTER",
+        '\u{FEFF}' => "ZERO WIDTH NO-BREAK SPACE",
+        '\u{FFF9}'..='\u{FFFB}' => "INTERLINEAR ANNOTATION CHARACTER",
+        _ => return None,
+    })
 }
 
 /// Where a tenant's environments live by default.
@@ -267,6 +311,19 @@ mod tests {
         );
         assert!(parse_display_text("name", "").is_err());
         assert!(parse_display_text("name", "a\u{0}b").is_err());
+        for spoof in [
+            "Acme\u{202E}gnp.exe",
+            "Ac\u{200B}me",
+            "\u{2067}Acme",
+            "Acme\u{FEFF}",
+        ] {
+            let error = parse_display_text("name", spoof).expect_err(spoof);
+            assert!(error.message.contains("U+"), "{}", error.message);
+        }
+        assert_eq!(
+            parse_display_text("name", "Müller & Søn – Ærø 東京").as_deref(),
+            Ok("Müller & Søn – Ærø 東京")
+        );
         assert!(parse_display_text("name", &"x".repeat(201)).is_err());
     }
 }
