@@ -167,11 +167,60 @@ impl Authorizer {
     pub fn generation(&self) -> i64 {
         self.generation
     }
+
+    /// The first permission of `role` that `principal` does not hold in `domain`, if any: a
+    /// grant of `role` by `principal` would give more than it holds.
+    pub fn lacks_any_of(&self, principal: Uuid, domain: Domain, role: Role) -> Option<String> {
+        role_permissions(role)
+            .into_iter()
+            .find(|permission| !self.allows_permission(principal, domain, permission))
+    }
+
+    fn allows_permission(&self, principal: Uuid, domain: Domain, permission: &str) -> bool {
+        self.enforcer
+            .enforce((
+                principal.to_string(),
+                domain.to_casbin(),
+                format!("|{permission}|"),
+            ))
+            .unwrap_or(false)
+    }
+}
+
+/// The permissions (`object:action`) the compiled-in policy gives `role`.
+pub fn role_permissions(role: Role) -> Vec<String> {
+    POLICY
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(3, ',').map(str::trim);
+            (fields.next() == Some("p") && fields.next() == Some(role.as_str()))
+                .then(|| fields.next())
+                .flatten()
+        })
+        .flat_map(|perms| {
+            perms
+                .split('|')
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn role_permissions_come_from_the_policy() {
+        let admin = role_permissions(Role::TenantAdmin);
+        assert!(admin.contains(&"credentials:read".to_owned()), "{admin:?}");
+        assert!(admin.contains(&"api_key:create".to_owned()));
+        assert!(!role_permissions(Role::PlatformAdmin).contains(&"credentials:read".to_owned()));
+        assert_eq!(
+            role_permissions(Role::Billing),
+            ["tenant:read", "cost:read"]
+        );
+    }
 
     async fn authorizer(assignments: &[Assignment]) -> Authorizer {
         Authorizer::new(assignments, 1).await.expect("policy loads")

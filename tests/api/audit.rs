@@ -117,7 +117,7 @@ async fn mutations_are_recorded_with_actor_result_and_request_id() {
         Method::POST,
         "/v1/tenants/acme/api-keys",
         &app.admin,
-        Some(json!({"name": "ci", "role": "operator"})),
+        Some(json!({"name": "ci", "role": "viewer"})),
         None,
     )
     .await;
@@ -370,7 +370,7 @@ async fn audit_events_page_in_order_without_duplicates() {
     for slug in ["acme", "globex"] {
         app.create_tenant(slug).await;
     }
-    for role in ["viewer", "operator", "billing"] {
+    for role in ["viewer", "approver", "billing"] {
         app.api_key("acme", role).await;
     }
     let stored = stored_seqs(&app);

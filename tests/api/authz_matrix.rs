@@ -257,10 +257,15 @@ fn expected_on_environments(role: Role) -> [u16; 13] {
 }
 
 /// Every tenant endpoint with its status for a caller holding `role` in the tenant it targets.
-fn expected_in_own(role: Role) -> Vec<(TenantEndpoint, u16)> {
+/// API keys never create API keys, whatever their role.
+fn expected_in_own(role: Role, via: Via) -> Vec<(TenantEndpoint, u16)> {
     TENANT_ENDPOINTS
         .into_iter()
         .zip(expected_in_own_tenant(role))
+        .map(move |(endpoint, status)| match (endpoint, via) {
+            (TenantEndpoint::CreateKey, Via::ApiKey) => (endpoint, 403),
+            _ => (endpoint, status),
+        })
         .chain(
             ENVIRONMENT_ENDPOINTS
                 .into_iter()
@@ -1399,7 +1404,7 @@ async fn tenant_endpoints_answer_every_caller_as_specified() {
     let kinds = [RefKind::Slug, RefKind::Id];
 
     for subject in &cast.subjects {
-        let expected = expected_in_own(subject.role);
+        let expected = expected_in_own(subject.role, subject.via);
         for kind in kinds {
             for &(endpoint, status) in &expected {
                 m.tenant_case(&cast, Scope::Own(subject), endpoint, kind, status)

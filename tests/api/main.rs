@@ -7,6 +7,7 @@ mod audit;
 mod authz_matrix;
 mod bad_input;
 mod contract;
+mod grants;
 mod https;
 mod identity;
 mod jobs;

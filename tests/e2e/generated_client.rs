@@ -86,10 +86,15 @@ async fn a_generated_python_client_drives_a_partners_flow() {
     let stack = Stack::start(Options::default()).await;
     stack.create_tenant("acme-gen", "shared").await;
     stack.create_tenant("initech-gen", "shared").await;
+    // A tenant admin makes the key (a platform admin may not: an operator reads credentials,
+    // which the platform admin does not hold).
+    let tenant_admin = stack.person("acme-gen", "tenant_admin").await;
     let (status, key) = stack
-        .post(
+        .call(
+            reqwest::Method::POST,
             "/v1/tenants/acme-gen/api-keys",
-            json!({"name": "partner-ci", "role": "operator"}),
+            &tenant_admin,
+            Some(json!({"name": "partner-ci", "role": "operator"})),
         )
         .await;
     assert_eq!(status, 201, "{key}");

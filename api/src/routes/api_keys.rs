@@ -8,7 +8,7 @@ use crate::routes::{PageOf, PageQuery, parse_id};
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use bulkhead_core::audit::AuditResult;
-use bulkhead_core::authz::{Action, Object};
+use bulkhead_core::authz::{Action, Domain, Object};
 use bulkhead_core::domain::{TenantRole, Validator, parse_display_text};
 use bulkhead_core::secrets;
 use bulkhead_core::store::{self, api_keys::ApiKey, api_keys::NewApiKey, principals::NewPrincipal};
@@ -113,6 +113,40 @@ pub async fn create(
         )));
     };
     ensure_not_leaving(&tenant)?;
+    // No one grants more than they hold, and keys do not mint keys (a key made by a key would
+    // outlive its parent's expiry and revocation).
+    let refusal = if caller.key.is_some() {
+        Some(
+            "API keys cannot create API keys (a key made by a key would outlive its parent's \
+             expiry and revocation); sign in as a person who holds api_key:create in this tenant"
+                .to_owned(),
+        )
+    } else {
+        state
+            .authz
+            .read()
+            .await
+            .lacks_any_of(caller.id, Domain::Tenant(tenant.id), role.role())
+            .map(|permission| {
+                format!(
+                    "role {} includes {permission}, which you do not hold in this tenant; give \
+                     the key a role within your own permissions",
+                    role.as_str()
+                )
+            })
+    };
+    if let Some(reason) = refusal {
+        state
+            .record_denial(
+                &caller,
+                Some(tenant.id),
+                Object::ApiKey,
+                Action::Create,
+                format!("tenant/{}", tenant.slug),
+            )
+            .await?;
+        return Err(ApiError::Forbidden(reason));
+    }
     let generated = secrets::generate_api_key();
     let secret = generated.secret.clone();
     let key = state

@@ -1,0 +1,125 @@
+//! No one grants more than they hold: an API key's role must be within the caller's own
+//! permissions in the tenant (platform admins and partners included), and keys do not mint
+//! keys. Tried as the attacks in the issue were: a platform admin refused a tenant's
+//! credentials mints a `tenant_admin` key to read them; a short-lived key mints a never-expiring
+//! `tenant_admin` key that outlives its parent's revocation.
+
+use crate::helpers::TestApp;
+use serde_json::json;
+
+const FORBIDDEN: &str = "https://bulkhead.dev/problems/forbidden";
+
+fn denials(app: &TestApp) -> i64 {
+    use diesel::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    diesel::sql_query(
+        "SELECT count(*) AS n FROM audit_events WHERE action = 'api_key.create' AND result = 'denied'",
+    )
+    .get_result::<Count>(&mut app.db())
+    .expect("count denials")
+    .n
+}
+
+#[tokio::test]
+async fn a_platform_admin_cannot_mint_a_key_that_reads_credentials() {
+    let app = TestApp::spawn().await;
+    app.create_tenant("acme").await;
+    for role in ["tenant_admin", "operator"] {
+        let before = denials(&app);
+        let (status, body) = app
+            .post(
+                "/v1/tenants/acme/api-keys",
+                &app.admin,
+                json!({"name": "mine", "role": role}),
+            )
+            .await;
+        assert_eq!(status, 403, "{role}: {body}");
+        assert_eq!(body["type"], FORBIDDEN);
+        let detail = body["detail"].as_str().expect("detail");
+        assert!(detail.contains("credentials:read"), "{detail}");
+        assert_eq!(denials(&app), before + 1, "the denial is audited");
+    }
+    // Within the admin's own permissions it may.
+    let (status, body) = app
+        .post(
+            "/v1/tenants/acme/api-keys",
+            &app.admin,
+            json!({"name": "ci-viewer", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+}
+
+#[tokio::test]
+async fn a_partner_cannot_mint_a_tenant_admin_key_in_a_tenant_it_onboarded() {
+    let app = TestApp::spawn().await;
+    let (_, partner) = app.partner("onboarding@partner.example").await;
+    let (status, body) = app
+        .post(
+            "/v1/tenants",
+            &partner,
+            json!({"slug": "globex", "name": "Globex", "tier": "shared", "region": "eu-west-1",
+                   "cost_tags": {"business_unit": "wholesale", "cost_center": "cc-1"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = app
+        .post(
+            "/v1/tenants/globex/api-keys",
+            &partner,
+            json!({"name": "escalate", "role": "tenant_admin"}),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["type"], FORBIDDEN);
+}
+
+#[tokio::test]
+async fn keys_do_not_mint_keys() {
+    let app = TestApp::spawn().await;
+    app.create_tenant("acme").await;
+    let (_, tenant_admin) = app
+        .member("acme", "dana@acme.example", "tenant_admin")
+        .await;
+    // A tenant admin may make a key with its own role: a subset of what it holds.
+    let (status, parent) = app
+        .post(
+            "/v1/tenants/acme/api-keys",
+            &tenant_admin,
+            json!({"name": "one-day", "role": "tenant_admin", "expires_in_days": 1}),
+        )
+        .await;
+    assert_eq!(status, 201, "{parent}");
+    let parent_secret = parent["secret"].as_str().expect("secret");
+    let before = denials(&app);
+    // That one-day key tries to mint a never-expiring one (or any key at all).
+    for role in ["tenant_admin", "viewer"] {
+        let (status, body) = app
+            .post(
+                "/v1/tenants/acme/api-keys",
+                parent_secret,
+                json!({"name": "forever", "role": role}),
+            )
+            .await;
+        assert_eq!(status, 403, "{role}: {body}");
+        assert_eq!(body["type"], FORBIDDEN);
+        assert!(
+            body["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("API keys cannot create API keys")),
+            "{body}"
+        );
+    }
+    assert_eq!(denials(&app), before + 2);
+    let (status, listed) = app.get("/v1/tenants/acme/api-keys", &tenant_admin).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(1),
+        "only the parent exists: {listed}"
+    );
+}
