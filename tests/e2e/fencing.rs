@@ -241,3 +241,91 @@ async fn a_worker_paused_in_a_destroy_writes_nothing_after_a_takeover() {
     agree(&stack, &environment, &job_id, "destroyed");
     assert_eq!(stack.leftovers(&environment), Vec::<String>::new());
 }
+
+/// A worker cut off from the control database (its connections go through a proxy the test
+/// cuts) cannot renew its lease: it stops before its next step on the target within a lease,
+/// however long the cut lasts, and once the database is back the job finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cut_off_from_the_control_database_stops_touching_the_target() {
+    let mut stack = Stack::start(Options {
+        no_workers: true,
+        worker_env: vec![
+            ("BULKHEAD_LEASE_SECONDS".to_owned(), "3".to_owned()),
+            ("BULKHEAD_SWEEP_MS".to_owned(), "300".to_owned()),
+        ],
+        blueprints: vec![SLOW_FOUR],
+        ..Options::default()
+    })
+    .await;
+    let server = crate::helpers::server_url();
+    let upstream = server
+        .rsplit_once('@')
+        .map_or(server.as_str(), |(_, host)| host)
+        .trim_end_matches('/')
+        .to_owned();
+    let proxy = crate::proxy::BrokerProxy::start(&upstream).await;
+    let database = stack
+        .db_url
+        .rsplit('/')
+        .next()
+        .expect("database name")
+        .to_owned();
+    let through_proxy = format!("postgres://postgres@{}/{database}", proxy.addr);
+    let worker = stack.spawn_worker_with(&[("DATABASE_URL".to_owned(), through_proxy)]);
+    stack.wait_worker_consuming(worker).await;
+
+    stack.create_tenant("massive", "shared").await;
+    let accepted = stack
+        .create_environment(
+            "massive",
+            json!({"name": "dev", "stage": "development", "blueprint": "slow-four"}),
+        )
+        .await;
+    let (environment, job_id) = (accepted["environment"].clone(), id(&accepted["job"]));
+    wait_for_event(&stack, "massive", &job_id, "0001_orders", |events| {
+        events.iter().any(|e| e["details"]["name"] == "0001_orders")
+    })
+    .await;
+    // The 4 s migration is running; the worker loses the control database now.
+    proxy.cut();
+    let names = stack.names(&environment);
+    let applied = |pooled: &mut diesel::PgConnection| {
+        texts(
+            pooled,
+            &format!(
+                "SELECT id AS v FROM bulkhead_meta.baseline WHERE schema_name = '{}' ORDER BY id",
+                names.schema
+            ),
+        )
+    };
+    let mut pooled = crate::helpers::admin_conn(&stack.pooled_database);
+    // The slow step ends ~4 s after it started; a lease (3 s) after its last renewal the worker
+    // may not start another step. Wait well past both.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let after_cut = applied(&mut pooled);
+    assert!(
+        !after_cut.contains(&Some("0003_order_notes".to_owned())),
+        "the cut-off worker went on with the next step: {after_cut:?}"
+    );
+    let active = texts(
+        &mut pooled,
+        &format!(
+            "SELECT pid::text AS v FROM pg_stat_activity WHERE application_name LIKE 'bulkhead/{job_id}/%' \
+             AND state = 'active'"
+        ),
+    );
+    assert!(
+        active.is_empty(),
+        "still running statements on the target: {active:?}"
+    );
+
+    // The control database is back: the expired lease is requeued and the job finishes.
+    proxy.restore();
+    let job = stack.wait_job("massive", &job_id, JOB_WITHIN).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    agree(&stack, &environment, &job_id, "ready");
+    assert_eq!(
+        applied(&mut pooled),
+        ["0001_orders", "0002_slow", "0003_order_notes"].map(|s| Some(s.to_owned()))
+    );
+}

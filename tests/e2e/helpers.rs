@@ -64,6 +64,29 @@ pub(crate) use slow_shared_blueprint;
 /// The slow step takes 1.5 s.
 pub const SLOW_SHARED: (&str, &str) = slow_shared_blueprint!("slow-shared", "1.5");
 
+/// A blueprint whose second baseline migration always fails with a transient-looking error
+/// (`serialization_failure`), which the worker retries.
+pub const FLAKY_SHARED: (&str, &str) = (
+    "flaky-shared.toml",
+    r#"name = "flaky-shared"
+version = 1
+isolation = "shared"
+description = "e2e: a shared environment whose baseline always fails as if by a transient error."
+
+[limits]
+connection_limit = 5
+statement_timeout_ms = 30000
+
+[[baseline]]
+id = "0001_orders"
+sql = "CREATE TABLE orders (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY);"
+
+[[baseline]]
+id = "0002_flaky"
+sql = "DO $$BEGIN RAISE EXCEPTION 'could not serialize access (e2e)' USING ERRCODE = 'serialization_failure'; END$$;"
+"#,
+);
+
 /// A blueprint whose second baseline migration always fails (division by zero).
 pub const BROKEN_SHARED: (&str, &str) = (
     "broken-shared.toml",
@@ -296,6 +319,17 @@ impl Stack {
             "worker",
             &self.worker_log(index),
         );
+        self.workers.push(worker);
+        index
+    }
+
+    /// A worker with `extra` settings on top of the stack's (such as a `DATABASE_URL` through a
+    /// proxy the test can cut).
+    pub fn spawn_worker_with(&mut self, extra: &[(String, String)]) -> usize {
+        let index = self.workers.len();
+        let mut env = self.worker_env.clone();
+        env.extend(extra.iter().cloned());
+        let worker = spawn(&self.env, &env, "worker", &self.worker_log(index));
         self.workers.push(worker);
         index
     }
@@ -603,19 +637,28 @@ impl Stack {
 
     /// An access token of `ops@<tenant>.test`, an operator of `tenant`.
     pub async fn operator(&self, tenant: &str) -> String {
+        self.person(tenant, "operator").await
+    }
+
+    /// An access token of a person holding `role` in `tenant` (invited by the platform admin).
+    pub async fn person(&self, tenant: &str, role: &str) -> String {
+        let key = format!("{tenant}/{role}");
         if let Some(token) = self
             .operators
             .lock()
             .ok()
-            .and_then(|tokens| tokens.get(tenant).cloned())
+            .and_then(|tokens| tokens.get(&key).cloned())
         {
             return token;
         }
-        let email = format!("ops@{tenant}.test");
+        let email = match role {
+            "operator" => format!("ops@{tenant}.test"),
+            other => format!("{other}@{tenant}.test"),
+        };
         let (status, member) = self
             .post(
                 &format!("/v1/tenants/{tenant}/members"),
-                json!({"email": email, "role": "operator"}),
+                json!({"email": email, "role": role}),
             )
             .await;
         assert_eq!(status, 201, "invite an operator: {member}");
@@ -633,7 +676,7 @@ impl Stack {
         assert!(status < 300, "accept the invitation: {accepted}");
         let token = self.login(&email, ADMIN_PASSWORD).await;
         if let Ok(mut tokens) = self.operators.lock() {
-            tokens.insert(tenant.to_owned(), token.clone());
+            tokens.insert(key, token.clone());
         }
         token
     }

@@ -3,7 +3,7 @@
 //! jobs on one environment, and a running job canceled.
 
 use crate::helpers::{
-    BROKEN_SHARED, BROKER_ADDR, Options, SLOW_SHARED, Stack, connect_as, drain_queue,
+    BROKEN_SHARED, BROKER_ADDR, FLAKY_SHARED, Options, SLOW_SHARED, Stack, connect_as, drain_queue,
     publish_job_message, queue_depth, slow_shared_blueprint, texts,
 };
 use crate::proxy::BrokerProxy;
@@ -363,7 +363,7 @@ async fn duplicate_delivery() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn always_failing_job_is_retried_then_dead_lettered() {
     let stack = Stack::start(Options {
-        blueprints: vec![BROKEN_SHARED],
+        blueprints: vec![FLAKY_SHARED, BROKEN_SHARED],
         env: env(&[("BULKHEAD_JOB_MAX_ATTEMPTS", "3")]),
         worker_env: env(&[
             ("BULKHEAD_RETRY_BASE_MS", "100"),
@@ -372,8 +372,15 @@ async fn always_failing_job_is_retried_then_dead_lettered() {
         ..Options::default()
     })
     .await;
+    stack.create_tenant("flaky-co", "shared").await;
     stack.create_tenant("broken-co", "shared").await;
     stack.create_tenant("healthy-co", "shared").await;
+    let flaky = stack
+        .create_environment(
+            "flaky-co",
+            json!({"name": "dev", "stage": "development", "blueprint": "flaky-shared"}),
+        )
+        .await;
     let broken = stack
         .create_environment(
             "broken-co",
@@ -383,7 +390,7 @@ async fn always_failing_job_is_retried_then_dead_lettered() {
     let healthy = stack
         .create_environment("healthy-co", json!({"name": "dev", "stage": "development"}))
         .await;
-    let broken_job = id(&broken["job"]);
+    let flaky_job = id(&flaky["job"]);
 
     stack
         .wait_succeeded("healthy-co", &id(&healthy["job"]), JOB_WITHIN)
@@ -392,8 +399,9 @@ async fn always_failing_job_is_retried_then_dead_lettered() {
         .wait_environment("healthy-co", "dev", "ready", JOB_WITHIN)
         .await;
 
-    let job = stack.wait_job("broken-co", &broken_job, JOB_WITHIN).await;
-    let kinds = stack.event_kinds("broken-co", &broken_job).await;
+    // A transient error is retried until the attempts run out.
+    let job = stack.wait_job("flaky-co", &flaky_job, JOB_WITHIN).await;
+    let kinds = stack.event_kinds("flaky-co", &flaky_job).await;
     assert_eq!(job["state"], "failed", "{job} {kinds:?}");
     assert_eq!(job["attempts"], 3, "{job} {kinds:?}");
     assert_eq!(job["max_attempts"], 3, "{job}");
@@ -409,31 +417,57 @@ async fn always_failing_job_is_retried_then_dead_lettered() {
     );
     let error = job["error"].as_str().unwrap_or_default();
     assert!(
-        error.contains("0002_boom"),
+        error.contains("0002_flaky"),
         "the error names the baseline: {error}"
     );
     assert!(
-        error.contains("division by zero"),
+        error.contains("could not serialize"),
         "the error carries the SQL error: {error}"
     );
-    let env = stack.environment("broken-co", "dev").await;
+    let env = stack.environment("flaky-co", "dev").await;
     assert_eq!(env["state"], "failed", "{env}");
 
-    // The last delivery went to the dead-letter queue.
+    // A step the target refuses (division by zero) fails at once, with the reason: trying it
+    // again cannot help.
+    let broken_job = id(&broken["job"]);
+    let job = stack.wait_job("broken-co", &broken_job, JOB_WITHIN).await;
+    let kinds = stack.event_kinds("broken-co", &broken_job).await;
+    assert_eq!(job["state"], "failed", "{job} {kinds:?}");
+    assert_eq!(job["attempts"], 1, "{job} {kinds:?}");
+    assert!(!kinds.iter().any(|k| k == "retry"), "{kinds:?}");
+    let error = job["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("0002_boom") && error.contains("division by zero"),
+        "{error}"
+    );
+
+    // The last deliveries went to the dead-letter queue.
     let dead = stack.topology().dead_letter_queue;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while queue_depth(&dead) == 0 {
-        assert!(Instant::now() < deadline, "nothing reached {dead}");
+    while queue_depth(&dead) < 2 {
+        assert!(Instant::now() < deadline, "not both in {dead}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let messages = drain_queue(&dead);
-    assert_eq!(messages.len(), 1, "{messages:?}");
-    assert_eq!(messages[0]["job_id"], broken_job.as_str(), "{messages:?}");
-    assert_eq!(messages[0]["operation"], "apply", "{messages:?}");
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    let mut dead_jobs: Vec<&str> = messages
+        .iter()
+        .filter_map(|m| m["job_id"].as_str())
+        .collect();
+    dead_jobs.sort_unstable();
+    let mut expected = vec![flaky_job.as_str(), broken_job.as_str()];
+    expected.sort_unstable();
+    assert_eq!(dead_jobs, expected, "{messages:?}");
+    assert!(
+        messages.iter().all(|m| m["operation"] == "apply"),
+        "{messages:?}"
+    );
 
     // What the failed attempts made can still be torn down.
-    let env = stack.environment("broken-co", "dev").await;
-    destroy_and_check(&stack, "broken-co", &env).await;
+    for tenant in ["flaky-co", "broken-co"] {
+        let env = stack.environment(tenant, "dev").await;
+        destroy_and_check(&stack, tenant, &env).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -73,6 +73,10 @@ impl Execution {
             Err(Stop::Exec(error @ ExecError::StalePlan(_))) => {
                 Write::Finish(JobState::Failed, Some(error.to_string()))
             }
+            // The target refused a step (what it said needs a person): retrying cannot help.
+            Err(Stop::Exec(error)) if !error.is_retryable() => {
+                Write::Finish(JobState::Failed, Some(error.to_string()))
+            }
             Err(Stop::Exec(error)) => {
                 retry_or_fail(attempts, max_attempts, error.to_string(), &self.worker)
             }
