@@ -5,6 +5,8 @@
 //! Run: `cargo bench --bench http` (needs `wrk` on PATH: `apt-get install wrk`).
 //! Optional: BENCH_SECONDS (default 20), BENCH_CONNECTIONS (default 64).
 
+#[path = "../tests/support/smtp.rs"]
+mod smtp;
 #[path = "support/mod.rs"]
 mod support;
 
@@ -63,6 +65,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Its own queue names: the API's relay declares them, and a real instance may share the broker.
     let queue_prefix = format!("bench-http-{}", uuid::Uuid::now_v7().simple());
     let base = format!("http://127.0.0.1:{port}");
+    let mail = smtp::SmtpSink::start().await;
     let child = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
         .arg("api")
         .env("DATABASE_URL", &db_url)
@@ -70,6 +73,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .env("BULKHEAD_BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL)
         .env("BULKHEAD_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("RUST_LOG", "warn")
+        // Invitations are mailed: to a sink this run reads them from.
+        .env("BULKHEAD_SMTP_URL", mail.url())
         .env("BULKHEAD_QUEUE_PREFIX", &queue_prefix)
         // `api` refuses the built-in development key; one for this run.
         .env(
@@ -121,9 +126,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?
         .json()
         .await?;
-    let invitation = added["invitation"]["token"]
-        .as_str()
-        .ok_or("no invitation")?;
+    if !added["invitation"].is_object() {
+        return Err("no invitation".into());
+    }
+    let invitation = mail.invitation_token("viewer@bench.test").await;
     client
         .post(format!("{base}/v1/auth/accept-invitation"))
         .json(&json!({"token": invitation, "password": USER_PASSWORD}))

@@ -59,6 +59,21 @@ fn run(command: &str) -> anyhow::Result<()> {
              the API and every worker. Only `bulkhead dev` runs with the built-in development key"
         );
     }
+    if config.mail.is_none() {
+        if command == "api" {
+            // Invitation tokens travel only by mail: without a way to send it, nobody could
+            // accept an invitation (and handing tokens to inviters lets them own addresses).
+            anyhow::bail!(
+                "configuration: no mail delivery; `bulkhead api` mails invitation tokens. Set \
+                 BULKHEAD_SMTP_URL (smtps://user:password@host:465, or \
+                 smtp://user:password@host:587?tls=required), or BULKHEAD_MAIL=log to write each \
+                 mail to the log instead (development only: the log then holds one-time tokens)"
+            );
+        }
+        if command == "dev" {
+            config.mail = Some(bulkhead_core::config::MailDelivery::Log);
+        }
+    }
     if command == "dev" && config.bootstrap_admin.is_none() {
         config.bootstrap_admin = Some(BootstrapAdmin {
             email: DEV_ADMIN_EMAIL.into(),

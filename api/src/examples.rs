@@ -50,7 +50,7 @@ pub fn accept_invitation_response() -> Value {
 }
 
 pub fn invitation() -> Value {
-    json!({ "token": "bki_8e1d3c5b7a9f0e2d4c6b8a0f1e3d5c7b9a1f3e5d7c9b0a2f4e6d8c0b1a3f5e7d", "expires_at": "2026-12-03T09:15:00Z" })
+    json!({ "mailed_to": "sam@acme-foods.example", "expires_at": "2026-12-03T09:15:00Z" })
 }
 
 pub fn me_response() -> Value {
@@ -73,7 +73,7 @@ pub fn partner_created() -> Value {
     json!({
         "principal_id": "0192f5d4-aaaa-7bbb-8ccc-dddddddddddd",
         "email": "onboarding@wholesale-partner.example",
-        "invitation": invitation()
+        "invitation": { "mailed_to": "onboarding@wholesale-partner.example", "expires_at": "2026-12-03T09:15:00Z" }
     })
 }
 

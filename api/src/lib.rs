@@ -6,6 +6,7 @@ pub mod bootstrap;
 pub mod error;
 pub mod examples;
 pub mod idempotency;
+pub mod mail;
 pub mod metrics;
 pub mod observe;
 pub mod openapi;
@@ -77,6 +78,15 @@ pub async fn build_on(
     let max_body = config.max_body_bytes;
     let state = web::Data::new(AppState::new(config, pool).await?);
     let relay_wake = state.relay_wake.clone();
+    // The mail relay runs with the API (invitations are mailed from here).
+    if let Some(delivery) = state.config.mail.clone() {
+        tokio::spawn(mail::run_relay(
+            state.pool.clone(),
+            delivery,
+            state.config.mail_from.clone(),
+            state.mail_wake.clone(),
+        ));
+    }
     let openapi = openapi::ApiDoc::openapi();
     let factory = move || {
         App::new()

@@ -30,6 +30,8 @@ pub struct AppState {
     pub catalog: BlueprintCatalog,
     /// Notified after a job commits, so the outbox relay publishes without waiting for a poll.
     pub relay_wake: Arc<Notify>,
+    /// Notified after mail is queued, so the mail relay sends it without waiting for a poll.
+    pub mail_wake: Arc<Notify>,
 }
 
 impl AppState {
@@ -59,6 +61,7 @@ impl AppState {
         Ok(Self {
             catalog,
             relay_wake: Arc::new(Notify::new()),
+            mail_wake: Arc::new(Notify::new()),
             hashing: Arc::new(Semaphore::new(config.max_concurrent_hashes)),
             account_throttle: LoginThrottle::new(account_policy),
             client_throttle: LoginThrottle::new(client_policy),

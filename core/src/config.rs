@@ -34,6 +34,35 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+/// How mail (invitations) leaves Bulkhead.
+#[derive(Clone, PartialEq, Eq)]
+pub enum MailDelivery {
+    /// `BULKHEAD_SMTP_URL`: `smtp://host:587` (STARTTLS required), `smtps://host:465`, with
+    /// `user:password@` when the relay wants a login; `?tls=none` only for a local sink.
+    Smtp { url: String },
+    /// `BULKHEAD_MAIL=log`: each mail is written to the log, clearly marked, and not delivered
+    /// (development only: the log then holds one-time tokens).
+    Log,
+}
+
+impl std::fmt::Debug for MailDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Smtp { url } => {
+                let shown = match url.split_once("://").and_then(|(scheme, rest)| {
+                    rest.rsplit_once('@')
+                        .map(|(_, host)| format!("{scheme}://<redacted>@{host}"))
+                }) {
+                    Some(redacted) => redacted,
+                    None => url.clone(),
+                };
+                f.debug_struct("Smtp").field("url", &shown).finish()
+            }
+            Self::Log => f.write_str("Log"),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `DATABASE_URL`: the control database.
@@ -69,6 +98,11 @@ pub struct Config {
     pub credentials_key: crate::crypto::CredentialsKey,
     /// Whether `credentials_key` is the built-in development key.
     pub credentials_key_is_default: bool,
+    /// `BULKHEAD_SMTP_URL` / `BULKHEAD_MAIL`: how invitations are mailed; `None` when neither
+    /// is set (`bulkhead api` then refuses to start; `bulkhead dev` logs mail).
+    pub mail: Option<MailDelivery>,
+    /// `BULKHEAD_MAIL_FROM`: the sender of Bulkhead's mail.
+    pub mail_from: String,
     /// Worker settings.
     pub worker: WorkerConfig,
 }
@@ -205,7 +239,47 @@ impl Config {
             }
         };
 
+        let mail = match (get("BULKHEAD_SMTP_URL"), get("BULKHEAD_MAIL").as_deref()) {
+            (Some(url), None | Some("smtp")) => {
+                if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
+                    return Err(ConfigError {
+                        var: "BULKHEAD_SMTP_URL",
+                        problem: "must be smtp://host[:port] (STARTTLS) or smtps://host[:port], \
+                                  with user:password@ if the relay wants a login"
+                            .into(),
+                    });
+                }
+                Some(MailDelivery::Smtp { url })
+            }
+            (None, Some("log")) => Some(MailDelivery::Log),
+            (None, None) => None,
+            (Some(_), Some("log")) => {
+                return Err(ConfigError {
+                    var: "BULKHEAD_MAIL",
+                    problem: "is log, but BULKHEAD_SMTP_URL is set too; unset one of them".into(),
+                });
+            }
+            (None, Some("smtp")) => {
+                return Err(ConfigError {
+                    var: "BULKHEAD_SMTP_URL",
+                    problem: "BULKHEAD_MAIL is smtp, so the relay's URL is needed \
+                              (smtp://host:587 or smtps://host:465)"
+                        .into(),
+                });
+            }
+            (_, Some(_)) => {
+                return Err(ConfigError {
+                    var: "BULKHEAD_MAIL",
+                    problem: "must be smtp (with BULKHEAD_SMTP_URL) or log".into(),
+                });
+            }
+        };
+        let mail_from = get("BULKHEAD_MAIL_FROM")
+            .unwrap_or_else(|| "Bulkhead <no-reply@bulkhead.local>".to_owned());
+
         Ok(Self {
+            mail,
+            mail_from,
             database_url,
             db_pool_size: number(&get, "BULKHEAD_DB_POOL_SIZE", 16, 1, 1000)?,
             listen,

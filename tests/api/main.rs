@@ -2,6 +2,8 @@
 //! own database, so they run in parallel and leave nothing behind.
 
 mod helpers;
+#[path = "../support/smtp.rs"]
+mod smtp;
 
 mod audit;
 mod authz_matrix;
@@ -10,5 +12,6 @@ mod contract;
 mod grants;
 mod https;
 mod identity;
+mod invitations;
 mod jobs;
 mod tenants;

@@ -4,6 +4,8 @@
 
 mod helpers;
 mod proxy;
+#[path = "../support/smtp.rs"]
+mod smtp;
 
 mod fencing;
 mod generated_client;

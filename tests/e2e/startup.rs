@@ -82,3 +82,41 @@ fn postgres_unreachable_is_a_message_not_a_panic() {
     assert!(text.contains("DATABASE_URL"), "{text}");
     assert!(!text.contains("panicked"), "{text}");
 }
+
+#[test]
+fn api_refuses_to_start_without_a_way_to_mail_invitations() {
+    let (ok, text) = start(
+        "api",
+        &[
+            ("BULKHEAD_CREDENTIALS_KEY", KEY),
+            ("DATABASE_URL", "postgres://postgres@127.0.0.1:1/bulkhead"),
+        ],
+    );
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("BULKHEAD_SMTP_URL") && text.contains("BULKHEAD_MAIL=log"),
+        "{text}"
+    );
+    // Choosing the log explicitly gets past it (to the next problem: no database here).
+    let (ok, text) = start(
+        "api",
+        &[
+            ("BULKHEAD_CREDENTIALS_KEY", KEY),
+            ("BULKHEAD_MAIL", "log"),
+            ("DATABASE_URL", "postgres://postgres@127.0.0.1:1/bulkhead"),
+        ],
+    );
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("DATABASE_URL: cannot reach PostgreSQL"),
+        "{text}"
+    );
+    for (var, value) in [
+        ("BULKHEAD_MAIL", "pigeon"),
+        ("BULKHEAD_SMTP_URL", "http://mail"),
+    ] {
+        let (ok, text) = start("api", &[("BULKHEAD_CREDENTIALS_KEY", KEY), (var, value)]);
+        assert!(!ok, "{text}");
+        assert!(text.contains(var), "{var}: {text}");
+    }
+}

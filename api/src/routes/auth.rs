@@ -190,7 +190,7 @@ pub async fn logout(state: web::Data<AppState>, caller: Caller) -> ApiResult<Htt
 #[serde(deny_unknown_fields)]
 #[schema(example = crate::examples::accept_invitation_request)]
 pub struct AcceptInvitationRequest {
-    /// The `bki_…` token the inviter received.
+    /// The `bki_…` token from the invitation mail.
     pub token: String,
     /// At least 12 characters, not a common password.
     pub password: String,

@@ -28,19 +28,26 @@ page_schema!(MemberPage, MemberView, member_page);
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(example = crate::examples::invitation)]
 pub struct Invitation {
-    /// Shown once. No mail is sent: hand it to the person, who exchanges it with
-    /// `POST /v1/auth/accept-invitation {token, password}`.
-    pub token: String,
+    /// Where the one-time token was mailed: only that mailbox can accept the invitation
+    /// (`POST /v1/auth/accept-invitation {token, password}`). The token is never in a response.
+    pub mailed_to: String,
     pub expires_at: DateTime<Utc>,
 }
 
-/// Creates a user without a password, holding a fresh invitation.
+/// A fresh invitation token: its secret (for the mail only) and the invitation as shown.
+pub struct IssuedInvitation {
+    pub secret: String,
+    pub shown: Invitation,
+}
+
+/// Creates a user without a password, holding a fresh invitation (mail it with
+/// [`mail_invitation`]).
 pub fn invite_user(
     conn: &mut PgConnection,
     email: &Email,
     display_name: &str,
     platform_role: Option<PlatformRole>,
-) -> ApiResult<(Principal, Invitation)> {
+) -> ApiResult<(Principal, IssuedInvitation)> {
     let token = secrets::generate_invitation_token();
     let expires_at = Utc::now() + chrono::Duration::hours(INVITATION_HOURS);
     let principal = store::principals::insert(
@@ -58,11 +65,35 @@ pub fn invite_user(
     )?;
     Ok((
         principal,
-        Invitation {
-            token: token.secret,
-            expires_at,
+        IssuedInvitation {
+            secret: token.secret,
+            shown: Invitation {
+                mailed_to: email.as_str().to_owned(),
+                expires_at,
+            },
         },
     ))
+}
+
+/// Queues the invitation's mail (in the caller's transaction) and returns what the response
+/// shows: the address it went to, never the token.
+pub fn mail_invitation(
+    conn: &mut PgConnection,
+    kind: store::mail::MailKind,
+    inviter: &str,
+    what: &str,
+    issued: IssuedInvitation,
+) -> ApiResult<Invitation> {
+    crate::mail::enqueue_invitation(
+        conn,
+        kind,
+        &issued.shown.mailed_to,
+        inviter,
+        what,
+        &issued.secret,
+        issued.shown.expires_at,
+    )?;
+    Ok(issued.shown)
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -107,7 +138,7 @@ pub struct AddMemberRequest {
 pub struct MemberAdded {
     pub member: MemberView,
     /// Present when the email had no account (or, for platform admins, an unaccepted
-    /// invitation, which is then re-issued): shown once.
+    /// invitation, which is then re-issued): the one-time token was mailed to that address.
     pub invitation: Option<Invitation>,
 }
 
@@ -157,6 +188,8 @@ pub async fn add(
     }
     ensure_not_leaving(&tenant)?;
     let is_platform_admin = caller.is_platform_admin();
+    let what = format!("tenant '{}' as {}", tenant.name, role.as_str());
+    let inviter = caller.display_name.clone();
     let added = state
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
@@ -169,12 +202,18 @@ pub async fn add(
                             let token = secrets::generate_invitation_token();
                             let expires_at = Utc::now() + chrono::Duration::hours(INVITATION_HOURS);
                             store::principals::renew_invitation(conn, existing.id, &token.hash, expires_at)?;
-                            (existing, Some(Invitation { token: token.secret, expires_at }))
+                            let issued = IssuedInvitation {
+                                secret: token.secret,
+                                shown: Invitation { mailed_to: email.as_str().to_owned(), expires_at },
+                            };
+                            let shown = mail_invitation(conn, store::mail::MailKind::Invitation, &inviter, &what, issued)?;
+                            (existing, Some(shown))
                         }
                         Some(existing) => (existing, None),
                         None => {
-                            let (principal, invitation) = invite_user(conn, &email, &display_name, None)?;
-                            (principal, Some(invitation))
+                            let (principal, issued) = invite_user(conn, &email, &display_name, None)?;
+                            let shown = mail_invitation(conn, store::mail::MailKind::Invitation, &inviter, &what, issued)?;
+                            (principal, Some(shown))
                         }
                     };
                 if role == TenantRole::Partner && principal.platform_role() != Some(PlatformRole::Partner) {
@@ -207,6 +246,9 @@ pub async fn add(
             })
         })
         .await?;
+    if added.invitation.is_some() {
+        state.mail_wake.notify_one();
+    }
     Ok(HttpResponse::Created().json(added))
 }
 

@@ -4,7 +4,7 @@
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
-use crate::routes::members::{Invitation, invite_user};
+use crate::routes::members::{Invitation, invite_user, mail_invitation};
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use bulkhead_core::audit::AuditResult;
@@ -28,7 +28,7 @@ pub struct CreatePartnerRequest {
 pub struct PartnerCreated {
     pub principal_id: Uuid,
     pub email: String,
-    /// Shown once: the partner sets a password with `POST /v1/auth/accept-invitation`.
+    /// Mailed to the partner, who sets a password with `POST /v1/auth/accept-invitation`.
     pub invitation: Invitation,
 }
 
@@ -77,6 +77,7 @@ pub async fn create(
             "validated fields missing"
         )));
     };
+    let inviter = caller.display_name.clone();
     let created = state
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
@@ -85,8 +86,15 @@ pub async fn create(
                         "a user with email {email} exists already; partners are new accounts"
                     )));
                 }
-                let (principal, invitation) =
+                let (principal, issued) =
                     invite_user(conn, &email, &display_name, Some(PlatformRole::Partner))?;
+                let invitation = mail_invitation(
+                    conn,
+                    store::mail::MailKind::PartnerInvitation,
+                    &inviter,
+                    "Bulkhead as a partner (onboarding tenants)",
+                    issued,
+                )?;
                 store::audit::append(
                     conn,
                     &caller.audit(
@@ -105,5 +113,6 @@ pub async fn create(
             })
         })
         .await?;
+    state.mail_wake.notify_one();
     Ok(HttpResponse::Created().json(created))
 }

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod environments;
 pub mod idempotency;
 pub mod jobs;
+pub mod mail;
 pub mod memberships;
 pub mod outbox;
 pub mod principals;

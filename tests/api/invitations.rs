@@ -1,0 +1,160 @@
+//! An email address is proven by its mailbox: invitation tokens travel only by mail (over
+//! real SMTP to a sink the test starts), never in an API response; the mail outbox keeps a
+//! record of what was sent without the token, and retries when the relay is unreachable.
+
+use crate::helpers::{TestApp, USER_PASSWORD};
+use serde_json::json;
+
+#[derive(diesel::QueryableByName, Debug)]
+struct Row {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    body: String,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    sent: bool,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    attempts: i32,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    last_error: Option<String>,
+}
+
+fn outbox(app: &TestApp, recipient: &str) -> Vec<Row> {
+    use diesel::RunQueryDsl;
+    diesel::sql_query(
+        "SELECT body, sent_at IS NOT NULL AS sent, attempts, last_error FROM mail_outbox \
+         WHERE recipient = $1 ORDER BY created_at",
+    )
+    .bind::<diesel::sql_types::Text, _>(recipient)
+    .load(&mut app.db())
+    .expect("outbox rows")
+}
+
+/// The claim attack from the issue: an inviter who got the token back could accept it with a
+/// password of their own and own the address platform-wide, so that a later grant to that
+/// address by another tenant went to them.
+#[tokio::test]
+async fn an_inviter_cannot_claim_the_address_it_invites() {
+    let app = TestApp::spawn().await;
+    app.create_tenant("acme").await;
+    app.create_tenant("globex").await;
+    let (_, acme_admin) = app
+        .member("acme", "boss@acme.example", "tenant_admin")
+        .await;
+    let victim = "cfo@globex.example";
+    let (status, added) = app
+        .post(
+            "/v1/tenants/acme/members",
+            &acme_admin,
+            json!({"email": victim, "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{added}");
+    // What the inviter gets back: where the token went and when it expires, not the token.
+    assert!(added["invitation"]["token"].is_null(), "{added}");
+    assert_eq!(added["invitation"]["mailed_to"], victim);
+    let token = app.mail.invitation_token(victim).await;
+    assert!(
+        !added.to_string().contains(&token),
+        "the token is in the response"
+    );
+    // The mailbox's owner accepts; only they could.
+    let accepted = app
+        .client
+        .post(app.url("/v1/auth/accept-invitation"))
+        .json(&json!({"token": token, "password": USER_PASSWORD}))
+        .send()
+        .await
+        .expect("accept");
+    assert_eq!(accepted.status(), 200);
+    // globex later makes the address its tenant admin: the grant reaches the real owner.
+    let (status, added) = app
+        .post(
+            "/v1/tenants/globex/members",
+            &app.admin,
+            json!({"email": victim, "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{added}");
+    assert!(
+        added["invitation"].is_null(),
+        "an existing account: {added}"
+    );
+    let owner = app.login(victim, USER_PASSWORD).await;
+    let (status, _) = app.get("/v1/tenants/globex", &owner).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn the_outbox_records_what_was_sent_without_the_token() {
+    let app = TestApp::spawn().await;
+    app.create_tenant("acme").await;
+    let email = "sam@acme.example";
+    let (status, _) = app
+        .post(
+            "/v1/tenants/acme/members",
+            &app.admin,
+            json!({"email": email, "role": "operator"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let token = app.mail.invitation_token(email).await;
+    let mail = app.mail.mails_to(email).pop().expect("the mail");
+    assert!(mail.text.contains("tenant 'Tenant acme'"), "{}", mail.text);
+    assert!(mail.text.contains("as operator"), "{}", mail.text);
+    // Marked sent right after delivery; give the relay a moment to record it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let row = loop {
+        let rows = outbox(&app, email);
+        if rows.len() == 1 && rows[0].sent {
+            break rows.into_iter().next().expect("row");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not marked sent: {rows:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(!row.body.contains(&token), "the record keeps the token");
+    assert!(row.body.contains("bki_<removed once sent>"), "{}", row.body);
+    assert_eq!(row.attempts, 1);
+}
+
+#[tokio::test]
+async fn an_unreachable_relay_loses_no_invitation() {
+    // Nothing listens on port 1: every attempt fails, is recorded and retried.
+    let app = TestApp::spawn_with(|config| {
+        config.mail = Some(bulkhead_core::config::MailDelivery::Smtp {
+            url: "smtp://127.0.0.1:1".to_owned(),
+        });
+    })
+    .await;
+    app.create_tenant("acme").await;
+    let email = "later@acme.example";
+    let (status, added) = app
+        .post(
+            "/v1/tenants/acme/members",
+            &app.admin,
+            json!({"email": email, "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(
+        status, 201,
+        "the invitation stands while the relay is down: {added}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let rows = outbox(&app, email);
+        if let Some(row) = rows.first()
+            && row.last_error.is_some()
+        {
+            assert!(!row.sent, "{row:?}");
+            assert!(row.attempts >= 1);
+            assert!(row.body.contains("bki_"), "kept for the next attempt");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no failed attempt recorded: {rows:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
