@@ -65,6 +65,25 @@ pub fn me_response() -> Value {
     })
 }
 
+pub fn membership_view() -> Value {
+    json!({ "tenant_id": TENANT, "role": "tenant_admin" })
+}
+
+pub fn pending_invitation_view() -> Value {
+    json!({
+        "tenant_id": TENANT,
+        "tenant_slug": "acme-foods",
+        "tenant_name": "Acme Foods Distribution",
+        "role": "approver",
+        "invited_at": CREATED,
+        "expires_at": "2026-12-03T09:15:00Z"
+    })
+}
+
+pub fn pending_invitation_page() -> Value {
+    json!({ "items": [pending_invitation_view()], "next_cursor": null })
+}
+
 pub fn create_partner_request() -> Value {
     json!({ "email": "onboarding@wholesale-partner.example", "display_name": "Wholesale Partner" })
 }
@@ -123,7 +142,8 @@ pub fn member_view() -> Value {
         "display_name": "Sam Lee",
         "role": "operator",
         "invitation_pending": true,
-        "created_at": CREATED
+        "created_at": CREATED,
+        "state": "active"
     })
 }
 

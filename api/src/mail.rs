@@ -144,6 +144,36 @@ async fn send(transport: &Transport, from: &str, mail: &OutboxMail) -> Result<()
     }
 }
 
+/// Queues the mail telling an existing account that a membership waits for it to accept.
+pub fn enqueue_membership_offer(
+    conn: &mut diesel::PgConnection,
+    recipient: &str,
+    inviter: &str,
+    what: &str,
+    tenant_id: uuid::Uuid,
+    expires_at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let subject = format!("Your invitation to {what} on Bulkhead");
+    let body = format!(
+        "Hello,\n\n\
+         {inviter} invited you to {what} on Bulkhead.\n\n\
+         Sign in with your account and accept it before {expires} (it grants nothing until you \
+         do):\n\n\
+         \x20 GET  /v1/me/invitations\n\
+         \x20 POST /v1/me/invitations/{tenant_id}/accept   (or /decline)\n\n\
+         If you did not expect this mail, decline it or ignore it.\n",
+        expires = expires_at.format("%Y-%m-%d %H:%M UTC"),
+    );
+    store::mail::enqueue(
+        conn,
+        store::mail::MailKind::MembershipOffer,
+        recipient,
+        &subject,
+        &body,
+    )
+    .map(|_| ())
+}
+
 /// Queues an invitation mail in the caller's transaction.
 pub fn enqueue_invitation(
     conn: &mut diesel::PgConnection,

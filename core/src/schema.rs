@@ -48,6 +48,8 @@ diesel::table! {
         role -> Text,
         created_by -> Nullable<Uuid>,
         created_at -> Timestamptz,
+        state -> Text,
+        invitation_expires_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -244,3 +246,19 @@ diesel::allow_tables_to_appear_in_same_query!(
     isolation_guarantees,
     environment_credentials,
 );
+
+diesel::table! {
+    mail_outbox (id) {
+        id -> Uuid,
+        recipient -> Text,
+        subject -> Text,
+        body -> Text,
+        kind -> Text,
+        created_at -> Timestamptz,
+        send_after -> Timestamptz,
+        attempts -> Int4,
+        last_error -> Nullable<Text>,
+        sent_at -> Nullable<Timestamptz>,
+        failed_at -> Nullable<Timestamptz>,
+    }
+}

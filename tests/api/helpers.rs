@@ -207,11 +207,44 @@ impl TestApp {
             .as_str()
             .expect("id")
             .to_owned();
+        if body["member"]["state"] == "invited" {
+            // An existing account: it accepts the membership signed in.
+            let session = self.login(email, USER_PASSWORD).await;
+            let (_, tenant_view) = self
+                .get(&format!("/v1/tenants/{tenant}"), &self.admin)
+                .await;
+            let tenant_id = tenant_view["id"].as_str().expect("tenant id").to_owned();
+            let (status, accepted) = self
+                .post(
+                    &format!("/v1/me/invitations/{tenant_id}/accept"),
+                    &session,
+                    json!({}),
+                )
+                .await;
+            assert_eq!(status, 200, "accept the membership: {accepted}");
+            return (principal, session);
+        }
         if body["invitation"].is_object() {
             let token = self.mail.invitation_token(email).await;
             self.accept_invitation(&token, USER_PASSWORD).await;
         }
         (principal, self.login(email, USER_PASSWORD).await)
+    }
+
+    /// The account behind `session` accepts the membership `tenant` offered it.
+    pub async fn accept_membership(&self, tenant: &str, session: &str) {
+        let (_, tenant_view) = self
+            .get(&format!("/v1/tenants/{tenant}"), &self.admin)
+            .await;
+        let tenant_id = tenant_view["id"].as_str().expect("tenant id").to_owned();
+        let (status, accepted) = self
+            .post(
+                &format!("/v1/me/invitations/{tenant_id}/accept"),
+                session,
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 200, "accept the membership in {tenant}: {accepted}");
     }
 
     pub async fn accept_invitation(&self, token: &str, password: &str) {

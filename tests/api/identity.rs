@@ -668,8 +668,10 @@ async fn a_membership_change_takes_effect_on_the_next_request() {
         )
         .await;
     assert_eq!(status, 201, "{added}");
-    assert_eq!(added["invitation"], Value::Null);
+    // An existing account: offered, then accepted by its owner signed in.
+    assert_eq!(added["member"]["state"], "invited", "{added}");
     assert_eq!(added["member"]["principal_id"], principal.as_str());
+    app.accept_membership("acme", &token).await;
     let (status, body) = app
         .call(
             Method::PATCH,
@@ -698,6 +700,7 @@ async fn me_lists_the_callers_memberships() {
         )
         .await;
     assert_eq!(status, 201, "{body}");
+    app.accept_membership("globex", &token).await;
 
     let (status, me) = app.get("/v1/me", &token).await;
     assert_eq!(status, 200, "{me}");

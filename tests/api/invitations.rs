@@ -74,11 +74,12 @@ async fn an_inviter_cannot_claim_the_address_it_invites() {
         )
         .await;
     assert_eq!(status, 201, "{added}");
-    assert!(
-        added["invitation"].is_null(),
-        "an existing account: {added}"
-    );
+    // An existing account: the grant is offered to it, and only its owner can accept it.
+    assert_eq!(added["member"]["state"], "invited", "{added}");
+    let (status, _) = app.get("/v1/tenants/globex", &acme_admin).await;
+    assert_eq!(status, 404);
     let owner = app.login(victim, USER_PASSWORD).await;
+    app.accept_membership("globex", &owner).await;
     let (status, _) = app.get("/v1/tenants/globex", &owner).await;
     assert_eq!(status, 200);
 }
@@ -157,4 +158,122 @@ async fn an_unreachable_relay_loses_no_invitation() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// A membership given to an account that exists is only offered: it grants nothing until that
+/// account accepts it signed in; it can be declined, offered again, and it lapses.
+#[tokio::test]
+async fn an_existing_account_holds_nothing_until_it_accepts() {
+    let app = TestApp::spawn().await;
+    let acme = app.create_tenant("acme").await;
+    app.create_tenant("globex").await;
+    let acme_id = acme["id"].as_str().expect("id").to_owned();
+    let email = "pat@globex.example";
+    let (principal, pat) = app.member("globex", email, "viewer").await;
+
+    let (status, added) = app
+        .post(
+            "/v1/tenants/acme/members",
+            &app.admin,
+            json!({"email": email, "role": "tenant_admin"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{added}");
+    assert_eq!(added["member"]["state"], "invited", "{added}");
+    assert_eq!(added["member"]["invitation_pending"], true);
+    assert_eq!(added["invitation"]["mailed_to"], email);
+    // Offered, not granted: acme stays invisible to pat.
+    let (status, _) = app.get("/v1/tenants/acme", &pat).await;
+    assert_eq!(status, 404);
+    let (_, me) = app.get("/v1/me", &pat).await;
+    assert_eq!(me["memberships"].as_array().map(Vec::len), Some(1), "{me}");
+    // The mail says how to accept, without any token.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while app.mail.mails_to(email).len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no offer mail");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let offer = app.mail.mails_to(email).pop().expect("offer");
+    assert!(
+        offer
+            .text
+            .contains(&format!("/v1/me/invitations/{acme_id}/accept")),
+        "{}",
+        offer.text
+    );
+    assert!(
+        crate::smtp::token_in(&offer.text).is_none(),
+        "{}",
+        offer.text
+    );
+    // The tenant's member list shows it pending.
+    let (_, members) = app.get("/v1/tenants/acme/members", &app.admin).await;
+    let listed = members["items"]
+        .as_array()
+        .and_then(|m| {
+            m.iter()
+                .find(|m| m["principal_id"] == principal.as_str())
+                .cloned()
+        })
+        .expect("listed");
+    assert_eq!(listed["state"], "invited");
+
+    // pat sees it, declines it; it is gone. Offered again, pat accepts it.
+    let (status, pending) = app.get("/v1/me/invitations", &pat).await;
+    assert_eq!(status, 200);
+    assert_eq!(pending["items"][0]["tenant_slug"], "acme", "{pending}");
+    assert_eq!(pending["items"][0]["role"], "tenant_admin");
+    let decline = format!("/v1/me/invitations/{acme_id}/decline");
+    let (status, _) = app.post(&decline, &pat, json!({})).await;
+    assert_eq!(status, 204);
+    let (status, _) = app.post(&decline, &pat, json!({})).await;
+    assert_eq!(status, 404, "declined once");
+    let (status, added) = app
+        .post(
+            "/v1/tenants/acme/members",
+            &app.admin,
+            json!({"email": email, "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{added}");
+    // Someone else cannot accept it for pat.
+    let (_, other) = app.member("globex", "eve@globex.example", "viewer").await;
+    let accept = format!("/v1/me/invitations/{acme_id}/accept");
+    let (status, _) = app.post(&accept, &other, json!({})).await;
+    assert_eq!(status, 404);
+    let (status, accepted) = app.post(&accept, &pat, json!({})).await;
+    assert_eq!(status, 200, "{accepted}");
+    assert_eq!(accepted["role"], "viewer");
+    let (status, _) = app.get("/v1/tenants/acme", &pat).await;
+    assert_eq!(status, 200, "the membership holds once accepted");
+
+    // An offer lapses after 72 hours.
+    app.member("acme", "boss@acme.example", "tenant_admin")
+        .await;
+    let (_, late) = app.member("globex", "late@globex.example", "viewer").await;
+    let (status, _) = app
+        .post(
+            "/v1/tenants/acme/members",
+            &app.admin,
+            json!({"email": "late@globex.example", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    {
+        use diesel::RunQueryDsl;
+        diesel::sql_query(
+            "UPDATE memberships SET invitation_expires_at = now() - interval '1 minute' \
+             WHERE state = 'invited'",
+        )
+        .execute(&mut app.db())
+        .expect("expire the offer");
+    }
+    let (status, body) = app.post(&accept, &late, json!({})).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("expired")),
+        "{body}"
+    );
 }

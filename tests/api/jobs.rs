@@ -333,6 +333,7 @@ async fn a_platform_admin_reads_credentials_only_as_a_member() {
             json!({"email": crate::helpers::ADMIN_EMAIL, "role": "tenant_admin"}),
         )
         .await;
+    app.accept_membership("acme", &app.admin).await;
     assert_eq!(status, 201, "{member}");
     // Authorized now; nothing is provisioned yet (no worker runs here), hence 409, not 403.
     let (status, body) = app.get(path, &app.admin).await;
@@ -364,6 +365,7 @@ async fn credentials_wait_for_ready_and_are_never_cached() {
             json!({"email": crate::helpers::ADMIN_EMAIL, "role": "tenant_admin"}),
         )
         .await;
+    app.accept_membership("acme", &app.admin).await;
     assert_eq!(status, 201, "{member}");
 
     // As the worker does before the first apply: sealed with the deployment's key.

@@ -103,9 +103,16 @@ pub struct MemberView {
     pub email: Option<String>,
     pub display_name: String,
     pub role: String,
-    /// The user has not accepted an invitation yet.
+    /// The user has not accepted an invitation yet (a new account without a password, or a
+    /// membership offered to an existing account).
     pub invitation_pending: bool,
     pub created_at: DateTime<Utc>,
+    /// `active`, or `invited`: offered to an existing account, which grants nothing until that
+    /// account accepts it (`POST /v1/me/invitations/{tenant}/accept`).
+    pub state: String,
+    /// For `invited`: when the offer lapses (adding the member again offers it anew).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invitation_expires_at: Option<DateTime<Utc>>,
 }
 
 impl From<Member> for MemberView {
@@ -115,8 +122,10 @@ impl From<Member> for MemberView {
             email: m.email,
             display_name: m.display_name,
             role: m.role,
-            invitation_pending: m.invitation_pending,
+            invitation_pending: m.invitation_pending || m.state == "invited",
             created_at: m.created_at,
+            invitation_expires_at: m.invitation_expires_at,
+            state: m.state,
         }
     }
 }
@@ -193,7 +202,8 @@ pub async fn add(
     let added = state
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
-                let (principal, invitation) =
+                // `offered`: an existing account, whose membership waits until it accepts.
+                let (principal, invitation, offered) =
                     match store::principals::find_by_email(conn, email.as_str())? {
                         // Invited before and never accepted. Only a platform admin may issue a
                         // fresh token: anyone else holding it could take over the account and
@@ -207,13 +217,21 @@ pub async fn add(
                                 shown: Invitation { mailed_to: email.as_str().to_owned(), expires_at },
                             };
                             let shown = mail_invitation(conn, store::mail::MailKind::Invitation, &inviter, &what, issued)?;
-                            (existing, Some(shown))
+                            (existing, Some(shown), false)
                         }
-                        Some(existing) => (existing, None),
+                        // An account in use: nobody but its owner may accept a grant for it.
+                        Some(existing) if existing.password_hash.is_some() => {
+                            let expires_at = Utc::now() + chrono::Duration::hours(INVITATION_HOURS);
+                            crate::mail::enqueue_membership_offer(
+                                conn, email.as_str(), &inviter, &what, tenant.id, expires_at,
+                            )?;
+                            (existing, Some(Invitation { mailed_to: email.as_str().to_owned(), expires_at }), true)
+                        }
+                        Some(existing) => (existing, None, false),
                         None => {
                             let (principal, issued) = invite_user(conn, &email, &display_name, None)?;
                             let shown = mail_invitation(conn, store::mail::MailKind::Invitation, &inviter, &what, issued)?;
-                            (principal, Some(shown))
+                            (principal, Some(shown), false)
                         }
                     };
                 if role == TenantRole::Partner && principal.platform_role() != Some(PlatformRole::Partner) {
@@ -222,8 +240,20 @@ pub async fn add(
                         "partner can be granted only to partner accounts (POST /v1/partners)",
                     ));
                 }
-                store::memberships::add(conn, principal.id, tenant.id, role.as_str(), Some(caller.id))
-                    .map_err(|e| match e {
+                let added = match (&invitation, offered) {
+                    (Some(offer), true) => {
+                        // Offered again (re-sent) when an earlier offer is still open.
+                        if store::memberships::renew_invited(conn, principal.id, tenant.id, role.as_str(), offer.expires_at)? {
+                            Ok(())
+                        } else {
+                            store::memberships::add_invited(
+                                conn, principal.id, tenant.id, role.as_str(), Some(caller.id), offer.expires_at,
+                            )
+                        }
+                    }
+                    _ => store::memberships::add(conn, principal.id, tenant.id, role.as_str(), Some(caller.id)),
+                };
+                added.map_err(|e| match e {
                         store::StoreError::Conflict(_) => ApiError::Conflict(format!(
                             "{email} is already a member of '{}'; remove the membership first to change the role",
                             tenant.slug
@@ -237,7 +267,7 @@ pub async fn add(
                         "member.create",
                         format!("principal/{}", principal.id),
                         AuditResult::Success,
-                        json!({"email": email.as_str(), "role": role.as_str(), "invited": invitation.is_some()}),
+                        json!({"email": email.as_str(), "role": role.as_str(), "invited": invitation.is_some(), "awaits_acceptance": offered}),
                     ),
                 )?;
                 let member = store::memberships::find(conn, tenant.id, principal.id)?

@@ -47,6 +47,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     web::post().to(auth::accept_invitation),
                 )
                 .route("/me", web::get().to(me::me))
+                .route("/me/invitations", web::get().to(me::invitations))
+                .route(
+                    "/me/invitations/{tenant}/accept",
+                    web::post().to(me::accept_invitation),
+                )
+                .route(
+                    "/me/invitations/{tenant}/decline",
+                    web::post().to(me::decline_invitation),
+                )
                 .route("/partners", web::post().to(partners::create))
                 .route("/tenants", web::post().to(tenants::create))
                 .route("/tenants", web::get().to(tenants::list))

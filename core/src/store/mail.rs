@@ -13,6 +13,8 @@ use uuid::Uuid;
 pub enum MailKind {
     Invitation,
     PartnerInvitation,
+    /// A membership offered to an existing account (no token: it accepts signed in).
+    MembershipOffer,
 }
 
 impl MailKind {
@@ -20,6 +22,7 @@ impl MailKind {
         match self {
             Self::Invitation => "invitation",
             Self::PartnerInvitation => "partner_invitation",
+            Self::MembershipOffer => "membership_offer",
         }
     }
 }

@@ -1,6 +1,7 @@
-//! Memberships: which user holds which role in which tenant.
+//! Memberships: which user holds which role in which tenant, and memberships offered to an
+//! existing account that it has not accepted yet (`invited`; they grant nothing).
 
-use crate::schema::{memberships, principals};
+use crate::schema::{memberships, principals, tenants};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use uuid::Uuid;
@@ -17,6 +18,127 @@ pub struct Member {
     pub role: String,
     pub invitation_pending: bool,
     pub created_at: DateTime<Utc>,
+    /// `active` or `invited` (offered to an existing account, not accepted yet).
+    pub state: String,
+    pub invitation_expires_at: Option<DateTime<Utc>>,
+}
+
+/// A membership offered to the caller, as `GET /v1/me/invitations` lists it.
+#[derive(Debug, Clone, Queryable)]
+pub struct PendingInvitation {
+    pub tenant_id: Uuid,
+    pub tenant_slug: String,
+    pub tenant_name: String,
+    pub role: String,
+    pub invited_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Offers `role` in the tenant to an existing account: it grants nothing until the account
+/// accepts it (before `expires_at`).
+pub fn add_invited(
+    conn: &mut PgConnection,
+    principal_id: Uuid,
+    tenant_id: Uuid,
+    role: &str,
+    created_by: Option<Uuid>,
+    expires_at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    diesel::insert_into(memberships::table)
+        .values((
+            memberships::principal_id.eq(principal_id),
+            memberships::tenant_id.eq(tenant_id),
+            memberships::role.eq(role),
+            memberships::created_by.eq(created_by),
+            memberships::state.eq("invited"),
+            memberships::invitation_expires_at.eq(Some(expires_at)),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Offers a pending (or expired) invitation again, with `role` and a new expiry; `false` when
+/// there is no invited membership to renew (none, or already accepted).
+pub fn renew_invited(
+    conn: &mut PgConnection,
+    principal_id: Uuid,
+    tenant_id: Uuid,
+    role: &str,
+    expires_at: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let changed = diesel::update(
+        memberships::table
+            .filter(memberships::principal_id.eq(principal_id))
+            .filter(memberships::tenant_id.eq(tenant_id))
+            .filter(memberships::state.eq("invited")),
+    )
+    .set((
+        memberships::role.eq(role),
+        memberships::invitation_expires_at.eq(Some(expires_at)),
+    ))
+    .execute(conn)?;
+    Ok(changed == 1)
+}
+
+/// The live invitations offered to `principal_id`.
+pub fn pending_for(
+    conn: &mut PgConnection,
+    principal_id: Uuid,
+) -> Result<Vec<PendingInvitation>, StoreError> {
+    Ok(memberships::table
+        .inner_join(tenants::table)
+        .filter(memberships::principal_id.eq(principal_id))
+        .filter(memberships::state.eq("invited"))
+        .filter(memberships::invitation_expires_at.gt(diesel::dsl::now))
+        .select((
+            memberships::tenant_id,
+            tenants::slug,
+            tenants::name,
+            memberships::role,
+            memberships::created_at,
+            memberships::invitation_expires_at,
+        ))
+        .order(memberships::created_at.asc())
+        .limit(1000)
+        .load(conn)?)
+}
+
+/// Accepts a live invitation: the membership becomes active. `None` when there is none.
+pub fn accept(
+    conn: &mut PgConnection,
+    principal_id: Uuid,
+    tenant_id: Uuid,
+) -> Result<Option<String>, StoreError> {
+    Ok(diesel::update(
+        memberships::table
+            .filter(memberships::principal_id.eq(principal_id))
+            .filter(memberships::tenant_id.eq(tenant_id))
+            .filter(memberships::state.eq("invited"))
+            .filter(memberships::invitation_expires_at.gt(diesel::dsl::now)),
+    )
+    .set((
+        memberships::state.eq("active"),
+        memberships::invitation_expires_at.eq(None::<DateTime<Utc>>),
+    ))
+    .returning(memberships::role)
+    .get_result(conn)
+    .optional()?)
+}
+
+/// Declines an invitation (live or expired): the offered membership is removed.
+pub fn decline(
+    conn: &mut PgConnection,
+    principal_id: Uuid,
+    tenant_id: Uuid,
+) -> Result<bool, StoreError> {
+    let removed = diesel::delete(
+        memberships::table
+            .filter(memberships::principal_id.eq(principal_id))
+            .filter(memberships::tenant_id.eq(tenant_id))
+            .filter(memberships::state.eq("invited")),
+    )
+    .execute(conn)?;
+    Ok(removed == 1)
 }
 
 pub fn add(
@@ -44,6 +166,8 @@ type MemberColumns = (
     memberships::role,
     diesel::dsl::IsNotNull<principals::invitation_token_hash>,
     memberships::created_at,
+    memberships::state,
+    memberships::invitation_expires_at,
 );
 
 fn member_columns() -> MemberColumns {
@@ -54,6 +178,8 @@ fn member_columns() -> MemberColumns {
         memberships::role,
         principals::invitation_token_hash.is_not_null(),
         memberships::created_at,
+        memberships::state,
+        memberships::invitation_expires_at,
     )
 }
 
@@ -108,13 +234,14 @@ pub fn remove(
     Ok(removed == 1)
 }
 
-/// The role `principal_id` holds in each tenant it is a member of.
+/// The role `principal_id` holds in each tenant it is an active member of.
 pub fn roles_of(
     conn: &mut PgConnection,
     principal_id: Uuid,
 ) -> Result<Vec<(Uuid, String)>, StoreError> {
     Ok(memberships::table
         .filter(memberships::principal_id.eq(principal_id))
+        .filter(memberships::state.eq("active"))
         .select((memberships::tenant_id, memberships::role))
         .order(memberships::tenant_id.asc())
         .limit(1000)

@@ -165,7 +165,9 @@ pub fn load_assignments(conn: &mut PgConnection) -> Result<(Vec<Assignment>, i64
                     })
                 })
                 .collect();
+            // Only accepted memberships grant: an invitation grants nothing until accepted.
             let rows: Vec<(Uuid, Uuid, String)> = memberships::table
+                .filter(memberships::state.eq("active"))
                 .select((
                     memberships::principal_id,
                     memberships::tenant_id,

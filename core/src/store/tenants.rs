@@ -95,6 +95,7 @@ pub fn list(
             tenants::id.eq_any(
                 memberships::table
                     .filter(memberships::principal_id.eq(principal))
+                    .filter(memberships::state.eq("active"))
                     .select(memberships::tenant_id),
             ),
         );
