@@ -7,7 +7,6 @@ use bulkhead_core::blueprint::BlueprintCatalog;
 use bulkhead_core::config::Config;
 use bulkhead_core::db::{AsyncPgPool, PgConn, PgPool};
 use bulkhead_core::store;
-use bulkhead_core::throttle::{LoginThrottle, ThrottlePolicy};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, Notify, OwnedSemaphorePermit, RwLock, Semaphore};
@@ -20,8 +19,6 @@ pub struct AppState {
     pub authz: RwLock<Authorizer>,
     /// Held while reloading the enforcer, so a burst of stale requests reloads it once.
     authz_reload: Mutex<()>,
-    pub account_throttle: LoginThrottle,
-    pub client_throttle: LoginThrottle,
     hashing: Arc<Semaphore>,
     /// Verified against when the email is unknown, so that case costs the same as a wrong password.
     pub dummy_password_hash: String,
@@ -43,16 +40,6 @@ impl AppState {
             bulkhead_core::password::hash_password("bulkhead-timing-equaliser")
         })
         .await??;
-        let account_policy = ThrottlePolicy {
-            max_failures: config.login_max_failures,
-            window: config.login_lockout,
-            max_keys: 100_000,
-        };
-        // One client address may stand for many people behind a NAT: allow it more failures.
-        let client_policy = ThrottlePolicy {
-            max_failures: config.login_max_failures.saturating_mul(10),
-            ..account_policy
-        };
         let catalog = match &config.worker.blueprints_dir {
             Some(dir) => BlueprintCatalog::load_dir(dir),
             None => BlueprintCatalog::builtin(),
@@ -63,8 +50,6 @@ impl AppState {
             relay_wake: Arc::new(Notify::new()),
             mail_wake: Arc::new(Notify::new()),
             hashing: Arc::new(Semaphore::new(config.max_concurrent_hashes)),
-            account_throttle: LoginThrottle::new(account_policy),
-            client_throttle: LoginThrottle::new(client_policy),
             authz: RwLock::new(authz),
             authz_reload: Mutex::new(()),
             dummy_password_hash,

@@ -16,4 +16,3 @@ pub mod queue;
 pub mod schema;
 pub mod secrets;
 pub mod store;
-pub mod throttle;

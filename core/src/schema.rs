@@ -262,3 +262,11 @@ diesel::table! {
         failed_at -> Nullable<Timestamptz>,
     }
 }
+
+diesel::table! {
+    login_throttle (key) {
+        key -> Text,
+        attempts -> Int4,
+        window_start -> Timestamptz,
+    }
+}

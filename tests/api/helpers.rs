@@ -87,6 +87,25 @@ impl TestApp {
         app
     }
 
+    /// A second API process on this app's database (another replica): returns its base URL.
+    pub async fn replica(&self) -> String {
+        let mut config = Config::from_lookup(|_| None).expect("default config");
+        config.database_url = self.db_url.clone();
+        config.db_pool_size = 4;
+        config.http_workers = 2;
+        config.mail = Some(bulkhead_core::config::MailDelivery::Smtp {
+            url: self.mail.url(),
+        });
+        let pool = db::connect(&config.database_url, config.db_pool_size).expect("pool");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let service = bulkhead_api::build_on(config, pool, listener)
+            .await
+            .expect("build replica");
+        let base = format!("http://localhost:{}", service.addr.port());
+        tokio::spawn(service.server);
+        base
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

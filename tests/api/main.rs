@@ -15,3 +15,4 @@ mod identity;
 mod invitations;
 mod jobs;
 mod tenants;
+mod throttle;

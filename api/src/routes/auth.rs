@@ -12,7 +12,7 @@ use bulkhead_core::store::{self, audit::NewAuditEvent};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::time::Instant;
+use std::time::Duration;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +32,14 @@ pub struct LoginResponse {
 }
 
 const INVALID_LOGIN: &str = "the email or password is wrong";
+
+fn no_live_invitation() -> ApiError {
+    ApiError::NotFound(
+        "no live invitation has this token: it was used already, has expired (72 hours), or \
+         was mistyped; ask for a new invitation"
+            .into(),
+    )
+}
 
 fn locked(wait: std::time::Duration) -> ApiError {
     ApiError::TooManyRequests {
@@ -54,25 +62,58 @@ pub async fn login(
 ) -> ApiResult<HttpResponse> {
     let LoginRequest { email, password } = body.into_inner();
     let email = email.trim().to_lowercase();
-    let account_key = format!("acct:{email}");
-    let client_key = format!(
-        "ip:{}",
-        req.peer_addr()
-            .map(|a| a.ip().to_string())
-            .unwrap_or_default()
+    let ip = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    // Counted before any hash, in the control database (shared by every replica): the account
+    // from this address (locks after the limit, so nobody elsewhere can lock the account out),
+    // this address (ten times the limit: many people may share it), and the account from
+    // anywhere (no lock: a growing delay against guessing from many addresses).
+    let keys = vec![
+        format!("login-pair:{ip} {email}"),
+        format!("login-ip:{ip}"),
+        format!("login-account:{email}"),
+    ];
+    let (window, max) = (
+        state.config.login_lockout,
+        i32::try_from(state.config.login_max_failures).unwrap_or(i32::MAX),
     );
-    let now = Instant::now();
-    if let Some(wait) = state
-        .account_throttle
-        .locked_for(&account_key, now)
-        .or_else(|| state.client_throttle.locked_for(&client_key, now))
-    {
+    let reserved = keys.clone();
+    let windows = state
+        .db(move |conn| Ok(store::throttle::reserve(conn, &reserved, window)?))
+        .await?;
+    let (pair, client, account) = match windows.as_slice() {
+        [pair, client, account] => (*pair, *client, *account),
+        _ => {
+            return Err(ApiError::internal(anyhow::anyhow!(
+                "throttle windows missing"
+            )));
+        }
+    };
+    let lock = if pair.attempts > max {
+        Some(pair.retry_after)
+    } else if client.attempts > max.saturating_mul(10) {
+        Some(client.retry_after)
+    } else {
+        None
+    };
+    if let Some(wait) = lock {
         state
             .metrics
             .login_failures
             .with_label_values(&["locked_out"])
             .inc();
-        return Err(locked(wait));
+        return Err(locked(Duration::from_secs(
+            u64::try_from(wait).unwrap_or(1),
+        )));
+    }
+    if account.attempts > max {
+        // 250 ms, doubling per attempt beyond the limit, at most 8 s.
+        let beyond = u32::try_from(account.attempts - max - 1)
+            .unwrap_or(0)
+            .min(5);
+        tokio::time::sleep(Duration::from_millis(250u64 << beyond)).await;
     }
 
     let lookup = email.clone();
@@ -97,12 +138,7 @@ pub async fn login(
     .await?;
 
     let (Some(principal), true) = (principal, matches && has_password) else {
-        state
-            .account_throttle
-            .record_failure(&account_key, Instant::now());
-        state
-            .client_throttle
-            .record_failure(&client_key, Instant::now());
+        // The attempt was counted when it was reserved.
         state
             .metrics
             .login_failures
@@ -124,7 +160,15 @@ pub async fn login(
         return Err(ApiError::Unauthenticated(INVALID_LOGIN));
     };
 
-    state.account_throttle.clear(&account_key);
+    // A success is not a failure: the account's windows go, the address gets its attempt back.
+    let forget = vec![keys[0].clone(), keys[2].clone()];
+    let client_key = keys[1].clone();
+    state
+        .db(move |conn| {
+            store::throttle::clear(conn, &forget)?;
+            Ok(store::throttle::release(conn, &client_key)?)
+        })
+        .await?;
     let token = secrets::generate_access_token();
     let expires_at = Utc::now()
         + chrono::Duration::from_std(state.config.token_ttl).map_err(ApiError::internal)?;
@@ -206,7 +250,8 @@ pub struct AcceptInvitationResponse {
 #[utoipa::path(post, operation_id = "acceptInvitation", path = "/v1/auth/accept-invitation", tag = "auth", request_body = AcceptInvitationRequest, responses(
     (status = 200, description = "The password is set; log in with it", body = AcceptInvitationResponse),
     (status = 404, description = "No live invitation has this token", body = crate::error::Problem),
-    (status = 422, body = crate::error::Problem)))]
+    (status = 422, body = crate::error::Problem),
+    (status = 429, description = "Too many attempts from this client; see Retry-After", body = crate::error::Problem)))]
 pub async fn accept_invitation(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -214,6 +259,37 @@ pub async fn accept_invitation(
 ) -> ApiResult<HttpResponse> {
     let AcceptInvitationRequest { token, password } = body.into_inner();
     check_password_policy("password", &password).map_err(|e| ApiError::Validation(vec![e]))?;
+    // Counted per client address before anything else (tokens are 256 random bits: guessing
+    // is hopeless, but each try must not cost a hash), and the token is looked up before the
+    // password is hashed, so only a live token costs argon2.
+    let ip = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let client_key = format!("invitation-ip:{ip}");
+    let (window, max) = (
+        state.config.login_lockout,
+        i32::try_from(state.config.login_max_failures).unwrap_or(i32::MAX),
+    );
+    let token_hash = secrets::sha256(token.trim().as_bytes());
+    let (reserved, lookup) = (vec![client_key.clone()], token_hash);
+    let (client, live) = state
+        .db(move |conn| {
+            let windows = store::throttle::reserve(conn, &reserved, window)?;
+            let live = store::principals::find_by_live_invitation(conn, &lookup)?.is_some();
+            Ok((windows.first().copied(), live))
+        })
+        .await?;
+    if let Some(client) = client
+        && client.attempts > max.saturating_mul(10)
+    {
+        return Err(locked(Duration::from_secs(
+            u64::try_from(client.retry_after).unwrap_or(1),
+        )));
+    }
+    if !live {
+        return Err(no_live_invitation());
+    }
     let permit = state.hashing_slot().await?;
     let password_hash = web::block(move || {
         let _permit = permit;
@@ -221,19 +297,13 @@ pub async fn accept_invitation(
     })
     .await?
     .map_err(ApiError::internal)?;
-    let token_hash = secrets::sha256(token.trim().as_bytes());
     let request_id = request_id(&req);
     let principal = state
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
                 let principal = store::principals::find_by_live_invitation(conn, &token_hash)?
-                    .ok_or_else(|| {
-                        ApiError::NotFound(
-                            "no live invitation has this token: it was used already, has \
-                             expired (72 hours), or was mistyped; ask for a new invitation"
-                                .into(),
-                        )
-                    })?;
+                    .ok_or_else(no_live_invitation)?;
+                store::throttle::release(conn, &client_key)?;
                 store::principals::set_password_from_invitation(
                     conn,
                     principal.id,

@@ -11,6 +11,7 @@ pub mod outbox;
 pub mod principals;
 pub mod sessions;
 pub mod tenants;
+pub mod throttle;
 
 pub use crate::db::StoreError;
 
