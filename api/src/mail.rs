@@ -62,7 +62,9 @@ pub async fn run_relay(pool: PgPool, delivery: MailDelivery, from: String, wake:
             let pool = pool.clone();
             tokio::task::spawn_blocking(move || {
                 let mut conn = pool.get()?;
-                store::mail::take_due(&mut conn, 20)
+                // One at a time: each is held for a minute, well over one send's timeout, so
+                // another replica never takes a mail still being sent.
+                store::mail::take_due(&mut conn, 1)
             })
             .await
         };
@@ -88,8 +90,10 @@ pub async fn run_relay(pool: PgPool, delivery: MailDelivery, from: String, wake:
                 match result {
                     Ok(()) => store::mail::mark_sent(&mut conn, id),
                     Err(error) => {
-                        let retry_in =
-                            Duration::from_secs(2u64.saturating_pow(attempts.clamp(1, 10) as u32));
+                        // 2 s, doubling, at most an hour: 30 attempts span about a day.
+                        let retry_in = Duration::from_secs(
+                            2u64.saturating_pow(attempts.clamp(1, 12) as u32).min(3600),
+                        );
                         tracing::warn!(mail_id = %id, attempts, %error, "mail not sent; will retry");
                         store::mail::mark_failed(&mut conn, id, &error, retry_in)
                     }

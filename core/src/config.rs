@@ -37,8 +37,9 @@ pub struct TlsFiles {
 /// How mail (invitations) leaves Bulkhead.
 #[derive(Clone, PartialEq, Eq)]
 pub enum MailDelivery {
-    /// `BULKHEAD_SMTP_URL`: `smtp://host:587` (STARTTLS required), `smtps://host:465`, with
-    /// `user:password@` when the relay wants a login; `?tls=none` only for a local sink.
+    /// `BULKHEAD_SMTP_URL`: `smtps://host:465` (TLS) or `smtp://host:587?tls=required`
+    /// (STARTTLS), with `user:password@` when the relay wants a login; plain `smtp://` only to
+    /// a relay on this machine.
     Smtp { url: String },
     /// `BULKHEAD_MAIL=log`: each mail is written to the log, clearly marked, and not delivered
     /// (development only: the log then holds one-time tokens).
@@ -244,8 +245,27 @@ impl Config {
                 if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
                     return Err(ConfigError {
                         var: "BULKHEAD_SMTP_URL",
-                        problem: "must be smtp://host[:port] (STARTTLS) or smtps://host[:port], \
-                                  with user:password@ if the relay wants a login"
+                        problem: "must be smtps://host[:port] (TLS) or \
+                                  smtp://host[:port]?tls=required (STARTTLS), with \
+                                  user:password@ if the relay wants a login"
+                            .into(),
+                    });
+                }
+                // Plain `smtp://` sends invitation tokens unencrypted: only to this machine.
+                let host = url
+                    .trim_start_matches("smtp://")
+                    .rsplit_once('@')
+                    .map_or(url.trim_start_matches("smtp://"), |(_, host)| host);
+                let local = ["127.0.0.1", "localhost", "[::1]"]
+                    .iter()
+                    .any(|h| host.starts_with(h));
+                if url.starts_with("smtp://") && !url.contains("tls=required") && !local {
+                    return Err(ConfigError {
+                        var: "BULKHEAD_SMTP_URL",
+                        problem: "smtp:// without ?tls=required sends invitation tokens in \
+                                  plain text; use smtps://host:465 or \
+                                  smtp://host:587?tls=required (plain smtp:// only to a relay \
+                                  on this machine)"
                             .into(),
                     });
                 }
@@ -438,6 +458,46 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Config::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn mail_must_be_chosen_and_never_sends_tokens_in_plain_text_off_the_machine() {
+        assert_eq!(config(&[]).expect("defaults").mail, None);
+        assert_eq!(
+            config(&[("BULKHEAD_MAIL", "log")]).expect("log").mail,
+            Some(MailDelivery::Log)
+        );
+        for url in [
+            "smtps://u:p@mail.example.com:465",
+            "smtp://u:p@mail.example.com:587?tls=required",
+            "smtp://127.0.0.1:2525",
+        ] {
+            let mail = config(&[("BULKHEAD_SMTP_URL", url)]).expect(url).mail;
+            assert_eq!(
+                mail,
+                Some(MailDelivery::Smtp {
+                    url: url.to_owned()
+                })
+            );
+        }
+        for url in ["smtp://mail.example.com:587", "http://mail.example.com"] {
+            let err = config(&[("BULKHEAD_SMTP_URL", url)]).expect_err(url);
+            assert_eq!(err.var, "BULKHEAD_SMTP_URL");
+        }
+        let err = config(&[
+            ("BULKHEAD_SMTP_URL", "smtps://m:465"),
+            ("BULKHEAD_MAIL", "log"),
+        ])
+        .expect_err("both");
+        assert_eq!(err.var, "BULKHEAD_MAIL");
+        // The password never shows in Debug output.
+        let shown = format!(
+            "{:?}",
+            MailDelivery::Smtp {
+                url: "smtps://user:hunter2hunter2@mail.example.com:465".into()
+            }
+        );
+        assert!(!shown.contains("hunter2"), "{shown}");
     }
 
     #[test]

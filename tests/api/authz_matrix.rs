@@ -257,13 +257,13 @@ fn expected_on_environments(role: Role) -> [u16; 13] {
 }
 
 /// Every tenant endpoint with its status for a caller holding `role` in the tenant it targets.
-/// API keys never create API keys, whatever their role.
+/// API keys never create API keys or add members, whatever their role.
 fn expected_in_own(role: Role, via: Via) -> Vec<(TenantEndpoint, u16)> {
     TENANT_ENDPOINTS
         .into_iter()
         .zip(expected_in_own_tenant(role))
         .map(move |(endpoint, status)| match (endpoint, via) {
-            (TenantEndpoint::CreateKey, Via::ApiKey) => (endpoint, 403),
+            (TenantEndpoint::CreateKey | TenantEndpoint::AddMember, Via::ApiKey) => (endpoint, 403),
             _ => (endpoint, status),
         })
         .chain(

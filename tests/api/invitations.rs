@@ -277,3 +277,68 @@ async fn an_existing_account_holds_nothing_until_it_accepts() {
         "{body}"
     );
 }
+
+/// Offers end with whoever made them, keys add nobody, and a leaving tenant takes on nobody.
+#[tokio::test]
+async fn offers_end_with_whoever_made_them() {
+    let app = TestApp::spawn().await;
+    let acme = app.create_tenant("acme").await;
+    app.create_tenant("globex").await;
+    let acme_id = acme["id"].as_str().expect("id").to_owned();
+    let (boss_id, boss) = app
+        .member("acme", "boss@acme.example", "tenant_admin")
+        .await;
+    let (_, pat) = app.member("globex", "pat@globex.example", "viewer").await;
+    let (status, added) = app
+        .post(
+            "/v1/tenants/acme/members",
+            &boss,
+            json!({"email": "pat@globex.example", "role": "operator"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{added}");
+    // The platform admin removes boss: the offer boss made goes too.
+    let (status, _) = app
+        .delete(&format!("/v1/tenants/acme/members/{boss_id}"), &app.admin)
+        .await;
+    assert_eq!(status, 204);
+    let (status, body) = app
+        .post(
+            &format!("/v1/me/invitations/{acme_id}/accept"),
+            &pat,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+
+    // An API key adds no people, whatever its role.
+    let (_, key) = app.api_key("acme", "tenant_admin").await;
+    let (status, body) = app
+        .post(
+            "/v1/tenants/acme/members",
+            &key,
+            json!({"email": "friend@example.com", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+
+    // A tenant that is leaving takes on nobody, even by an offer made before.
+    let (status, _) = app
+        .post(
+            "/v1/tenants/acme/members",
+            &app.admin,
+            json!({"email": "pat@globex.example", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, _) = app.delete("/v1/tenants/acme", &app.admin).await;
+    assert_eq!(status, 202);
+    let (status, _) = app
+        .post(
+            &format!("/v1/me/invitations/{acme_id}/accept"),
+            &pat,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 404);
+}

@@ -117,3 +117,17 @@ async fn invitation_guesses_are_throttled_without_hashing() {
     assert_eq!(&statuses[..10], &[404; 10], "{statuses:?}");
     assert_eq!(&statuses[10..], &[429, 429], "{statuses:?}");
 }
+
+#[tokio::test]
+async fn malformed_emails_are_wrong_logins_not_errors() {
+    let app = TestApp::spawn().await;
+    let long = format!("{}@example.com", "a".repeat(3000));
+    for email in [
+        long.as_str(),
+        "nul\u{0}@example.com",
+        "x<admin@bulkhead.test>",
+    ] {
+        let status = login(&app.client, &app.base, email, "whatever-whatever").await;
+        assert_eq!(status, 401, "{:?}", &email[..email.len().min(40)]);
+    }
+}

@@ -33,6 +33,22 @@ pub struct LoginResponse {
 
 const INVALID_LOGIN: &str = "the email or password is wrong";
 
+/// The caller's address as throttling keys it: IPv4-mapped IPv6 as IPv4, other IPv6 by its /64
+/// (one subscriber usually holds a whole /64 and could rotate through it).
+fn client_address(req: &HttpRequest) -> String {
+    match req.peer_addr().map(|a| a.ip()) {
+        Some(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        Some(ip) => ip.to_string(),
+        None => String::new(),
+    }
+}
+
 fn no_live_invitation() -> ApiError {
     ApiError::NotFound(
         "no live invitation has this token: it was used already, has expired (72 hours), or \
@@ -62,41 +78,45 @@ pub async fn login(
 ) -> ApiResult<HttpResponse> {
     let LoginRequest { email, password } = body.into_inner();
     let email = email.trim().to_lowercase();
-    let ip = req
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
-    // Counted before any hash, in the control database (shared by every replica): the account
-    // from this address (locks after the limit, so nobody elsewhere can lock the account out),
-    // this address (ten times the limit: many people may share it), and the account from
-    // anywhere (no lock: a growing delay against guessing from many addresses).
-    let keys = vec![
-        format!("login-pair:{ip} {email}"),
-        format!("login-ip:{ip}"),
-        format!("login-account:{email}"),
-    ];
+    let ip = client_address(&req);
+    // Counted before any hash, in the control database (shared by every replica): this address
+    // first (ten times the limit: many people may share it; a locked address adds nothing
+    // more), then the account from this address (locks after the limit, so nobody elsewhere
+    // can lock the account out) and the account from anywhere (no lock: a growing delay
+    // against guessing from many addresses). Keys hold a digest of the email, never the text.
     let (window, max) = (
         state.config.login_lockout,
         i32::try_from(state.config.login_max_failures).unwrap_or(i32::MAX),
     );
-    let reserved = keys.clone();
-    let windows = state
-        .db(move |conn| Ok(store::throttle::reserve(conn, &reserved, window)?))
-        .await?;
-    let (pair, client, account) = match windows.as_slice() {
-        [pair, client, account] => (*pair, *client, *account),
-        _ => {
-            return Err(ApiError::internal(anyhow::anyhow!(
-                "throttle windows missing"
-            )));
-        }
+    let account_digest = hex::encode(secrets::sha256(email.as_bytes()));
+    let keys = [
+        format!("login-pair:{ip} {account_digest}"),
+        format!("login-ip:{ip}"),
+        format!("login-account:{account_digest}"),
+    ];
+    let client_key = vec![keys[1].clone()];
+    let client = state
+        .db(move |conn| Ok(store::throttle::reserve(conn, &client_key, window)?))
+        .await?
+        .first()
+        .copied()
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("throttle window missing")))?;
+    // An email that cannot be an account's (too long, control characters) fails like a wrong
+    // password, counted against the address only.
+    let valid_email = bulkhead_core::domain::Email::parse("email", &email).is_ok();
+    let (pair, account) = if client.attempts > max.saturating_mul(10) || !valid_email {
+        (None, None)
+    } else {
+        let reserved = vec![keys[0].clone(), keys[2].clone()];
+        let windows = state
+            .db(move |conn| Ok(store::throttle::reserve(conn, &reserved, window)?))
+            .await?;
+        (windows.first().copied(), windows.get(1).copied())
     };
-    let lock = if pair.attempts > max {
-        Some(pair.retry_after)
-    } else if client.attempts > max.saturating_mul(10) {
+    let lock = if client.attempts > max.saturating_mul(10) {
         Some(client.retry_after)
     } else {
-        None
+        pair.filter(|p| p.attempts > max).map(|p| p.retry_after)
     };
     if let Some(wait) = lock {
         state
@@ -108,7 +128,10 @@ pub async fn login(
             u64::try_from(wait).unwrap_or(1),
         )));
     }
-    if account.attempts > max {
+    if !valid_email {
+        return Err(ApiError::Unauthenticated(INVALID_LOGIN));
+    }
+    if let Some(account) = account.filter(|a| a.attempts > max) {
         // 250 ms, doubling per attempt beyond the limit, at most 8 s.
         let beyond = u32::try_from(account.attempts - max - 1)
             .unwrap_or(0)
@@ -262,11 +285,7 @@ pub async fn accept_invitation(
     // Counted per client address before anything else (tokens are 256 random bits: guessing
     // is hopeless, but each try must not cost a hash), and the token is looked up before the
     // password is hashed, so only a live token costs argon2.
-    let ip = req
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
-    let client_key = format!("invitation-ip:{ip}");
+    let client_key = format!("invitation-ip:{}", client_address(&req));
     let (window, max) = (
         state.config.login_lockout,
         i32::try_from(state.config.login_max_failures).unwrap_or(i32::MAX),
@@ -304,11 +323,14 @@ pub async fn accept_invitation(
                 let principal = store::principals::find_by_live_invitation(conn, &token_hash)?
                     .ok_or_else(no_live_invitation)?;
                 store::throttle::release(conn, &client_key)?;
-                store::principals::set_password_from_invitation(
+                if !store::principals::set_password_from_invitation(
                     conn,
                     principal.id,
+                    &token_hash,
                     &password_hash,
-                )?;
+                )? {
+                    return Err(no_live_invitation());
+                }
                 store::audit::append(
                     conn,
                     &NewAuditEvent {

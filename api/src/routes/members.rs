@@ -8,7 +8,7 @@ use crate::routes::{PageOf, PageQuery, parse_id};
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use bulkhead_core::audit::AuditResult;
-use bulkhead_core::authz::{Action, Object};
+use bulkhead_core::authz::{Action, Domain, Object};
 use bulkhead_core::domain::{Email, PlatformRole, TenantRole, Validator, parse_display_text};
 use bulkhead_core::secrets;
 use bulkhead_core::store::{
@@ -196,6 +196,44 @@ pub async fn add(
         ));
     }
     ensure_not_leaving(&tenant)?;
+    // No one grants more than they hold. API keys add no people (a person would outlive the
+    // key's expiry and revocation). Platform admins and partners onboard tenants: they offer
+    // roles beyond their own (a tenant's first admin) to accounts that must prove their
+    // mailbox and accept; everyone else grants only within their own permissions.
+    let refusal = if caller.key.is_some() {
+        Some(
+            "API keys cannot add members (a person added by a key would outlive the key's \
+             expiry and revocation); sign in as a person who holds member:create"
+                .to_owned(),
+        )
+    } else if caller.is_platform_admin() || caller.platform_role == Some(PlatformRole::Partner) {
+        None
+    } else {
+        state
+            .authz
+            .read()
+            .await
+            .lacks_any_of(caller.id, Domain::Tenant(tenant.id), role.role())
+            .map(|permission| {
+                format!(
+                    "role {} includes {permission}, which you do not hold in this tenant; grant \
+                     a role within your own permissions",
+                    role.as_str()
+                )
+            })
+    };
+    if let Some(reason) = refusal {
+        state
+            .record_denial(
+                &caller,
+                Some(tenant.id),
+                Object::Member,
+                Action::Create,
+                format!("tenant/{}", tenant.slug),
+            )
+            .await?;
+        return Err(ApiError::Forbidden(reason));
+    }
     let is_platform_admin = caller.is_platform_admin();
     let what = format!("tenant '{}' as {}", tenant.name, role.as_str());
     let inviter = caller.display_name.clone();

@@ -57,7 +57,17 @@ impl Email {
                     && !domain.contains("..")
                     && !domain.contains('@')
             })
-            && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+            && !email.chars().any(|c| {
+                // Characters a mail library reads as address syntax ("x<them@evil>" would be
+                // delivered to them, not to the address stored), and invisible ones.
+                c.is_whitespace()
+                    || c.is_control()
+                    || matches!(
+                        c,
+                        '<' | '>' | ',' | '"' | '(' | ')' | ';' | ':' | '\\' | '[' | ']'
+                    )
+                    || invisible(c).is_some()
+            });
         if valid {
             Ok(Self(email))
         } else {
@@ -154,6 +164,9 @@ pub(crate) fn invisible(c: char) -> Option<&'static str> {
         '\u{206A}'..='\u{206F}' => "DEPRECATED FORMAT CHARACTER",
         '\u{FEFF}' => "ZERO WIDTH NO-BREAK SPACE",
         '\u{FFF9}'..='\u{FFFB}' => "INTERLINEAR ANNOTATION CHARACTER",
+        '\u{034F}' => "COMBINING GRAPHEME JOINER",
+        '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' => "HANGUL FILLER",
+        '\u{E0000}'..='\u{E007F}' => "TAG CHARACTER",
         _ => return None,
     })
 }

@@ -96,6 +96,7 @@ pub fn revoke(
     if let Some(key) = &revoked {
         diesel::delete(memberships::table.filter(memberships::principal_id.eq(key.principal_id)))
             .execute(conn)?;
+        super::memberships::withdraw_offers_by(conn, key.principal_id)?;
     }
     Ok(revoked)
 }

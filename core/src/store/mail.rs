@@ -28,7 +28,7 @@ impl MailKind {
 }
 
 /// Attempts before a mail is given up (with its last error kept).
-pub const MAX_ATTEMPTS: i32 = 10;
+pub const MAX_ATTEMPTS: i32 = 30;
 
 #[derive(Debug, Clone, QueryableByName)]
 pub struct OutboxMail {

@@ -114,7 +114,15 @@ pub fn accept(
             .filter(memberships::principal_id.eq(principal_id))
             .filter(memberships::tenant_id.eq(tenant_id))
             .filter(memberships::state.eq("invited"))
-            .filter(memberships::invitation_expires_at.gt(diesel::dsl::now)),
+            .filter(memberships::invitation_expires_at.gt(diesel::dsl::now))
+            // A tenant that is leaving (or suspended) takes on nobody.
+            .filter(
+                memberships::tenant_id.eq_any(
+                    tenants::table
+                        .filter(tenants::state.eq("active"))
+                        .select(tenants::id),
+                ),
+            ),
     )
     .set((
         memberships::state.eq("active"),
@@ -231,7 +239,31 @@ pub fn remove(
             .filter(memberships::principal_id.eq(principal_id)),
     )
     .execute(conn)?;
+    if removed == 1 {
+        // Offers it made in this tenant go with it: nobody accepts a grant from someone who
+        // no longer holds anything there.
+        diesel::delete(
+            memberships::table
+                .filter(memberships::tenant_id.eq(tenant_id))
+                .filter(memberships::created_by.eq(principal_id))
+                .filter(memberships::state.eq("invited")),
+        )
+        .execute(conn)?;
+    }
     Ok(removed == 1)
+}
+
+/// Withdraws every open offer `principal_id` made (its key was revoked).
+pub fn withdraw_offers_by(
+    conn: &mut PgConnection,
+    principal_id: Uuid,
+) -> Result<usize, StoreError> {
+    Ok(diesel::delete(
+        memberships::table
+            .filter(memberships::created_by.eq(principal_id))
+            .filter(memberships::state.eq("invited")),
+    )
+    .execute(conn)?)
 }
 
 /// The role `principal_id` holds in each tenant it is an active member of.

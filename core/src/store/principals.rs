@@ -101,20 +101,27 @@ pub fn find_by_live_invitation(
 }
 
 /// Sets a password and consumes the invitation.
+/// Sets the password of the account whose live invitation is `token_hash`; `false` when the
+/// token was used meanwhile (two concurrent acceptances: only one wins).
 pub fn set_password_from_invitation(
     conn: &mut PgConnection,
     id: Uuid,
+    token_hash: &[u8],
     password_hash: &str,
-) -> Result<(), StoreError> {
-    diesel::update(principals::table.find(id))
-        .set((
-            principals::password_hash.eq(password_hash),
-            principals::invitation_token_hash.eq(None::<Vec<u8>>),
-            principals::invitation_expires_at.eq(None::<DateTime<Utc>>),
-            principals::updated_at.eq(Utc::now()),
-        ))
-        .execute(conn)?;
-    Ok(())
+) -> Result<bool, StoreError> {
+    let changed = diesel::update(
+        principals::table
+            .find(id)
+            .filter(principals::invitation_token_hash.eq(token_hash)),
+    )
+    .set((
+        principals::password_hash.eq(password_hash),
+        principals::invitation_token_hash.eq(None::<Vec<u8>>),
+        principals::invitation_expires_at.eq(None::<DateTime<Utc>>),
+        principals::updated_at.eq(Utc::now()),
+    ))
+    .execute(conn)?;
+    Ok(changed == 1)
 }
 
 /// Gives an existing user without a password a fresh invitation.
