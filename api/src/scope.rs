@@ -17,6 +17,25 @@ pub fn tenant_not_found(reference: &str) -> ApiError {
 }
 
 impl AppState {
+    /// Refuses `action` on `object` in `tenant` with `reason` (403): recorded like every denial.
+    pub async fn deny(
+        &self,
+        caller: &Caller,
+        tenant: &Tenant,
+        object: Object,
+        action: Action,
+        reason: String,
+    ) -> ApiError {
+        let target = format!("tenant/{}", tenant.slug);
+        match self
+            .record_denial(caller, Some(tenant.id), object, action, target)
+            .await
+        {
+            Ok(()) => ApiError::Forbidden(reason),
+            Err(error) => error,
+        }
+    }
+
     /// Records a denied attempt in the audit trail (its own transaction) and the metrics.
     pub async fn record_denial(
         &self,

@@ -136,16 +136,9 @@ pub async fn create(
             })
     };
     if let Some(reason) = refusal {
-        state
-            .record_denial(
-                &caller,
-                Some(tenant.id),
-                Object::ApiKey,
-                Action::Create,
-                format!("tenant/{}", tenant.slug),
-            )
-            .await?;
-        return Err(ApiError::Forbidden(reason));
+        return Err(state
+            .deny(&caller, &tenant, Object::ApiKey, Action::Create, reason)
+            .await);
     }
     let generated = secrets::generate_api_key();
     let secret = generated.secret.clone();

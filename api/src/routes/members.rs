@@ -182,18 +182,10 @@ pub async fn add(
         )));
     };
     if role == TenantRole::Partner && !caller.is_platform_admin() {
-        state
-            .record_denial(
-                &caller,
-                Some(tenant.id),
-                Object::Member,
-                Action::Create,
-                format!("tenant/{}", tenant.slug),
-            )
-            .await?;
-        return Err(ApiError::Forbidden(
-            "only platform admins grant the partner role".into(),
-        ));
+        let reason = "only platform admins grant the partner role".to_owned();
+        return Err(state
+            .deny(&caller, &tenant, Object::Member, Action::Create, reason)
+            .await);
     }
     ensure_not_leaving(&tenant)?;
     // No one grants more than they hold. API keys add no people (a person would outlive the
@@ -223,16 +215,9 @@ pub async fn add(
             })
     };
     if let Some(reason) = refusal {
-        state
-            .record_denial(
-                &caller,
-                Some(tenant.id),
-                Object::Member,
-                Action::Create,
-                format!("tenant/{}", tenant.slug),
-            )
-            .await?;
-        return Err(ApiError::Forbidden(reason));
+        return Err(state
+            .deny(&caller, &tenant, Object::Member, Action::Create, reason)
+            .await);
     }
     let is_platform_admin = caller.is_platform_admin();
     let what = format!("tenant '{}' as {}", tenant.name, role.as_str());
