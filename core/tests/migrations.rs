@@ -27,9 +27,17 @@ impl TestDb {
         let mut admin =
             PgConnection::establish(&format!("{}/postgres?sslmode=disable", server_url()))
                 .expect("connect to the server");
-        diesel::sql_query(format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .expect("create the test database");
+        // Closed to PUBLIC before anyone may connect: other tests' isolation probes would see
+        // a database every tenant role may connect to.
+        for statement in [
+            format!("CREATE DATABASE {name} ALLOW_CONNECTIONS false"),
+            format!("REVOKE CONNECT, TEMPORARY ON DATABASE {name} FROM PUBLIC"),
+            format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"),
+        ] {
+            diesel::sql_query(statement)
+                .execute(&mut admin)
+                .expect("create the test database");
+        }
         Self { name }
     }
 
@@ -227,6 +235,13 @@ fn migrating_closes_the_control_database_to_public() {
     }
     let db = TestDb::new();
     let mut conn = db.connect();
+    // As a plain `CREATE DATABASE` leaves it (the fixture closes its databases at once).
+    diesel::sql_query(format!(
+        "GRANT CONNECT, TEMPORARY ON DATABASE {} TO PUBLIC",
+        db.name
+    ))
+    .execute(&mut conn)
+    .expect("open the database to PUBLIC");
     let public = |conn: &mut PgConnection| -> String {
         diesel::sql_query(
             "SELECT coalesce(string_agg(a.privilege_type, ',' ORDER BY a.privilege_type), '') AS v \

@@ -38,9 +38,18 @@ impl TestApp {
         let db_name = format!("bh_test_{}", uuid::Uuid::now_v7().simple());
         let mut maintenance = PgConnection::establish(&format!("{}/postgres", server_url()))
             .expect("connect to the maintenance database");
-        diesel::sql_query(format!("CREATE DATABASE {db_name}"))
-            .execute(&mut maintenance)
-            .expect("create test database");
+        // Closed to PUBLIC before anyone may connect, as `bulkhead dev` makes it: isolation
+        // probes of tests running at the same time would otherwise see a database every tenant
+        // role may connect to.
+        for statement in [
+            format!("CREATE DATABASE {db_name} ALLOW_CONNECTIONS false"),
+            format!("REVOKE CONNECT, TEMPORARY ON DATABASE {db_name} FROM PUBLIC"),
+            format!("ALTER DATABASE {db_name} ALLOW_CONNECTIONS true"),
+        ] {
+            diesel::sql_query(statement)
+                .execute(&mut maintenance)
+                .expect("create test database");
+        }
         // No TLS to the local test server: libpq's OpenSSL cleanup at process exit can race an
         // actix worker thread still dropping its pool (seen as a rare SIGSEGV after all tests).
         let db_url = format!("{}/{db_name}?sslmode=disable", server_url());
