@@ -17,6 +17,27 @@ pub fn tenant_not_found(reference: &str) -> ApiError {
 }
 
 impl AppState {
+    /// Why `caller` may not grant `role` in `tenant`, if it would give more than the caller
+    /// holds there: the first permission of the role the caller lacks.
+    pub async fn exceeds_own(
+        &self,
+        caller: &Caller,
+        tenant: &Tenant,
+        role: bulkhead_core::domain::TenantRole,
+    ) -> Option<String> {
+        self.authz
+            .read()
+            .await
+            .lacks_any_of(caller.id, Domain::Tenant(tenant.id), role.role())
+            .map(|permission| {
+                format!(
+                    "role {} includes {permission}, which you do not hold in this tenant; grant \
+                     a role within your own permissions",
+                    role.as_str()
+                )
+            })
+    }
+
     /// Refuses `action` on `object` in `tenant` with `reason` (403): recorded like every denial.
     pub async fn deny(
         &self,

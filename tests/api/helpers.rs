@@ -238,18 +238,7 @@ impl TestApp {
         if body["member"]["state"] == "invited" {
             // An existing account: it accepts the membership signed in.
             let session = self.login(email, USER_PASSWORD).await;
-            let (_, tenant_view) = self
-                .get(&format!("/v1/tenants/{tenant}"), &self.admin)
-                .await;
-            let tenant_id = tenant_view["id"].as_str().expect("tenant id").to_owned();
-            let (status, accepted) = self
-                .post(
-                    &format!("/v1/me/invitations/{tenant_id}/accept"),
-                    &session,
-                    json!({}),
-                )
-                .await;
-            assert_eq!(status, 200, "accept the membership: {accepted}");
+            self.accept_membership(tenant, &session).await;
             return (principal, session);
         }
         if body["invitation"].is_object() {

@@ -8,7 +8,7 @@ use crate::routes::{PageOf, PageQuery, parse_id};
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use bulkhead_core::audit::AuditResult;
-use bulkhead_core::authz::{Action, Domain, Object};
+use bulkhead_core::authz::{Action, Object};
 use bulkhead_core::domain::{TenantRole, Validator, parse_display_text};
 use bulkhead_core::secrets;
 use bulkhead_core::store::{self, api_keys::ApiKey, api_keys::NewApiKey, principals::NewPrincipal};
@@ -122,18 +122,7 @@ pub async fn create(
                 .to_owned(),
         )
     } else {
-        state
-            .authz
-            .read()
-            .await
-            .lacks_any_of(caller.id, Domain::Tenant(tenant.id), role.role())
-            .map(|permission| {
-                format!(
-                    "role {} includes {permission}, which you do not hold in this tenant; give \
-                     the key a role within your own permissions",
-                    role.as_str()
-                )
-            })
+        state.exceeds_own(&caller, &tenant, role).await
     };
     if let Some(reason) = refusal {
         return Err(state

@@ -8,7 +8,7 @@ use crate::routes::{PageOf, PageQuery, parse_id};
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use bulkhead_core::audit::AuditResult;
-use bulkhead_core::authz::{Action, Domain, Object};
+use bulkhead_core::authz::{Action, Object};
 use bulkhead_core::domain::{Email, PlatformRole, TenantRole, Validator, parse_display_text};
 use bulkhead_core::secrets;
 use bulkhead_core::store::{
@@ -201,18 +201,7 @@ pub async fn add(
     } else if caller.is_platform_admin() || caller.platform_role == Some(PlatformRole::Partner) {
         None
     } else {
-        state
-            .authz
-            .read()
-            .await
-            .lacks_any_of(caller.id, Domain::Tenant(tenant.id), role.role())
-            .map(|permission| {
-                format!(
-                    "role {} includes {permission}, which you do not hold in this tenant; grant \
-                     a role within your own permissions",
-                    role.as_str()
-                )
-            })
+        state.exceeds_own(&caller, &tenant, role).await
     };
     if let Some(reason) = refusal {
         return Err(state
