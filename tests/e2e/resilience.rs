@@ -645,3 +645,49 @@ async fn cancel_outlives_a_killed_worker() {
         .await;
     destroy_and_check(&stack, "soylent", &env).await;
 }
+
+/// A job that raced an environment's destroy (queued while the destroy was being queued, as
+/// an attacker sending DELETE and apply at once managed) runs after it and must not make the
+/// environment again: it fails with the reason, and the environment stays destroyed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_raced_a_destroy_does_not_resurrect_the_environment() {
+    let stack = Stack::start(Options::default()).await;
+    stack.create_tenant("lazarus", "shared").await;
+    let accepted = stack
+        .create_environment("lazarus", json!({"name": "dev", "stage": "development"}))
+        .await;
+    let env = accepted["environment"].clone();
+    stack
+        .wait_succeeded("lazarus", &id(&accepted["job"]), JOB_WITHIN)
+        .await;
+    destroy_and_check(&stack, "lazarus", &env).await;
+    // The apply that lost the race: queued for the environment, woken after the destroy.
+    let job_id = uuid::Uuid::now_v7().to_string();
+    let mut control = stack.control_db();
+    diesel::sql_query(format!(
+        "INSERT INTO jobs (id, tenant_id, environment_id, operation, state, attempts, max_attempts, \
+           run_after, fencing_token, created_at, updated_at) \
+         SELECT '{job_id}', tenant_id, id, 'apply', 'queued', 0, 3, now(), 0, now(), now() \
+         FROM environments WHERE id = '{}'",
+        id(&env)
+    ))
+    .execute(&mut control)
+    .expect("queue the raced apply");
+    publish_job_message(&stack, &job_id, "apply");
+    let job = stack.wait_job("lazarus", &job_id, JOB_WITHIN).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(
+        job["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("was destroyed")),
+        "{job}"
+    );
+    assert_eq!(job["attempts"], 1, "not retried: {job}");
+    let after = stack.environment("lazarus", &id(&env)).await;
+    assert_eq!(after["state"], "destroyed", "{after}");
+    assert_eq!(
+        stack.leftovers(&env),
+        Vec::<String>::new(),
+        "nothing made again"
+    );
+}

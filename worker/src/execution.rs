@@ -328,6 +328,15 @@ impl Execution {
         let operation = Operation::from_db(&self.job.operation)
             .ok_or_else(|| Stop::Fatal(format!("unknown operation {}", self.job.operation)))?;
         let (environment, spec) = self.load_spec().await?;
+        // A destroyed environment stays destroyed: a job that raced its destroy (asked for
+        // while the destroy was being queued) must not make it again.
+        if operation != Operation::Destroy && environment.state == "destroyed" {
+            return Err(Stop::Fatal(format!(
+                "environment {} was destroyed before this {} job ran; nothing was done \
+                 (create a new environment instead)",
+                environment.name, self.job.operation
+            )));
+        }
         let environment_id = environment.id;
         match operation {
             Operation::Plan => {
