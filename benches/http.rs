@@ -76,6 +76,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Invitations are mailed: to a sink this run reads them from.
         .env("BULKHEAD_SMTP_URL", mail.url())
         .env("BULKHEAD_QUEUE_PREFIX", &queue_prefix)
+        // One principal drives the whole load: its bucket is checked on every request (that
+        // cost is measured) but set above what this machine can send.
+        .env("BULKHEAD_RATE_LIMIT_PER_MINUTE", "6000000")
+        .env("BULKHEAD_RATE_LIMIT_BURST", "1000000")
+        .env("BULKHEAD_ANONYMOUS_RATE_LIMIT_PER_MINUTE", "6000000")
+        .env("BULKHEAD_ANONYMOUS_RATE_LIMIT_BURST", "1000000")
         // `api` refuses the built-in development key; one for this run.
         .env(
             "BULKHEAD_CREDENTIALS_KEY",

@@ -145,6 +145,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             env_or("BENCH_CONCURRENCY", 4).to_string(),
         ),
         ("BULKHEAD_DB_POOL_SIZE", "16".to_owned()),
+        // The driver polls as one principal, faster than a client should.
+        ("BULKHEAD_RATE_LIMIT_PER_MINUTE", "6000000".to_owned()),
+        ("BULKHEAD_RATE_LIMIT_BURST", "1000000".to_owned()),
         // `api` and `worker` refuse the built-in development key; one for this run.
         (
             "BULKHEAD_CREDENTIALS_KEY",

@@ -140,7 +140,15 @@ async fn authenticate(req: HttpRequest) -> ApiResult<Caller> {
     } else {
         (None, None)
     };
-    let authenticated = authenticated.ok_or(ApiError::Unauthenticated(INVALID_CREDENTIAL))?;
+    let Some(authenticated) = authenticated else {
+        // Guessing credentials counts against the address like any anonymous request.
+        state
+            .rate_limits
+            .anonymous(&crate::ratelimit::client_address(req.peer_addr()))?;
+        return Err(ApiError::Unauthenticated(INVALID_CREDENTIAL));
+    };
+    let standing = state.rate_limits.principal(authenticated.principal.id)?;
+    req.extensions_mut().insert(standing);
     state.refresh_authz(authenticated.authz_generation).await?;
     let principal = authenticated.principal;
     Ok(Caller {

@@ -36,6 +36,18 @@ pub enum ApiError {
         retry_after_secs: u64,
         detail: String,
     },
+    /// Over a request rate limit: 429 with `Retry-After` and the `RateLimit` headers.
+    RateLimited {
+        retry_after_secs: u64,
+        detail: String,
+        standing: crate::ratelimit::Standing,
+    },
+    /// Over a tenant quota: 409 naming the quota and its value.
+    QuotaExceeded {
+        quota: bulkhead_core::limits::Quota,
+        limit: i64,
+        detail: String,
+    },
     Internal(anyhow::Error),
     /// A body the JSON extractor refused, answered once the caller is authorized.
     Rejected(Box<ApiError>),
@@ -55,6 +67,12 @@ pub struct Problem {
     /// Field-level problems, for `validation-failed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<FieldError>>,
+    /// For `quota-exceeded`: which quota (`environments`, `queued_jobs`, `api_keys`, `members`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota: Option<bulkhead_core::limits::Quota>,
+    /// For `quota-exceeded`: the quota's value for this tenant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<i64>,
 }
 
 impl ApiError {
@@ -85,6 +103,8 @@ impl ApiError {
             Self::UnsupportedMediaType => ("unsupported-media-type", "Send JSON"),
             Self::TooManyRequests { .. } => ("too-many-requests", "Too many attempts"),
             Self::Unavailable { .. } => ("service-unavailable", "Temporarily unavailable"),
+            Self::RateLimited { .. } => ("rate-limited", "Too many requests"),
+            Self::QuotaExceeded { .. } => ("quota-exceeded", "A tenant quota is reached"),
             Self::Internal(_) => ("internal-error", "Internal error"),
             Self::Rejected(inner) => inner.kind(),
         }
@@ -97,9 +117,10 @@ impl ApiError {
             | Self::NotFound(detail)
             | Self::Conflict(detail)
             | Self::NotReady(detail) => detail.clone(),
-            Self::TooManyRequests { detail, .. } | Self::Unavailable { detail, .. } => {
-                detail.clone()
-            }
+            Self::TooManyRequests { detail, .. }
+            | Self::Unavailable { detail, .. }
+            | Self::RateLimited { detail, .. }
+            | Self::QuotaExceeded { detail, .. } => detail.clone(),
             Self::Validation(errors) => format!(
                 "{} field(s) need changing: {}",
                 errors.len(),
@@ -138,6 +159,14 @@ impl ApiError {
                 Self::Validation(errors) => Some(errors.clone()),
                 _ => None,
             },
+            quota: match self {
+                Self::QuotaExceeded { quota, .. } => Some(*quota),
+                _ => None,
+            },
+            limit: match self {
+                Self::QuotaExceeded { limit, .. } => Some(*limit),
+                _ => None,
+            },
         }
     }
 }
@@ -162,7 +191,10 @@ impl ResponseError for ApiError {
             Self::Conflict(_) | Self::NotReady(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyRequests { .. } | Self::RateLimited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            Self::QuotaExceeded { .. } => StatusCode::CONFLICT,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Rejected(inner) => inner.status_code(),
@@ -186,6 +218,16 @@ impl ResponseError for ApiError {
                 retry_after_secs, ..
             } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+            }
+            Self::RateLimited {
+                retry_after_secs,
+                standing,
+                ..
+            } => {
+                response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+                for (name, value) in standing.headers() {
+                    response.insert_header((name, value));
+                }
             }
             Self::Unauthenticated(_) => {
                 response.insert_header((

@@ -10,6 +10,7 @@ pub mod mail;
 pub mod metrics;
 pub mod observe;
 pub mod openapi;
+pub mod ratelimit;
 pub mod routes;
 pub mod scope;
 pub mod state;
@@ -96,6 +97,17 @@ pub async fn build_on(
             }
         });
     }
+    // Buckets that filled up again are forgotten every minute (memory stays bounded by the
+    // principals and addresses active in the last window).
+    {
+        let state = state.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                state.rate_limits.forget_idle();
+            }
+        });
+    }
     // The mail relay runs with the API (invitations are mailed from here).
     if let Some(delivery) = state.config.mail.clone() {
         tokio::spawn(mail::run_relay(
@@ -116,6 +128,7 @@ pub async fn build_on(
             )
             .app_data(web::QueryConfig::default().error_handler(query_error))
             .app_data(web::PathConfig::default().error_handler(path_error))
+            .wrap(from_fn(ratelimit::limit))
             .wrap(from_fn(observe::observe))
             .configure(routes::configure)
             .service(SwaggerUi::new("/swagger-ui/{_:.*}").url("/openapi.json", openapi.clone()))

@@ -57,6 +57,105 @@ impl Modify for ProblemJson {
     }
 }
 
+/// The answers every route can give besides its own: 429 from the rate limits (with
+/// `Retry-After` and the `RateLimit` headers, which successful answers carry too), 401 where a
+/// credential is needed, 400 for an unreadable path, query or body, and 413/415 where a JSON body
+/// is read. Declared once here instead of on every handler.
+struct CommonResponses;
+
+fn problem_response(description: &str) -> utoipa::openapi::Response {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/problem+json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+        .build()
+}
+
+fn text_header(description: &str) -> utoipa::openapi::header::Header {
+    utoipa::openapi::header::HeaderBuilder::new()
+        .schema(utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::Type::String))
+        .description(Some(description))
+        .build()
+}
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            let operations = [
+                (&mut item.get, false),
+                (&mut item.put, true),
+                (&mut item.post, true),
+                (&mut item.delete, false),
+                (&mut item.patch, true),
+            ];
+            for (operation, may_have_body) in operations {
+                let Some(operation) = operation else { continue };
+                let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+                let has_body = may_have_body && operation.request_body.is_some();
+                let responses = &mut operation.responses.responses;
+                let mut add = |status: &str, description: &str| {
+                    responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| RefOr::T(problem_response(description)));
+                };
+                add(
+                    "400",
+                    "The path, query string or body could not be read (`malformed-request`)",
+                );
+                if secured {
+                    add(
+                        "401",
+                        "No valid access token or API key (`unauthenticated`)",
+                    );
+                }
+                if has_body {
+                    add("413", "The body is too large (`payload-too-large`)");
+                    add("415", "The body is not JSON (`unsupported-media-type`)");
+                }
+                add(
+                    "429",
+                    "Over the request rate of this principal or client address (`rate-limited`); \
+                     retry after `Retry-After` seconds",
+                );
+                if let Some(RefOr::T(too_many)) = responses.get_mut("429") {
+                    too_many.headers.insert(
+                        "Retry-After".to_owned(),
+                        text_header("Seconds to wait before the next request"),
+                    );
+                }
+                for response in responses.values_mut() {
+                    let RefOr::T(response) = response else {
+                        continue;
+                    };
+                    response.headers.insert(
+                        "RateLimit".to_owned(),
+                        text_header(
+                            "Where the caller stands: `\"<principal|anonymous>\";r=<remaining>;t=<seconds \
+                             until full>` (draft-ietf-httpapi-ratelimit-headers-10)",
+                        ),
+                    );
+                    response.headers.insert(
+                        "RateLimit-Policy".to_owned(),
+                        text_header(
+                            "The bucket: `\"<principal|anonymous>\";q=<burst>;w=<seconds to \
+                             refill it>`",
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -115,6 +214,6 @@ impl Modify for ProblemJson {
         (name = "audit", description = "The hash-chained audit trail"),
         (name = "operations", description = "Health, readiness, metrics"),
     ),
-    modifiers(&BearerAuth, &ProblemJson)
+    modifiers(&BearerAuth, &ProblemJson, &CommonResponses)
 )]
 pub struct ApiDoc;

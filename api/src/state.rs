@@ -23,6 +23,8 @@ pub struct AppState {
     /// Verified against when the email is unknown, so that case costs the same as a wrong password.
     pub dummy_password_hash: String,
     pub metrics: Metrics,
+    /// Request rate limits per principal and per client address.
+    pub rate_limits: crate::ratelimit::RateLimiters,
     /// Blueprints environments may be created from.
     pub catalog: BlueprintCatalog,
     /// Notified after a job commits, so the outbox relay publishes without waiting for a poll.
@@ -54,6 +56,7 @@ impl AppState {
             authz_reload: Mutex::new(()),
             dummy_password_hash,
             metrics: Metrics::new()?,
+            rate_limits: crate::ratelimit::RateLimiters::new(&config.limits.rate),
             config,
             pool,
             request_pool,

@@ -104,6 +104,8 @@ pub struct Config {
     pub mail: Option<MailDelivery>,
     /// `BULKHEAD_MAIL_FROM`: the sender of Bulkhead's mail.
     pub mail_from: String,
+    /// Request rate limits and tenant quota defaults (see `limits`).
+    pub limits: crate::limits::Limits,
     /// Worker settings.
     pub worker: WorkerConfig,
 }
@@ -298,6 +300,7 @@ impl Config {
             .unwrap_or_else(|| "Bulkhead <no-reply@bulkhead.local>".to_owned());
 
         Ok(Self {
+            limits: crate::limits::Limits::from_lookup(&get)?,
             mail,
             mail_from,
             database_url,
@@ -425,7 +428,7 @@ fn postgres_url(
     }
 }
 
-fn number<T>(
+pub(crate) fn number<T>(
     get: &impl Fn(&str) -> Option<String>,
     var: &'static str,
     default: T,

@@ -10,6 +10,7 @@ pub mod db;
 pub mod domain;
 pub mod guarantees;
 pub mod jobs;
+pub mod limits;
 pub mod password;
 pub mod plan;
 pub mod queue;

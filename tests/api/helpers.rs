@@ -17,6 +17,18 @@ pub fn server_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
 }
 
+/// Rate limits no test reaches by accident.
+pub fn unlimited() -> bulkhead_core::limits::RateLimits {
+    let rate = bulkhead_core::limits::Rate {
+        per_minute: 6_000_000,
+        burst: 1_000_000,
+    };
+    bulkhead_core::limits::RateLimits {
+        principal: rate,
+        anonymous: rate,
+    }
+}
+
 pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
@@ -64,6 +76,8 @@ impl TestApp {
             email: ADMIN_EMAIL.into(),
             password: ADMIN_PASSWORD.into(),
         });
+        // Tests fire requests faster than any client should; `rate_limits` tests set their own.
+        config.limits.rate = unlimited();
         change(&mut config);
 
         let pool = db::connect(&config.database_url, config.db_pool_size).expect("pool");
@@ -102,6 +116,7 @@ impl TestApp {
         config.database_url = self.db_url.clone();
         config.db_pool_size = 4;
         config.http_workers = 2;
+        config.limits.rate = unlimited();
         config.mail = Some(bulkhead_core::config::MailDelivery::Smtp {
             url: self.mail.url(),
         });

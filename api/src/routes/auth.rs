@@ -33,20 +33,8 @@ pub struct LoginResponse {
 
 const INVALID_LOGIN: &str = "the email or password is wrong";
 
-/// The caller's address as throttling keys it: IPv4-mapped IPv6 as IPv4, other IPv6 by its /64
-/// (one subscriber usually holds a whole /64 and could rotate through it).
 fn client_address(req: &HttpRequest) -> String {
-    match req.peer_addr().map(|a| a.ip()) {
-        Some(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
-        Some(ip) => ip.to_string(),
-        None => String::new(),
-    }
+    crate::ratelimit::client_address(req.peer_addr())
 }
 
 fn no_live_invitation() -> ApiError {

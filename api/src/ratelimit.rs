@@ -1,0 +1,268 @@
+//! Request rate limits (GCRA buckets in this process's memory, via `governor`): per principal on
+//! every authenticated route, per client address for requests without a valid credential; and
+//! the `RateLimit` / `RateLimit-Policy` headers (draft-ietf-httpapi-ratelimit-headers-10) that
+//! tell a client where it stands on every answer, 429s included.
+
+use crate::error::ApiError;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{Error, HttpMessage};
+use bulkhead_core::limits::{Rate, RateLimits};
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use uuid::Uuid;
+
+pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+
+type Keyed<K> = DefaultKeyedRateLimiter<K, StateInformationMiddleware>;
+
+/// One named bucket kind and its limiter.
+struct Bucket<K: std::hash::Hash + Eq + Clone> {
+    name: &'static str,
+    rate: Rate,
+    limiter: Keyed<K>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Bucket<K> {
+    fn new(name: &'static str, rate: Rate) -> Self {
+        let burst = NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(rate.interval())
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+            .allow_burst(burst);
+        Self {
+            name,
+            rate,
+            limiter: RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
+        }
+    }
+
+    fn check(&self, key: &K) -> Result<Standing, ApiError> {
+        match self.limiter.check_key(key) {
+            Ok(snapshot) => {
+                let remaining = snapshot.remaining_burst_capacity();
+                let used = self.rate.burst.saturating_sub(remaining);
+                Ok(self.standing(remaining, ceil_secs(self.rate.interval() * used)))
+            }
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let retry_after = ceil_secs(wait).max(1);
+                Err(ApiError::RateLimited {
+                    retry_after_secs: retry_after,
+                    detail: format!(
+                        "more than {} requests in {} s ({} per minute) from this {}; retry in \
+                         {retry_after} s, and spread requests out (see the RateLimit header)",
+                        self.rate.burst,
+                        ceil_secs(self.rate.window()),
+                        self.rate.per_minute,
+                        if self.name == "principal" {
+                            "principal"
+                        } else {
+                            "address"
+                        },
+                    ),
+                    standing: self.standing(0, retry_after),
+                })
+            }
+        }
+    }
+
+    fn standing(&self, remaining: u32, reset_secs: u64) -> Standing {
+        Standing {
+            policy: self.name,
+            quota: self.rate.burst,
+            window_secs: ceil_secs(self.rate.window()).max(1),
+            remaining,
+            reset_secs,
+        }
+    }
+
+    fn forget_idle(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+}
+
+fn ceil_secs(d: std::time::Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// Where a request stands against its bucket; kept in the request's extensions so the headers
+/// go on whatever the handler answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    pub policy: &'static str,
+    pub quota: u32,
+    pub window_secs: u64,
+    pub remaining: u32,
+    pub reset_secs: u64,
+}
+
+impl Standing {
+    pub fn headers(&self) -> [(HeaderName, String); 2] {
+        [
+            (
+                RATELIMIT_POLICY,
+                format!(
+                    "\"{}\";q={};w={}",
+                    self.policy, self.quota, self.window_secs
+                ),
+            ),
+            (
+                RATELIMIT,
+                format!(
+                    "\"{}\";r={};t={}",
+                    self.policy, self.remaining, self.reset_secs
+                ),
+            ),
+        ]
+    }
+}
+
+/// The process's buckets.
+pub struct RateLimiters {
+    principals: Bucket<Uuid>,
+    anonymous: Bucket<String>,
+}
+
+impl RateLimiters {
+    pub fn new(limits: &RateLimits) -> Self {
+        Self {
+            principals: Bucket::new("principal", limits.principal),
+            anonymous: Bucket::new("anonymous", limits.anonymous),
+        }
+    }
+
+    /// Counts one request of an authenticated principal (a person or an API key).
+    pub fn principal(&self, id: Uuid) -> Result<Standing, ApiError> {
+        self.principals.check(&id)
+    }
+
+    /// Counts one request without a valid credential from this client address.
+    pub fn anonymous(&self, address: &str) -> Result<Standing, ApiError> {
+        self.anonymous.check(&address.to_owned())
+    }
+
+    /// Drops buckets that are full again (an idle key costs nothing to forget).
+    pub fn forget_idle(&self) {
+        self.principals.forget_idle();
+        self.anonymous.forget_idle();
+    }
+}
+
+/// The client's address as limits and throttles key it: IPv4-mapped IPv6 as IPv4, other IPv6
+/// by its /64 (one subscriber usually holds a whole /64 and could rotate through it).
+pub fn client_address(peer: Option<SocketAddr>) -> String {
+    match peer.map(|a| a.ip()) {
+        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        Some(ip) => ip.to_string(),
+        None => String::new(),
+    }
+}
+
+/// Routes outside fair use: probes and scrapes (a monitoring system polls them) and the
+/// contract document.
+fn exempt(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics" | "/openapi.json")
+        || path.starts_with("/swagger-ui")
+}
+
+/// Middleware: requests without a credential are counted against their address up front;
+/// authenticated ones are counted by the `Caller` extractor once the principal is known. The
+/// standing goes out as headers on the answer, whatever it is.
+pub async fn limit(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::BoxBody>, Error> {
+    let anonymous = !exempt(req.path())
+        && !req
+            .headers()
+            .contains_key(actix_web::http::header::AUTHORIZATION);
+    if anonymous && let Some(state) = req.app_data::<actix_web::web::Data<crate::state::AppState>>()
+    {
+        match state
+            .rate_limits
+            .anonymous(&client_address(req.peer_addr()))
+        {
+            Ok(standing) => {
+                req.extensions_mut().insert(standing);
+            }
+            Err(error) => {
+                let (req, _) = req.into_parts();
+                let response = actix_web::ResponseError::error_response(&error);
+                return Ok(ServiceResponse::new(req, response));
+            }
+        }
+    }
+    let mut response = next.call(req).await?.map_into_boxed_body();
+    let standing = response.request().extensions().get::<Standing>().copied();
+    add_headers(response.response_mut(), standing);
+    Ok(response)
+}
+
+fn add_headers(response: &mut actix_web::HttpResponse, standing: Option<Standing>) {
+    let Some(standing) = standing else { return };
+    for (name, value) in standing.headers() {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_lets_its_burst_through_then_says_when_to_come_back() {
+        let limiters = RateLimiters::new(&RateLimits {
+            principal: Rate {
+                per_minute: 60,
+                burst: 3,
+            },
+            anonymous: Rate {
+                per_minute: 60,
+                burst: 1,
+            },
+        });
+        let id = Uuid::now_v7();
+        let first = limiters.principal(id).expect("first");
+        assert_eq!((first.quota, first.remaining, first.window_secs), (3, 2, 3));
+        assert_eq!(first.headers()[0].1, "\"principal\";q=3;w=3");
+        limiters.principal(id).expect("second");
+        let third = limiters.principal(id).expect("third");
+        assert_eq!(third.remaining, 0);
+        let Err(ApiError::RateLimited {
+            retry_after_secs, ..
+        }) = limiters.principal(id)
+        else {
+            panic!("the fourth request within a second must be refused");
+        };
+        assert_eq!(retry_after_secs, 1);
+        // Another principal has its own bucket.
+        limiters.principal(Uuid::now_v7()).expect("other principal");
+        limiters.anonymous("192.0.2.1").expect("first anonymous");
+        assert!(limiters.anonymous("192.0.2.1").is_err());
+        limiters.anonymous("192.0.2.2").expect("other address");
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_64() {
+        let a: SocketAddr = "[2001:db8:1:2:aaaa::1]:1".parse().expect("addr");
+        let b: SocketAddr = "[2001:db8:1:2:bbbb::9]:2".parse().expect("addr");
+        assert_eq!(client_address(Some(a)), client_address(Some(b)));
+        let mapped: SocketAddr = "[::ffff:192.0.2.7]:1".parse().expect("addr");
+        assert_eq!(client_address(Some(mapped)), "192.0.2.7");
+    }
+}

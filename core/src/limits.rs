@@ -1,0 +1,173 @@
+//! Fair-use limits: request rates per principal and per client address, and the per-tenant
+//! quotas (defaults here, from configuration; overrides per tenant in the control database).
+
+use crate::config::{ConfigError, number};
+use std::time::Duration;
+
+/// One GCRA bucket: `burst` requests at once, refilled at `per_minute`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub per_minute: u32,
+    pub burst: u32,
+}
+
+impl Rate {
+    /// Time for one request's worth of the bucket to come back.
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(60) / self.per_minute.max(1)
+    }
+
+    /// Time for an empty bucket to fill again (the window the `RateLimit-Policy` header names).
+    pub fn window(&self) -> Duration {
+        self.interval() * self.burst
+    }
+}
+
+/// Request rates, per API process (each replica counts on its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    /// `BULKHEAD_RATE_LIMIT_PER_MINUTE` / `BULKHEAD_RATE_LIMIT_BURST`: per authenticated
+    /// principal (a person or an API key), on every route.
+    pub principal: Rate,
+    /// `BULKHEAD_ANONYMOUS_RATE_LIMIT_PER_MINUTE` / `..._BURST`: per client address, for
+    /// requests without a valid credential (login, accept-invitation, bad tokens).
+    pub anonymous: Rate,
+}
+
+/// What a tenant may hold at once.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Quota {
+    /// Environments not yet destroyed.
+    Environments,
+    /// Jobs queued or running.
+    QueuedJobs,
+    /// API keys not revoked and not expired.
+    ApiKeys,
+    /// Memberships, active or invited.
+    Members,
+}
+
+impl Quota {
+    pub const ALL: [Quota; 4] = [
+        Quota::Environments,
+        Quota::QueuedJobs,
+        Quota::ApiKeys,
+        Quota::Members,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quota::Environments => "environments",
+            Quota::QueuedJobs => "queued_jobs",
+            Quota::ApiKeys => "api_keys",
+            Quota::Members => "members",
+        }
+    }
+
+    fn var(self) -> &'static str {
+        match self {
+            Quota::Environments => "BULKHEAD_QUOTA_ENVIRONMENTS",
+            Quota::QueuedJobs => "BULKHEAD_QUOTA_QUEUED_JOBS",
+            Quota::ApiKeys => "BULKHEAD_QUOTA_API_KEYS",
+            Quota::Members => "BULKHEAD_QUOTA_MEMBERS",
+        }
+    }
+
+    fn default_value(self) -> i64 {
+        match self {
+            Quota::Environments => 50,
+            Quota::QueuedJobs => 25,
+            Quota::ApiKeys => 25,
+            Quota::Members => 200,
+        }
+    }
+}
+
+/// Upper bound of any quota, default or override.
+pub const MAX_QUOTA: i64 = 100_000;
+
+/// Quota defaults for tenants without an override.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaDefaults {
+    pub environments: i64,
+    pub queued_jobs: i64,
+    pub api_keys: i64,
+    pub members: i64,
+}
+
+impl QuotaDefaults {
+    pub fn get(&self, quota: Quota) -> i64 {
+        match quota {
+            Quota::Environments => self.environments,
+            Quota::QueuedJobs => self.queued_jobs,
+            Quota::ApiKeys => self.api_keys,
+            Quota::Members => self.members,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub rate: RateLimits,
+    pub quotas: QuotaDefaults,
+}
+
+impl Limits {
+    pub fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let rate = |per_minute_var, burst_var, per_minute, burst| -> Result<Rate, ConfigError> {
+            Ok(Rate {
+                per_minute: number(get, per_minute_var, per_minute, 1, 6_000_000)?,
+                burst: number(get, burst_var, burst, 1, 1_000_000)?,
+            })
+        };
+        let quota = |q: Quota| number(get, q.var(), q.default_value(), 0, MAX_QUOTA);
+        Ok(Self {
+            rate: RateLimits {
+                principal: rate(
+                    "BULKHEAD_RATE_LIMIT_PER_MINUTE",
+                    "BULKHEAD_RATE_LIMIT_BURST",
+                    3000,
+                    500,
+                )?,
+                anonymous: rate(
+                    "BULKHEAD_ANONYMOUS_RATE_LIMIT_PER_MINUTE",
+                    "BULKHEAD_ANONYMOUS_RATE_LIMIT_BURST",
+                    120,
+                    30,
+                )?,
+            },
+            quotas: QuotaDefaults {
+                environments: quota(Quota::Environments)?,
+                queued_jobs: quota(Quota::QueuedJobs)?,
+                api_keys: quota(Quota::ApiKeys)?,
+                members: quota(Quota::Members)?,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_bad_values_name_the_variable() {
+        let limits = Limits::from_lookup(&|_| None).expect("defaults");
+        assert_eq!(limits.rate.principal.per_minute, 3000);
+        assert_eq!(limits.quotas.get(Quota::Environments), 50);
+        assert_eq!(limits.rate.anonymous.window(), Duration::from_secs(15));
+        let err = Limits::from_lookup(&|name| {
+            (name == "BULKHEAD_QUOTA_MEMBERS").then(|| "-1".to_owned())
+        })
+        .expect_err("negative quota");
+        assert_eq!(err.var, "BULKHEAD_QUOTA_MEMBERS");
+        let err = Limits::from_lookup(&|name| {
+            (name == "BULKHEAD_RATE_LIMIT_BURST").then(|| "0".to_owned())
+        })
+        .expect_err("zero burst");
+        assert_eq!(err.var, "BULKHEAD_RATE_LIMIT_BURST");
+    }
+}
