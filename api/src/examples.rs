@@ -319,3 +319,16 @@ pub fn audit_event_page() -> Value {
 pub fn verify_report() -> Value {
     json!({ "valid": true, "checked": 1207, "first_broken": null })
 }
+
+pub fn quotas_view() -> Value {
+    json!({ "quotas": [
+        { "quota": "environments", "limit": 100, "used": 12, "source": "override" },
+        { "quota": "queued_jobs", "limit": 25, "used": 1, "source": "default" },
+        { "quota": "api_keys", "limit": 25, "used": 3, "source": "default" },
+        { "quota": "members", "limit": 200, "used": 9, "source": "default" }
+    ]})
+}
+
+pub fn set_quotas_request() -> Value {
+    json!({ "environments": 100, "queued_jobs": null })
+}

@@ -180,6 +180,8 @@ impl Modify for CommonResponses {
         routes::tenants::get,
         routes::tenants::update,
         routes::tenants::delete,
+        routes::quotas::get,
+        routes::quotas::set,
         routes::members::add,
         routes::members::list,
         routes::members::remove,

@@ -67,6 +67,34 @@ impl Quota {
         }
     }
 
+    /// What is counted, for messages.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Quota::Environments => "environments not yet destroyed",
+            Quota::QueuedJobs => "jobs queued or running",
+            Quota::ApiKeys => "live API keys",
+            Quota::Members => "members (active or invited)",
+        }
+    }
+
+    /// What a caller at the quota can do.
+    pub fn remedy(self) -> &'static str {
+        match self {
+            Quota::Environments => {
+                "destroy an environment it no longer needs, or ask a platform admin to raise the quota"
+            }
+            Quota::QueuedJobs => {
+                "wait for queued jobs to finish (or cancel some), or ask a platform admin to raise the quota"
+            }
+            Quota::ApiKeys => {
+                "revoke a key it no longer uses, or ask a platform admin to raise the quota"
+            }
+            Quota::Members => {
+                "remove a member or withdraw an invitation, or ask a platform admin to raise the quota"
+            }
+        }
+    }
+
     fn var(self) -> &'static str {
         match self {
             Quota::Environments => "BULKHEAD_QUOTA_ENVIRONMENTS",

@@ -270,3 +270,15 @@ diesel::table! {
         window_start -> Timestamptz,
     }
 }
+
+diesel::table! {
+    tenant_quotas (tenant_id) {
+        tenant_id -> Uuid,
+        environments -> Nullable<Int8>,
+        queued_jobs -> Nullable<Int8>,
+        api_keys -> Nullable<Int8>,
+        members -> Nullable<Int8>,
+        updated_at -> Timestamptz,
+        updated_by -> Nullable<Uuid>,
+    }
+}

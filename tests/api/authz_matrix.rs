@@ -84,6 +84,8 @@ enum TenantEndpoint {
     ListKeys,
     RevokeKey,
     ListTenantAudit,
+    GetQuotas,
+    SetQuotas,
     CreateEnvironment,
     ListEnvironments,
     GetEnvironment,
@@ -100,7 +102,7 @@ enum TenantEndpoint {
 }
 
 /// Column order of `expected_in_own_tenant`.
-const TENANT_ENDPOINTS: [TenantEndpoint; 10] = [
+const TENANT_ENDPOINTS: [TenantEndpoint; 12] = [
     TenantEndpoint::GetTenant,
     TenantEndpoint::UpdateTenant,
     TenantEndpoint::DeleteTenant,
@@ -111,6 +113,8 @@ const TENANT_ENDPOINTS: [TenantEndpoint; 10] = [
     TenantEndpoint::ListKeys,
     TenantEndpoint::RevokeKey,
     TenantEndpoint::ListTenantAudit,
+    TenantEndpoint::GetQuotas,
+    TenantEndpoint::SetQuotas,
 ];
 
 /// Column order of `expected_on_environments`.
@@ -149,6 +153,8 @@ impl TenantEndpoint {
             Self::ListKeys => (Method::GET, "/v1/tenants/{tenant}/api-keys"),
             Self::RevokeKey => (Method::DELETE, "/v1/tenants/{tenant}/api-keys/{key}"),
             Self::ListTenantAudit => (Method::GET, "/v1/tenants/{tenant}/audit-events"),
+            Self::GetQuotas => (Method::GET, "/v1/tenants/{tenant}/quotas"),
+            Self::SetQuotas => (Method::PUT, "/v1/tenants/{tenant}/quotas"),
             Self::CreateEnvironment => (Method::POST, "/v1/tenants/{tenant}/environments"),
             Self::ListEnvironments => (Method::GET, "/v1/tenants/{tenant}/environments"),
             Self::GetEnvironment => (Method::GET, "/v1/tenants/{tenant}/environments/{env}"),
@@ -226,16 +232,16 @@ impl TenantEndpoint {
 /// the tenant it targets. Every role can read the tenant, so a missing permission is a 403.
 /// In another tenant, or with no tenant at all, every endpoint answers 404.
 #[rustfmt::skip]
-fn expected_in_own_tenant(role: Role) -> [u16; 10] {
+fn expected_in_own_tenant(role: Role) -> [u16; 12] {
     match role {
-        //                    GET  PATCH  DEL  +member members -member +key  keys  -key audit
-        Role::PlatformAdmin => [200, 200, 202,   201,   200,    204,   201,  200,  204,  200],
-        Role::Partner =>       [200, 200, 202,   201,   200,    204,   201,  200,  204,  200],
-        Role::TenantAdmin =>   [200, 200, 403,   201,   200,    204,   201,  200,  204,  200],
-        Role::Operator =>      [200, 403, 403,   403,   200,    403,   403,  403,  403,  403],
-        Role::Approver =>      [200, 403, 403,   403,   403,    403,   403,  403,  403,  403],
-        Role::Viewer =>        [200, 403, 403,   403,   200,    403,   403,  403,  403,  403],
-        Role::Billing =>       [200, 403, 403,   403,   403,    403,   403,  403,  403,  403],
+        //                    GET  PATCH  DEL  +member members -member +key  keys  -key audit quotas set-quotas
+        Role::PlatformAdmin => [200, 200, 202,   201,   200,    204,   201,  200,  204,  200,  200,  200],
+        Role::Partner =>       [200, 200, 202,   201,   200,    204,   201,  200,  204,  200,  200,  403],
+        Role::TenantAdmin =>   [200, 200, 403,   201,   200,    204,   201,  200,  204,  200,  200,  403],
+        Role::Operator =>      [200, 403, 403,   403,   200,    403,   403,  403,  403,  403,  200,  403],
+        Role::Approver =>      [200, 403, 403,   403,   403,    403,   403,  403,  403,  403,  200,  403],
+        Role::Viewer =>        [200, 403, 403,   403,   200,    403,   403,  403,  403,  403,  200,  403],
+        Role::Billing =>       [200, 403, 403,   403,   403,    403,   403,  403,  403,  403,  200,  403],
     }
 }
 
@@ -582,6 +588,8 @@ struct Snapshot {
     job_rows: String,
     #[diesel(sql_type = Text)]
     outbox_rows: String,
+    #[diesel(sql_type = Text)]
+    quota_rows: String,
     /// The target tenant's `name|state|updated_at`.
     #[diesel(sql_type = Nullable<Text>)]
     target: Option<String>,
@@ -619,10 +627,13 @@ const SNAPSHOT_SQL: &str = "SELECT \
         started_at, finished_at), ',' ORDER BY id), '')) FROM jobs) AS job_rows, \
     (SELECT md5(coalesce(string_agg(concat_ws('|', id, job_id, payload, sent_at, attempts, \
         last_error), ',' ORDER BY id), '')) FROM outbox) AS outbox_rows, \
+    (SELECT md5(coalesce(string_agg(concat_ws('|', tenant_id, environments, queued_jobs, \
+        api_keys, members, updated_at), ',' ORDER BY tenant_id), '')) FROM tenant_quotas) \
+        AS quota_rows, \
     (SELECT concat_ws('|', name, state, updated_at) FROM tenants WHERE slug = $1) AS target";
 
 impl Snapshot {
-    fn state(&self) -> [(&'static str, String); 18] {
+    fn state(&self) -> [(&'static str, String); 19] {
         [
             ("tenants", self.tenants.to_string()),
             ("principals", self.principals.to_string()),
@@ -641,6 +652,7 @@ impl Snapshot {
             ("environment rows", self.environment_rows.clone()),
             ("job rows", self.job_rows.clone()),
             ("outbox rows", self.outbox_rows.clone()),
+            ("quota rows", self.quota_rows.clone()),
             (
                 "target tenant",
                 self.target.clone().unwrap_or_else(|| "-".into()),
@@ -1129,6 +1141,8 @@ impl Matrix {
                 (format!("/api-keys/{key}"), None)
             }
             TenantEndpoint::ListTenantAudit => ("/audit-events".to_owned(), None),
+            TenantEndpoint::GetQuotas => ("/quotas".to_owned(), None),
+            TenantEndpoint::SetQuotas => ("/quotas".to_owned(), Some(json!({"environments": 500}))),
             TenantEndpoint::CreateEnvironment => {
                 let name = self.unique("env");
                 let body = environment_body(&name);
@@ -1383,6 +1397,12 @@ fn answer_problems(
         | TenantEndpoint::RevokeKey
         | TenantEndpoint::ListTenantAudit
         | TenantEndpoint::ReadCredentials => {}
+        TenantEndpoint::GetQuotas | TenantEndpoint::SetQuotas => {
+            let quotas = body["quotas"].as_array().map_or(0, Vec::len);
+            if quotas != 4 {
+                p.push(format!("expected the four quotas, got {body}"));
+            }
+        }
     }
     if let Some(operation) = endpoint.queues() {
         expect(p, "job.operation", &job["operation"], json!(operation));

@@ -78,6 +78,13 @@ impl TestApp {
         });
         // Tests fire requests faster than any client should; `rate_limits` tests set their own.
         config.limits.rate = unlimited();
+        // No worker runs here, so jobs pile up; `quotas` tests set their own.
+        config.limits.quotas = bulkhead_core::limits::QuotaDefaults {
+            environments: 10_000,
+            queued_jobs: 10_000,
+            api_keys: 10_000,
+            members: 10_000,
+        };
         change(&mut config);
 
         let pool = db::connect(&config.database_url, config.db_pool_size).expect("pool");

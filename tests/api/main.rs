@@ -14,6 +14,7 @@ mod https;
 mod identity;
 mod invitations;
 mod jobs;
+mod quotas;
 mod rate_limits;
 mod tenants;
 mod throttle;

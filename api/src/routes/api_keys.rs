@@ -3,13 +3,14 @@
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
-use crate::routes::tenants::ensure_not_leaving;
+use crate::routes::tenants::{ensure_not_leaving, ensure_quota, lock_active};
 use crate::routes::{PageOf, PageQuery, parse_id};
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use bulkhead_core::audit::AuditResult;
 use bulkhead_core::authz::{Action, Object};
 use bulkhead_core::domain::{TenantRole, Validator, parse_display_text};
+use bulkhead_core::limits::Quota;
 use bulkhead_core::secrets;
 use bulkhead_core::store::{self, api_keys::ApiKey, api_keys::NewApiKey, principals::NewPrincipal};
 use chrono::{DateTime, Utc};
@@ -72,7 +73,9 @@ pub struct ApiKeyCreated {
     params(("tenant" = String, Path, description = "Tenant id or slug")),
     request_body = CreateApiKeyRequest, responses(
         (status = 201, body = ApiKeyCreated), (status = 403, body = crate::error::Problem),
-        (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+        (status = 404, body = crate::error::Problem),
+        (status = 409, description = "The tenant is offboarding, or at its `api_keys` quota (`quota-exceeded`)", body = crate::error::Problem),
+        (status = 422, body = crate::error::Problem)))]
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
@@ -131,9 +134,12 @@ pub async fn create(
     }
     let generated = secrets::generate_api_key();
     let secret = generated.secret.clone();
+    let quotas = state.config.limits.quotas;
     let key = state
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
+                lock_active(conn, &tenant)?;
+                ensure_quota(conn, tenant.id, &tenant.slug, Quota::ApiKeys, 1, &quotas)?;
                 let display_name = format!("API key {name} ({})", tenant.slug);
                 let principal = store::principals::insert(
                     conn,

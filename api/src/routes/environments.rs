@@ -6,6 +6,7 @@ use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::idempotency;
 use crate::routes::jobs::JobView;
+use crate::routes::tenants::ensure_quota;
 use crate::routes::{PageOf, PageQuery};
 use crate::state::AppState;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -16,6 +17,7 @@ use bulkhead_core::domain::{
 };
 use bulkhead_core::guarantees::{Enforcement, GuaranteeStatus};
 use bulkhead_core::jobs::{JobState, Operation};
+use bulkhead_core::limits::Quota;
 use bulkhead_core::store::environments::{Environment, NewEnvironment};
 use bulkhead_core::store::jobs::NewJob;
 use bulkhead_core::store::tenants::Tenant;
@@ -243,11 +245,11 @@ fn validate(
 }
 
 /// Environments and jobs change only in active tenants. Checked inside the caller's
-/// transaction with the tenant row share-locked: a tenant whose offboarding committed in between
-/// is seen, and cannot start offboarding until the caller commits (so its teardown sees what the
-/// caller wrote).
+/// transaction with the tenant row locked for a change: a tenant whose offboarding committed in
+/// between is seen, cannot start offboarding until the caller commits (so its teardown sees
+/// what the caller wrote), and two requests cannot both take a tenant's last quota.
 fn ensure_still_active(conn: &mut PgConnection, tenant_id: Uuid, slug: &str) -> ApiResult<()> {
-    match store::tenants::lock_state(conn, tenant_id)? {
+    match store::tenants::lock_for_change(conn, tenant_id)? {
         Some(state) if state == TenantState::Active.as_str() => Ok(()),
         Some(state) => Err(ApiError::Conflict(format!(
             "tenant '{slug}' is {state}; environments change only in active tenants"
@@ -408,11 +410,14 @@ pub async fn create(
         &serde_json::to_value(&body).map_err(ApiError::internal)?,
     );
     let max_attempts = state.config.worker.max_attempts;
+    let quotas = state.config.limits.quotas;
     let (status, response) = state
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
                 idempotency::once(conn, caller.id, key.as_deref(), &request_hash, |conn| {
                     ensure_still_active(conn, tenant.id, &tenant.slug)?;
+                    ensure_quota(conn, tenant.id, &tenant.slug, Quota::Environments, 1, &quotas)?;
+                    ensure_quota(conn, tenant.id, &tenant.slug, Quota::QueuedJobs, 1, &quotas)?;
                     let environment = store::environments::insert(
                         conn,
                         &NewEnvironment {
@@ -559,14 +564,37 @@ async fn job_action(
         &serde_json::to_value(&body).map_err(ApiError::internal)?,
     );
     let max_attempts = state.config.worker.max_attempts;
+    let quotas = state.config.limits.quotas;
     let (tenant_id, slug) = (tenant.id, tenant.slug.clone());
     let (status, response) = state
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
                 idempotency::once(conn, caller.id, key.as_deref(), &request_hash, |conn| {
-                    // Destroying is how an offboarding tenant is torn down.
+                    // Destroying is how an offboarding tenant is torn down, and always allowed
+                    // (it frees what quotas count).
                     if operation != Operation::Destroy {
                         ensure_still_active(conn, tenant_id, &slug)?;
+                        ensure_quota(conn, tenant_id, &slug, Quota::QueuedJobs, 1, &quotas)?;
+                    }
+                    // The environment as it is now, locked: a destroy committed since the
+                    // lookup above is seen, and none can commit until this job is queued.
+                    let environment = store::environments::lock(conn, environment.id)?
+                        .ok_or_else(|| ApiError::NotFound(format!("environment '{}' no longer exists", environment.name)))?;
+                    if environment.state == "destroyed" {
+                        return Err(ApiError::Conflict(format!(
+                            "environment '{}' is destroyed; create a new one",
+                            environment.name
+                        )));
+                    }
+                    if operation != Operation::Destroy
+                        && store::jobs::active_for_environment(conn, environment.id)?
+                            .iter()
+                            .any(|j| j.operation == Operation::Destroy.as_str())
+                    {
+                        return Err(ApiError::Conflict(format!(
+                            "environment '{}' is being destroyed; nothing else runs on it now",
+                            environment.name
+                        )));
                     }
                     let expected = match body.plan_job_id {
                         None => None,
@@ -606,7 +634,8 @@ async fn job_action(
     responses((status = 202, description = "A destroy job is queued behind the running job, if \
         any; jobs of the environment that had not started are canceled. While a destroy is on its \
         way, DELETE answers that job again.", body = JobAccepted),
-        (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem)))]
+        (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem),
+        (status = 409, description = "The environment is already destroyed", body = crate::error::Problem)))]
 pub async fn destroy(
     state: web::Data<AppState>,
     caller: Caller,

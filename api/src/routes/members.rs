@@ -3,13 +3,14 @@
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
-use crate::routes::tenants::ensure_not_leaving;
+use crate::routes::tenants::{ensure_not_leaving, ensure_quota, lock_active};
 use crate::routes::{PageOf, PageQuery, parse_id};
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use bulkhead_core::audit::AuditResult;
 use bulkhead_core::authz::{Action, Object};
 use bulkhead_core::domain::{Email, PlatformRole, TenantRole, Validator, parse_display_text};
+use bulkhead_core::limits::Quota;
 use bulkhead_core::secrets;
 use bulkhead_core::store::{
     self, memberships::Member, principals::NewPrincipal, principals::Principal,
@@ -156,7 +157,7 @@ pub struct MemberAdded {
     request_body = AddMemberRequest, responses(
         (status = 201, body = MemberAdded), (status = 403, body = crate::error::Problem),
         (status = 404, body = crate::error::Problem),
-        (status = 409, description = "Already a member, or the tenant is offboarding", body = crate::error::Problem),
+        (status = 409, description = "Already a member, the tenant is offboarding, or it is at its `members` quota (`quota-exceeded`)", body = crate::error::Problem),
         (status = 422, body = crate::error::Problem)))]
 pub async fn add(
     state: web::Data<AppState>,
@@ -211,9 +212,19 @@ pub async fn add(
     let is_platform_admin = caller.is_platform_admin();
     let what = format!("tenant '{}' as {}", tenant.name, role.as_str());
     let inviter = caller.display_name.clone();
+    let quotas = state.config.limits.quotas;
     let added = state
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
+                lock_active(conn, &tenant)?;
+                // A re-sent offer holds no new place; anything else does.
+                let holds_a_place = match store::principals::find_by_email(conn, email.as_str())? {
+                    Some(existing) => store::memberships::find(conn, tenant.id, existing.id)?.is_none(),
+                    None => true,
+                };
+                if holds_a_place {
+                    ensure_quota(conn, tenant.id, &tenant.slug, Quota::Members, 1, &quotas)?;
+                }
                 // `offered`: an existing account, whose membership waits until it accepts.
                 let (principal, invitation, offered) =
                     match store::principals::find_by_email(conn, email.as_str())? {

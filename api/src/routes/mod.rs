@@ -26,6 +26,7 @@ pub mod jobs;
 pub mod me;
 pub mod members;
 pub mod partners;
+pub mod quotas;
 pub mod tenants;
 
 use crate::error::{ApiError, ApiResult};
@@ -62,6 +63,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/tenants/{tenant}", web::get().to(tenants::get))
                 .route("/tenants/{tenant}", web::patch().to(tenants::update))
                 .route("/tenants/{tenant}", web::delete().to(tenants::delete))
+                .route("/tenants/{tenant}/quotas", web::get().to(quotas::get))
+                .route("/tenants/{tenant}/quotas", web::put().to(quotas::set))
                 .route("/tenants/{tenant}/members", web::post().to(members::add))
                 .route("/tenants/{tenant}/members", web::get().to(members::list))
                 .route(

@@ -12,6 +12,7 @@ use bulkhead_core::authz::{Action, Domain, Object};
 use bulkhead_core::domain::{
     CostTags, PlatformRole, Region, Slug, TenantState, Tier, Validator, parse_display_text,
 };
+use bulkhead_core::limits::{Quota, QuotaDefaults};
 use bulkhead_core::store::{self, tenants::NewTenant, tenants::Tenant, tenants::TenantChanges};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -228,7 +229,9 @@ pub struct UpdateTenantRequest {
     params(("tenant" = String, Path, description = "Tenant id or slug")),
     request_body = UpdateTenantRequest,
     responses((status = 200, body = TenantView), (status = 403, body = crate::error::Problem),
-        (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+        (status = 404, body = crate::error::Problem),
+        (status = 409, description = "The tenant is offboarding", body = crate::error::Problem),
+        (status = 422, body = crate::error::Problem)))]
 pub async fn update(
     state: web::Data<AppState>,
     caller: Caller,
@@ -262,6 +265,7 @@ pub async fn update(
     let updated = state
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
+                lock_active(conn, &tenant)?;
                 let updated = store::tenants::update(conn, tenant.id, &changes)?;
                 store::audit::append(
                     conn,
@@ -278,6 +282,50 @@ pub async fn update(
         })
         .await?;
     Ok(HttpResponse::Ok().json(TenantView::from(updated)))
+}
+
+/// Locks the tenant row for a change (to the end of the caller's transaction) and checks it is
+/// still active: the check and the change it guards happen under one lock, so an offboarding
+/// (or a quota check of another request) cannot slip in between.
+pub fn lock_active(conn: &mut diesel::PgConnection, tenant: &Tenant) -> ApiResult<()> {
+    match store::tenants::lock_for_change(conn, tenant.id)? {
+        Some(state) if state == TenantState::Active.as_str() => Ok(()),
+        Some(state) => Err(ApiError::Conflict(format!(
+            "tenant '{}' is {state}; it can no longer be changed",
+            tenant.slug
+        ))),
+        None => Err(ApiError::NotFound(format!(
+            "tenant '{}' no longer exists",
+            tenant.slug
+        ))),
+    }
+}
+
+/// Refuses to add `adding` more of `quota` to a tenant already at its value. Call with the
+/// tenant row locked (`lock_active`).
+pub fn ensure_quota(
+    conn: &mut diesel::PgConnection,
+    tenant_id: uuid::Uuid,
+    slug: &str,
+    quota: Quota,
+    adding: i64,
+    defaults: &QuotaDefaults,
+) -> ApiResult<()> {
+    match store::quotas::check(conn, tenant_id, quota, adding, defaults)? {
+        Ok(()) => Ok(()),
+        Err(exceeded) => Err(ApiError::QuotaExceeded {
+            quota,
+            limit: exceeded.limit,
+            detail: format!(
+                "tenant '{slug}' holds {} {} and its quota {} is {}; {}",
+                exceeded.used,
+                quota.noun(),
+                quota.as_str(),
+                exceeded.limit,
+                quota.remedy()
+            ),
+        }),
+    }
 }
 
 /// Changes to a tenant that is being torn down would be lost or race the teardown.

@@ -59,6 +59,17 @@ pub fn find(conn: &mut PgConnection, id: Uuid) -> Result<Option<Environment>, St
         .optional()?)
 }
 
+/// The environment, locked as an update would to the end of the transaction: state checks
+/// made on it hold until the caller commits what they guard.
+pub fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<Environment>, StoreError> {
+    Ok(environments::table
+        .find(id)
+        .select(Environment::as_select())
+        .for_no_key_update()
+        .first(conn)
+        .optional()?)
+}
+
 /// A tenant's environment by id, or by name among its live (not destroyed) environments.
 pub fn find_in_tenant(
     conn: &mut PgConnection,

@@ -9,6 +9,7 @@ pub mod mail;
 pub mod memberships;
 pub mod outbox;
 pub mod principals;
+pub mod quotas;
 pub mod sessions;
 pub mod tenants;
 pub mod throttle;
