@@ -79,7 +79,8 @@ pub async fn build_on(
     let max_body = config.max_body_bytes;
     let state = web::Data::new(AppState::new(config, pool).await?);
     let relay_wake = state.relay_wake.clone();
-    // Throttle windows long over are forgotten every ten minutes.
+    // Throttle windows long over, and role-assignment changes an hour old, are forgotten every
+    // ten minutes.
     {
         let (pool, age) = (state.pool.clone(), state.config.login_lockout * 2);
         tokio::spawn(async move {
@@ -88,7 +89,12 @@ pub async fn build_on(
                 let pool = pool.clone();
                 let swept = tokio::task::spawn_blocking(move || {
                     let mut conn = pool.get()?;
-                    bulkhead_core::store::throttle::forget_older_than(&mut conn, age)
+                    bulkhead_core::store::throttle::forget_older_than(&mut conn, age)?;
+                    // Every process applied these long ago (or will reload everything).
+                    bulkhead_core::store::principals::forget_changes_older_than(
+                        &mut conn,
+                        std::time::Duration::from_secs(3600),
+                    )
                 })
                 .await;
                 if !matches!(swept, Ok(Ok(_))) {

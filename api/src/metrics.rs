@@ -1,4 +1,4 @@
-//! Prometheus metrics: request counts and latency by route, login failures, authz denials.
+//! Prometheus metrics: request counts and latency by route, login failures, authz denials and refreshes.
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
@@ -11,6 +11,7 @@ pub struct Metrics {
     pub http_duration: HistogramVec,
     pub login_failures: IntCounterVec,
     pub authz_denials: IntCounterVec,
+    pub authz_refreshes: IntCounterVec,
 }
 
 impl Metrics {
@@ -41,6 +42,14 @@ impl Metrics {
             Opts::new("bulkhead_authz_denials_total", "Authorization denials"),
             &["object", "action"],
         )?;
+        let authz_refreshes = IntCounterVec::new(
+            Opts::new(
+                "bulkhead_authz_refreshes_total",
+                "Enforcer refreshes after role assignments changed: incremental or full reload",
+            ),
+            &["kind"],
+        )?;
+        registry.register(Box::new(authz_refreshes.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(login_failures.clone()))?;
@@ -51,6 +60,7 @@ impl Metrics {
             http_duration,
             login_failures,
             authz_denials,
+            authz_refreshes,
         })
     }
 

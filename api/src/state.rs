@@ -11,6 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, Notify, OwnedSemaphorePermit, RwLock, Semaphore};
 
+/// More changes than this behind, a process reloads every assignment instead.
+const MAX_INCREMENTAL_CHANGES: i64 = 5_000;
+
 pub struct AppState {
     pub config: Config,
     pub pool: PgPool,
@@ -91,19 +94,53 @@ impl AppState {
         .await?
     }
 
-    /// Reloads role assignments if the database has moved past the enforcer's generation.
+    /// Brings the enforcer up to `seen_generation` when the database has moved past it: the
+    /// changes since its generation are applied one by one (a membership change costs each API
+    /// process one `g` line); a process that fell too far behind reloads everything.
     pub async fn refresh_authz(&self, seen_generation: i64) -> ApiResult<()> {
         if self.authz.read().await.generation() >= seen_generation {
             return Ok(());
         }
-        let _reloading = self.authz_reload.lock().await;
-        if self.authz.read().await.generation() >= seen_generation {
+        let _refreshing = self.authz_reload.lock().await;
+        let current = self.authz.read().await.generation();
+        if current >= seen_generation {
             return Ok(());
         }
-        let fresh = load_authorizer(&self.pool)
-            .await
-            .map_err(ApiError::Internal)?;
-        *self.authz.write().await = fresh;
+        let pool = self.pool.clone();
+        let changes = tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get().map_err(store::StoreError::from)?;
+            store::principals::changes_since(&mut conn, current, MAX_INCREMENTAL_CHANGES)
+        })
+        .await
+        .map_err(ApiError::internal)??;
+        // The log must reach what the caller's lookup saw (a forgotten tail reloads too).
+        let complete = changes.filter(|(changes, reached)| {
+            changes.len() < MAX_INCREMENTAL_CHANGES as usize && *reached >= seen_generation
+        });
+        match complete {
+            Some((changes, reached)) => {
+                self.authz
+                    .write()
+                    .await
+                    .apply(&changes, reached)
+                    .await
+                    .map_err(ApiError::internal)?;
+                self.metrics
+                    .authz_refreshes
+                    .with_label_values(&["incremental"])
+                    .inc();
+            }
+            _ => {
+                let fresh = load_authorizer(&self.pool)
+                    .await
+                    .map_err(ApiError::Internal)?;
+                *self.authz.write().await = fresh;
+                self.metrics
+                    .authz_refreshes
+                    .with_label_values(&["reload"])
+                    .inc();
+            }
+        }
         Ok(())
     }
 

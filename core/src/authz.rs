@@ -163,6 +163,25 @@ impl Authorizer {
             })
     }
 
+    /// Applies assignment changes in order (each adds or removes one `g` line) and moves to
+    /// `generation`: what a membership change costs every API process, instead of a reload.
+    pub async fn apply(
+        &mut self,
+        changes: &[crate::store::principals::AssignmentChange],
+        generation: i64,
+    ) -> Result<(), AuthzError> {
+        for change in changes {
+            let rule = change.assignment.to_rule();
+            if change.granted {
+                self.enforcer.add_grouping_policy(rule).await?;
+            } else {
+                self.enforcer.remove_grouping_policy(rule).await?;
+            }
+        }
+        self.generation = self.generation.max(generation);
+        Ok(())
+    }
+
     /// The assignment generation this enforcer reflects.
     pub fn generation(&self) -> i64 {
         self.generation

@@ -282,3 +282,14 @@ diesel::table! {
         updated_by -> Nullable<Uuid>,
     }
 }
+
+diesel::table! {
+    authz_changes (generation) {
+        generation -> Int8,
+        principal_id -> Uuid,
+        tenant_id -> Nullable<Uuid>,
+        role -> Text,
+        granted -> Bool,
+        created_at -> Timestamptz,
+    }
+}

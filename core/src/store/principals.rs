@@ -1,7 +1,7 @@
 //! Principals: users (email + password) and service accounts (behind API keys).
 
 use crate::authz::{Assignment, Domain};
-use crate::domain::{PlatformRole, Role, TenantRole};
+use crate::domain::{PlatformRole, TenantRole};
 use crate::schema::{authz_generation, memberships, principals};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -148,6 +148,95 @@ pub fn authz_generation(conn: &mut PgConnection) -> Result<i64, StoreError> {
         .first(conn)?)
 }
 
+/// The casbin assignment a platform role grants.
+fn platform_assignment(principal_id: Uuid, role: &str) -> Option<Assignment> {
+    let role = PlatformRole::from_db(role)?;
+    Some(Assignment {
+        principal_id,
+        role: role.role(),
+        domain: match role {
+            PlatformRole::PlatformAdmin => Domain::Everywhere,
+            PlatformRole::Partner => Domain::Platform,
+        },
+    })
+}
+
+/// The casbin assignment an active membership grants.
+fn membership_assignment(principal_id: Uuid, tenant_id: Uuid, role: &str) -> Option<Assignment> {
+    Some(Assignment {
+        principal_id,
+        role: TenantRole::from_db(role)?.role(),
+        domain: Domain::Tenant(tenant_id),
+    })
+}
+
+/// One change to the assignments (written by the triggers of migration 000017).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssignmentChange {
+    pub generation: i64,
+    pub assignment: Assignment,
+    pub granted: bool,
+}
+
+/// The changes after `generation`, in order, and the generation they reach, if the log still
+/// holds all of them (`None`: some were forgotten; reload everything instead).
+pub fn changes_since(
+    conn: &mut PgConnection,
+    generation: i64,
+    limit: i64,
+) -> Result<Option<(Vec<AssignmentChange>, i64)>, StoreError> {
+    use crate::schema::authz_changes;
+    let rows: Vec<(i64, Uuid, Option<Uuid>, String, bool)> = authz_changes::table
+        .filter(authz_changes::generation.gt(generation))
+        .order(authz_changes::generation.asc())
+        .limit(limit)
+        .select((
+            authz_changes::generation,
+            authz_changes::principal_id,
+            authz_changes::tenant_id,
+            authz_changes::role,
+            authz_changes::granted,
+        ))
+        .load(conn)?;
+    // Generations are consecutive (each comes from the counter's row lock, and a rolled-back
+    // change rolls its increment back too): a hole means retention removed changes this
+    // process never saw.
+    let mut expected = generation + 1;
+    let mut changes = Vec::with_capacity(rows.len());
+    for (row_generation, principal_id, tenant_id, role, granted) in rows {
+        if row_generation != expected {
+            return Ok(None);
+        }
+        expected += 1;
+        let assignment = match tenant_id {
+            Some(tenant_id) => membership_assignment(principal_id, tenant_id, &role),
+            None => platform_assignment(principal_id, &role),
+        };
+        if let Some(assignment) = assignment {
+            changes.push(AssignmentChange {
+                generation: row_generation,
+                assignment,
+                granted,
+            });
+        }
+    }
+    Ok(Some((changes, expected - 1)))
+}
+
+/// Forgets assignment changes older than `age` (every process has applied or reloaded by then).
+pub fn forget_changes_older_than(
+    conn: &mut PgConnection,
+    age: std::time::Duration,
+) -> Result<usize, StoreError> {
+    use crate::schema::authz_changes;
+    let cutoff = chrono::Utc::now()
+        - chrono::Duration::from_std(age).unwrap_or_else(|_| chrono::Duration::hours(1));
+    Ok(
+        diesel::delete(authz_changes::table.filter(authz_changes::created_at.lt(cutoff)))
+            .execute(conn)?,
+    )
+}
+
 /// Every role assignment, for casbin's `g` lines, with the generation it was read at.
 pub fn load_assignments(conn: &mut PgConnection) -> Result<(Vec<Assignment>, i64), StoreError> {
     conn.build_transaction()
@@ -160,17 +249,7 @@ pub fn load_assignments(conn: &mut PgConnection) -> Result<(Vec<Assignment>, i64
                 .select((principals::id, principals::platform_role))
                 .load::<(Uuid, Option<String>)>(conn)?
                 .into_iter()
-                .filter_map(|(id, role)| {
-                    let role = role.as_deref().and_then(PlatformRole::from_db)?;
-                    Some(Assignment {
-                        principal_id: id,
-                        role: role.role(),
-                        domain: match role {
-                            PlatformRole::PlatformAdmin => Domain::Everywhere,
-                            PlatformRole::Partner => Domain::Platform,
-                        },
-                    })
-                })
+                .filter_map(|(id, role)| platform_assignment(id, role.as_deref()?))
                 .collect();
             // Only accepted memberships grant: an invitation grants nothing until accepted.
             let rows: Vec<(Uuid, Uuid, String)> = memberships::table
@@ -184,12 +263,7 @@ pub fn load_assignments(conn: &mut PgConnection) -> Result<(Vec<Assignment>, i64
             assignments.extend(
                 rows.into_iter()
                     .filter_map(|(principal_id, tenant_id, role)| {
-                        let role: Role = TenantRole::from_db(&role)?.role();
-                        Some(Assignment {
-                            principal_id,
-                            role,
-                            domain: Domain::Tenant(tenant_id),
-                        })
+                        membership_assignment(principal_id, tenant_id, &role)
                     }),
             );
             Ok((assignments, generation))
