@@ -114,6 +114,36 @@ pub async fn build_on(
             }
         });
     }
+    // Denials counted beyond the chained allowance are folded into the audit chain once their
+    // window closes (every half window; several replicas skip each other's rows).
+    {
+        let pool = state.pool.clone();
+        let window = state.config.limits.denials.window_seconds;
+        tokio::spawn(async move {
+            let every = std::time::Duration::from_millis((window as u64 * 500).max(500));
+            loop {
+                tokio::time::sleep(every).await;
+                let pool = pool.clone();
+                let folded = tokio::task::spawn_blocking(move || {
+                    let mut conn = pool.get()?;
+                    let mut total = 0;
+                    loop {
+                        let folded = bulkhead_core::store::denials::fold_closed(&mut conn, 500)?;
+                        total += folded;
+                        if folded < 500 {
+                            return Ok::<_, bulkhead_core::store::StoreError>(total);
+                        }
+                    }
+                })
+                .await;
+                if !matches!(folded, Ok(Ok(_))) {
+                    tracing::warn!(
+                        "could not fold counted denials into the audit trail; next time"
+                    );
+                }
+            }
+        });
+    }
     // The mail relay runs with the API (invitations are mailed from here).
     if let Some(delivery) = state.config.mail.clone() {
         tokio::spawn(mail::run_relay(

@@ -57,7 +57,11 @@ impl AppState {
         }
     }
 
-    /// Records a denied attempt in the audit trail (its own transaction) and the metrics.
+    /// Records a denied attempt in the audit trail and the metrics. A principal's first
+    /// denials each minute are chained one event each (their own transaction); beyond that
+    /// allowance they are counted (one upsert, no chain lock) and folded into the chain as one
+    /// event per principal, tenant, action and window: a flood cannot queue every other audited
+    /// write behind the chain's lock, and no denial goes unrecorded.
     pub async fn record_denial(
         &self,
         caller: &Caller,
@@ -70,15 +74,42 @@ impl AppState {
             .authz_denials
             .with_label_values(&[object.as_str(), action.as_str()])
             .inc();
-        let event = caller.audit(
+        let action = format!("{}.{}", object.as_str(), action.as_str());
+        if self.chain_this_denial(caller.id) {
+            let event = caller.audit(tenant_id, &action, target, AuditResult::Denied, json!({}));
+            return self
+                .db(move |conn| Ok(store::audit::append(conn, &event)?))
+                .await;
+        }
+        let denial = store::denials::Denial {
+            principal_id: caller.id,
+            actor: caller.label.clone(),
             tenant_id,
-            &format!("{}.{}", object.as_str(), action.as_str()),
+            action,
             target,
-            AuditResult::Denied,
-            json!({}),
-        );
-        self.db(move |conn| Ok(store::audit::append(conn, &event)?))
+            request_id: caller.request_id.clone(),
+        };
+        let window = self.config.limits.denials.window_seconds;
+        self.db(move |conn| Ok(store::denials::count(conn, &denial, window)?))
             .await
+    }
+
+    /// Whether this denial of `principal` is within its per-minute allowance of chained events.
+    fn chain_this_denial(&self, principal: uuid::Uuid) -> bool {
+        let minute = chrono::Utc::now().timestamp().div_euclid(60);
+        let mut seen = self
+            .denials_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.len() > 10_000 {
+            seen.retain(|_, (m, _)| *m == minute);
+        }
+        let entry = seen.entry(principal).or_insert((minute, 0));
+        if entry.0 != minute {
+            *entry = (minute, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+        entry.1 <= self.config.limits.denials.chained_per_minute
     }
 
     /// The tenant named by `reference`, if the caller may do `action` on `object` in it.

@@ -26,6 +26,8 @@ pub struct AppState {
     /// Verified against when the email is unknown, so that case costs the same as a wrong password.
     pub dummy_password_hash: String,
     pub metrics: Metrics,
+    /// Denials chained this minute, per principal (see `record_denial`).
+    pub denials_seen: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, (i64, u32)>>,
     /// Request rate limits per principal and per client address.
     pub rate_limits: crate::ratelimit::RateLimiters,
     /// Blueprints environments may be created from.
@@ -60,6 +62,7 @@ impl AppState {
             dummy_password_hash,
             metrics: Metrics::new()?,
             rate_limits: crate::ratelimit::RateLimiters::new(&config.limits.rate),
+            denials_seen: std::sync::Mutex::default(),
             config,
             pool,
             request_pool,

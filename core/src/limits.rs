@@ -137,10 +137,21 @@ impl QuotaDefaults {
     }
 }
 
+/// How denials reach the audit trail under a flood.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DenialAudit {
+    /// `BULKHEAD_AUDIT_DENIALS_PER_MINUTE`: denials of one principal chained one event each per
+    /// minute (per API process); beyond, they are counted and folded in per window.
+    pub chained_per_minute: u32,
+    /// `BULKHEAD_AUDIT_DENIAL_WINDOW_SECONDS`: the window counted denials are folded by.
+    pub window_seconds: i64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub rate: RateLimits,
     pub quotas: QuotaDefaults,
+    pub denials: DenialAudit,
 }
 
 impl Limits {
@@ -172,6 +183,16 @@ impl Limits {
                 queued_jobs: quota(Quota::QueuedJobs)?,
                 api_keys: quota(Quota::ApiKeys)?,
                 members: quota(Quota::Members)?,
+            },
+            denials: DenialAudit {
+                chained_per_minute: number(
+                    get,
+                    "BULKHEAD_AUDIT_DENIALS_PER_MINUTE",
+                    20,
+                    0,
+                    1_000_000,
+                )?,
+                window_seconds: number(get, "BULKHEAD_AUDIT_DENIAL_WINDOW_SECONDS", 60, 1, 3600)?,
             },
         })
     }

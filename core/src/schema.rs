@@ -293,3 +293,17 @@ diesel::table! {
         created_at -> Timestamptz,
     }
 }
+
+diesel::table! {
+    audit_denial_counts (principal_id, tenant_id, action, window_start) {
+        principal_id -> Uuid,
+        tenant_id -> Uuid,
+        action -> Text,
+        window_start -> Timestamptz,
+        window_end -> Timestamptz,
+        actor -> Text,
+        target -> Text,
+        denials -> Int8,
+        last_request_id -> Text,
+    }
+}

@@ -78,6 +78,8 @@ impl TestApp {
         });
         // Tests fire requests faster than any client should; `rate_limits` tests set their own.
         config.limits.rate = unlimited();
+        // Tests count one denied row per refusal; `denials` tests set their own allowance.
+        config.limits.denials.chained_per_minute = 1_000_000;
         // No worker runs here, so jobs pile up; `quotas` tests set their own.
         config.limits.quotas = bulkhead_core::limits::QuotaDefaults {
             environments: 10_000,

@@ -9,6 +9,7 @@ mod audit;
 mod authz_matrix;
 mod bad_input;
 mod contract;
+mod denials;
 mod enforcer;
 mod grants;
 mod https;

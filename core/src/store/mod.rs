@@ -2,6 +2,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod denials;
 pub mod environments;
 pub mod idempotency;
 pub mod jobs;
