@@ -188,6 +188,7 @@ diesel::table! {
         sent_at -> Nullable<Timestamptz>,
         attempts -> Int4,
         last_error -> Nullable<Text>,
+        claimed_until -> Nullable<Timestamptz>,
     }
 }
 
