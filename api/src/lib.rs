@@ -78,24 +78,6 @@ pub async fn build_on(
     let max_body = config.max_body_bytes;
     let state = web::Data::new(AppState::new(config, pool).await?);
     let relay_wake = state.relay_wake.clone();
-    // Throttle windows long over are forgotten every ten minutes.
-    {
-        let (pool, age) = (state.pool.clone(), state.config.login_lockout * 2);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(std::time::Duration::from_secs(600)).await;
-                let pool = pool.clone();
-                let swept = tokio::task::spawn_blocking(move || {
-                    let mut conn = pool.get()?;
-                    bulkhead_core::store::throttle::forget_older_than(&mut conn, age)
-                })
-                .await;
-                if !matches!(swept, Ok(Ok(_))) {
-                    tracing::warn!("could not forget old login throttle windows; next time");
-                }
-            }
-        });
-    }
     // The mail relay runs with the API (invitations are mailed from here).
     if let Some(delivery) = state.config.mail.clone() {
         tokio::spawn(mail::run_relay(

@@ -106,6 +106,9 @@ pub struct Config {
     pub mail_from: String,
     /// Worker settings.
     pub worker: WorkerConfig,
+    /// `BULKHEAD_RETAIN_*`, `BULKHEAD_RETENTION_*`: how long finished rows are kept (the
+    /// workers' retention pass; see `retention.rs`).
+    pub retention: crate::retention::RetentionConfig,
 }
 
 /// What a worker needs: how much it runs at once, its lease, retries, and its targets.
@@ -406,6 +409,7 @@ impl Config {
                 blueprints_dir: get("BULKHEAD_BLUEPRINTS_DIR").map(PathBuf::from),
                 spare_databases: number(&get, "BULKHEAD_TARGET_SPARE_DATABASES", 0, 0, 16)?,
             },
+            retention: crate::retention::RetentionConfig::from_lookup(&get)?,
         })
     }
 }
@@ -425,7 +429,7 @@ fn postgres_url(
     }
 }
 
-fn number<T>(
+pub(crate) fn number<T>(
     get: &impl Fn(&str) -> Option<String>,
     var: &'static str,
     default: T,

@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod password;
 pub mod plan;
 pub mod queue;
+pub mod retention;
 pub mod schema;
 pub mod secrets;
 pub mod store;

@@ -271,3 +271,10 @@ diesel::table! {
         window_start -> Timestamptz,
     }
 }
+
+diesel::table! {
+    housekeeping (task) {
+        task -> Text,
+        last_run_at -> Timestamptz,
+    }
+}

@@ -227,6 +227,25 @@ pub fn add_events(
     Ok(())
 }
 
+/// Deletes up to `limit` events older than `age` of jobs that have finished, oldest first
+/// (retention; the job row keeps its result and error).
+pub const DELETE_EVENTS_SQL: &str = "DELETE FROM job_events WHERE id IN (\
+     SELECT e.id FROM job_events e JOIN jobs j ON j.id = e.job_id \
+     WHERE e.occurred_at < now() - make_interval(secs => $1::double precision) \
+       AND j.finished_at IS NOT NULL \
+     ORDER BY e.occurred_at LIMIT $2 FOR UPDATE OF e SKIP LOCKED)";
+
+pub fn delete_events_before(
+    conn: &mut PgConnection,
+    age: Duration,
+    limit: i64,
+) -> Result<usize, StoreError> {
+    Ok(diesel::sql_query(DELETE_EVENTS_SQL)
+        .bind::<Int8, _>(super::seconds(age))
+        .bind::<Int8, _>(limit)
+        .execute(conn)?)
+}
+
 #[derive(Debug, Clone, Queryable)]
 pub struct JobEvent {
     pub id: i64,

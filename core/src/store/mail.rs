@@ -136,3 +136,21 @@ pub fn for_recipient(
     .bind::<Text, _>(recipient)
     .load(conn)?)
 }
+
+/// Deletes up to `limit` mails sent (or given up) more than `age` ago, oldest first, skipping
+/// rows another session holds; returns how many (retention).
+pub const DELETE_DONE_SQL: &str = "DELETE FROM mail_outbox WHERE id IN (\
+     SELECT id FROM mail_outbox WHERE (sent_at IS NOT NULL OR failed_at IS NOT NULL) \
+       AND coalesce(sent_at, failed_at) < now() - make_interval(secs => $1::double precision) \
+     ORDER BY coalesce(sent_at, failed_at) LIMIT $2 FOR UPDATE SKIP LOCKED)";
+
+pub fn delete_done_before(
+    conn: &mut PgConnection,
+    age: std::time::Duration,
+    limit: i64,
+) -> Result<usize, StoreError> {
+    Ok(diesel::sql_query(DELETE_DONE_SQL)
+        .bind::<diesel::sql_types::BigInt, _>(super::seconds(age))
+        .bind::<diesel::sql_types::BigInt, _>(limit)
+        .execute(conn)?)
+}

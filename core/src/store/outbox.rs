@@ -78,3 +78,21 @@ pub fn record_failure(
         .execute(conn)?;
     Ok(())
 }
+
+/// Deletes up to `limit` wake-ups published more than `age` ago, oldest first (retention). The
+/// sweeper treats a wake-up published longer ago than its redelivery wait as lost anyway, so
+/// any age of an hour or more changes nothing it decides.
+pub const DELETE_SENT_SQL: &str = "DELETE FROM outbox WHERE id IN (\
+     SELECT id FROM outbox WHERE sent_at < now() - make_interval(secs => $1::double precision) \
+     ORDER BY sent_at LIMIT $2 FOR UPDATE SKIP LOCKED)";
+
+pub fn delete_sent_before(
+    conn: &mut PgConnection,
+    age: std::time::Duration,
+    limit: i64,
+) -> Result<usize, StoreError> {
+    Ok(diesel::sql_query(DELETE_SENT_SQL)
+        .bind::<BigInt, _>(super::seconds(age))
+        .bind::<BigInt, _>(limit)
+        .execute(conn)?)
+}

@@ -7,4 +7,5 @@
 mod support;
 
 mod relay;
+mod retention;
 mod seed;
