@@ -1,3 +1,5 @@
+DROP INDEX jobs_line;
+DROP INDEX outbox_job;
 DROP INDEX login_throttle_window_start;
 DROP INDEX job_events_occurred_at;
 DROP INDEX idempotency_keys_created_at;

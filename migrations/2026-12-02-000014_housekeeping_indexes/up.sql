@@ -1,5 +1,6 @@
--- Housekeeping: the relay's claim on outbox rows, the row that lets one worker per interval
--- run the retention pass, and an index for each retention delete (oldest rows first).
+-- Housekeeping: an index for every query that runs periodically (the sweeper's, the claim's,
+-- the retention deletes'), the relay's claim on outbox rows, and the row that lets one worker
+-- per interval run the retention pass.
 --
 -- IF NOT EXISTS: on a large installation an operator may build these beforehand with
 -- CREATE INDEX CONCURRENTLY (same names), so the migration does not block writers meanwhile.
@@ -22,3 +23,12 @@ CREATE INDEX IF NOT EXISTS sessions_expires_at ON sessions (expires_at);
 CREATE INDEX IF NOT EXISTS idempotency_keys_created_at ON idempotency_keys (created_at);
 CREATE INDEX IF NOT EXISTS job_events_occurred_at ON job_events (occurred_at);
 CREATE INDEX IF NOT EXISTS login_throttle_window_start ON login_throttle (window_start);
+
+-- The sweeper's stranded-job query looks up each queued job's wake-ups (and deleting a job,
+-- by an environment's cascade, finds its outbox rows the same way).
+CREATE INDEX IF NOT EXISTS outbox_job ON outbox (job_id);
+-- An environment's line of active jobs: who is first (every claim, every sweep, every wake-up
+-- of the next job) and how many wait ahead. Without it each lookup walked the environment's
+-- whole history of finished jobs. The predicate is spelled as the queries spell it.
+CREATE INDEX IF NOT EXISTS jobs_line ON jobs (environment_id, created_at, id)
+    WHERE state IN ('queued', 'planned', 'awaiting_approval', 'approved', 'running');

@@ -82,9 +82,9 @@ pub fn record_failure(
 /// Deletes up to `limit` wake-ups published more than `age` ago, oldest first (retention). The
 /// sweeper treats a wake-up published longer ago than its redelivery wait as lost anyway, so
 /// any age of an hour or more changes nothing it decides.
-pub const DELETE_SENT_SQL: &str = "DELETE FROM outbox WHERE id IN (\
+pub const DELETE_SENT_SQL: &str = "DELETE FROM outbox WHERE id = ANY(ARRAY(\
      SELECT id FROM outbox WHERE sent_at < now() - make_interval(secs => $1::double precision) \
-     ORDER BY sent_at LIMIT $2 FOR UPDATE SKIP LOCKED)";
+     ORDER BY sent_at LIMIT $2 FOR UPDATE SKIP LOCKED))";
 
 pub fn delete_sent_before(
     conn: &mut PgConnection,

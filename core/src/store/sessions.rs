@@ -28,9 +28,9 @@ pub fn create(
 
 /// Deletes up to `limit` sessions that expired more than `age` ago (revoked ones included),
 /// oldest first (retention).
-pub const DELETE_EXPIRED_SQL: &str = "DELETE FROM sessions WHERE id IN (\
+pub const DELETE_EXPIRED_SQL: &str = "DELETE FROM sessions WHERE id = ANY(ARRAY(\
      SELECT id FROM sessions WHERE expires_at < now() - make_interval(secs => $1::double precision) \
-     ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)";
+     ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED))";
 
 pub fn delete_expired_before(
     conn: &mut PgConnection,

@@ -66,10 +66,10 @@ pub fn release(conn: &mut PgConnection, key: &str) -> Result<(), StoreError> {
 
 /// Deletes up to `limit` windows that started more than `age` ago, oldest first (retention;
 /// a window older than the lockout counts nothing any more).
-pub const FORGET_OLD_SQL: &str = "DELETE FROM login_throttle WHERE key IN (\
+pub const FORGET_OLD_SQL: &str = "DELETE FROM login_throttle WHERE key = ANY(ARRAY(\
      SELECT key FROM login_throttle \
      WHERE window_start < now() - make_interval(secs => $1::double precision) \
-     ORDER BY window_start LIMIT $2 FOR UPDATE SKIP LOCKED)";
+     ORDER BY window_start LIMIT $2 FOR UPDATE SKIP LOCKED))";
 
 pub fn forget_older_than(
     conn: &mut PgConnection,

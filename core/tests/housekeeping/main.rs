@@ -6,6 +6,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod indexes;
 mod relay;
 mod retention;
 mod seed;
