@@ -13,7 +13,10 @@ use super::tenants::page;
 use super::{Page, StoreError};
 
 mod line;
-pub use line::{active_for_environment, next_in_line, queue_position, wake_next};
+pub use line::{
+    QUEUE_POSITIONS_SQL, active_for_environment, next_in_line, queue_position, queue_positions,
+    wake_next,
+};
 
 #[derive(Debug, Clone, Queryable, Selectable, QueryableByName)]
 #[diesel(table_name = jobs)]

@@ -150,6 +150,16 @@ fn every_periodic_query_is_planned_over_indexes() {
             ),
             vec!["jobs_pkey", "jobs_line"],
         ),
+        // Every page of the jobs list.
+        (
+            "queue positions",
+            plan(
+                c,
+                explain(store::jobs::QUEUE_POSITIONS_SQL)
+                    .bind::<Array<SqlUuid>, _>(vec![uuid::Uuid::now_v7(); 3]),
+            ),
+            vec!["jobs_pkey", "jobs_line"],
+        ),
         // The relays: the job outbox (every API and worker), the mail outbox (every API).
         (
             "job outbox relay",

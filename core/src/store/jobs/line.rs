@@ -8,7 +8,8 @@ use crate::schema::jobs;
 use crate::store::StoreError;
 use diesel::expression::SqlLiteral;
 use diesel::prelude::*;
-use diesel::sql_types::Bool;
+use diesel::sql_types::{Array, BigInt, Bool, Uuid as SqlUuid};
+use std::collections::HashMap;
 use uuid::Uuid;
 
 /// The states of a job still in its environment's line.
@@ -43,20 +44,47 @@ pub fn active_for_environment(
 /// For an active job: how many active jobs of its environment are ahead of it (0 = next or
 /// running). `None` for a finished job.
 pub fn queue_position(conn: &mut PgConnection, job: &Job) -> Result<Option<i64>, StoreError> {
-    if !ACTIVE.contains(&job.state.as_str()) {
-        return Ok(None);
+    Ok(queue_positions(conn, std::slice::from_ref(job))?
+        .pop()
+        .flatten())
+}
+
+/// How many active jobs of its environment are ahead of each given job (in line order: created
+/// at, then id), for every one at once.
+pub const QUEUE_POSITIONS_SQL: &str = "SELECT j.id, count(a.id) AS ahead FROM jobs j \
+     LEFT JOIN jobs a ON a.environment_id = j.environment_id \
+       AND a.state IN ('queued','planned','awaiting_approval','approved','running') \
+       AND (a.created_at, a.id) < (j.created_at, j.id) \
+     WHERE j.id = ANY($1) GROUP BY j.id";
+
+/// [`queue_position`] of each job, in order, in one query (a page of the jobs list).
+pub fn queue_positions(
+    conn: &mut PgConnection,
+    page: &[Job],
+) -> Result<Vec<Option<i64>>, StoreError> {
+    #[derive(QueryableByName)]
+    struct Ahead {
+        #[diesel(sql_type = SqlUuid)]
+        id: Uuid,
+        #[diesel(sql_type = BigInt)]
+        ahead: i64,
     }
-    let ahead: i64 = jobs::table
-        .filter(jobs::environment_id.eq(job.environment_id))
-        .filter(in_line())
-        .filter(
-            jobs::created_at
-                .lt(job.created_at)
-                .or(jobs::created_at.eq(job.created_at).and(jobs::id.lt(job.id))),
-        )
-        .count()
-        .get_result(conn)?;
-    Ok(Some(ahead))
+    let waiting: Vec<Uuid> = page
+        .iter()
+        .filter(|job| ACTIVE.contains(&job.state.as_str()))
+        .map(|job| job.id)
+        .collect();
+    let ahead: HashMap<Uuid, i64> = if waiting.is_empty() {
+        HashMap::new()
+    } else {
+        diesel::sql_query(QUEUE_POSITIONS_SQL)
+            .bind::<Array<SqlUuid>, _>(&waiting)
+            .load::<Ahead>(conn)?
+            .into_iter()
+            .map(|row| (row.id, row.ahead))
+            .collect()
+    };
+    Ok(page.iter().map(|job| ahead.get(&job.id).copied()).collect())
 }
 
 /// Queues a wake-up for the environment's next job, if the first in its line is queued: call
