@@ -79,18 +79,16 @@ pub async fn build_on(
     let max_body = config.max_body_bytes;
     let state = web::Data::new(AppState::new(config, pool).await?);
     let relay_wake = state.relay_wake.clone();
-    // Throttle windows long over, and role-assignment changes an hour old, are forgotten every
-    // ten minutes.
+    // Role-assignment changes an hour old are forgotten every ten minutes (every process has
+    // applied them, or reloads everything when it finds the hole).
     {
-        let (pool, age) = (state.pool.clone(), state.config.login_lockout * 2);
+        let pool = state.pool.clone();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(std::time::Duration::from_secs(600)).await;
                 let pool = pool.clone();
                 let swept = tokio::task::spawn_blocking(move || {
                     let mut conn = pool.get()?;
-                    bulkhead_core::store::throttle::forget_older_than(&mut conn, age)?;
-                    // Every process applied these long ago (or will reload everything).
                     bulkhead_core::store::principals::forget_changes_older_than(
                         &mut conn,
                         std::time::Duration::from_secs(3600),
@@ -98,7 +96,7 @@ pub async fn build_on(
                 })
                 .await;
                 if !matches!(swept, Ok(Ok(_))) {
-                    tracing::warn!("could not forget old login throttle windows; next time");
+                    tracing::warn!("could not forget old role-assignment changes; next time");
                 }
             }
         });

@@ -108,6 +108,9 @@ pub struct Config {
     pub limits: crate::limits::Limits,
     /// Worker settings.
     pub worker: WorkerConfig,
+    /// `BULKHEAD_RETAIN_*`, `BULKHEAD_RETENTION_*`: how long finished rows are kept (the
+    /// workers' retention pass; see `retention.rs`).
+    pub retention: crate::retention::RetentionConfig,
 }
 
 /// What a worker needs: how much it runs at once, its lease, retries, and its targets.
@@ -409,6 +412,7 @@ impl Config {
                 blueprints_dir: get("BULKHEAD_BLUEPRINTS_DIR").map(PathBuf::from),
                 spare_databases: number(&get, "BULKHEAD_TARGET_SPARE_DATABASES", 0, 0, 16)?,
             },
+            retention: crate::retention::RetentionConfig::from_lookup(&get)?,
         })
     }
 }

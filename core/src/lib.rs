@@ -14,6 +14,7 @@ pub mod limits;
 pub mod password;
 pub mod plan;
 pub mod queue;
+pub mod retention;
 pub mod schema;
 pub mod secrets;
 pub mod store;

@@ -305,12 +305,13 @@ enum RelayError {
     Database(String),
 }
 
-/// Publishes up to 100 unsent rows; returns how many.
+/// Takes up to 100 unsent rows no other relay holds, publishes them, and marks them sent
+/// after the broker's confirms; returns how many.
 async fn relay_batch(pool: &PgPool, publisher: &Publisher) -> Result<usize, RelayError> {
     let fetch_pool = pool.clone();
     let rows = tokio::task::spawn_blocking(move || {
         let mut conn = fetch_pool.get().map_err(|e| e.to_string())?;
-        outbox::unsent(&mut conn, 100).map_err(|e| e.to_string())
+        outbox::take_unsent(&mut conn, 100).map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| RelayError::Database(e.to_string()))?

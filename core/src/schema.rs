@@ -188,6 +188,7 @@ diesel::table! {
         sent_at -> Nullable<Timestamptz>,
         attempts -> Int4,
         last_error -> Nullable<Text>,
+        claimed_until -> Nullable<Timestamptz>,
     }
 }
 
@@ -268,6 +269,13 @@ diesel::table! {
         key -> Text,
         attempts -> Int4,
         window_start -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    housekeeping (task) {
+        task -> Text,
+        last_run_at -> Timestamptz,
     }
 }
 

@@ -5,61 +5,12 @@
 
 use bulkhead_core::db::{MIGRATIONS, run_migrations};
 use diesel::sql_types::Text;
-use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl};
+use diesel::{PgConnection, QueryableByName, RunQueryDsl};
 use diesel_migrations::MigrationHarness;
 use std::collections::{BTreeMap, BTreeSet};
 
-fn server_url() -> String {
-    std::env::var("TEST_DATABASE_SERVER")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
-        .trim_end_matches('/')
-        .to_owned()
-}
-
-/// A database made for one test, dropped when it ends.
-struct TestDb {
-    name: String,
-}
-
-impl TestDb {
-    fn new() -> Self {
-        let name = format!("bh_migrations_{}", uuid::Uuid::now_v7().simple());
-        let mut admin =
-            PgConnection::establish(&format!("{}/postgres?sslmode=disable", server_url()))
-                .expect("connect to the server");
-        // Closed to PUBLIC before anyone may connect: other tests' isolation probes would see
-        // a database every tenant role may connect to.
-        for statement in [
-            format!("CREATE DATABASE {name} ALLOW_CONNECTIONS false"),
-            format!("REVOKE CONNECT, TEMPORARY ON DATABASE {name} FROM PUBLIC"),
-            format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"),
-        ] {
-            diesel::sql_query(statement)
-                .execute(&mut admin)
-                .expect("create the test database");
-        }
-        Self { name }
-    }
-
-    fn connect(&self) -> PgConnection {
-        PgConnection::establish(&format!("{}/{}?sslmode=disable", server_url(), self.name))
-            .expect("connect to the test database")
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Ok(mut admin) =
-            PgConnection::establish(&format!("{}/postgres?sslmode=disable", server_url()))
-        {
-            let _ = diesel::sql_query(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .execute(&mut admin);
-        }
-    }
-}
+mod support;
+use support::TestDb;
 
 #[derive(QueryableByName)]
 struct Column {

@@ -10,8 +10,7 @@ CREATE TABLE tenant_quotas (
     updated_by uuid REFERENCES principals (id) ON DELETE SET NULL
 );
 
--- The quota counts run inside the creating transaction: keep them on indexes.
-CREATE INDEX IF NOT EXISTS jobs_tenant_active_idx ON jobs (tenant_id)
-    WHERE state IN ('queued', 'planned', 'awaiting_approval', 'approved', 'running');
+-- The quota counts run inside the creating transaction: keep them on indexes (active jobs are
+-- counted over `jobs_tenant`, a tenant's live keys over this one).
 CREATE INDEX IF NOT EXISTS api_keys_tenant_live_idx ON api_keys (tenant_id)
     WHERE revoked_at IS NULL;

@@ -426,23 +426,45 @@ async fn credentials_and_permissions_are_checked_before_the_body() {
     }
 }
 
-/// A NUL in a path reference (PostgreSQL refuses one in text) is a tenant or environment that
-/// does not exist: the same 404 as any other, not a 500.
+/// A NUL in a path reference (PostgreSQL refuses one in text) is a reference to nothing: the
+/// same 404 problem as any other unknown one, never a 500, in every path parameter.
 #[tokio::test]
 async fn a_nul_in_a_path_reference_is_not_found() {
     let app = TestApp::spawn().await;
     app.create_tenant("acme").await;
-    for path in [
-        "/v1/tenants/acme%00",
-        "/v1/tenants/acme/environments/dev%00",
-        "/v1/tenants/acme%00/environments",
+    app.create_environment("acme", "dev").await;
+    use reqwest::Method;
+    let (get, post, delete, patch) = (Method::GET, Method::POST, Method::DELETE, Method::PATCH);
+    for (method, path) in [
+        (&get, "/v1/tenants/%00"),
+        (&get, "/v1/tenants/acme%00"),
+        (&patch, "/v1/tenants/%00"),
+        (&delete, "/v1/tenants/%00"),
+        (&get, "/v1/tenants/acme%00/environments"),
+        (&get, "/v1/tenants/%00/environments"),
+        (&get, "/v1/tenants/acme/environments/%00"),
+        (&get, "/v1/tenants/acme/environments/dev%00"),
+        (&delete, "/v1/tenants/acme/environments/%00"),
+        (&post, "/v1/tenants/acme/environments/%00/plan"),
+        (&get, "/v1/tenants/acme/environments/%00/isolation"),
+        (&get, "/v1/tenants/acme/jobs/%00"),
+        (&get, "/v1/tenants/acme/jobs/%00/events"),
+        (&post, "/v1/tenants/acme/jobs/%00/cancel"),
+        (&delete, "/v1/tenants/acme/members/%00"),
+        (&delete, "/v1/tenants/acme/api-keys/%00"),
+        (&get, "/v1/tenants/%00/audit-events"),
+        (&post, "/v1/me/invitations/%00/accept"),
+        (&post, "/v1/me/invitations/%00/decline"),
     ] {
-        let (status, body) = app.get(path, &app.admin).await;
-        assert_eq!(status, 404, "{path}: {body}");
-        assert_eq!(
-            body["type"], "https://bulkhead.dev/problems/not-found",
-            "{path}"
-        );
+        let mut request = app
+            .client
+            .request(method.clone(), app.url(path))
+            .bearer_auth(&app.admin);
+        if [&post, &patch].contains(&method) {
+            request = request.json(&json!({}));
+        }
+        let reply = Reply::from(request.send().await.expect("request")).await;
+        reply.assert_problem(&[404], Some("not-found"), &format!("{method} {path}"));
     }
 }
 

@@ -205,6 +205,89 @@ async fn cancel_of_a_queued_job_wakes_the_next_in_line() {
     assert_eq!(wakeups(&app, &plan_id), 2);
 }
 
+/// The jobs list shows each job's place in its own environment's line (computed for the whole
+/// page at once): the same answer as reading the job alone, on every page.
+#[tokio::test]
+async fn the_jobs_list_shows_each_job_s_place_in_its_environment_s_line() {
+    let app = TestApp::spawn().await;
+    app.create_tenant("acme").await;
+    let id = |job: &Value| job["id"].as_str().expect("id").to_owned();
+    let dev = app.create_environment("acme", "dev").await;
+    let dev_apply = id(&dev["job"]);
+    let stg_apply = id(&app.create_environment("acme", "stg").await["job"]);
+    let dev_plan = id(&app.job_action("acme", "dev", "plan").await);
+    let stg_plan = id(&app.job_action("acme", "stg", "plan").await);
+    let dev_drift = id(&app.job_action("acme", "dev", "drift-check").await);
+    // A finished job has no place, and the one behind it moves up.
+    let (status, _) = app
+        .post(
+            &format!("/v1/tenants/acme/jobs/{dev_plan}/cancel"),
+            &app.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let expected = [
+        (&dev_apply, json!(0)),
+        (&stg_apply, json!(0)),
+        (&dev_plan, Value::Null),
+        (&stg_plan, json!(1)),
+        (&dev_drift, json!(1)),
+    ];
+
+    let (status, all) = app.get("/v1/tenants/acme/jobs", &app.admin).await;
+    assert_eq!(status, 200, "{all}");
+    let items = all["items"].as_array().expect("items");
+    assert_eq!(items.len(), expected.len(), "{all}");
+    for (job, position) in &expected {
+        let listed = items
+            .iter()
+            .find(|item| item["id"] == ***job)
+            .expect("listed");
+        assert_eq!(listed["queue_position"], *position, "{listed}");
+        let (_, alone) = app
+            .get(&format!("/v1/tenants/acme/jobs/{job}"), &app.admin)
+            .await;
+        assert_eq!(*listed, alone, "the list and the job agree");
+    }
+
+    // Two at a time: the same positions on every page.
+    let (mut paged, mut cursor) = (Vec::new(), None::<String>);
+    loop {
+        let path = match &cursor {
+            Some(cursor) => format!("/v1/tenants/acme/jobs?limit=2&cursor={cursor}"),
+            None => "/v1/tenants/acme/jobs?limit=2".to_owned(),
+        };
+        let (status, page) = app.get(&path, &app.admin).await;
+        assert_eq!(status, 200, "{page}");
+        paged.extend(page["items"].as_array().expect("items").iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(&paged, items);
+    // Only one environment's jobs: the positions stay those in its own line.
+    let dev = dev["environment"]["id"].as_str().expect("environment");
+    let (_, only_dev) = app
+        .get(
+            &format!("/v1/tenants/acme/jobs?environment={dev}"),
+            &app.admin,
+        )
+        .await;
+    let positions: Vec<&Value> = only_dev["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|item| &item["queue_position"])
+        .collect();
+    assert_eq!(
+        positions,
+        [&json!(0), &Value::Null, &json!(1)],
+        "{only_dev}"
+    );
+}
+
 /// DELETE of an environment supersedes what had not started, and asking again answers the
 /// destroy already on its way instead of queueing a second one.
 #[tokio::test]

@@ -10,6 +10,7 @@ mod smtp;
 mod fencing;
 mod generated_client;
 mod hostile_tenant;
+mod housekeeping;
 mod provisioning;
 mod resilience;
 mod startup;

@@ -1,7 +1,8 @@
 //! The worker runtime: consumes job messages (manual acks after the database commit, bounded
 //! prefetch), claims jobs with a lease and a fencing token, keeps the lease alive with
-//! heartbeats, runs the executor, retries with backoff, and sweeps for expired leases and lost
-//! messages. SIGTERM: stop taking messages, finish the current step, give the lease back, exit.
+//! heartbeats, runs the executor, retries with backoff, sweeps for expired leases and lost
+//! messages, and runs the installation's retention pass when it is due. SIGTERM: stop taking
+//! messages, finish the current step, give the lease back, exit.
 
 use crate::execution::{Execution, Outcome};
 use crate::executor::{Endpoint, PostgresExecutor, Targets};
@@ -102,6 +103,7 @@ impl Worker {
             ))
         });
         let sweeper = tokio::spawn(self.clone().sweep_forever());
+        let housekeeper = tokio::spawn(self.clone().housekeep_forever());
         let mut in_flight = JoinSet::new();
         self.clone().consume_forever(&mut in_flight).await;
         tracing::info!(
@@ -110,6 +112,7 @@ impl Worker {
         );
         while in_flight.join_next().await.is_some() {}
         let _ = sweeper.await;
+        let _ = housekeeper.await;
         if let Some(relay) = relay {
             let _ = relay.await;
         }
@@ -291,6 +294,55 @@ impl Worker {
             }
             tokio::select! {
                 () = tokio::time::sleep(self.config.worker.sweep_every) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// The sweeper's housekeeping half: the retention pass, when it is due for the
+    /// installation (the `housekeeping` row lets one worker run it per interval, however many
+    /// run). On a task of its own, so a long pass never delays a lease sweep; it looks every
+    /// tenth of the interval (1 s – 1 min) and ends between two batches on shutdown.
+    async fn housekeep_forever(self: Arc<Self>) {
+        let mut shutdown = self.shutdown.clone();
+        let retention = self.config.retention.clone();
+        let look_every =
+            (retention.every / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        while !self.stopping() {
+            let (settings, lockout, stop) = (
+                retention.clone(),
+                self.config.login_lockout,
+                self.shutdown.clone(),
+            );
+            let ran = self
+                .db(move |conn| {
+                    bulkhead_core::retention::run_if_due(conn, &settings, lockout, &|| {
+                        !*stop.borrow()
+                    })
+                })
+                .await;
+            match ran {
+                Ok(None) => {}
+                Ok(Some(report)) => {
+                    let deleted: Vec<String> = report
+                        .deleted
+                        .iter()
+                        .filter(|(_, n)| *n > 0)
+                        .map(|(kind, n)| format!("{}={n}", kind.as_str()))
+                        .collect();
+                    tracing::info!(
+                        deleted = %deleted.join(" "),
+                        unfinished = report.unfinished,
+                        "retention pass"
+                    );
+                    for (kind, error) in &report.failed {
+                        tracing::warn!(kind = kind.as_str(), %error, "retention: could not delete; next pass");
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "retention: control database unavailable"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(look_every) => {}
                 _ = shutdown.changed() => {}
             }
         }

@@ -97,11 +97,14 @@ pub async fn list(
     let page = state
         .db(move |conn| {
             let page = store::jobs::list(conn, tenant.id, environment, after, limit)?;
-            let mut items = Vec::with_capacity(page.items.len());
-            for job in page.items {
-                let position = store::jobs::queue_position(conn, &job)?;
-                items.push(JobView::new(job, position));
-            }
+            // One query for the whole page's positions.
+            let positions = store::jobs::queue_positions(conn, &page.items)?;
+            let items = page
+                .items
+                .into_iter()
+                .zip(positions)
+                .map(|(job, position)| JobView::new(job, position))
+                .collect();
             Ok::<_, ApiError>(PageOf {
                 items,
                 next_cursor: page.next_cursor,

@@ -54,3 +54,22 @@ pub fn save(
         .execute(conn)?;
     Ok(())
 }
+
+/// Deletes up to `limit` saved responses older than `age`, oldest first (retention): a retry
+/// after that is a new request. The rows are named by `ctid` (the key is two columns): they
+/// are locked from the moment they are chosen, so no other session moves them meanwhile.
+pub const DELETE_OLD_SQL: &str = "DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY(\
+     SELECT ctid FROM idempotency_keys \
+     WHERE created_at < now() - make_interval(secs => $1::double precision) \
+     ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED))";
+
+pub fn delete_older_than(
+    conn: &mut PgConnection,
+    age: std::time::Duration,
+    limit: i64,
+) -> Result<usize, StoreError> {
+    Ok(diesel::sql_query(DELETE_OLD_SQL)
+        .bind::<diesel::sql_types::BigInt, _>(super::seconds(age))
+        .bind::<diesel::sql_types::BigInt, _>(limit)
+        .execute(conn)?)
+}

@@ -12,6 +12,12 @@ use uuid::Uuid;
 use super::tenants::page;
 use super::{Page, StoreError};
 
+mod line;
+pub use line::{
+    QUEUE_POSITIONS_SQL, active_for_environment, next_in_line, queue_position, queue_positions,
+    wake_next,
+};
+
 #[derive(Debug, Clone, Queryable, Selectable, QueryableByName)]
 #[diesel(table_name = jobs)]
 pub struct Job {
@@ -109,46 +115,6 @@ pub fn list(
     Ok(page(rows, limit, |j| j.id.to_string()))
 }
 
-const ACTIVE: [&str; 5] = [
-    "queued",
-    "planned",
-    "awaiting_approval",
-    "approved",
-    "running",
-];
-
-/// An environment's active jobs (queued, waiting for review, or running), in line order.
-pub fn active_for_environment(
-    conn: &mut PgConnection,
-    environment_id: Uuid,
-) -> Result<Vec<Job>, StoreError> {
-    Ok(jobs::table
-        .filter(jobs::environment_id.eq(environment_id))
-        .filter(jobs::state.eq_any(ACTIVE))
-        .order((jobs::created_at.asc(), jobs::id.asc()))
-        .select(Job::as_select())
-        .load(conn)?)
-}
-
-/// For an active job: how many active jobs of its environment are ahead of it (0 = next or
-/// running). `None` for a finished job.
-pub fn queue_position(conn: &mut PgConnection, job: &Job) -> Result<Option<i64>, StoreError> {
-    if !ACTIVE.contains(&job.state.as_str()) {
-        return Ok(None);
-    }
-    let ahead: i64 = jobs::table
-        .filter(jobs::environment_id.eq(job.environment_id))
-        .filter(jobs::state.eq_any(ACTIVE))
-        .filter(
-            jobs::created_at
-                .lt(job.created_at)
-                .or(jobs::created_at.eq(job.created_at).and(jobs::id.lt(job.id))),
-        )
-        .count()
-        .get_result(conn)?;
-    Ok(Some(ahead))
-}
-
 pub fn add_event(
     conn: &mut PgConnection,
     job_id: Uuid,
@@ -227,6 +193,25 @@ pub fn add_events(
     Ok(())
 }
 
+/// Deletes up to `limit` events older than `age` of jobs that have finished, oldest first
+/// (retention; the job row keeps its result and error).
+pub const DELETE_EVENTS_SQL: &str = "DELETE FROM job_events WHERE id = ANY(ARRAY(\
+     SELECT e.id FROM job_events e JOIN jobs j ON j.id = e.job_id \
+     WHERE e.occurred_at < now() - make_interval(secs => $1::double precision) \
+       AND j.finished_at IS NOT NULL \
+     ORDER BY e.occurred_at LIMIT $2 FOR UPDATE OF e SKIP LOCKED))";
+
+pub fn delete_events_before(
+    conn: &mut PgConnection,
+    age: Duration,
+    limit: i64,
+) -> Result<usize, StoreError> {
+    Ok(diesel::sql_query(DELETE_EVENTS_SQL)
+        .bind::<Int8, _>(super::seconds(age))
+        .bind::<Int8, _>(limit)
+        .execute(conn)?)
+}
+
 #[derive(Debug, Clone, Queryable)]
 pub struct JobEvent {
     pub id: i64,
@@ -262,7 +247,18 @@ pub fn events(
 }
 
 /// Claims a job for `worker`: only if it is runnable now and first in its environment's line.
-/// Bumps the fencing token; every later write must present it.
+/// Bumps the fencing token; every later write must present it. (The line's states are spelled
+/// out, not bound, so the plan can use the `jobs_line` index of active jobs.)
+pub const CLAIM_SQL: &str = "UPDATE jobs SET state = 'running', lease_owner = $2, \
+         lease_expires_at = now() + make_interval(secs => $3), \
+         fencing_token = nextval('fencing_tokens'), attempts = attempts + 1, \
+         started_at = coalesce(started_at, now()), updated_at = now() \
+     WHERE id = $1 AND state = ANY($4) AND run_after <= now() \
+       AND id = (SELECT j.id FROM jobs j WHERE j.environment_id = jobs.environment_id \
+                 AND j.state IN ('queued','planned','awaiting_approval','approved','running') \
+                 ORDER BY j.created_at, j.id LIMIT 1) \
+     RETURNING *";
+
 pub fn claim(
     conn: &mut PgConnection,
     job_id: Uuid,
@@ -271,23 +267,13 @@ pub fn claim(
 ) -> Result<Option<Job>, StoreError> {
     let lease_secs = i64::try_from(lease.as_secs()).unwrap_or(30);
     let sources = sources_of(JobState::Running);
-    let job = diesel::sql_query(
-        "UPDATE jobs SET state = 'running', lease_owner = $2, \
-                lease_expires_at = now() + make_interval(secs => $3), \
-                fencing_token = nextval('fencing_tokens'), attempts = attempts + 1, \
-                started_at = coalesce(started_at, now()), updated_at = now() \
-         WHERE id = $1 AND state = ANY($4) AND run_after <= now() \
-           AND id = (SELECT j.id FROM jobs j WHERE j.environment_id = jobs.environment_id \
-                     AND j.state IN ('queued','planned','awaiting_approval','approved','running') \
-                     ORDER BY j.created_at, j.id LIMIT 1) \
-         RETURNING *",
-    )
-    .bind::<SqlUuid, _>(job_id)
-    .bind::<Text, _>(worker)
-    .bind::<Int8, _>(lease_secs)
-    .bind::<diesel::sql_types::Array<Text>, _>(sources)
-    .get_result::<Job>(conn)
-    .optional();
+    let job = diesel::sql_query(CLAIM_SQL)
+        .bind::<SqlUuid, _>(job_id)
+        .bind::<Text, _>(worker)
+        .bind::<Int8, _>(lease_secs)
+        .bind::<diesel::sql_types::Array<Text>, _>(sources)
+        .get_result::<Job>(conn)
+        .optional();
     match job {
         // Another worker holds this environment's running slot right now.
         Err(diesel::result::Error::DatabaseError(
@@ -460,32 +446,6 @@ pub fn cancel_requested(
         .unwrap_or(false))
 }
 
-/// Queues a wake-up for the environment's next job, if the first in its line is queued: call
-/// in the transaction that ended or removed the job ahead of it.
-pub fn wake_next(conn: &mut PgConnection, environment_id: Uuid) -> Result<(), StoreError> {
-    if let Some((next, operation)) = next_in_line(conn, environment_id)? {
-        super::outbox::enqueue(conn, next, &operation)?;
-    }
-    Ok(())
-}
-
-/// The first active job of an environment, if it is queued: the one to wake next.
-pub fn next_in_line(
-    conn: &mut PgConnection,
-    environment_id: Uuid,
-) -> Result<Option<(Uuid, String)>, StoreError> {
-    let first: Option<(Uuid, String, String)> = jobs::table
-        .filter(jobs::environment_id.eq(environment_id))
-        .filter(jobs::state.eq_any(ACTIVE))
-        .order((jobs::created_at.asc(), jobs::id.asc()))
-        .select((jobs::id, jobs::operation, jobs::state))
-        .first(conn)
-        .optional()?;
-    Ok(first
-        .filter(|(_, _, state)| state == "queued")
-        .map(|(id, operation, _)| (id, operation)))
-}
-
 #[derive(Debug, Clone, QueryableByName)]
 pub struct StaleJob {
     #[diesel(sql_type = SqlUuid)]
@@ -508,36 +468,37 @@ pub struct StaleJob {
 }
 
 /// Running jobs whose lease expired (their worker died or stalled).
+pub const EXPIRED_LEASES_SQL: &str = "SELECT id, operation, fencing_token, attempts, max_attempts, \
+         environment_id, lease_owner, cancel_requested_at IS NOT NULL AS cancel_requested \
+     FROM jobs WHERE state = 'running' AND lease_expires_at < now() LIMIT 100";
+
 pub fn expired_leases(conn: &mut PgConnection) -> Result<Vec<StaleJob>, StoreError> {
-    Ok(diesel::sql_query(
-        "SELECT id, operation, fencing_token, attempts, max_attempts, environment_id, lease_owner, \
-                cancel_requested_at IS NOT NULL AS cancel_requested \
-         FROM jobs WHERE state = 'running' AND lease_expires_at < now() LIMIT 100",
-    )
-    .load(conn)?)
+    Ok(diesel::sql_query(EXPIRED_LEASES_SQL).load(conn)?)
 }
 
 /// Queued jobs that are due and first in their environment's line but have no wake-up on the
 /// way: none waiting in the outbox, and none published since they became due — or the last one
 /// was published more than `quiet` ago and evidently lost. Covers retries come due and lost
 /// messages.
+pub const STRANDED_SQL: &str = "SELECT j.id, j.operation, j.fencing_token, j.attempts, \
+         j.max_attempts, j.environment_id, j.lease_owner, \
+         j.cancel_requested_at IS NOT NULL AS cancel_requested \
+     FROM jobs j \
+     WHERE j.state = 'queued' AND j.run_after <= now() \
+       AND j.id = (SELECT f.id FROM jobs f WHERE f.environment_id = j.environment_id \
+                   AND f.state IN ('queued','planned','awaiting_approval','approved','running') \
+                   ORDER BY f.created_at, f.id LIMIT 1) \
+       AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.job_id = j.id AND o.sent_at IS NULL) \
+       AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.job_id = j.id \
+             AND o.created_at >= j.run_after \
+             AND o.sent_at > now() - make_interval(secs => $1::double precision / 1000)) \
+     LIMIT 100";
+
 pub fn stranded(conn: &mut PgConnection, quiet: Duration) -> Result<Vec<StaleJob>, StoreError> {
     let quiet_ms = i64::try_from(quiet.as_millis()).unwrap_or(i64::MAX);
-    Ok(diesel::sql_query(
-        "SELECT j.id, j.operation, j.fencing_token, j.attempts, j.max_attempts, j.environment_id, \
-                j.lease_owner, j.cancel_requested_at IS NOT NULL AS cancel_requested \
-         FROM jobs j \
-         WHERE j.state = 'queued' AND j.run_after <= now() \
-           AND j.id = (SELECT f.id FROM jobs f WHERE f.environment_id = j.environment_id \
-                       AND f.state IN ('queued','planned','awaiting_approval','approved','running') \
-                       ORDER BY f.created_at, f.id LIMIT 1) \
-           AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.job_id = j.id AND o.sent_at IS NULL) \
-           AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.job_id = j.id AND o.created_at >= j.run_after \
-                 AND o.sent_at > now() - make_interval(secs => $1::double precision / 1000)) \
-         LIMIT 100",
-    )
-    .bind::<Int8, _>(quiet_ms)
-    .load(conn)?)
+    Ok(diesel::sql_query(STRANDED_SQL)
+        .bind::<Int8, _>(quiet_ms)
+        .load(conn)?)
 }
 
 /// Fails a queued job that has used all its attempts (sweeper), if it is still queued.

@@ -75,15 +75,16 @@ pub fn enqueue(
 
 /// Takes up to `limit` due mails for sending: each is held for a minute (another relay skips
 /// it) and counts an attempt. Rows locked by another relay are skipped, not waited for.
+pub const TAKE_DUE_SQL: &str = "UPDATE mail_outbox SET attempts = attempts + 1, \
+         send_after = now() + interval '1 minute' \
+     WHERE id IN (SELECT id FROM mail_outbox WHERE sent_at IS NULL AND failed_at IS NULL \
+                  AND send_after <= now() ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
+     RETURNING id, recipient, subject, body, kind, attempts, created_at, sent_at, last_error";
+
 pub fn take_due(conn: &mut PgConnection, limit: i64) -> Result<Vec<OutboxMail>, StoreError> {
-    Ok(diesel::sql_query(
-        "UPDATE mail_outbox SET attempts = attempts + 1, send_after = now() + interval '1 minute' \
-         WHERE id IN (SELECT id FROM mail_outbox WHERE sent_at IS NULL AND failed_at IS NULL \
-                      AND send_after <= now() ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
-         RETURNING id, recipient, subject, body, kind, attempts, created_at, sent_at, last_error",
-    )
-    .bind::<diesel::sql_types::BigInt, _>(limit)
-    .load(conn)?)
+    Ok(diesel::sql_query(TAKE_DUE_SQL)
+        .bind::<diesel::sql_types::BigInt, _>(limit)
+        .load(conn)?)
 }
 
 /// Marks a mail sent and removes one-time tokens (`bki_…`) from the stored body.
@@ -135,4 +136,22 @@ pub fn for_recipient(
     )
     .bind::<Text, _>(recipient)
     .load(conn)?)
+}
+
+/// Deletes up to `limit` mails sent (or given up) more than `age` ago, oldest first, skipping
+/// rows another session holds; returns how many (retention).
+pub const DELETE_DONE_SQL: &str = "DELETE FROM mail_outbox WHERE id = ANY(ARRAY(\
+     SELECT id FROM mail_outbox WHERE (sent_at IS NOT NULL OR failed_at IS NOT NULL) \
+       AND coalesce(sent_at, failed_at) < now() - make_interval(secs => $1::double precision) \
+     ORDER BY coalesce(sent_at, failed_at) LIMIT $2 FOR UPDATE SKIP LOCKED))";
+
+pub fn delete_done_before(
+    conn: &mut PgConnection,
+    age: std::time::Duration,
+    limit: i64,
+) -> Result<usize, StoreError> {
+    Ok(diesel::sql_query(DELETE_DONE_SQL)
+        .bind::<diesel::sql_types::BigInt, _>(super::seconds(age))
+        .bind::<diesel::sql_types::BigInt, _>(limit)
+        .execute(conn)?)
 }

@@ -4,6 +4,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod denials;
 pub mod environments;
+pub mod housekeeping;
 pub mod idempotency;
 pub mod jobs;
 pub mod mail;
@@ -26,3 +27,8 @@ pub struct Page<T> {
 
 /// Largest page a list endpoint returns.
 pub const MAX_PAGE: i64 = 200;
+
+/// An age as whole seconds for `make_interval(secs => …)` (saturating).
+pub(crate) fn seconds(age: std::time::Duration) -> i64 {
+    i64::try_from(age.as_secs()).unwrap_or(i64::MAX)
+}

@@ -26,6 +26,23 @@ pub fn create(
     Ok(())
 }
 
+/// Deletes up to `limit` sessions that expired more than `age` ago (revoked ones included),
+/// oldest first (retention).
+pub const DELETE_EXPIRED_SQL: &str = "DELETE FROM sessions WHERE id = ANY(ARRAY(\
+     SELECT id FROM sessions WHERE expires_at < now() - make_interval(secs => $1::double precision) \
+     ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED))";
+
+pub fn delete_expired_before(
+    conn: &mut PgConnection,
+    age: std::time::Duration,
+    limit: i64,
+) -> Result<usize, StoreError> {
+    Ok(diesel::sql_query(DELETE_EXPIRED_SQL)
+        .bind::<diesel::sql_types::BigInt, _>(super::seconds(age))
+        .bind::<diesel::sql_types::BigInt, _>(limit)
+        .execute(conn)?)
+}
+
 /// Revokes the live session with this token hash; `false` if there was none.
 pub fn revoke(conn: &mut PgConnection, token_hash: &[u8]) -> Result<bool, StoreError> {
     let changed = diesel::update(

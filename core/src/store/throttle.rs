@@ -64,12 +64,20 @@ pub fn release(conn: &mut PgConnection, key: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Removes windows that ended long ago (housekeeping; called now and then).
-pub fn forget_older_than(conn: &mut PgConnection, age: Duration) -> Result<usize, StoreError> {
-    let secs = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
-    Ok(diesel::sql_query(
-        "DELETE FROM login_throttle WHERE window_start < now() - make_interval(secs => $1)",
-    )
-    .bind::<BigInt, _>(secs)
-    .execute(conn)?)
+/// Deletes up to `limit` windows that started more than `age` ago, oldest first (retention;
+/// a window older than the lockout counts nothing any more).
+pub const FORGET_OLD_SQL: &str = "DELETE FROM login_throttle WHERE key = ANY(ARRAY(\
+     SELECT key FROM login_throttle \
+     WHERE window_start < now() - make_interval(secs => $1::double precision) \
+     ORDER BY window_start LIMIT $2 FOR UPDATE SKIP LOCKED))";
+
+pub fn forget_older_than(
+    conn: &mut PgConnection,
+    age: Duration,
+    limit: i64,
+) -> Result<usize, StoreError> {
+    Ok(diesel::sql_query(FORGET_OLD_SQL)
+        .bind::<BigInt, _>(super::seconds(age))
+        .bind::<BigInt, _>(limit)
+        .execute(conn)?)
 }
