@@ -1,6 +1,7 @@
 //! HTTP benchmarks against the real `bulkhead api` binary and the local PostgreSQL:
-//! authorized `GET /v1/tenants/{tenant}` under wrk at 10,000 tenants × 5 members, and login
-//! throughput at the hashing bound.
+//! authorized `GET /v1/tenants/{tenant}` under wrk at 10,000 tenants × 5 members, quiet and
+//! while another tenant churns its members and floods denied requests, and login throughput at
+//! the hashing bound.
 //!
 //! Run: `cargo bench --bench http` (needs `wrk` on PATH: `apt-get install wrk`).
 //! Optional: BENCH_SECONDS (default 20), BENCH_CONNECTIONS (default 64).
@@ -52,7 +53,7 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let server = std::env::var("TEST_DATABASE_SERVER")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
     let db_name = format!("bh_bench_{}", uuid::Uuid::now_v7().simple());
@@ -159,20 +160,77 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         seed.as_secs_f64()
     );
     println!(
-        "\n== GET /v1/tenants/{{tenant}} as a viewer (wrk -t2 -c{connections} -d{seconds}s) =="
+        "\n== GET /v1/tenants/{{tenant}} as a viewer, quiet (wrk -t2 -c{connections} -d{seconds}s) =="
     );
-    let output = Command::new("wrk")
-        .args([
-            "-t2",
-            &format!("-c{connections}"),
-            &format!("-d{seconds}s"),
-            "--latency",
-        ])
-        .args(["-H", &format!("Authorization: Bearer {viewer}")])
-        .arg(format!("{base}/v1/tenants/{slug}"))
-        .output()
-        .map_err(|e| format!("wrk not runnable ({e}); apt-get install wrk"))?;
-    println!("{}", String::from_utf8_lossy(&output.stdout));
+    let target = format!("{base}/v1/tenants/{slug}");
+    let quiet = wrk(&viewer, &target, connections, seconds)?;
+
+    // Another tenant's admin adds and removes members (each change reaches the enforcer of
+    // every request after it), and two of its viewers flood requests they may not make (each one
+    // audited as denied), each principal at the default rate limit's sustained pace (50/s):
+    // as hard as one tenant's principals can push a default installation.
+    let churn_slug = "tenant-77";
+    let flooder = member(
+        &client,
+        &base,
+        &admin,
+        &mail,
+        churn_slug,
+        "flooder@bench.test",
+    )
+    .await?;
+    println!("== the same, while {churn_slug} churns members and floods denials (same wrk) ==");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = tokio::spawn(churn_members(
+        client.clone(),
+        base.clone(),
+        admin.clone(),
+        churn_slug,
+        stop.clone(),
+    ));
+    let second = member(
+        &client,
+        &base,
+        &admin,
+        &mail,
+        churn_slug,
+        "flooder-2@bench.test",
+    )
+    .await?;
+    let mut floods = Vec::new();
+    for flooder in [flooder, second] {
+        floods.push(tokio::spawn(flood_denials(
+            client.clone(),
+            base.clone(),
+            flooder,
+            churn_slug,
+            stop.clone(),
+        )));
+    }
+    let busy = tokio::task::spawn_blocking({
+        let (viewer, target) = (viewer.clone(), target.clone());
+        move || wrk(&viewer, &target, connections, seconds)
+    })
+    .await??;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let changes = churn.await??;
+    let mut denials = 0;
+    for flood in floods {
+        denials += flood.await??;
+    }
+    println!(
+        "membership changes: {changes} ({:.0}/s); denied requests: {denials} ({:.0}/s)",
+        changes as f64 / seconds as f64,
+        denials as f64 / seconds as f64
+    );
+    println!(
+        "GET p99 quiet {:.2} ms, under churn {:.2} ms ({:+.0} %); throughput {:.0} → {:.0} req/s\n",
+        quiet.p99_ms,
+        busy.p99_ms,
+        (busy.p99_ms / quiet.p99_ms - 1.0) * 100.0,
+        quiet.requests_per_second,
+        busy.requests_per_second
+    );
 
     println!(
         "== POST /v1/auth/login, {} concurrent clients for 10 s ==",
@@ -183,10 +241,160 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// What wrk measured.
+struct Wrk {
+    p99_ms: f64,
+    requests_per_second: f64,
+}
+
+fn wrk(
+    bearer: &str,
+    url: &str,
+    connections: u64,
+    seconds: u64,
+) -> Result<Wrk, Box<dyn std::error::Error + Send + Sync>> {
+    let output = Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+        ])
+        .args(["-H", &format!("Authorization: Bearer {bearer}")])
+        .arg(url)
+        .output()
+        .map_err(|e| format!("wrk not runnable ({e}); apt-get install wrk"))?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    println!("{text}");
+    let field = |prefix: &str| {
+        text.lines().find_map(|line| {
+            line.trim()
+                .strip_prefix(prefix)
+                .map(str::trim)
+                .map(str::to_owned)
+        })
+    };
+    let p99 = field("99%").ok_or("wrk printed no 99% latency")?;
+    let p99_ms = if let Some(ms) = p99.strip_suffix("ms") {
+        ms.parse()?
+    } else if let Some(us) = p99.strip_suffix("us") {
+        us.parse::<f64>()? / 1e3
+    } else if let Some(s) = p99.strip_suffix('s') {
+        s.parse::<f64>()? * 1e3
+    } else {
+        return Err(format!("unreadable latency {p99}").into());
+    };
+    let requests_per_second = field("Requests/sec:")
+        .ok_or("wrk printed no Requests/sec")?
+        .parse()?;
+    if text.contains("Non-2xx") {
+        return Err("wrk saw non-2xx answers: the measured requests were refused".into());
+    }
+    Ok(Wrk {
+        p99_ms,
+        requests_per_second,
+    })
+}
+
+/// Invites `email` into `tenant` as a viewer, accepts the invitation and logs in.
+async fn member(
+    client: &reqwest::Client,
+    base: &str,
+    admin: &str,
+    mail: &smtp::SmtpSink,
+    tenant: &str,
+    email: &str,
+) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    client
+        .post(format!("{base}/v1/tenants/{tenant}/members"))
+        .bearer_auth(admin)
+        .json(&json!({"email": email, "role": "viewer"}))
+        .send()
+        .await?
+        .error_for_status()?;
+    let token = mail.invitation_token(email).await;
+    client
+        .post(format!("{base}/v1/auth/accept-invitation"))
+        .json(&json!({"token": token, "password": USER_PASSWORD}))
+        .send()
+        .await?
+        .error_for_status()?;
+    login(client, base, email, USER_PASSWORD).await
+}
+
+/// One request per principal every 20 ms: the default `BULKHEAD_RATE_LIMIT_PER_MINUTE` (3000).
+const PACE: Duration = Duration::from_millis(20);
+
+type Churned = Result<u64, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Adds a member to `tenant` and removes it again, until `stop`; returns the changes made.
+async fn churn_members(
+    client: reqwest::Client,
+    base: String,
+    admin: String,
+    tenant: &'static str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Churned {
+    let mut changes = 0;
+    let mut i = 0;
+    let mut pace = tokio::time::interval(PACE * 2);
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        pace.tick().await;
+        i += 1;
+        let added: Value = client
+            .post(format!("{base}/v1/tenants/{tenant}/members"))
+            .bearer_auth(&admin)
+            .json(&json!({"email": format!("churn-{i}@bench.test"), "role": "operator"}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let principal = added["member"]["principal_id"]
+            .as_str()
+            .ok_or("no principal_id")?;
+        client
+            .delete(format!("{base}/v1/tenants/{tenant}/members/{principal}"))
+            .bearer_auth(&admin)
+            .send()
+            .await?
+            .error_for_status()?;
+        changes += 2;
+    }
+    Ok(changes)
+}
+
+/// Asks for what a viewer may not do (create an API key), until `stop`; returns the denials.
+async fn flood_denials(
+    client: reqwest::Client,
+    base: String,
+    viewer: String,
+    tenant: &'static str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Churned {
+    let mut denials = 0;
+    let mut pace = tokio::time::interval(PACE);
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        pace.tick().await;
+        let status = client
+            .post(format!("{base}/v1/tenants/{tenant}/api-keys"))
+            .bearer_auth(&viewer)
+            .json(&json!({"name": "mine", "role": "viewer"}))
+            .send()
+            .await?
+            .status();
+        if status != 403 {
+            return Err(format!("the flood expected 403, got {status}").into());
+        }
+        denials += 1;
+    }
+    Ok(denials)
+}
+
 async fn wait_ready(
     client: &reqwest::Client,
     base: &str,
-) -> Result<(), Box<dyn std::error::Error>> {
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     for _ in 0..100 {
         if let Ok(response) = client.get(format!("{base}/readyz")).send().await
             && response.status() == 200
@@ -203,7 +411,7 @@ async fn login(
     base: &str,
     email: &str,
     password: &str,
-) -> Result<String, Box<dyn std::error::Error>> {
+) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
     let body: Value = client
         .post(format!("{base}/v1/auth/login"))
         .json(&json!({"email": email, "password": password}))
@@ -220,7 +428,7 @@ async fn login_throughput(
     base: &str,
     concurrency: usize,
     duration: Duration,
-) -> Result<(), Box<dyn std::error::Error>> {
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let deadline = Instant::now() + duration;
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
