@@ -81,12 +81,15 @@ fn run(command: &str) -> anyhow::Result<()> {
         });
     }
     if command == "dev" && db::create_database_if_missing(&config.database_url).unwrap_or(false) {
-        println!("Created database {}", redact(&config.database_url));
+        println!(
+            "Created database {}",
+            bulkhead_core::dburl::redact(&config.database_url)
+        );
     }
     let pool = db::connect(&config.database_url, config.db_pool_size).map_err(|e| {
         anyhow::anyhow!(
             "DATABASE_URL: cannot reach PostgreSQL at {} ({}); start PostgreSQL or fix DATABASE_URL",
-            redact(&config.database_url),
+            bulkhead_core::dburl::redact(&config.database_url),
             one_line(&e.to_string())
         )
     })?;
@@ -201,18 +204,4 @@ async fn serve(command: &str, config: Config, pool: db::PgPool) -> anyhow::Resul
 /// PostgreSQL's multi-line messages folded into one line.
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// The URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
 }

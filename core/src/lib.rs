@@ -7,6 +7,7 @@ pub mod blueprint;
 pub mod config;
 pub mod crypto;
 pub mod db;
+pub mod dburl;
 pub mod domain;
 pub mod guarantees;
 pub mod jobs;

@@ -20,7 +20,7 @@ pub fn server_url() -> String {
 }
 
 pub fn endpoint() -> Endpoint {
-    Endpoint::from_url(&server_url())
+    Endpoint::from_url(&server_url()).expect("TEST_DATABASE_SERVER is a URL")
 }
 
 pub struct Fixture {
