@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod debug;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{var}: {problem}")]
 pub struct ConfigError {
@@ -58,7 +60,8 @@ impl std::fmt::Debug for MailDelivery {
     }
 }
 
-#[derive(Debug, Clone)]
+/// Its `Debug` (in `config/debug.rs`) shows every URL without its password and no secret.
+#[derive(Clone)]
 pub struct Config {
     /// `DATABASE_URL`: the control database.
     pub database_url: String,
@@ -103,7 +106,7 @@ pub struct Config {
 }
 
 /// What a worker needs: how much it runs at once, its lease, retries, and its targets.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WorkerConfig {
     /// `BULKHEAD_WORKER_ID`: name in leases and logs (default: host-pid).
     pub id: String,
