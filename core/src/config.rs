@@ -92,9 +92,11 @@ pub struct Config {
     pub amqp_ca_file: Option<PathBuf>,
     /// `BULKHEAD_QUEUE_PREFIX`: prefix of the exchange and queue names.
     pub queue_prefix: String,
-    /// `BULKHEAD_CREDENTIALS_KEY`: 64 hex characters sealing environment credentials.
-    pub credentials_key: crate::crypto::CredentialsKey,
-    /// Whether `credentials_key` is the built-in development key.
+    /// `BULKHEAD_CREDENTIALS_KEY` (64 hex characters: the key that seals environment
+    /// credentials) and `BULKHEAD_CREDENTIALS_KEYS` (older keys in the same form, separated by
+    /// commas, that only open what they sealed until `bulkhead reseal` moved it to the current).
+    pub credentials_keys: crate::crypto::Keyring,
+    /// Whether the current credentials key is the built-in development key.
     pub credentials_key_is_default: bool,
     /// `BULKHEAD_SMTP_URL` / `BULKHEAD_MAIL`: how invitations are mailed; `None` when neither
     /// is set (`bulkhead api` then refuses to start; `bulkhead dev` logs mail).
@@ -342,12 +344,16 @@ impl Config {
                 prefix
             },
             credentials_key_is_default: get("BULKHEAD_CREDENTIALS_KEY").is_none(),
-            credentials_key: crate::crypto::CredentialsKey::from_hex(
+            credentials_keys: crate::crypto::Keyring::from_hex(
                 &get("BULKHEAD_CREDENTIALS_KEY")
                     .unwrap_or_else(|| DEV_CREDENTIALS_KEY.replace(' ', "")),
+                get("BULKHEAD_CREDENTIALS_KEYS").as_deref(),
             )
             .map_err(|e| ConfigError {
-                var: "BULKHEAD_CREDENTIALS_KEY",
+                var: match e {
+                    crate::crypto::CryptoError::BadOlderKey(_) => "BULKHEAD_CREDENTIALS_KEYS",
+                    _ => "BULKHEAD_CREDENTIALS_KEY",
+                },
                 problem: e.to_string(),
             })?,
             worker: WorkerConfig {
@@ -538,6 +544,22 @@ mod tests {
         assert_eq!(err.var, "DATABASE_URL");
         let err = config(&[("BULKHEAD_TLS_CERT", "cert.pem")]).expect_err("tls");
         assert_eq!(err.var, "BULKHEAD_TLS_KEY");
+    }
+
+    #[test]
+    fn older_credentials_keys_are_checked() {
+        let err = config(&[("BULKHEAD_CREDENTIALS_KEYS", "abc")]).expect_err("bad old key");
+        assert_eq!(err.var, "BULKHEAD_CREDENTIALS_KEYS");
+        let rotated = config(&[
+            ("BULKHEAD_CREDENTIALS_KEY", &"ab".repeat(32)),
+            (
+                "BULKHEAD_CREDENTIALS_KEYS",
+                &DEV_CREDENTIALS_KEY.replace(' ', ""),
+            ),
+        ])
+        .expect("rotated");
+        assert_eq!(rotated.credentials_keys.older_ids().len(), 1);
+        assert!(!rotated.credentials_key_is_default);
     }
 
     #[test]

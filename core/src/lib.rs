@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod password;
 pub mod plan;
 pub mod queue;
+pub mod reseal;
 pub mod schema;
 pub mod secrets;
 pub mod store;

@@ -373,7 +373,7 @@ async fn credentials_wait_for_ready_and_are_never_cached() {
     let password = "s3cret-p@ss:w/o?r#d%41";
     let config = bulkhead_core::config::Config::from_lookup(|_| None).expect("config");
     let sealed = config
-        .credentials_key
+        .credentials_keys
         .seal(password, id.as_bytes())
         .expect("seal");
     let mut db = app.db();
@@ -389,6 +389,7 @@ async fn credentials_wait_for_ready_and_are_never_cached() {
             nonce: sealed.nonce,
             ciphertext: sealed.ciphertext,
             created_at: chrono::Utc::now(),
+            key_id: sealed.key_id,
         },
     )
     .expect("store credentials");

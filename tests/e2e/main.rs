@@ -11,5 +11,6 @@ mod fencing;
 mod generated_client;
 mod hostile_tenant;
 mod provisioning;
+mod reseal;
 mod resilience;
 mod startup;

@@ -747,14 +747,8 @@ async fn read_credentials(
         })?;
     let password = state
         .config
-        .credentials_key
-        .open(
-            &bulkhead_core::crypto::Sealed {
-                nonce: stored.nonce,
-                ciphertext: stored.ciphertext,
-            },
-            environment_id.as_bytes(),
-        )
+        .credentials_keys
+        .open(&stored.sealed(), environment_id.as_bytes())
         .map_err(ApiError::internal)?;
     let port = u16::try_from(stored.port).map_err(ApiError::internal)?;
     let search_path = format!("-csearch_path={}", stored.schema);

@@ -23,7 +23,7 @@ impl fmt::Debug for Config {
             amqp_url,
             amqp_ca_file,
             queue_prefix,
-            credentials_key,
+            credentials_keys,
             credentials_key_is_default,
             mail,
             mail_from,
@@ -44,7 +44,7 @@ impl fmt::Debug for Config {
             .field("amqp_url", &redact(amqp_url))
             .field("amqp_ca_file", amqp_ca_file)
             .field("queue_prefix", queue_prefix)
-            .field("credentials_key", credentials_key)
+            .field("credentials_keys", credentials_keys)
             .field("credentials_key_is_default", credentials_key_is_default)
             .field("mail", mail)
             .field("mail_from", mail_from)
@@ -103,6 +103,7 @@ mod tests {
             "bootstrap-password-7",
         ];
         let current = "3c".repeat(32);
+        let older = "4d".repeat(32);
         let e = crate::dburl::encode;
         let vars: HashMap<&str, String> = HashMap::from([
             (
@@ -132,6 +133,7 @@ mod tests {
             ("BULKHEAD_BOOTSTRAP_ADMIN_EMAIL", "admin@example.com".into()),
             ("BULKHEAD_BOOTSTRAP_ADMIN_PASSWORD", secrets[6].into()),
             ("BULKHEAD_CREDENTIALS_KEY", current.clone()),
+            ("BULKHEAD_CREDENTIALS_KEYS", older.clone()),
         ]);
         let config = Config::from_lookup(|name| vars.get(name).cloned()).expect("config");
         let shown = format!("{config:?}");
@@ -140,13 +142,16 @@ mod tests {
             .iter()
             .map(|s| (*s).to_owned())
             .chain(secrets.iter().map(|s| e(s)))
-            .chain([current])
+            .chain([current, older])
         {
             assert!(!shown.contains(&secret), "{secret} in {shown}");
             assert!(!pretty.contains(&secret), "{secret} in {pretty}");
         }
-        // Key bytes in any form: 0x3c = 60.
-        assert!(!shown.contains("60, 60"), "{shown}");
+        // Key bytes in any form: 0x3c = 60, 0x4d = 77.
+        assert!(
+            !shown.contains("60, 60") && !shown.contains("77, 77"),
+            "{shown}"
+        );
         // What is not secret still shows, so the output stays useful.
         for visible in [
             "bulkhead:***@db.internal",
