@@ -12,7 +12,6 @@ mod meta;
 mod pool;
 mod postgres;
 mod probes;
-pub mod scram;
 mod session;
 mod spares;
 mod sql;

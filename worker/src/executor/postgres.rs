@@ -9,9 +9,8 @@ use super::actions::{self, Context};
 use super::lockdown::{LOCK_DOWN_ALL, canary_lockdown, ensure_databases, lock_sql};
 use super::pool::{ConnPool, PooledConn};
 use super::probes;
-use super::scram;
 pub(crate) use super::session::Session;
-use super::sql::{self, ident, literal};
+use super::sql::{self, ident};
 use super::{ConnectionInfo, Endpoint, ExecError, GuaranteeCheck, StepAbort, Targets};
 use bulkhead_core::domain::Isolation;
 use bulkhead_core::plan::{self, EnvNames, EnvironmentSpec, Plan, PlanAction, Resource};
@@ -440,8 +439,7 @@ impl PostgresExecutor {
         app_password: &str,
     ) -> Result<(), ExecError> {
         let names = self.names(spec);
-        let secret =
-            scram::verifier(app_password).map_or_else(|| literal(app_password), |v| literal(&v))?;
+        let secret = sql::password_verifier(app_password)?;
         let sql = format!("ALTER ROLE {} PASSWORD {secret}", ident(&names.app_role)?);
         let mut session = self.session(spec, &names)?;
         session.server()?.run("set the app role's password", |c| {

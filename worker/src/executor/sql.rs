@@ -35,6 +35,15 @@ pub(crate) fn literal(text: &str) -> Result<String, ExecError> {
     })
 }
 
+/// The SQL literal of a SCRAM-SHA-256 verifier of `password`, for `… PASSWORD <it>`: made by
+/// postgres-protocol as libpq's `PQencryptPasswordConn` makes it (SASLprep, random salt, 4096
+/// iterations), so the password itself never reaches the server's logs or `pg_stat_activity`.
+pub(crate) fn password_verifier(password: &str) -> Result<String, ExecError> {
+    literal(&postgres_protocol::password::scram_sha_256(
+        password.as_bytes(),
+    ))
+}
+
 /// Names a target in messages: `host[:port]/database` (see [`bulkhead_core::dburl`]).
 pub(crate) use bulkhead_core::dburl::location as target_of;
 
