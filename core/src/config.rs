@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod debug;
+mod secrets;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{var}: {problem}")]
@@ -98,6 +99,8 @@ pub struct Config {
     pub credentials_keys: crate::crypto::Keyring,
     /// Whether the current credentials key is the built-in development key.
     pub credentials_key_is_default: bool,
+    /// `BULKHEAD_METRICS_TOKEN`: when set, `/metrics` answers only `Authorization: Bearer <it>`.
+    pub metrics_token: Option<String>,
     /// `BULKHEAD_SMTP_URL` / `BULKHEAD_MAIL`: how invitations are mailed; `None` when neither
     /// is set (`bulkhead api` then refuses to start; `bulkhead dev` logs mail).
     pub mail: Option<MailDelivery>,
@@ -344,18 +347,8 @@ impl Config {
                 prefix
             },
             credentials_key_is_default: get("BULKHEAD_CREDENTIALS_KEY").is_none(),
-            credentials_keys: crate::crypto::Keyring::from_hex(
-                &get("BULKHEAD_CREDENTIALS_KEY")
-                    .unwrap_or_else(|| DEV_CREDENTIALS_KEY.replace(' ', "")),
-                get("BULKHEAD_CREDENTIALS_KEYS").as_deref(),
-            )
-            .map_err(|e| ConfigError {
-                var: match e {
-                    crate::crypto::CryptoError::BadOlderKey(_) => "BULKHEAD_CREDENTIALS_KEYS",
-                    _ => "BULKHEAD_CREDENTIALS_KEY",
-                },
-                problem: e.to_string(),
-            })?,
+            credentials_keys: secrets::credentials_keys(&get)?,
+            metrics_token: secrets::metrics_token(&get)?,
             worker: WorkerConfig {
                 id: get("BULKHEAD_WORKER_ID").unwrap_or_else(|| {
                     format!(
@@ -544,22 +537,6 @@ mod tests {
         assert_eq!(err.var, "DATABASE_URL");
         let err = config(&[("BULKHEAD_TLS_CERT", "cert.pem")]).expect_err("tls");
         assert_eq!(err.var, "BULKHEAD_TLS_KEY");
-    }
-
-    #[test]
-    fn older_credentials_keys_are_checked() {
-        let err = config(&[("BULKHEAD_CREDENTIALS_KEYS", "abc")]).expect_err("bad old key");
-        assert_eq!(err.var, "BULKHEAD_CREDENTIALS_KEYS");
-        let rotated = config(&[
-            ("BULKHEAD_CREDENTIALS_KEY", &"ab".repeat(32)),
-            (
-                "BULKHEAD_CREDENTIALS_KEYS",
-                &DEV_CREDENTIALS_KEY.replace(' ', ""),
-            ),
-        ])
-        .expect("rotated");
-        assert_eq!(rotated.credentials_keys.older_ids().len(), 1);
-        assert!(!rotated.credentials_key_is_default);
     }
 
     #[test]

@@ -14,5 +14,6 @@ mod https;
 mod identity;
 mod invitations;
 mod jobs;
+mod metrics;
 mod tenants;
 mod throttle;

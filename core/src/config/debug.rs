@@ -6,6 +6,9 @@ use super::{Config, WorkerConfig};
 use crate::dburl::redact;
 use std::fmt;
 
+/// How a secret that is set shows.
+const SET: &str = "<redacted>";
+
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Self {
@@ -25,6 +28,7 @@ impl fmt::Debug for Config {
             queue_prefix,
             credentials_keys,
             credentials_key_is_default,
+            metrics_token,
             mail,
             mail_from,
             worker,
@@ -46,6 +50,7 @@ impl fmt::Debug for Config {
             .field("queue_prefix", queue_prefix)
             .field("credentials_keys", credentials_keys)
             .field("credentials_key_is_default", credentials_key_is_default)
+            .field("metrics_token", &metrics_token.as_ref().map(|_| SET))
             .field("mail", mail)
             .field("mail_from", mail_from)
             .field("worker", worker)
@@ -101,6 +106,7 @@ mod tests {
             "smtp-pa@ssword5",
             "query-password6",
             "bootstrap-password-7",
+            "metrics-token-abcdef8",
         ];
         let current = "3c".repeat(32);
         let older = "4d".repeat(32);
@@ -132,6 +138,7 @@ mod tests {
             ),
             ("BULKHEAD_BOOTSTRAP_ADMIN_EMAIL", "admin@example.com".into()),
             ("BULKHEAD_BOOTSTRAP_ADMIN_PASSWORD", secrets[6].into()),
+            ("BULKHEAD_METRICS_TOKEN", secrets[7].into()),
             ("BULKHEAD_CREDENTIALS_KEY", current.clone()),
             ("BULKHEAD_CREDENTIALS_KEYS", older.clone()),
         ]);
@@ -158,6 +165,7 @@ mod tests {
             "[fd00::7]",
             "mail.example.com",
             "admin@example.com",
+            "metrics_token: Some(\"<redacted>\")",
         ] {
             assert!(shown.contains(visible), "{visible} not in {shown}");
         }
