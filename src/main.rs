@@ -1,5 +1,5 @@
 //! The `bulkhead` binary: wires configuration, the control database and the API together.
-//! Subcommands: `migrate`, `api`, `worker`, `dev` (migrate + bootstrap + serve).
+//! Subcommands: `migrate`, `api`, `worker`, `dev` (migrate + bootstrap + serve), `reseal`.
 
 use anyhow::Context;
 use bulkhead_api::bootstrap::{Bootstrap, ensure_platform_admin};
@@ -7,8 +7,10 @@ use bulkhead_core::config::{BootstrapAdmin, Config};
 use bulkhead_core::db;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: bulkhead <migrate|api|worker|dev>
+const USAGE: &str = "usage: bulkhead <migrate|api|worker|dev|reseal>
   migrate  apply pending control-database migrations and exit
+  reseal   seal every stored credential with BULKHEAD_CREDENTIALS_KEY (after a key rotation;
+           older keys in BULKHEAD_CREDENTIALS_KEYS), in batches (--batch-size N, default 100)
   api      serve the HTTP API and its outbox relay (applies migrations first)
   worker   run a job worker: consume jobs from RabbitMQ and provision PostgreSQL
   dev      migrate, create the bootstrap admin, serve the API and run a worker in one process;
@@ -29,7 +31,7 @@ fn main() -> ExitCode {
         .init();
     let command = std::env::args().nth(1).unwrap_or_default();
     let result = match command.as_str() {
-        "migrate" | "api" | "dev" | "worker" => run(&command),
+        "migrate" | "api" | "dev" | "worker" | "reseal" => run(&command),
         "" | "-h" | "--help" | "help" => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -50,7 +52,7 @@ fn main() -> ExitCode {
 
 fn run(command: &str) -> anyhow::Result<()> {
     let mut config = Config::from_env().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
-    if matches!(command, "api" | "worker") && config.credentials_key_is_default {
+    if matches!(command, "api" | "worker" | "reseal") && config.credentials_key_is_default {
         // The built-in key is in the source: credentials sealed with it are as good as plain
         // text, so only `dev` (local use) may run with it.
         anyhow::bail!(
@@ -81,12 +83,15 @@ fn run(command: &str) -> anyhow::Result<()> {
         });
     }
     if command == "dev" && db::create_database_if_missing(&config.database_url).unwrap_or(false) {
-        println!("Created database {}", redact(&config.database_url));
+        println!(
+            "Created database {}",
+            bulkhead_core::dburl::redact(&config.database_url)
+        );
     }
     let pool = db::connect(&config.database_url, config.db_pool_size).map_err(|e| {
         anyhow::anyhow!(
             "DATABASE_URL: cannot reach PostgreSQL at {} ({}); start PostgreSQL or fix DATABASE_URL",
-            redact(&config.database_url),
+            bulkhead_core::dburl::redact(&config.database_url),
             one_line(&e.to_string())
         )
     })?;
@@ -98,6 +103,10 @@ fn run(command: &str) -> anyhow::Result<()> {
     if command == "migrate" {
         println!("applied {} migration(s)", applied.len());
         return Ok(());
+    }
+    if command == "reseal" {
+        let mut conn = pool.get().context("control database connection")?;
+        return reseal(&mut conn, &config, batch_size()?);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -203,16 +212,55 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// The URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
+/// `--batch-size N` after the command, else 100.
+fn batch_size() -> anyhow::Result<usize> {
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    match args.as_slice() {
+        [] => Ok(100),
+        [flag, n] if flag == "--batch-size" => match n.parse::<usize>() {
+            Ok(n) if (1..=10_000).contains(&n) => Ok(n),
+            _ => anyhow::bail!("--batch-size: expected a whole number from 1 to 10000, got {n:?}"),
+        },
+        _ => anyhow::bail!("usage: bulkhead reseal [--batch-size N]"),
     }
+}
+
+/// Seals every stored credential with the current key and says what it did; fails when a row
+/// is left on an older key, so a rotation script stops before removing that key.
+fn reseal(conn: &mut db::PgConn, config: &Config, batch_size: usize) -> anyhow::Result<()> {
+    let keys = &config.credentials_keys;
+    let report = bulkhead_core::reseal::reseal_all(conn, keys, batch_size)
+        .context("re-sealing credentials")?;
+    for (environment, reason) in &report.failed {
+        eprintln!("environment {environment}: {reason}");
+    }
+    println!(
+        "resealed {} credential(s) with key {} in {} batch(es); {} already sealed with it; \
+         {} failed; {} left on other keys (older keys configured: {})",
+        report.resealed,
+        keys.current().id(),
+        report.batches,
+        report.already_current,
+        report.failed.len(),
+        report.remaining,
+        match keys.older_ids().join(", ") {
+            ids if ids.is_empty() => "none".to_owned(),
+            ids => ids,
+        }
+    );
+    if !report.failed.is_empty() {
+        anyhow::bail!(
+            "{} credential(s) open with none of the configured keys (listed above); add the key \
+             that sealed them to BULKHEAD_CREDENTIALS_KEYS and run `bulkhead reseal` again",
+            report.failed.len()
+        );
+    }
+    if report.remaining > 0 {
+        anyhow::bail!(
+            "{} credential(s) are not sealed with the current key yet; keep the older keys in \
+             BULKHEAD_CREDENTIALS_KEYS and run `bulkhead reseal` again",
+            report.remaining
+        );
+    }
+    Ok(())
 }

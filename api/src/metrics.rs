@@ -1,4 +1,5 @@
-//! Prometheus metrics: request counts and latency by route, login failures, authz denials and refreshes.
+//! Prometheus metrics: request counts and latency by route, login failures, authz denials and
+//! refreshes, and who may scrape them (`BULKHEAD_METRICS_TOKEN`).
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
@@ -69,5 +70,43 @@ impl Metrics {
         let mut buffer = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
         Ok(String::from_utf8_lossy(&buffer).into_owned())
+    }
+}
+
+/// Whether a scrape with `authorization` (the header's value) may read the metrics: always
+/// when no token is configured, else only with `Bearer <token>`. The comparison takes the same
+/// time whatever the guess (both sides hashed to a fixed length, compared in constant time).
+pub fn may_scrape(token: Option<&str>, authorization: Option<&[u8]>) -> bool {
+    use subtle::ConstantTimeEq;
+    let Some(token) = token else {
+        return true;
+    };
+    let Some(offered) = authorization.and_then(|value| {
+        value
+            .strip_prefix(b"Bearer ")
+            .or_else(|| value.strip_prefix(b"bearer "))
+    }) else {
+        return false;
+    };
+    let expected = bulkhead_core::secrets::sha256(token.as_bytes());
+    let offered = bulkhead_core::secrets::sha256(offered.trim_ascii());
+    bool::from(expected.ct_eq(&offered))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_scrape;
+
+    #[test]
+    fn a_token_is_needed_only_when_configured() {
+        assert!(may_scrape(None, None));
+        assert!(may_scrape(None, Some(b"Bearer anything")));
+        let token = Some("metrics-token-0123456789");
+        assert!(may_scrape(token, Some(b"Bearer metrics-token-0123456789")));
+        assert!(!may_scrape(token, None));
+        assert!(!may_scrape(token, Some(b"Bearer metrics-token-012345678")));
+        assert!(!may_scrape(token, Some(b"metrics-token-0123456789")));
+        assert!(!may_scrape(token, Some(b"Basic metrics-token-0123456789")));
+        assert!(!may_scrape(token, Some(b"Bearer ")));
     }
 }

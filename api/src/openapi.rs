@@ -13,6 +13,18 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
+        // `/metrics` only, and only when the deployment sets one.
+        components.add_security_scheme(
+            "metrics_token",
+            SecurityScheme::Http(
+                utoipa::openapi::security::HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The deployment's BULKHEAD_METRICS_TOKEN, when it sets one",
+                    ))
+                    .build(),
+            ),
+        );
     }
 }
 

@@ -5,6 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod debug;
+mod secrets;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{var}: {problem}")]
 pub struct ConfigError {
@@ -49,22 +52,17 @@ pub enum MailDelivery {
 impl std::fmt::Debug for MailDelivery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Smtp { url } => {
-                let shown = match url.split_once("://").and_then(|(scheme, rest)| {
-                    rest.rsplit_once('@')
-                        .map(|(_, host)| format!("{scheme}://<redacted>@{host}"))
-                }) {
-                    Some(redacted) => redacted,
-                    None => url.clone(),
-                };
-                f.debug_struct("Smtp").field("url", &shown).finish()
-            }
+            Self::Smtp { url } => f
+                .debug_struct("Smtp")
+                .field("url", &crate::dburl::redact(url))
+                .finish(),
             Self::Log => f.write_str("Log"),
         }
     }
 }
 
-#[derive(Debug, Clone)]
+/// Its `Debug` (in `config/debug.rs`) shows every URL without its password and no secret.
+#[derive(Clone)]
 pub struct Config {
     /// `DATABASE_URL`: the control database.
     pub database_url: String,
@@ -95,10 +93,14 @@ pub struct Config {
     pub amqp_ca_file: Option<PathBuf>,
     /// `BULKHEAD_QUEUE_PREFIX`: prefix of the exchange and queue names.
     pub queue_prefix: String,
-    /// `BULKHEAD_CREDENTIALS_KEY`: 64 hex characters sealing environment credentials.
-    pub credentials_key: crate::crypto::CredentialsKey,
-    /// Whether `credentials_key` is the built-in development key.
+    /// `BULKHEAD_CREDENTIALS_KEY` (64 hex characters: the key that seals environment
+    /// credentials) and `BULKHEAD_CREDENTIALS_KEYS` (older keys in the same form, separated by
+    /// commas, that only open what they sealed until `bulkhead reseal` moved it to the current).
+    pub credentials_keys: crate::crypto::Keyring,
+    /// Whether the current credentials key is the built-in development key.
     pub credentials_key_is_default: bool,
+    /// `BULKHEAD_METRICS_TOKEN`: when set, `/metrics` answers only `Authorization: Bearer <it>`.
+    pub metrics_token: Option<String>,
     /// `BULKHEAD_SMTP_URL` / `BULKHEAD_MAIL`: how invitations are mailed; `None` when neither
     /// is set (`bulkhead api` then refuses to start; `bulkhead dev` logs mail).
     pub mail: Option<MailDelivery>,
@@ -114,7 +116,7 @@ pub struct Config {
 }
 
 /// What a worker needs: how much it runs at once, its lease, retries, and its targets.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WorkerConfig {
     /// `BULKHEAD_WORKER_ID`: name in leases and logs (default: host-pid).
     pub id: String,
@@ -161,23 +163,20 @@ impl Config {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let cpus = std::thread::available_parallelism().map_or(2, usize::from);
 
-        let database_url = get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
-        if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
-            return Err(ConfigError {
-                var: "DATABASE_URL",
-                problem:
-                    "expected a PostgreSQL URL such as postgres://postgres@127.0.0.1:5432/bulkhead"
-                        .into(),
-            });
-        }
-        let amqp_url = get("AMQP_URL").unwrap_or_else(|| DEFAULT_AMQP_URL.to_owned());
-        if !(amqp_url.starts_with("amqp://") || amqp_url.starts_with("amqps://")) {
-            return Err(ConfigError {
-                var: "AMQP_URL",
-                problem: "expected an AMQP URL such as amqp://guest:guest@127.0.0.1:5672/%2f"
-                    .into(),
-            });
-        }
+        let database_url = url_setting(
+            &get,
+            "DATABASE_URL",
+            DEFAULT_DATABASE_URL,
+            &["postgres", "postgresql"],
+            "a PostgreSQL URL such as postgres://postgres@127.0.0.1:5432/bulkhead",
+        )?;
+        let amqp_url = url_setting(
+            &get,
+            "AMQP_URL",
+            DEFAULT_AMQP_URL,
+            &["amqp", "amqps"],
+            "an AMQP URL such as amqp://guest:guest@127.0.0.1:5672/%2f",
+        )?;
 
         let listen_raw = get("BULKHEAD_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
         let listen = listen_raw.parse().map_err(|_| ConfigError {
@@ -247,24 +246,23 @@ impl Config {
 
         let mail = match (get("BULKHEAD_SMTP_URL"), get("BULKHEAD_MAIL").as_deref()) {
             (Some(url), None | Some("smtp")) => {
-                if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
-                    return Err(ConfigError {
+                let parsed = crate::dburl::ConnUrl::parse(&url)
+                    .ok()
+                    .filter(|parsed| matches!(parsed.scheme(), "smtp" | "smtps"))
+                    .ok_or_else(|| ConfigError {
                         var: "BULKHEAD_SMTP_URL",
                         problem: "must be smtps://host[:port] (TLS) or \
                                   smtp://host[:port]?tls=required (STARTTLS), with \
                                   user:password@ if the relay wants a login"
                             .into(),
-                    });
-                }
+                    })?;
                 // Plain `smtp://` sends invitation tokens unencrypted: only to this machine.
-                let host = url
-                    .trim_start_matches("smtp://")
-                    .rsplit_once('@')
-                    .map_or(url.trim_start_matches("smtp://"), |(_, host)| host);
-                let local = ["127.0.0.1", "localhost", "[::1]"]
-                    .iter()
-                    .any(|h| host.starts_with(h));
-                if url.starts_with("smtp://") && !url.contains("tls=required") && !local {
+                let local = matches!(
+                    parsed.host().as_deref(),
+                    Some("127.0.0.1" | "localhost" | "::1")
+                );
+                let starttls = parsed.param("tls").as_deref() == Some("required");
+                if parsed.scheme() == "smtp" && !starttls && !local {
                     return Err(ConfigError {
                         var: "BULKHEAD_SMTP_URL",
                         problem: "smtp:// without ?tls=required sends invitation tokens in \
@@ -355,14 +353,8 @@ impl Config {
                 prefix
             },
             credentials_key_is_default: get("BULKHEAD_CREDENTIALS_KEY").is_none(),
-            credentials_key: crate::crypto::CredentialsKey::from_hex(
-                &get("BULKHEAD_CREDENTIALS_KEY")
-                    .unwrap_or_else(|| DEV_CREDENTIALS_KEY.replace(' ', "")),
-            )
-            .map_err(|e| ConfigError {
-                var: "BULKHEAD_CREDENTIALS_KEY",
-                problem: e.to_string(),
-            })?,
+            credentials_keys: secrets::credentials_keys(&get)?,
+            metrics_token: secrets::metrics_token(&get)?,
             worker: WorkerConfig {
                 id: get("BULKHEAD_WORKER_ID").unwrap_or_else(|| {
                     format!(
@@ -421,14 +413,35 @@ fn postgres_url(
     get: &impl Fn(&str) -> Option<String>,
     var: &'static str,
 ) -> Result<String, ConfigError> {
-    let url = get(var).unwrap_or_else(|| DEFAULT_TARGET_URL.to_owned());
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(url)
-    } else {
-        Err(ConfigError {
+    url_setting(
+        get,
+        var,
+        DEFAULT_TARGET_URL,
+        &["postgres", "postgresql"],
+        "a PostgreSQL admin URL such as postgres://postgres@127.0.0.1:5432/postgres",
+    )
+}
+
+/// `var`'s URL, or `default`: it must parse (see [`crate::dburl`]) and have one of `schemes`.
+/// Messages never repeat the URL (it may hold a password).
+fn url_setting(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: &str,
+    schemes: &[&str],
+    expected: &str,
+) -> Result<String, ConfigError> {
+    let url = get(var).unwrap_or_else(|| default.to_owned());
+    match crate::dburl::ConnUrl::parse(&url) {
+        Ok(parsed) if schemes.contains(&parsed.scheme()) => Ok(url),
+        Ok(_) => Err(ConfigError {
             var,
-            problem: "expected a PostgreSQL admin URL such as postgres://postgres@127.0.0.1:5432/postgres".into(),
-        })
+            problem: format!("expected {expected}"),
+        }),
+        Err(e) => Err(ConfigError {
+            var,
+            problem: format!("{e}; expected {expected}"),
+        }),
     }
 }
 
@@ -531,6 +544,22 @@ mod tests {
         assert_eq!(err.var, "DATABASE_URL");
         let err = config(&[("BULKHEAD_TLS_CERT", "cert.pem")]).expect_err("tls");
         assert_eq!(err.var, "BULKHEAD_TLS_KEY");
+    }
+
+    #[test]
+    fn urls_must_parse_and_errors_never_echo_them() {
+        let err = config(&[(
+            "BULKHEAD_TARGET_SHARED_URL",
+            "postgres://admin:hunter2@[oops/postgres",
+        )])
+        .expect_err("unparseable");
+        assert_eq!(err.var, "BULKHEAD_TARGET_SHARED_URL");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        // Only this machine may get plain smtp://, whatever the name starts with.
+        let err = config(&[("BULKHEAD_SMTP_URL", "smtp://localhost.example.com:25")])
+            .expect_err("not local");
+        assert_eq!(err.var, "BULKHEAD_SMTP_URL");
+        assert!(config(&[("BULKHEAD_SMTP_URL", "smtp://[::1]:2525")]).is_ok());
     }
 
     #[test]

@@ -93,10 +93,9 @@ pub fn create_database_if_missing(database_url: &str) -> Result<bool, StoreError
     if PgConnection::establish(database_url).is_ok() {
         return Ok(false);
     }
-    let (server, rest) = database_url
-        .rsplit_once('/')
-        .ok_or_else(|| StoreError::Unavailable("DATABASE_URL has no database name".into()))?;
-    let name = rest.split('?').next().unwrap_or_default();
+    let url = crate::dburl::ConnUrl::parse(database_url)
+        .map_err(|e| StoreError::Unavailable(format!("DATABASE_URL: {e}")))?;
+    let name = url.database();
     let valid_name = !name.is_empty()
         && name.len() <= 63
         && name
@@ -107,7 +106,7 @@ pub fn create_database_if_missing(database_url: &str) -> Result<bool, StoreError
             "cannot create database {name:?}: use lowercase letters, digits and '_'"
         )));
     }
-    let mut maintenance = PgConnection::establish(&format!("{server}/postgres"))
+    let mut maintenance = PgConnection::establish(url.with_database("postgres").as_str())
         .map_err(|e| StoreError::Unavailable(e.to_string()))?;
     // Closed to connections until PUBLIC's default CONNECT is revoked (see
     // `lock_down_control_database`): on a server that hosts tenants, no tenant gets in first.
@@ -212,54 +211,27 @@ pub fn connect_async(database_url: &str, size: usize) -> Result<AsyncPgPool, Sto
 /// `verify-full` become `require` (which verifies here), `allow` becomes `prefer`, and client
 /// certificates are refused rather than silently ignored.
 pub fn tokio_postgres_url(url: &str) -> Result<(String, Option<String>), String> {
-    let Some((base, query)) = url.split_once('?') else {
+    let parsed = crate::dburl::ConnUrl::parse(url).map_err(|e| e.to_string())?;
+    let params = parsed.params();
+    if params.is_empty() {
         return Ok((url.to_owned(), None));
-    };
+    }
     let mut root_cert = None;
     let mut kept = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match (key, value) {
-            ("sslmode", "verify-ca" | "verify-full") => kept.push("sslmode=require".to_owned()),
-            ("sslmode", "allow") => kept.push("sslmode=prefer".to_owned()),
-            ("sslrootcert", path) => root_cert = Some(percent_decode(path)),
+    for (key, value) in params {
+        match (key.as_str(), value.as_str()) {
+            ("sslmode", "verify-ca" | "verify-full") => kept.push((key, "require".to_owned())),
+            ("sslmode", "allow") => kept.push((key, "prefer".to_owned())),
+            ("sslrootcert", _) => root_cert = Some(value),
             ("sslcert" | "sslkey", _) => {
                 return Err(format!(
                     "{key}: client certificates are not supported; authenticate with a password"
                 ));
             }
-            _ => kept.push(pair.to_owned()),
+            _ => kept.push((key, value)),
         }
     }
-    let url = if kept.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", kept.join("&"))
-    };
-    Ok((url, root_cert))
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    Ok((parsed.with_params(&kept).as_str().to_owned(), root_cert))
 }
 
 async fn establish_async(

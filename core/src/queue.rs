@@ -62,11 +62,21 @@ pub enum QueueError {
     Config(String),
 }
 
-/// Where the broker is and, for `amqps://` with a private CA, which CA to trust.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the broker is and, for `amqps://` with a private CA, which CA to trust. Its `Debug`
+/// shows the URL without its password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct BrokerAddress {
     pub url: String,
     pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for BrokerAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerAddress")
+            .field("url", &crate::dburl::redact(&self.url))
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
 }
 
 impl BrokerAddress {

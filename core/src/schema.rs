@@ -229,6 +229,7 @@ diesel::table! {
         nonce -> Bytea,
         ciphertext -> Bytea,
         created_at -> Timestamptz,
+        key_id -> Nullable<Text>,
     }
 }
 

@@ -451,18 +451,20 @@ async fn credentials_wait_for_ready_and_are_never_cached() {
     app.accept_membership("acme", &app.admin).await;
     assert_eq!(status, 201, "{member}");
 
-    // As the worker does before the first apply: sealed with the deployment's key.
+    // As the worker does before the first apply: sealed with the deployment's key. A password
+    // with URL-reserved characters and an IPv6 host must survive the URL handed out.
+    let password = "s3cret-p@ss:w/o?r#d%41";
     let config = bulkhead_core::config::Config::from_lookup(|_| None).expect("config");
     let sealed = config
-        .credentials_key
-        .seal("s3cret-password", id.as_bytes())
+        .credentials_keys
+        .seal(password, id.as_bytes())
         .expect("seal");
     let mut db = app.db();
     environments::store_credentials_once(
         &mut db,
         &StoredCredentials {
             environment_id: id,
-            host: "127.0.0.1".into(),
+            host: "::1".into(),
             port: 5432,
             database: "bk_pool".into(),
             schema: format!("bk_{}", id.simple()),
@@ -470,6 +472,7 @@ async fn credentials_wait_for_ready_and_are_never_cached() {
             nonce: sealed.nonce,
             ciphertext: sealed.ciphertext,
             created_at: chrono::Utc::now(),
+            key_id: sealed.key_id,
         },
     )
     .expect("store credentials");
@@ -514,7 +517,19 @@ async fn credentials_wait_for_ready_and_are_never_cached() {
     let (status, cache, _, body) = read().await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(cache.as_deref(), Some("no-store"));
-    assert_eq!(body["password"], "s3cret-password");
+    assert_eq!(body["password"], password);
+    let url = body["url"].as_str().expect("url");
+    assert_eq!(
+        url,
+        format!(
+            "postgres://bk_{0}_app:s3cret-p%40ss%3Aw%2Fo%3Fr%23d%2541@[::1]:5432/bk_pool\
+             ?options=-csearch_path%3Dbk_{0}",
+            id.simple()
+        )
+    );
+    let parsed = bulkhead_core::dburl::ConnUrl::parse(url).expect("a URL");
+    assert_eq!(parsed.password().as_deref(), Some(password));
+    assert_eq!(parsed.host().as_deref(), Some("::1"));
 }
 
 /// The isolation view's schema carries the three statuses, the enforcement and the gaps'

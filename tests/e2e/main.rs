@@ -12,5 +12,6 @@ mod generated_client;
 mod hostile_tenant;
 mod housekeeping;
 mod provisioning;
+mod reseal;
 mod resilience;
 mod startup;

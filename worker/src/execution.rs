@@ -291,16 +291,16 @@ impl Execution {
     /// retried apply after a crash reuses it).
     async fn password(&self, spec: &EnvironmentSpec) -> Result<String, Stop> {
         let environment_id = spec.id;
-        let key = self.worker.config.credentials_key.clone();
+        let keys = self.worker.config.credentials_keys.clone();
         if let Some(stored) = self
             .db(move |conn| store::environments::credentials(conn, environment_id))
             .await?
         {
-            return open(&key, &stored);
+            return open(&keys, &stored);
         }
         let password = bulkhead_core::secrets::generate_password();
         let info = self.worker.executor.connection_info(spec);
-        let sealed = key
+        let sealed = keys
             .seal(&password, environment_id.as_bytes())
             .map_err(|e| Stop::Fatal(e.to_string()))?;
         let row = StoredCredentials {
@@ -313,6 +313,7 @@ impl Execution {
             nonce: sealed.nonce,
             ciphertext: sealed.ciphertext,
             created_at: chrono::Utc::now(),
+            key_id: sealed.key_id,
         };
         let stored = self
             .fenced_db(move |conn| {
@@ -321,7 +322,7 @@ impl Execution {
             })
             .await?
             .ok_or_else(|| Stop::Fatal("credentials vanished after storing them".into()))?;
-        open(&key, &stored)
+        open(&keys, &stored)
     }
 
     async fn attempt(&self) -> Result<(), Stop> {
@@ -376,7 +377,7 @@ impl Execution {
     /// environment is `ready` when every wall holds, else `drifted` with the violations.
     async fn reverify(&self, spec: &EnvironmentSpec) -> Result<(), Stop> {
         let environment_id = spec.id;
-        let key = self.worker.config.credentials_key.clone();
+        let keys = self.worker.config.credentials_keys.clone();
         let Some(stored) = self
             .db(move |conn| store::environments::credentials(conn, environment_id))
             .await?
@@ -387,7 +388,7 @@ impl Execution {
                     .to_owned(),
             ));
         };
-        let password = open(&key, &stored)?;
+        let password = open(&keys, &stored)?;
         let started = Instant::now();
         let (executor, spec_owned) = (self.worker.executor.clone(), spec.clone());
         let checks =

@@ -61,8 +61,11 @@ impl Worker {
                 shared_admin_url: w.shared_admin_url.clone(),
                 pooled_database: w.pooled_database.clone(),
                 dedicated_admin_url: w.dedicated_admin_url.clone(),
-                shared_endpoint: Endpoint::from_url(&w.shared_admin_url),
-                dedicated_endpoint: Endpoint::from_url(&w.dedicated_admin_url),
+                shared_endpoint: Endpoint::from_url(&w.shared_admin_url)
+                    .map_err(|e| WorkerError::Target(format!("BULKHEAD_TARGET_SHARED_URL: {e}")))?,
+                dedicated_endpoint: Endpoint::from_url(&w.dedicated_admin_url).map_err(|e| {
+                    WorkerError::Target(format!("BULKHEAD_TARGET_DEDICATED_URL: {e}"))
+                })?,
             })
             .with_spare_databases(w.spare_databases),
         );

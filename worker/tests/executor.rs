@@ -5,7 +5,7 @@
 use bulkhead_core::domain::Isolation;
 use bulkhead_core::guarantees::GuaranteeStatus;
 use bulkhead_core::plan::{Op, PlanAction};
-use bulkhead_worker::executor::{ExecError, PostgresExecutor, StepAbort, scram};
+use bulkhead_worker::executor::{ExecError, PostgresExecutor, StepAbort};
 use diesel::connection::SimpleConnection;
 use diesel::sql_types::Text;
 use diesel::{Connection, PgConnection, RunQueryDsl};
@@ -89,8 +89,13 @@ fn shared_environment_lifecycle() {
         .bind::<Text, _>(&names.app_role)
         .get_result::<TextValue>(&mut admin)
         .expect("rolpassword");
-    assert!(scram::matches(&stored.value, &pw), "{}", stored.value);
-    assert!(!scram::matches(&stored.value, "other"));
+    assert!(
+        stored.value.starts_with("SCRAM-SHA-256$4096:") && !stored.value.contains(&pw),
+        "{}",
+        stored.value
+    );
+    assert!(scram_accepts(&stored.value, &pw), "{}", stored.value);
+    assert!(!scram_accepts(&stored.value, "other"));
     // Cost tags stay in the control database: the catalogs, readable by every role, carry none.
     let commented = count(
         &mut admin,

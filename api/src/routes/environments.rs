@@ -698,7 +698,7 @@ pub struct CredentialsView {
     pub schema: String,
     pub username: String,
     pub password: String,
-    /// A libpq URL with the schema as search_path.
+    /// A libpq URL with the schema as search_path (parts percent-encoded, IPv6 in brackets).
     pub url: String,
 }
 
@@ -776,20 +776,22 @@ async fn read_credentials(
         })?;
     let password = state
         .config
-        .credentials_key
-        .open(
-            &bulkhead_core::crypto::Sealed {
-                nonce: stored.nonce,
-                ciphertext: stored.ciphertext,
-            },
-            environment_id.as_bytes(),
-        )
+        .credentials_keys
+        .open(&stored.sealed(), environment_id.as_bytes())
         .map_err(ApiError::internal)?;
+    let port = u16::try_from(stored.port).map_err(ApiError::internal)?;
+    let search_path = format!("-csearch_path={}", stored.schema);
+    let url = bulkhead_core::dburl::ConnUrl::postgres(
+        &stored.username,
+        &password,
+        &stored.host,
+        port,
+        &stored.database,
+        &[("options", search_path.as_str())],
+    )
+    .map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().json(CredentialsView {
-        url: format!(
-            "postgres://{}:{}@{}:{}/{}?options=-csearch_path%3D{}",
-            stored.username, password, stored.host, stored.port, stored.database, stored.schema
-        ),
+        url: url.as_str().to_owned(),
         host: stored.host,
         port: stored.port,
         database: stored.database,

@@ -1,8 +1,9 @@
-//! Liveness, readiness (the control database answers) and Prometheus metrics.
+//! Liveness, readiness (the control database answers) and Prometheus metrics (behind a bearer
+//! token when `BULKHEAD_METRICS_TOKEN` is set).
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use diesel::RunQueryDsl;
 
 #[utoipa::path(get, operation_id = "getHealthz", path = "/healthz", tag = "operations", responses((status = 200, description = "The process is up")))]
@@ -27,8 +28,20 @@ pub async fn readyz(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready", "database": "ok"})))
 }
 
-#[utoipa::path(get, operation_id = "getMetrics", path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format")))]
-pub async fn metrics(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+#[utoipa::path(get, operation_id = "getMetrics", path = "/metrics", tag = "operations",
+    security((), ("metrics_token" = [])),
+    responses((status = 200, description = "Prometheus text format"),
+        (status = 401, description = "`BULKHEAD_METRICS_TOKEN` is set and the request did not send `Authorization: Bearer <that token>`", body = crate::error::Problem)))]
+pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    let authorization = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .map(actix_web::http::header::HeaderValue::as_bytes);
+    if !crate::metrics::may_scrape(state.config.metrics_token.as_deref(), authorization) {
+        return Err(ApiError::Unauthenticated(
+            "send Authorization: Bearer <the metrics token> (BULKHEAD_METRICS_TOKEN)",
+        ));
+    }
     let body = state.metrics.render().map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

@@ -359,6 +359,19 @@ pub struct StoredCredentials {
     pub nonce: Vec<u8>,
     pub ciphertext: Vec<u8>,
     pub created_at: DateTime<Utc>,
+    /// The id of the key that sealed the password; `None` for rows sealed before key ids.
+    pub key_id: Option<String>,
+}
+
+impl StoredCredentials {
+    /// The sealed password, as [`crate::crypto::Keyring::open`] takes it.
+    pub fn sealed(&self) -> crate::crypto::Sealed {
+        crate::crypto::Sealed {
+            key_id: self.key_id.clone(),
+            nonce: self.nonce.clone(),
+            ciphertext: self.ciphertext.clone(),
+        }
+    }
 }
 
 pub fn credentials(
@@ -385,5 +398,62 @@ pub fn store_credentials_once(
 
 pub fn delete_credentials(conn: &mut PgConnection, environment_id: Uuid) -> Result<(), StoreError> {
     diesel::delete(environment_credentials::table.find(environment_id)).execute(conn)?;
+    Ok(())
+}
+
+/// Up to `limit` stored credentials not sealed with key `current_key` (sealed with an older
+/// key, or before key ids), with environment ids above `after`, in id order, locked for the
+/// caller's transaction; rows another transaction holds are skipped.
+pub fn credentials_to_reseal(
+    conn: &mut PgConnection,
+    current_key: &str,
+    after: Uuid,
+    limit: i64,
+) -> Result<Vec<StoredCredentials>, StoreError> {
+    use diesel::PgExpressionMethods;
+    Ok(environment_credentials::table
+        .filter(environment_credentials::key_id.is_distinct_from(current_key))
+        .filter(environment_credentials::environment_id.gt(after))
+        .order(environment_credentials::environment_id)
+        .limit(limit)
+        .for_update()
+        .skip_locked()
+        .load(conn)?)
+}
+
+/// How many stored credentials are (`true`) or are not (`false`) sealed with `key`.
+pub fn count_credentials_sealed_with(
+    conn: &mut PgConnection,
+    key: &str,
+    with: bool,
+) -> Result<i64, StoreError> {
+    use diesel::PgExpressionMethods;
+    let column = environment_credentials::key_id;
+    Ok(if with {
+        environment_credentials::table
+            .filter(column.eq(key))
+            .count()
+            .get_result(conn)?
+    } else {
+        environment_credentials::table
+            .filter(column.is_distinct_from(key))
+            .count()
+            .get_result(conn)?
+    })
+}
+
+/// Replaces a row's sealed password (the same password, sealed with another key).
+pub fn replace_sealed(
+    conn: &mut PgConnection,
+    environment_id: Uuid,
+    sealed: &crate::crypto::Sealed,
+) -> Result<(), StoreError> {
+    diesel::update(environment_credentials::table.find(environment_id))
+        .set((
+            environment_credentials::nonce.eq(&sealed.nonce),
+            environment_credentials::ciphertext.eq(&sealed.ciphertext),
+            environment_credentials::key_id.eq(&sealed.key_id),
+        ))
+        .execute(conn)?;
     Ok(())
 }

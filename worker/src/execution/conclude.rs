@@ -250,15 +250,9 @@ pub(super) fn record_verification(
 }
 
 pub(super) fn open(
-    key: &bulkhead_core::crypto::CredentialsKey,
+    keys: &bulkhead_core::crypto::Keyring,
     stored: &StoredCredentials,
 ) -> Result<String, Stop> {
-    key.open(
-        &bulkhead_core::crypto::Sealed {
-            nonce: stored.nonce.clone(),
-            ciphertext: stored.ciphertext.clone(),
-        },
-        stored.environment_id.as_bytes(),
-    )
-    .map_err(|e| Stop::Fatal(e.to_string()))
+    keys.open(&stored.sealed(), stored.environment_id.as_bytes())
+        .map_err(|e| Stop::Fatal(e.to_string()))
 }

@@ -10,8 +10,7 @@
 use super::ExecError;
 use super::meta;
 use super::postgres::Session;
-use super::scram;
-use super::sql::{ident, literal};
+use super::sql::{ident, literal, password_verifier};
 use bulkhead_core::plan::{
     self, BASELINE_TABLE, EnvNames, EnvironmentSpec, KIND_BASELINE, KIND_DATABASE, KIND_GRANT,
     KIND_ROLE, KIND_SCHEMA, META_SCHEMA, Op, PlanAction, Resource,
@@ -212,8 +211,7 @@ fn ensure_role(
         sql.push_str(" PASSWORD NULL VALID UNTIL 'infinity'");
     } else if op == Op::Create {
         // The password is set when the role is made (or re-made after drift), never on update.
-        let secret = scram::verifier(ctx.app_password)
-            .map_or_else(|| literal(ctx.app_password), |v| literal(&v))?;
+        let secret = password_verifier(ctx.app_password)?;
         sql.push_str(&format!(" PASSWORD {secret}"));
     }
     sql.push_str(";\n");

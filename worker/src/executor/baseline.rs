@@ -16,8 +16,7 @@ use super::ExecError;
 use super::actions::Context;
 use super::meta;
 use super::postgres::Session;
-use super::scram;
-use super::sql::{ident, literal};
+use super::sql::{ident, literal, password_verifier};
 use bulkhead_core::plan::{self, BASELINE_TABLE, META_SCHEMA, Resource};
 
 pub(crate) fn apply(
@@ -134,8 +133,7 @@ pub(crate) fn start_owner(
     let database = ident(&ctx.names.database)?;
     let pooled = !ctx.dedicated;
     let login_sql = |password: &str| -> Result<String, ExecError> {
-        let secret = scram::one_time_verifier(password)
-            .map_or_else(|| literal(password), |v| literal(&v))?;
+        let secret = password_verifier(password)?;
         let mut sql = String::new();
         if pooled {
             // Kept: the role may not log in outside its migrations, and a grant made once does

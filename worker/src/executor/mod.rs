@@ -12,7 +12,6 @@ mod meta;
 mod pool;
 mod postgres;
 mod probes;
-pub mod scram;
 mod session;
 mod spares;
 mod sql;
@@ -35,35 +34,15 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Host, port and `sslmode` of a libpq URL (`postgres://user[:pw]@host[:port]/db?…`).
-    pub fn from_url(url: &str) -> Self {
-        let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
-        let (location, query) = after_scheme
-            .split_once('?')
-            .map_or((after_scheme, ""), |(l, q)| (l, q));
-        let host_port = location
-            .rsplit_once('@')
-            .map_or(location, |(_, rest)| rest)
-            .split('/')
-            .next()
-            .unwrap_or("127.0.0.1:5432");
-        let (host, port) = match host_port.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(':') => (host, port.parse().unwrap_or(5432)),
-            _ => (host_port, 5432),
-        };
-        let ssl_mode = query
-            .split('&')
-            .filter_map(|pair| pair.split_once('='))
-            .find(|(key, _)| *key == "sslmode")
-            .map(|(_, value)| value.to_owned());
-        Self {
-            host: host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned(),
-            port,
-            ssl_mode,
-        }
+    /// Host, port (default 5432) and `sslmode` of a libpq URL
+    /// (`postgres://user[:pw]@host[:port]/db?…`); an IPv6 host comes without its brackets.
+    pub fn from_url(url: &str) -> Result<Self, bulkhead_core::dburl::UrlError> {
+        let parsed = bulkhead_core::dburl::ConnUrl::parse(url)?;
+        Ok(Self {
+            host: parsed.host().unwrap_or_else(|| "127.0.0.1".to_owned()),
+            port: parsed.port().unwrap_or(5432),
+            ssl_mode: parsed.param("sslmode"),
+        })
     }
 }
 
@@ -83,11 +62,14 @@ pub struct Targets {
 impl std::fmt::Debug for Targets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Targets")
-            .field("shared_admin_url", &sql::redact(&self.shared_admin_url))
+            .field(
+                "shared_admin_url",
+                &bulkhead_core::dburl::redact(&self.shared_admin_url),
+            )
             .field("pooled_database", &self.pooled_database)
             .field(
                 "dedicated_admin_url",
-                &sql::redact(&self.dedicated_admin_url),
+                &bulkhead_core::dburl::redact(&self.dedicated_admin_url),
             )
             .field("shared_endpoint", &self.shared_endpoint)
             .field("dedicated_endpoint", &self.dedicated_endpoint)

@@ -9,9 +9,8 @@ use super::actions::{self, Context};
 use super::lockdown::{LOCK_DOWN_ALL, canary_lockdown, ensure_databases, lock_sql};
 use super::pool::{ConnPool, PooledConn};
 use super::probes;
-use super::scram;
 pub(crate) use super::session::Session;
-use super::sql::{self, ident, literal};
+use super::sql::{self, ident};
 use super::{ConnectionInfo, Endpoint, ExecError, GuaranteeCheck, StepAbort, Targets};
 use bulkhead_core::domain::Isolation;
 use bulkhead_core::plan::{self, EnvNames, EnvironmentSpec, Plan, PlanAction, Resource};
@@ -167,7 +166,7 @@ impl PostgresExecutor {
             )?;
         }
         {
-            let mut conn = self.pool.get(&self.pooled_url())?;
+            let mut conn = self.pool.get(&self.pooled_url()?)?;
             let schema = ident(CANARY_SCHEMA)?;
             let sql = format!(
                 "REVOKE ALL ON SCHEMA public FROM PUBLIC;\n\
@@ -229,7 +228,7 @@ impl PostgresExecutor {
                 .load::<Name>(c)
             })?;
             if !exists.is_empty() {
-                let mut conn = self.pool.get(&self.pooled_url())?;
+                let mut conn = self.pool.get(&self.pooled_url()?)?;
                 let left = conn.run("count environments", |c| {
                     diesel::sql_query(
                         "SELECT count(*) AS count FROM pg_namespace WHERE nspname ~ '^bk_[0-9a-f]{32}$'",
@@ -240,7 +239,7 @@ impl PostgresExecutor {
                 if left.count > 0 {
                     return Err(ExecError::Target {
                         step: "drop the pooled database".to_owned(),
-                        target: sql::target_of(&self.pooled_url()),
+                        target: sql::target_of(&self.pooled_url()?),
                         reason: format!(
                             "{} environments still live in it; destroy them first",
                             left.count
@@ -292,7 +291,7 @@ impl PostgresExecutor {
     pub fn read_actual(&self, spec: &EnvironmentSpec) -> Result<Vec<Resource>, ExecError> {
         self.prepare()?;
         let names = self.names(spec);
-        let mut session = self.session(spec, &names);
+        let mut session = self.session(spec, &names)?;
         read_actual_in(&mut session, spec, &names)
     }
 
@@ -339,7 +338,7 @@ impl PostgresExecutor {
         }
         self.prepare()?;
         let names = self.names(spec);
-        let mut session = self.session(spec, &names).with_fence(fence);
+        let mut session = self.session(spec, &names)?.with_fence(fence);
         let actual = read_actual_in(&mut session, spec, &names)?;
         let now = plan::fingerprint(&actual);
         if now != plan.actual_fingerprint {
@@ -440,10 +439,9 @@ impl PostgresExecutor {
         app_password: &str,
     ) -> Result<(), ExecError> {
         let names = self.names(spec);
-        let secret =
-            scram::verifier(app_password).map_or_else(|| literal(app_password), |v| literal(&v))?;
+        let secret = sql::password_verifier(app_password)?;
         let sql = format!("ALTER ROLE {} PASSWORD {secret}", ident(&names.app_role)?);
-        let mut session = self.session(spec, &names);
+        let mut session = self.session(spec, &names)?;
         session.server()?.run("set the app role's password", |c| {
             diesel::sql_query(&sql).execute(c)
         })?;
@@ -471,30 +469,37 @@ impl PostgresExecutor {
 
     /// An admin connection to the pooled database (the isolation probes' listener).
     pub(crate) fn pooled_admin(&self) -> Result<PooledConn<'_>, ExecError> {
-        self.pool.get(&self.pooled_url())
+        self.pool.get(&self.pooled_url()?)
     }
 
-    fn pooled_url(&self) -> String {
+    fn pooled_url(&self) -> Result<String, ExecError> {
         sql::with_database(
             &self.targets.shared_admin_url,
             &self.targets.pooled_database,
         )
     }
 
+    /// Whether both tiers' admin URLs reach the same server as the same user (a URL that does
+    /// not parse is a server of its own).
     pub(crate) fn same_server(&self) -> bool {
-        sql::with_database(&self.targets.shared_admin_url, "x")
-            == sql::with_database(&self.targets.dedicated_admin_url, "x")
+        matches!(
+            (
+                sql::with_database(&self.targets.shared_admin_url, "x"),
+                sql::with_database(&self.targets.dedicated_admin_url, "x"),
+            ),
+            (Ok(shared), Ok(dedicated)) if shared == dedicated
+        )
     }
 
-    fn session(&self, spec: &EnvironmentSpec, names: &EnvNames) -> Session<'_> {
+    fn session(&self, spec: &EnvironmentSpec, names: &EnvNames) -> Result<Session<'_>, ExecError> {
         let (server_url, envdb_url) = match spec.isolation {
-            Isolation::Shared => (self.pooled_url(), self.pooled_url()),
+            Isolation::Shared => (self.pooled_url()?, self.pooled_url()?),
             Isolation::Dedicated => (
                 self.targets.dedicated_admin_url.clone(),
-                sql::with_database(&self.targets.dedicated_admin_url, &names.database),
+                sql::with_database(&self.targets.dedicated_admin_url, &names.database)?,
             ),
         };
-        Session::new(&self.pool, server_url, envdb_url)
+        Ok(Session::new(&self.pool, server_url, envdb_url))
     }
 }
 

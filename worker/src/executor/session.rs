@@ -115,7 +115,7 @@ impl<'a> Session<'a> {
             self.envdb()?.batch_retrying(step, prepare_sql)?;
             self.server()?.batch_retrying(step, &login)?;
         }
-        let url = sql::with_user(&self.envdb_url, owner_role, &password);
+        let url = sql::with_user(&self.envdb_url, owner_role, &password)?;
         self.owner_url = url.clone();
         self.owner_pending = Some(std::thread::spawn(move || {
             let mut conn = super::pool::establish(&url)?;
@@ -178,7 +178,7 @@ impl<'a> Session<'a> {
     /// An admin connection to another database of the environment's server.
     pub(crate) fn in_database(&self, database: &str) -> Result<PooledConn<'a>, ExecError> {
         self.pool
-            .get(&sql::with_database(&self.server_url, database))
+            .get(&sql::with_database(&self.server_url, database)?)
     }
 
     /// Closes every connection to the environment's database (before it is dropped).

@@ -1,6 +1,8 @@
-//! SQL text helpers: identifier and literal quoting, libpq URLs, and error classification.
+//! SQL text helpers: identifier and literal quoting, connection-URL rewrites (over
+//! `bulkhead_core::dburl`), and error classification.
 
 use super::ExecError;
+use bulkhead_core::dburl::ConnUrl;
 use diesel::result::{ConnectionError, DatabaseErrorKind, Error as DieselError};
 
 /// `"name"`, doubling embedded quotes. NUL cannot be sent to PostgreSQL at all.
@@ -33,91 +35,39 @@ pub(crate) fn literal(text: &str) -> Result<String, ExecError> {
     })
 }
 
-/// Percent-encodes everything but RFC 3986 unreserved characters, for URL user, password and
-/// database parts.
-pub(crate) fn url_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+/// The SQL literal of a SCRAM-SHA-256 verifier of `password`, for `… PASSWORD <it>`: made by
+/// postgres-protocol as libpq's `PQencryptPasswordConn` makes it (SASLprep, random salt, 4096
+/// iterations), so the password itself never reaches the server's logs or `pg_stat_activity`.
+pub(crate) fn password_verifier(password: &str) -> Result<String, ExecError> {
+    literal(&postgres_protocol::password::scram_sha_256(
+        password.as_bytes(),
+    ))
 }
 
+/// Names a target in messages: `host[:port]/database` (see [`bulkhead_core::dburl`]).
+pub(crate) use bulkhead_core::dburl::location as target_of;
+
 /// `url` with its database (path) replaced by `database`; query parameters are kept.
-pub(crate) fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let root = match base[authority_start..].find('/') {
-        Some(slash) => &base[..authority_start + slash],
-        None => base,
-    };
-    let mut out = format!("{root}/{}", url_encode(database));
-    if let Some(query) = query {
-        out.push('?');
-        out.push_str(query);
-    }
-    out
+pub(crate) fn with_database(url: &str, database: &str) -> Result<String, ExecError> {
+    let parsed = ConnUrl::parse(url).map_err(|e| bad_url(url, &e))?;
+    Ok(parsed.with_database(database).as_str().to_owned())
 }
 
 /// `url` logging in as `user` with `password` instead of its own user.
-pub(crate) fn with_user(url: &str, user: &str, password: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let host = rest[..authority_end]
-        .rsplit_once('@')
-        .map_or(&rest[..authority_end], |(_, host)| host);
-    format!(
-        "{}{}:{}@{host}{}",
-        &url[..scheme_end],
-        url_encode(user),
-        url_encode(password),
-        &rest[authority_end..]
-    )
+pub(crate) fn with_user(url: &str, user: &str, password: &str) -> Result<String, ExecError> {
+    let parsed = ConnUrl::parse(url).map_err(|e| bad_url(url, &e))?;
+    let changed = parsed
+        .with_login(user, password)
+        .map_err(|e| bad_url(url, &e))?;
+    Ok(changed.as_str().to_owned())
 }
 
-/// The URL without its password, for messages.
-pub(crate) fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    match authority.rfind('@') {
-        Some(at) => {
-            let user_info = &authority[..at];
-            let user = user_info.split(':').next().unwrap_or("");
-            let redacted = if user_info.contains(':') {
-                format!("{user}:***")
-            } else {
-                user.to_owned()
-            };
-            format!("{}{redacted}{}", &url[..scheme_end], &rest[at..])
-        }
-        None => url.to_owned(),
+fn bad_url(url: &str, error: &bulkhead_core::dburl::UrlError) -> ExecError {
+    ExecError::Target {
+        step: "build a connection URL".to_owned(),
+        target: bulkhead_core::dburl::redact(url),
+        reason: error.to_string(),
     }
-}
-
-/// `host:port/database` of a URL, for naming a target in messages.
-pub(crate) fn target_of(url: &str) -> String {
-    let redacted = redact(url);
-    let without_scheme = redacted
-        .split_once("://")
-        .map_or(redacted.as_str(), |(_, r)| r);
-    let host_part = without_scheme
-        .rsplit_once('@')
-        .map_or(without_scheme, |(_, h)| h);
-    host_part.split('?').next().unwrap_or(host_part).to_owned()
 }
 
 /// Texts of server errors that mean "busy or gone, try again" rather than "refused".
@@ -219,21 +169,6 @@ pub(crate) fn one_line(text: &str) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn with_user_replaces_only_the_login() {
-        assert_eq!(
-            with_user(
-                "postgres://admin:pw@db:5433/x?sslmode=require",
-                "bk_o",
-                "p/w"
-            ),
-            "postgres://bk_o:p%2Fw@db:5433/x?sslmode=require"
-        );
-        assert_eq!(
-            with_user("postgres://127.0.0.1/x", "o", "p"),
-            "postgres://o:p@127.0.0.1/x"
-        );
-    }
     use crate::executor::Endpoint;
 
     #[test]
@@ -251,22 +186,32 @@ mod tests {
     #[test]
     fn rewrites_urls() {
         assert_eq!(
-            with_database("postgres://u:p@h:5432/postgres?sslmode=disable", "bh pool"),
-            "postgres://u:p@h:5432/bh%20pool?sslmode=disable"
+            with_user(
+                "postgres://admin:pw@db:5433/x?sslmode=require",
+                "bk_o",
+                "p/w"
+            )
+            .expect("url"),
+            "postgres://bk_o:p%2Fw@db:5433/x?sslmode=require"
         );
-        assert_eq!(with_database("postgres://h", "db"), "postgres://h/db");
         assert_eq!(
-            redact("postgres://u:secret@h:1/db"),
-            "postgres://u:***@h:1/db"
+            with_database(
+                "postgres://u:p@[::1]:5432/postgres?sslmode=disable",
+                "bh pool"
+            )
+            .expect("url"),
+            "postgres://u:p@[::1]:5432/bh%20pool?sslmode=disable"
         );
-        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(target_of("postgres://u:secret@h:1/db?x=1"), "h:1/db");
-        let v6 = Endpoint::from_url("postgres://admin:pw@[::1]:6432/postgres");
+        let refused = with_database("postgres://u:secret@[oops/db", "x").expect_err("bad URL");
+        assert!(!format!("{refused:?}").contains("secret"), "{refused:?}");
+        let v6 = Endpoint::from_url("postgres://admin:pw@[::1]:6432/postgres").expect("url");
         assert_eq!(
             (v6.host.as_str(), v6.port, v6.ssl_mode.as_deref()),
             ("::1", 6432, None)
         );
-        let local = Endpoint::from_url("postgres://postgres@127.0.0.1/postgres?sslmode=disable");
+        let local = Endpoint::from_url("postgres://postgres@127.0.0.1/postgres?sslmode=disable")
+            .expect("url");
         assert_eq!(
             (local.host.as_str(), local.port, local.ssl_mode.as_deref()),
             ("127.0.0.1", 5432, Some("disable"))

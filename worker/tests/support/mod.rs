@@ -20,7 +20,7 @@ pub fn server_url() -> String {
 }
 
 pub fn endpoint() -> Endpoint {
-    Endpoint::from_url(&server_url())
+    Endpoint::from_url(&server_url()).expect("TEST_DATABASE_SERVER is a URL")
 }
 
 pub struct Fixture {
@@ -206,4 +206,58 @@ pub fn has(checks: &[GuaranteeCheck], layer: &str, mechanism: &str) -> bool {
 
 pub fn error_text(result: diesel::QueryResult<usize>) -> String {
     result.expect_err("must be refused").to_string()
+}
+
+/// Whether a SCRAM-SHA-256 verifier (a `rolpassword`) accepts `password`: plays the server's
+/// side of a login (RFC 5802, as PostgreSQL does it) against postgres-protocol's client. The
+/// local test server trusts local connections, so connecting proves no password.
+pub fn scram_accepts(verifier: &str, password: &str) -> bool {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use hmac::{Hmac, Mac};
+    use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+    use sha2::{Digest, Sha256};
+
+    let hmac = |key: &[u8], message: &str| {
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
+        mac.update(message.as_bytes());
+        mac.finalize().into_bytes().to_vec()
+    };
+    let exchange = || -> Option<bool> {
+        let rest = verifier.strip_prefix("SCRAM-SHA-256$")?;
+        let (params, keys) = rest.split_once('$')?;
+        let (iterations, salt) = params.split_once(':')?;
+        let (stored_key, server_key) = keys.split_once(':')?;
+        let (stored_key, server_key) = (
+            STANDARD.decode(stored_key).ok()?,
+            STANDARD.decode(server_key).ok()?,
+        );
+        let mut client = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
+        let first = String::from_utf8(client.message().to_vec()).ok()?;
+        let first_bare = first.strip_prefix("n,,")?;
+        let client_nonce = first_bare.strip_prefix("n=,r=")?;
+        let server_first = format!("r={client_nonce}server-nonce,s={salt},i={iterations}");
+        client.update(server_first.as_bytes()).ok()?;
+        let last = String::from_utf8(client.message().to_vec()).ok()?;
+        let (without_proof, proof) = last.rsplit_once(",p=")?;
+        let auth_message = format!("{first_bare},{server_first},{without_proof}");
+        let signature = hmac(&stored_key, &auth_message);
+        let client_key: Vec<u8> = STANDARD
+            .decode(proof)
+            .ok()?
+            .iter()
+            .zip(&signature)
+            .map(|(p, s)| p ^ s)
+            .collect();
+        if Sha256::digest(&client_key).as_slice() != stored_key.as_slice() {
+            return Some(false);
+        }
+        let server_signature = STANDARD.encode(hmac(&server_key, &auth_message));
+        Some(
+            client
+                .finish(format!("v={server_signature}").as_bytes())
+                .is_ok(),
+        )
+    };
+    exchange().unwrap_or(false)
 }
