@@ -5,6 +5,7 @@ pub mod body;
 pub mod bootstrap;
 pub mod error;
 pub mod examples;
+pub mod hashing;
 pub mod idempotency;
 pub mod mail;
 pub mod metrics;

@@ -9,7 +9,7 @@ use bulkhead_core::db::{AsyncPgPool, PgConn, PgPool};
 use bulkhead_core::store;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Mutex, Notify, OwnedSemaphorePermit, RwLock, Semaphore};
+use tokio::sync::{Mutex, Notify, RwLock};
 
 /// More changes than this behind, a process reloads every assignment instead.
 const MAX_INCREMENTAL_CHANGES: i64 = 5_000;
@@ -22,7 +22,7 @@ pub struct AppState {
     pub authz: RwLock<Authorizer>,
     /// Held while reloading the enforcer, so a burst of stale requests reloads it once.
     authz_reload: Mutex<()>,
-    hashing: Arc<Semaphore>,
+    hashing: crate::hashing::HashingSlots,
     /// Verified against when the email is unknown, so that case costs the same as a wrong password.
     pub dummy_password_hash: String,
     pub metrics: Metrics,
@@ -56,7 +56,7 @@ impl AppState {
             catalog,
             relay_wake: Arc::new(Notify::new()),
             mail_wake: Arc::new(Notify::new()),
-            hashing: Arc::new(Semaphore::new(config.max_concurrent_hashes)),
+            hashing: crate::hashing::HashingSlots::new(config.max_concurrent_hashes),
             authz: RwLock::new(authz),
             authz_reload: Mutex::new(()),
             dummy_password_hash,
@@ -147,17 +147,16 @@ impl AppState {
         Ok(())
     }
 
-    /// A slot to compute one password hash, or 503 when the bound is saturated for too long.
-    pub async fn hashing_slot(&self) -> ApiResult<OwnedSemaphorePermit> {
-        match tokio::time::timeout(Duration::from_secs(5), self.hashing.clone().acquire_owned())
+    /// A slot to compute one password hash for a request from `address`, or 503 when none
+    /// frees up within 5 s (see `HashingSlots`).
+    pub async fn hashing_slot(&self, address: &str) -> ApiResult<crate::hashing::HashingSlot> {
+        self.hashing
+            .acquire(address, Duration::from_secs(5))
             .await
-        {
-            Ok(Ok(permit)) => Ok(permit),
-            _ => Err(ApiError::Unavailable {
+            .ok_or_else(|| ApiError::Unavailable {
                 retry_after_secs: 1,
                 detail: "too many logins are being checked at once; retry in a second".into(),
-            }),
-        }
+            })
     }
 }
 

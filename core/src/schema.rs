@@ -270,6 +270,15 @@ diesel::table! {
         key -> Text,
         attempts -> Int4,
         window_start -> Timestamptz,
+        next_slot_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    login_known_addresses (account_digest, address) {
+        account_digest -> Text,
+        address -> Text,
+        last_success_at -> Timestamptz,
     }
 }
 

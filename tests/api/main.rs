@@ -16,6 +16,7 @@ mod https;
 mod identity;
 mod invitations;
 mod jobs;
+mod login_floods;
 mod metrics;
 mod quotas;
 mod rate_limits;

@@ -31,6 +31,9 @@ pub struct LoginResponse {
     pub expires_at: DateTime<Utc>,
 }
 
+/// The longest a login waits for its account's next slot before it is refused (429).
+const MAX_SLOT_WAIT: Duration = Duration::from_secs(10);
+
 const INVALID_LOGIN: &str = "the email or password is wrong";
 
 fn client_address(req: &HttpRequest) -> String {
@@ -120,11 +123,38 @@ pub async fn login(
         return Err(ApiError::Unauthenticated(INVALID_LOGIN));
     }
     if let Some(account) = account.filter(|a| a.attempts > max) {
-        // 250 ms, doubling per attempt beyond the limit, at most 8 s.
+        // 250 ms, doubling per attempt beyond the limit, at most 8 s. From an address the
+        // account logged in from before, that is a delay; from anywhere else it is the spacing
+        // of the account's slots, taken in turn by every address and replica: guessing from many
+        // addresses at once gets no more checks than from one, and when every slot of the next
+        // `MAX_SLOT_WAIT` is taken the login is refused (429) instead of held.
         let beyond = u32::try_from(account.attempts - max - 1)
             .unwrap_or(0)
             .min(5);
-        tokio::time::sleep(Duration::from_millis(250u64 << beyond)).await;
+        let spacing = Duration::from_millis(250u64 << beyond);
+        let (digest, address, account_key) = (account_digest.clone(), ip.clone(), keys[2].clone());
+        let wait = state
+            .db(move |conn| {
+                if store::throttle::is_known_address(conn, &digest, &address)? {
+                    return Ok(Some(spacing));
+                }
+                Ok(store::throttle::take_slot(
+                    conn,
+                    &account_key,
+                    spacing,
+                    MAX_SLOT_WAIT,
+                )?)
+            })
+            .await?;
+        let Some(wait) = wait else {
+            state
+                .metrics
+                .login_failures
+                .with_label_values(&["slot_full"])
+                .inc();
+            return Err(locked(MAX_SLOT_WAIT));
+        };
+        tokio::time::sleep(wait).await;
     }
 
     let lookup = email.clone();
@@ -140,7 +170,7 @@ pub async fn login(
     let has_password = principal
         .as_ref()
         .is_some_and(|p| p.password_hash.is_some());
-    let permit = state.hashing_slot().await?;
+    let permit = state.hashing_slot(&ip).await?;
     let span = tracing::Span::current();
     let matches = web::block(move || {
         let _permit = permit;
@@ -174,9 +204,11 @@ pub async fn login(
     // A success is not a failure: the account's windows go, the address gets its attempt back.
     let forget = vec![keys[0].clone(), keys[2].clone()];
     let client_key = keys[1].clone();
+    let (digest, address) = (account_digest.clone(), ip.clone());
     state
         .db(move |conn| {
             store::throttle::clear(conn, &forget)?;
+            store::throttle::remember_address(conn, &digest, &address)?;
             Ok(store::throttle::release(conn, &client_key)?)
         })
         .await?;
@@ -297,7 +329,7 @@ pub async fn accept_invitation(
     if !live {
         return Err(no_live_invitation());
     }
-    let permit = state.hashing_slot().await?;
+    let permit = state.hashing_slot(&client_address(&req)).await?;
     let password_hash = web::block(move || {
         let _permit = permit;
         password::hash_password(&password)
