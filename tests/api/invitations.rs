@@ -342,3 +342,34 @@ async fn offers_end_with_whoever_made_them() {
         .await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn an_address_is_mailed_at_most_three_times_a_day_per_tenant() {
+    let app = TestApp::spawn().await;
+    app.create_tenant("acme").await;
+    app.create_tenant("globex").await;
+    // An account in use elsewhere: acme offers it a membership, then "re-sends" the offer.
+    app.member("globex", "pat@globex.test", "viewer").await;
+    let offer = json!({"email": "pat@globex.test", "role": "viewer"});
+    for round in 1..=3 {
+        let (status, body) = app
+            .post("/v1/tenants/acme/members", &app.admin, offer.clone())
+            .await;
+        assert_eq!(status, 201, "offer {round}: {body}");
+    }
+    let (status, body) = app
+        .post("/v1/tenants/acme/members", &app.admin, offer.clone())
+        .await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(
+        body["type"],
+        "https://bulkhead.dev/problems/too-many-requests"
+    );
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("3 times"),
+        "{body}"
+    );
+}

@@ -152,13 +152,17 @@ pub struct MemberAdded {
     pub invitation: Option<Invitation>,
 }
 
+/// Mails to one address per tenant and day (invitations, offers and re-sends together).
+const MAILS_PER_DAY: i32 = 3;
+
 #[utoipa::path(post, operation_id = "addMember", path = "/v1/tenants/{tenant}/members", tag = "members", security(("bearer" = [])),
     params(("tenant" = String, Path, description = "Tenant id or slug")),
     request_body = AddMemberRequest, responses(
         (status = 201, body = MemberAdded), (status = 403, body = crate::error::Problem),
         (status = 404, body = crate::error::Problem),
         (status = 409, description = "Already a member, the tenant is offboarding, or it is at its `members` quota (`quota-exceeded`)", body = crate::error::Problem),
-        (status = 422, body = crate::error::Problem)))]
+        (status = 422, body = crate::error::Problem),
+        (status = 429, description = "The address was mailed 3 times in 24 h for this tenant (`too-many-requests`), or the caller is over its rate (`rate-limited`)", body = crate::error::Problem)))]
 pub async fn add(
     state: web::Data<AppState>,
     caller: Caller,
@@ -208,6 +212,31 @@ pub async fn add(
         return Err(state
             .deny(&caller, &tenant, Object::Member, Action::Create, reason)
             .await);
+    }
+    // Each address is mailed at most `MAILS_PER_DAY` times a day per tenant (invitations,
+    // offers and their re-sends together): adding a member cannot be used to flood a mailbox.
+    let mail_key = vec![format!(
+        "member-mail:{} {}",
+        tenant.id,
+        hex::encode(bulkhead_core::secrets::sha256(email.as_str().as_bytes()))
+    )];
+    let mailed = state
+        .db(move |conn| {
+            Ok(store::throttle::reserve(
+                conn,
+                &mail_key,
+                std::time::Duration::from_secs(86_400),
+            )?)
+        })
+        .await?;
+    if let Some(window) = mailed.first().filter(|w| w.attempts > MAILS_PER_DAY) {
+        return Err(ApiError::TooManyRequests {
+            retry_after_secs: u64::try_from(window.retry_after).unwrap_or(3600),
+            detail: format!(
+                "{email} was already mailed {MAILS_PER_DAY} times in the last 24 hours for this \
+                 tenant; ask them to look for the earlier mail (and in spam), or try again later"
+            ),
+        });
     }
     let is_platform_admin = caller.is_platform_admin();
     let what = format!("tenant '{}' as {}", tenant.name, role.as_str());
