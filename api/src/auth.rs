@@ -100,7 +100,10 @@ async fn authenticate(req: HttpRequest) -> ApiResult<Caller> {
     let token = bearer(&req)?;
     let secret_hash = secrets::sha256(token.as_bytes());
     let tenant_ref = req.match_info().get("tenant").map(str::to_owned);
-    let is_token = token.starts_with(ACCESS_TOKEN_PREFIX);
+    // An access token is its prefix and 64 hex digits: anything else costs no database work.
+    let is_token = token
+        .strip_prefix(ACCESS_TOKEN_PREFIX)
+        .is_some_and(|rest| rest.len() == 64 && rest.bytes().all(|b| b.is_ascii_hexdigit()));
     let is_key = token.starts_with(API_KEY_PREFIX) && secrets::api_key_is_well_formed(&token);
     let (authenticated, prefetched_tenant) = if is_token || is_key {
         let pooled = state.request_conn().await?;

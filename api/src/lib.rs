@@ -126,10 +126,11 @@ pub async fn build_on(
                 let folded = tokio::task::spawn_blocking(move || {
                     let mut conn = pool.get()?;
                     let mut total = 0;
+                    // Small transactions: each holds the chain's lock only for a few appends.
                     loop {
-                        let folded = bulkhead_core::store::denials::fold_closed(&mut conn, 500)?;
+                        let folded = bulkhead_core::store::denials::fold_closed(&mut conn, 20)?;
                         total += folded;
-                        if folded < 500 {
+                        if folded < 20 {
                             return Ok::<_, bulkhead_core::store::StoreError>(total);
                         }
                     }

@@ -178,6 +178,11 @@ fn exempt(path: &str) -> bool {
         || path.starts_with("/swagger-ui")
 }
 
+/// Routes that take a password or an invitation token instead of a bearer.
+fn is_credential_route(path: &str) -> bool {
+    matches!(path, "/v1/auth/login" | "/v1/auth/accept-invitation")
+}
+
 /// Middleware: requests without a credential are counted against their address up front;
 /// authenticated ones are counted by the `Caller` extractor once the principal is known. The
 /// standing goes out as headers on the answer, whatever it is.
@@ -185,10 +190,13 @@ pub async fn limit(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<actix_web::body::BoxBody>, Error> {
+    // Logging in and accepting an invitation are anonymous whatever headers come with them (an
+    // `Authorization` header must not take them out of the address's bucket).
     let anonymous = !exempt(req.path())
-        && !req
-            .headers()
-            .contains_key(actix_web::http::header::AUTHORIZATION);
+        && (is_credential_route(req.path())
+            || !req
+                .headers()
+                .contains_key(actix_web::http::header::AUTHORIZATION));
     if anonymous && let Some(state) = req.app_data::<actix_web::web::Data<crate::state::AppState>>()
     {
         match state

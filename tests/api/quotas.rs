@@ -298,3 +298,41 @@ async fn nothing_is_queued_on_an_environment_after_its_destroy() {
     let last = of_two.last().expect("the destroy is queued");
     assert_eq!(last["operation"], "destroy", "{of_two:?}");
 }
+
+#[tokio::test]
+async fn reviving_an_expired_offer_takes_a_place_again() {
+    let app = TestApp::spawn_with(|c| {
+        c.limits.quotas = QuotaDefaults {
+            members: 1,
+            ..small()
+        };
+    })
+    .await;
+    app.create_tenant("acme").await;
+    app.create_tenant("globex").await;
+    app.member("globex", "pat@globex.test", "viewer").await;
+    let members = "/v1/tenants/acme/members";
+    let offer = json!({"email": "pat@globex.test", "role": "viewer"});
+    let (status, body) = app.post(members, &app.admin, offer.clone()).await;
+    assert_eq!(status, 201, "{body}");
+    // The offer expires: it holds no place, so someone else takes the tenant's one place ...
+    diesel::RunQueryDsl::execute(
+        diesel::sql_query(
+            "UPDATE memberships SET invitation_expires_at = now() - interval '1 hour' \
+             WHERE state = 'invited'",
+        ),
+        &mut app.db(),
+    )
+    .expect("expire the offer");
+    let (status, body) = app
+        .post(
+            members,
+            &app.admin,
+            json!({"email": "new@acme.test", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    // ... and re-sending the expired offer would make two.
+    let (status, body) = app.post(members, &app.admin, offer).await;
+    assert_quota(status, &body, "members", 1);
+}

@@ -112,7 +112,16 @@ async fn anonymous_requests_and_bad_tokens_count_per_address() {
     // A made-up bearer token costs the address too.
     let (status, _) = app.get("/v1/me", "bk_at_made-up").await;
     assert_eq!(status, 401);
-    assert_eq!(wrong_login().await.status(), 401);
+    // An Authorization header does not take a login out of the address's bucket.
+    let with_header = app
+        .client
+        .post(app.url("/v1/auth/login"))
+        .bearer_auth("anything")
+        .json(&json!({"email": "nobody@acme.test", "password": USER_PASSWORD}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(with_header.status(), 401);
     let refused = wrong_login().await;
     assert_eq!(refused.status(), 429);
     assert!(header(&refused, "retry-after").parse::<u64>().is_ok());

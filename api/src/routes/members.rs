@@ -248,7 +248,12 @@ pub async fn add(
                 lock_active(conn, &tenant)?;
                 // A re-sent offer holds no new place; anything else does.
                 let holds_a_place = match store::principals::find_by_email(conn, email.as_str())? {
-                    Some(existing) => store::memberships::find(conn, tenant.id, existing.id)?.is_none(),
+                    // An expired offer holds no place any more: reviving it takes one again.
+                    Some(existing) => store::memberships::find(conn, tenant.id, existing.id)?
+                        .is_none_or(|m| {
+                            m.state == "invited"
+                                && m.invitation_expires_at.is_none_or(|at| at <= Utc::now())
+                        }),
                     None => true,
                 };
                 if holds_a_place {
