@@ -219,3 +219,57 @@ impl Modify for CommonResponses {
     modifiers(&BearerAuth, &ProblemJson, &CommonResponses)
 )]
 pub struct ApiDoc;
+
+/// A documented path as segments (`None` for a `{parameter}`), with its methods.
+type Route = (Vec<Option<String>>, Vec<&'static str>);
+
+static ROUTES: std::sync::LazyLock<Vec<Route>> = std::sync::LazyLock::new(|| {
+    let document = ApiDoc::openapi();
+    let mut routes: Vec<_> = document
+        .paths
+        .paths
+        .iter()
+        .map(|(path, item)| {
+            let segments = path
+                .split('/')
+                .map(|s| (!s.starts_with('{')).then(|| s.to_owned()))
+                .collect();
+            let methods = [
+                ("GET", item.get.is_some()),
+                ("PUT", item.put.is_some()),
+                ("POST", item.post.is_some()),
+                ("DELETE", item.delete.is_some()),
+                ("PATCH", item.patch.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(method, present)| present.then_some(method))
+            .collect();
+            (segments, methods)
+        })
+        .collect();
+    routes.push((
+        vec![Some(String::new()), Some("openapi.json".into())],
+        vec!["GET"],
+    ));
+    routes
+});
+
+/// The methods the contract has for `path` (one a router did not match with the request's
+/// method), or `None` if no documented path matches it: 405 with `Allow` rather than 404.
+pub fn allowed_methods(path: &str) -> Option<String> {
+    let segments: Vec<&str> = path.split('/').collect();
+    let mut allowed: Vec<&str> = ROUTES
+        .iter()
+        .filter(|(template, _)| {
+            template.len() == segments.len()
+                && template.iter().zip(&segments).all(|(t, s)| match t {
+                    Some(literal) => literal == s,
+                    None => !s.is_empty(),
+                })
+        })
+        .flat_map(|(_, methods)| methods.iter().copied())
+        .collect();
+    allowed.sort_unstable();
+    allowed.dedup();
+    (!allowed.is_empty()).then(|| allowed.join(", "))
+}
