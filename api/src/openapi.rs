@@ -59,8 +59,9 @@ impl Modify for ProblemJson {
 
 /// The answers every route can give besides its own: 429 from the rate limits (with
 /// `Retry-After` and the `RateLimit` headers, which successful answers carry too), 401 where a
-/// credential is needed, 400 for an unreadable path, query or body, and 413/415 where a JSON body
-/// is read. Declared once here instead of on every handler.
+/// credential is needed, 400 for an unreadable path, query or body, 422 for a list's `limit` or
+/// `cursor`, and 413/415 where a JSON body is read. Declared once here instead of on every
+/// handler.
 struct CommonResponses;
 
 fn problem_response(description: &str) -> utoipa::openapi::Response {
@@ -99,8 +100,23 @@ impl Modify for CommonResponses {
             ];
             for (operation, may_have_body) in operations {
                 let Some(operation) = operation else { continue };
+                for parameter in operation.parameters.iter_mut().flatten() {
+                    if parameter.name == "Idempotency-Key" {
+                        parameter.schema = Some(
+                            utoipa::openapi::ObjectBuilder::new()
+                                .schema_type(utoipa::openapi::Type::String)
+                                .pattern(Some(crate::idempotency::KEY_PATTERN))
+                                .into(),
+                        );
+                    }
+                }
                 let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
                 let has_body = may_have_body && operation.request_body.is_some();
+                let paged = operation
+                    .parameters
+                    .iter()
+                    .flatten()
+                    .any(|p| p.name == "limit");
                 let responses = &mut operation.responses.responses;
                 let mut add = |status: &str, description: &str| {
                     responses
@@ -115,6 +131,13 @@ impl Modify for CommonResponses {
                     add(
                         "401",
                         "No valid access token or API key (`unauthenticated`)",
+                    );
+                }
+                if paged {
+                    add(
+                        "422",
+                        "`limit` is out of range, or `cursor` is not one this list returned \
+                         (`validation-failed`)",
                     );
                 }
                 if has_body {
