@@ -12,6 +12,7 @@ pub mod observe;
 pub mod openapi;
 pub mod ratelimit;
 pub mod routes;
+pub mod schemas;
 pub mod scope;
 pub mod state;
 pub mod tls;
