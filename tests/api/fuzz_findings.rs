@@ -102,6 +102,18 @@ async fn bodies_are_objects_and_whole_numbers_may_be_written_as_floats() {
     )
     .await;
     assert_eq!(status, 400);
+    // blueprint_version is in range even when no blueprint is named (it was then ignored).
+    for version in ["0", "2147483648"] {
+        let (status, body) = raw(
+            &app,
+            Method::POST,
+            "/v1/tenants/acme/environments",
+            &format!(r#"{{"name": "erp", "stage": "staging", "blueprint_version": {version}}}"#),
+        )
+        .await;
+        assert_eq!(status, 422, "{version}: {body}");
+        assert_eq!(body["errors"][0]["field"], "blueprint_version", "{body}");
+    }
     // Apply's optional body may be `null`, as its schema allows.
     let env = app.create_environment("acme", "erp").await;
     let env_id = env["environment"]["id"].as_str().expect("id");

@@ -148,6 +148,17 @@ fn validate(
             Isolation::Shared
         }),
     };
+    // Stored as an integer (i32): checked whether or not a blueprint is named (without one,
+    // the isolation's default blueprint is taken and the version is not used).
+    if body
+        .blueprint_version
+        .is_some_and(|v| v == 0 || i32::try_from(v).is_err())
+    {
+        v.push(FieldError::new(
+            "blueprint_version",
+            "must be from 1 to 2147483647, or absent for the latest",
+        ));
+    }
     let blueprint = isolation.and_then(|isolation| {
         let found = match &body.blueprint {
             Some(name) => state.catalog.get(name, body.blueprint_version),
