@@ -99,3 +99,14 @@ where
         .map(Some)
         .ok_or_else(|| D::Error::custom(format!("expected a whole number in range, not {number}")))
 }
+
+/// `deserialize_with` for an optional field that is not nullable: absent is `None` (with
+/// `#[serde(default)]`), and an explicit `null` is kept as `Some(Value::Null)` for the
+/// field's parser to refuse, as the document (which does not allow `null`) says.
+pub fn present<'de, D>(deserializer: D) -> Result<Option<serde_json::Value>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::Deserialize;
+    serde_json::Value::deserialize(deserializer).map(Some)
+}

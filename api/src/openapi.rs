@@ -102,9 +102,13 @@ impl Modify for CommonResponses {
                 let Some(operation) = operation else { continue };
                 for parameter in operation.parameters.iter_mut().flatten() {
                     if parameter.name == "Idempotency-Key" {
+                        // Nullable as before (generated clients keep their signatures).
                         parameter.schema = Some(
                             utoipa::openapi::ObjectBuilder::new()
-                                .schema_type(utoipa::openapi::Type::String)
+                                .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+                                    utoipa::openapi::Type::String,
+                                    utoipa::openapi::Type::Null,
+                                ]))
                                 .pattern(Some(crate::idempotency::KEY_PATTERN))
                                 .into(),
                         );

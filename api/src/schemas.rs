@@ -91,18 +91,13 @@ pub fn password() -> Object {
         .build()
 }
 
-fn cost_tags_schema(nullable: bool, description: &str) -> Object {
-    let kind = if nullable {
-        SchemaType::from_iter([Type::Object, Type::Null])
-    } else {
-        SchemaType::Type(Type::Object)
-    };
+fn cost_tags_schema(description: &str) -> Object {
     let value = ObjectBuilder::new()
         .schema_type(Type::String)
         .pattern(Some(patterns::tag_value()))
         .max_length(Some(bulkhead_core::domain::MAX_TAG_VALUE_CHARS));
     ObjectBuilder::new()
-        .schema_type(kind)
+        .schema_type(Type::Object)
         .property_names(Some(
             ObjectBuilder::new()
                 .schema_type(Type::String)
@@ -118,29 +113,40 @@ fn cost_tags_schema(nullable: bool, description: &str) -> Object {
         .build()
 }
 
-/// Cost tags of a new tenant or environment (absent or `null`: none of its own).
+/// Cost tags of a new tenant (absent: none).
 pub fn cost_tags() -> Object {
-    cost_tags_schema(true, "Absent or `null`: none. ")
+    cost_tags_schema("")
 }
 
-/// Cost tags replacing a tenant's (absent or `null`: unchanged).
-pub fn replacing_cost_tags() -> Object {
+/// Cost tags of a new environment, over the tenant's.
+pub fn environment_cost_tags() -> Object {
     cost_tags_schema(
-        true,
-        "Replaces all cost tags; absent or `null`: unchanged. ",
+        "Over the tenant's; `business_unit` and `cost_center` unless the tenant's tags carry \
+         them. ",
     )
 }
 
+/// Cost tags replacing a tenant's (absent: unchanged).
+pub fn replacing_cost_tags() -> Object {
+    cost_tags_schema("Replaces all cost tags; absent: unchanged. ")
+}
+
+/// One of `values`, stated as a pattern rather than an `enum`: generated clients keep the
+/// field a plain string (an `enum` would turn it into a generated type, a breaking change for
+/// code written against them).
 fn one_of(values: &[&str], nullable: bool, description: &str) -> Object {
-    let mut allowed: Vec<serde_json::Value> = values.iter().map(|v| (*v).into()).collect();
-    if nullable {
-        // `enum` is checked after `type`: without `null` among them, `null` would be refused.
-        allowed.push(serde_json::Value::Null);
-    }
-    text(nullable)
-        .enum_values(Some(allowed))
-        .description((!description.is_empty()).then_some(description))
-        .build()
+    let mut schema = text(nullable).pattern(Some(format!("^({})$", values.join("|"))));
+    let listed = values
+        .iter()
+        .map(|v| format!("`{v}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    schema = schema.description(Some(
+        format!("One of {listed}. {description}")
+            .trim_end()
+            .to_owned(),
+    ));
+    schema.build()
 }
 
 /// A role given to a member.

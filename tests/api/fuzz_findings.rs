@@ -102,6 +102,25 @@ async fn bodies_are_objects_and_whole_numbers_may_be_written_as_floats() {
     )
     .await;
     assert_eq!(status, 400);
+    // cost_tags is an object or absent, as documented; `null` was taken as absent.
+    let (status, body) = raw(
+        &app,
+        Method::PATCH,
+        "/v1/tenants/acme",
+        r#"{"cost_tags": null}"#,
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"][0]["field"], "cost_tags", "{body}");
+    let (status, body) = raw(
+        &app,
+        Method::POST,
+        "/v1/tenants",
+        r#"{"slug": "acme-two", "name": "Acme", "tier": "shared", "region": "eu-west-1",
+            "cost_tags": null}"#,
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
     // blueprint_version is in range even when no blueprint is named (it was then ignored).
     for version in ["0", "2147483648"] {
         let (status, body) = raw(

@@ -103,8 +103,8 @@ pub struct CreateEnvironmentRequest {
     #[schema(minimum = 1, maximum = 2147483647)]
     pub blueprint_version: Option<u32>,
     /// `business_unit` and `cost_center` unless the tenant's tags carry them.
-    #[serde(default)]
-    #[schema(schema_with = crate::schemas::cost_tags)]
+    #[serde(default, deserialize_with = "crate::body::present")]
+    #[schema(schema_with = crate::schemas::environment_cost_tags)]
     pub cost_tags: Option<serde_json::Value>,
 }
 

@@ -143,7 +143,9 @@ pub struct PageQuery {
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
-    #[param(format = Uuid)]
+    #[param(
+        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
     pub cursor: Option<String>,
 }
 
@@ -209,8 +211,8 @@ impl SeqPageQuery {
     }
 }
 
-/// A UUID in its hyphenated form, the one JSON Schema's `format: uuid` names
-/// (`Uuid::try_parse` also takes the simple, braced and URN forms).
+/// A UUID in its hyphenated form, the one the document states (`format: uuid` for ids, a
+/// pattern for cursors); `Uuid::try_parse` also takes the simple, braced and URN forms.
 pub fn parse_uuid(raw: &str) -> Option<Uuid> {
     (raw.len() == 36)
         .then(|| Uuid::try_parse(raw).ok())

@@ -68,7 +68,7 @@ pub struct CreateTenantRequest {
     /// Such as `eu-west-1`.
     #[schema(schema_with = crate::schemas::region)]
     pub region: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::body::present")]
     #[schema(schema_with = crate::schemas::cost_tags)]
     pub cost_tags: Option<serde_json::Value>,
 }
@@ -226,6 +226,7 @@ pub struct UpdateTenantRequest {
     #[schema(schema_with = crate::schemas::tenant_rename)]
     pub name: Option<String>,
     /// Replaces all cost tags.
+    #[serde(default, deserialize_with = "crate::body::present")]
     #[schema(schema_with = crate::schemas::replacing_cost_tags)]
     pub cost_tags: Option<serde_json::Value>,
 }
