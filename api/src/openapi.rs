@@ -60,8 +60,8 @@ impl Modify for ProblemJson {
 /// The answers every route can give besides its own: 429 from the rate limits (with
 /// `Retry-After` and the `RateLimit` headers, which successful answers carry too), 401 where a
 /// credential is needed, 400 for an unreadable path, query or body, 422 for a list's `limit` or
-/// `cursor`, and 413/415 where a JSON body is read. Declared once here instead of on every
-/// handler.
+/// `cursor` and for an `Idempotency-Key`, and 413/415 where a JSON body is read. Declared once
+/// here instead of on every handler.
 struct CommonResponses;
 
 fn problem_response(description: &str) -> utoipa::openapi::Response {
@@ -121,6 +121,11 @@ impl Modify for CommonResponses {
                     .iter()
                     .flatten()
                     .any(|p| p.name == "limit");
+                let idempotent = operation
+                    .parameters
+                    .iter()
+                    .flatten()
+                    .any(|p| p.name == "Idempotency-Key");
                 let responses = &mut operation.responses.responses;
                 let mut add = |status: &str, description: &str| {
                     responses
@@ -142,6 +147,13 @@ impl Modify for CommonResponses {
                         "422",
                         "`limit` is out of range, or `cursor` is not one this list returned \
                          (`validation-failed`)",
+                    );
+                }
+                if idempotent {
+                    add(
+                        "422",
+                        "The `Idempotency-Key` is malformed (`validation-failed`) or was used with \
+                         another request (`idempotency-key-reused`)",
                     );
                 }
                 if has_body {

@@ -207,6 +207,36 @@ async fn headers_and_tokens_are_checked_as_documented() {
             .expect("request");
         assert_eq!(response.status().as_u16(), expected, "{key:?}");
     }
+    // Every operation that reads an Idempotency-Key documents the 422 a bad or reused key gets
+    // (destroyEnvironment did not).
+    let (_, document) = app.get("/openapi.json", &app.admin).await;
+    for (path, item) in document["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("item") {
+            let keyed = operation["parameters"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["name"] == "Idempotency-Key"));
+            if keyed {
+                assert!(
+                    operation["responses"]["422"].is_object(),
+                    "{method} {path} documents no 422"
+                );
+            }
+        }
+    }
+    app.create_tenant("keyed").await;
+    let env = app.create_environment("keyed", "erp").await;
+    let response = app
+        .client
+        .delete(app.url(&format!(
+            "/v1/tenants/keyed/environments/{}",
+            env["environment"]["id"].as_str().expect("id")
+        )))
+        .bearer_auth(&app.admin)
+        .header("Idempotency-Key", "a\tb")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 422);
     // An unknown invitation token is 404 whatever the password: the token is looked up first.
     let response = app
         .client
