@@ -215,6 +215,15 @@ mod tests {
     }
 
     #[test]
+    fn email_length_is_counted_as_max_length_counts_it() {
+        let at_limit = format!("ops@{}.com", "d".repeat(EMAIL_MAX_CHARS - 8));
+        assert_eq!(at_limit.chars().count(), EMAIL_MAX_CHARS);
+        assert!(Email::parse("email", &at_limit).is_ok());
+        // Padding counts, as the document's `maxLength` sees the raw string.
+        assert!(Email::parse("email", &format!(" {at_limit}")).is_err());
+    }
+
+    #[test]
     fn email_pattern_is_the_parser() {
         let pattern = compiled(&email());
         for c in every_char() {

@@ -46,9 +46,10 @@ pub struct Email(String);
 
 impl Email {
     pub fn parse(field: &str, raw: &str) -> Result<Self, FieldError> {
-        // Lengths in characters, as the OpenAPI document's `maxLength` and pattern count them.
+        // Lengths in characters, as the OpenAPI document's `maxLength` and pattern count them;
+        // the whole length before trimming (as `maxLength` sees it), the local part's after.
         let email = raw.trim();
-        let valid = email.chars().count() <= super::patterns::EMAIL_MAX_CHARS
+        let valid = raw.chars().count() <= super::patterns::EMAIL_MAX_CHARS
             && email.split_once('@').is_some_and(|(local, domain)| {
                 !local.is_empty()
                     && local.chars().count() <= super::patterns::EMAIL_LOCAL_MAX_CHARS
