@@ -37,21 +37,76 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let parsing = web::Json::<T>::from_request(req, payload);
+        let parsing = web::Json::<JsonObject>::from_request(req, payload);
         Box::pin(async move {
-            Ok(JsonBody(parsing.await.map(web::Json::into_inner).map_err(
-                |error| {
-                    // The configured error handler wraps an ApiError; rebuild it by its problem.
-                    error
-                        .as_error::<ApiError>()
-                        .map(|e| match e {
-                            ApiError::PayloadTooLarge(limit) => ApiError::PayloadTooLarge(*limit),
-                            ApiError::UnsupportedMediaType => ApiError::UnsupportedMediaType,
-                            other => ApiError::Malformed(other.problem().detail),
-                        })
-                        .unwrap_or_else(|| ApiError::Malformed(error.to_string()))
-                },
-            )))
+            Ok(JsonBody(
+                parsing.await.map(web::Json::into_inner).map_or_else(
+                    |error| {
+                        // The configured error handler wraps an ApiError; rebuild it by its problem.
+                        Err(error
+                            .as_error::<ApiError>()
+                            .map(|e| match e {
+                                ApiError::PayloadTooLarge(limit) => {
+                                    ApiError::PayloadTooLarge(*limit)
+                                }
+                                ApiError::UnsupportedMediaType => ApiError::UnsupportedMediaType,
+                                other => ApiError::Malformed(other.problem().detail),
+                            })
+                            .unwrap_or_else(|| ApiError::Malformed(error.to_string())))
+                    },
+                    from_object,
+                ),
+            ))
         })
     }
+}
+
+type JsonObject = serde_json::Map<String, serde_json::Value>;
+
+/// A request struct from a JSON object. Bodies are read as objects first: serde's derived
+/// `Deserialize` would also take a struct's fields from an array (`[null, null]`), which the
+/// document does not allow.
+pub fn from_object<T: DeserializeOwned>(object: JsonObject) -> Result<T, ApiError> {
+    serde_json::from_value(serde_json::Value::Object(object)).map_err(|e| {
+        ApiError::Malformed(format!(
+            "the JSON body does not fit this endpoint: {e}; see /openapi.json"
+        ))
+    })
+}
+
+/// `deserialize_with` for an optional whole-number field: JSON does not tell `90` from `90.0`
+/// (JSON Schema's `integer` takes both), so neither does the server. `null` is absent;
+/// fractions and numbers out of the field's range are refused as a malformed body.
+pub fn whole_number<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    use serde::Deserialize;
+    use serde::de::Error;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let whole = number.as_i64().or_else(|| {
+        number
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && (-9.2e18..=9.2e18).contains(f))
+            // In range and whole: the conversion is exact.
+            .map(|f| f as i64)
+    });
+    whole
+        .and_then(|n| T::try_from(n).ok())
+        .map(Some)
+        .ok_or_else(|| D::Error::custom(format!("expected a whole number in range, not {number}")))
+}
+
+/// `deserialize_with` for an optional field that is not nullable: absent is `None` (with
+/// `#[serde(default)]`), and an explicit `null` is kept as `Some(Value::Null)` for the
+/// field's parser to refuse, as the document (which does not allow `null`) says.
+pub fn present<'de, D>(deserializer: D) -> Result<Option<serde_json::Value>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::Deserialize;
+    serde_json::Value::deserialize(deserializer).map(Some)
 }

@@ -23,6 +23,11 @@ pub enum ApiError {
     /// Missing, or not visible to the caller: the same answer either way.
     NotFound(String),
     Conflict(String),
+    /// The path exists, not with this method: 405 with `Allow` (e.g. `GET, DELETE`).
+    MethodNotAllowed {
+        detail: String,
+        allow: String,
+    },
     /// The environment is not `ready` for what was asked (its credentials): 409 `conflict`.
     NotReady(String),
     IdempotencyKeyReused,
@@ -93,6 +98,7 @@ impl ApiError {
             Self::Forbidden(_) => ("forbidden", "Not allowed"),
             Self::NotFound(_) => ("not-found", "Not found"),
             Self::Conflict(_) => ("conflict", "Conflicts with the current state"),
+            Self::MethodNotAllowed { .. } => ("method-not-allowed", "Method not allowed"),
             // The type clients already branch on for this 409; the title says which conflict.
             Self::NotReady(_) => ("conflict", "The environment is not ready"),
             Self::IdempotencyKeyReused => (
@@ -116,7 +122,8 @@ impl ApiError {
             | Self::Forbidden(detail)
             | Self::NotFound(detail)
             | Self::Conflict(detail)
-            | Self::NotReady(detail) => detail.clone(),
+            | Self::NotReady(detail)
+            | Self::MethodNotAllowed { detail, .. } => detail.clone(),
             Self::TooManyRequests { detail, .. }
             | Self::Unavailable { detail, .. }
             | Self::RateLimited { detail, .. }
@@ -188,6 +195,7 @@ impl ResponseError for ApiError {
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) | Self::NotReady(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -228,6 +236,9 @@ impl ResponseError for ApiError {
                 for (name, value) in standing.headers() {
                     response.insert_header((name, value));
                 }
+            }
+            Self::MethodNotAllowed { allow, .. } => {
+                response.insert_header((header::ALLOW, allow.as_str()));
             }
             Self::Unauthenticated(_) => {
                 response.insert_header((

@@ -7,23 +7,29 @@ use bulkhead_core::store;
 use diesel::PgConnection;
 use uuid::Uuid;
 
+/// What a key may be, as the OpenAPI document states it: 1 to 255 visible ASCII characters or
+/// spaces, neither first nor last a space (HTTP drops those anyway).
+pub const KEY_PATTERN: &str = "^[!-~]([ -~]{0,253}[!-~])?$";
+
 /// The request's key, if it sent one.
 pub fn key(req: &HttpRequest) -> ApiResult<Option<String>> {
     let Some(value) = req.headers().get("idempotency-key") else {
         return Ok(None);
     };
-    let key = value
-        .to_str()
-        .ok()
-        .map(str::trim)
-        .filter(|k| !k.is_empty() && k.len() <= 255)
-        .ok_or_else(|| {
-            ApiError::validation(
-                "Idempotency-Key",
-                "must be 1 to 255 visible ASCII characters, such as a UUID",
-            )
-        })?;
-    Ok(Some(key.to_owned()))
+    let raw = value.as_bytes();
+    let start = raw.iter().position(|b| *b != b' ').unwrap_or(raw.len());
+    let end = raw
+        .iter()
+        .rposition(|b| *b != b' ')
+        .map_or(start, |last| last + 1);
+    let bytes = &raw[start..end];
+    if bytes.is_empty() || bytes.len() > 255 || !bytes.iter().all(|b| (b' '..=b'~').contains(b)) {
+        return Err(ApiError::validation(
+            "Idempotency-Key",
+            "must be 1 to 255 visible ASCII characters or spaces, such as a UUID",
+        ));
+    }
+    Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
 }
 
 /// What identifies "the same request": method, path and body.

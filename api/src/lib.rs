@@ -13,6 +13,7 @@ pub mod observe;
 pub mod openapi;
 pub mod ratelimit;
 pub mod routes;
+pub mod schemas;
 pub mod scope;
 pub mod state;
 pub mod tls;
@@ -46,6 +47,16 @@ fn path_error(error: PathError, _: &HttpRequest) -> actix_web::Error {
 }
 
 async fn no_route(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    if let Some(allow) = openapi::allowed_methods(req.path()) {
+        return Err(ApiError::MethodNotAllowed {
+            detail: format!(
+                "{} is not a method of {}; it takes {allow} (see /openapi.json)",
+                req.method(),
+                req.path()
+            ),
+            allow,
+        });
+    }
     Err(ApiError::NotFound(format!(
         "no endpoint {} {}; see /openapi.json",
         req.method(),

@@ -71,8 +71,9 @@ impl Modify for ProblemJson {
 
 /// The answers every route can give besides its own: 429 from the rate limits (with
 /// `Retry-After` and the `RateLimit` headers, which successful answers carry too), 401 where a
-/// credential is needed, 400 for an unreadable path, query or body, and 413/415 where a JSON body
-/// is read. Declared once here instead of on every handler.
+/// credential is needed, 400 for an unreadable path, query or body, 422 for a list's `limit` or
+/// `cursor` and for an `Idempotency-Key`, and 413/415 where a JSON body is read. Declared once
+/// here instead of on every handler.
 struct CommonResponses;
 
 fn problem_response(description: &str) -> utoipa::openapi::Response {
@@ -111,8 +112,32 @@ impl Modify for CommonResponses {
             ];
             for (operation, may_have_body) in operations {
                 let Some(operation) = operation else { continue };
+                for parameter in operation.parameters.iter_mut().flatten() {
+                    if parameter.name == "Idempotency-Key" {
+                        // Nullable as before (generated clients keep their signatures).
+                        parameter.schema = Some(
+                            utoipa::openapi::ObjectBuilder::new()
+                                .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+                                    utoipa::openapi::Type::String,
+                                    utoipa::openapi::Type::Null,
+                                ]))
+                                .pattern(Some(crate::idempotency::KEY_PATTERN))
+                                .into(),
+                        );
+                    }
+                }
                 let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
                 let has_body = may_have_body && operation.request_body.is_some();
+                let paged = operation
+                    .parameters
+                    .iter()
+                    .flatten()
+                    .any(|p| p.name == "limit");
+                let idempotent = operation
+                    .parameters
+                    .iter()
+                    .flatten()
+                    .any(|p| p.name == "Idempotency-Key");
                 let responses = &mut operation.responses.responses;
                 let mut add = |status: &str, description: &str| {
                     responses
@@ -127,6 +152,20 @@ impl Modify for CommonResponses {
                     add(
                         "401",
                         "No valid access token or API key (`unauthenticated`)",
+                    );
+                }
+                if paged {
+                    add(
+                        "422",
+                        "`limit` is out of range, or `cursor` is not one this list returned \
+                         (`validation-failed`)",
+                    );
+                }
+                if idempotent {
+                    add(
+                        "422",
+                        "The `Idempotency-Key` is malformed (`validation-failed`) or was used with \
+                         another request (`idempotency-key-reused`)",
                     );
                 }
                 if has_body {
@@ -231,3 +270,57 @@ impl Modify for CommonResponses {
     modifiers(&BearerAuth, &ProblemJson, &CommonResponses)
 )]
 pub struct ApiDoc;
+
+/// A documented path as segments (`None` for a `{parameter}`), with its methods.
+type Route = (Vec<Option<String>>, Vec<&'static str>);
+
+static ROUTES: std::sync::LazyLock<Vec<Route>> = std::sync::LazyLock::new(|| {
+    let document = ApiDoc::openapi();
+    let mut routes: Vec<_> = document
+        .paths
+        .paths
+        .iter()
+        .map(|(path, item)| {
+            let segments = path
+                .split('/')
+                .map(|s| (!s.starts_with('{')).then(|| s.to_owned()))
+                .collect();
+            let methods = [
+                ("GET", item.get.is_some()),
+                ("PUT", item.put.is_some()),
+                ("POST", item.post.is_some()),
+                ("DELETE", item.delete.is_some()),
+                ("PATCH", item.patch.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(method, present)| present.then_some(method))
+            .collect();
+            (segments, methods)
+        })
+        .collect();
+    routes.push((
+        vec![Some(String::new()), Some("openapi.json".into())],
+        vec!["GET"],
+    ));
+    routes
+});
+
+/// The methods the contract has for `path` (one a router did not match with the request's
+/// method), or `None` if no documented path matches it: 405 with `Allow` rather than 404.
+pub fn allowed_methods(path: &str) -> Option<String> {
+    let segments: Vec<&str> = path.split('/').collect();
+    let mut allowed: Vec<&str> = ROUTES
+        .iter()
+        .filter(|(template, _)| {
+            template.len() == segments.len()
+                && template.iter().zip(&segments).all(|(t, s)| match t {
+                    Some(literal) => literal == s,
+                    None => !s.is_empty(),
+                })
+        })
+        .flat_map(|(_, methods)| methods.iter().copied())
+        .collect();
+    allowed.sort_unstable();
+    allowed.dedup();
+    (!allowed.is_empty()).then(|| allowed.join(", "))
+}

@@ -11,6 +11,7 @@ mod bad_input;
 mod contract;
 mod denials;
 mod enforcer;
+mod fuzz_findings;
 mod grants;
 mod https;
 mod identity;

@@ -54,10 +54,14 @@ impl From<ApiKey> for ApiKeyView {
 #[serde(deny_unknown_fields)]
 #[schema(example = crate::examples::create_api_key_request)]
 pub struct CreateApiKeyRequest {
+    #[schema(schema_with = crate::schemas::key_name)]
     pub name: String,
     /// `tenant_admin`, `operator`, `approver`, `viewer` or `billing`.
+    #[schema(schema_with = crate::schemas::key_role)]
     pub role: String,
-    /// 1 to 3650; omitted = never expires.
+    /// 1 to 3650; omitted (or `null`) = never expires.
+    #[serde(default, deserialize_with = "crate::body::whole_number")]
+    #[schema(minimum = 1, maximum = 3650)]
     pub expires_in_days: Option<i64>,
 }
 

@@ -2,7 +2,7 @@
 
 use crate::auth::Caller;
 use crate::error::ApiResult;
-use crate::routes::{PageOf, PageQuery};
+use crate::routes::{PageOf, SeqPageQuery};
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use bulkhead_core::audit::BreakKind;
@@ -54,14 +54,14 @@ impl From<AuditEvent> for AuditEventView {
 }
 
 #[utoipa::path(get, operation_id = "listTenantAuditEvents", path = "/v1/tenants/{tenant}/audit-events", tag = "audit", security(("bearer" = [])),
-    params(("tenant" = String, Path, description = "Tenant id or slug"), PageQuery),
+    params(("tenant" = String, Path, description = "Tenant id or slug"), SeqPageQuery),
     responses((status = 200, body = AuditEventPage), (status = 403, body = crate::error::Problem),
         (status = 404, body = crate::error::Problem)))]
 pub async fn list_for_tenant(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
-    query: web::Query<PageQuery>,
+    query: web::Query<SeqPageQuery>,
 ) -> ApiResult<HttpResponse> {
     let tenant = state
         .authorize_tenant(&caller, &path, Object::Audit, Action::Read)
@@ -74,12 +74,12 @@ pub async fn list_for_tenant(
 }
 
 #[utoipa::path(get, operation_id = "listAuditEvents", path = "/v1/audit-events", tag = "audit", security(("bearer" = [])),
-    params(PageQuery),
+    params(SeqPageQuery),
     responses((status = 200, body = AuditEventPage), (status = 403, body = crate::error::Problem)))]
 pub async fn list_all(
     state: web::Data<AppState>,
     caller: Caller,
-    query: web::Query<PageQuery>,
+    query: web::Query<SeqPageQuery>,
 ) -> ApiResult<HttpResponse> {
     state
         .authorize_platform(&caller, Object::AuditTrail, Action::Read)

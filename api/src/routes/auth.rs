@@ -1,6 +1,7 @@
 //! Login, logout and invitation acceptance.
 
 use crate::auth::{Caller, request_id};
+use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -65,9 +66,9 @@ fn locked(wait: std::time::Duration) -> ApiError {
 pub async fn login(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Json<LoginRequest>,
+    body: JsonBody<LoginRequest>,
 ) -> ApiResult<HttpResponse> {
-    let LoginRequest { email, password } = body.into_inner();
+    let LoginRequest { email, password } = body.into_inner()?;
     let email = email.trim().to_lowercase();
     let ip = client_address(&req);
     // Counted before any hash, in the control database (shared by every replica): this address
@@ -280,6 +281,7 @@ pub struct AcceptInvitationRequest {
     /// The `bki_…` token from the invitation mail.
     pub token: String,
     /// At least 12 characters, not a common password.
+    #[schema(schema_with = crate::schemas::password)]
     pub password: String,
 }
 
@@ -298,13 +300,13 @@ pub struct AcceptInvitationResponse {
 pub async fn accept_invitation(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Json<AcceptInvitationRequest>,
+    body: JsonBody<AcceptInvitationRequest>,
 ) -> ApiResult<HttpResponse> {
-    let AcceptInvitationRequest { token, password } = body.into_inner();
-    check_password_policy("password", &password).map_err(|e| ApiError::Validation(vec![e]))?;
+    let AcceptInvitationRequest { token, password } = body.into_inner()?;
     // Counted per client address before anything else (tokens are 256 random bits: guessing
     // is hopeless, but each try must not cost a hash), and the token is looked up before the
-    // password is hashed, so only a live token costs argon2.
+    // password is checked and hashed, so only a live token costs argon2 (and an unknown token
+    // is 404 whatever the password).
     let client_key = format!("invitation-ip:{}", client_address(&req));
     let (window, max) = (
         state.config.login_lockout,
@@ -329,6 +331,7 @@ pub async fn accept_invitation(
     if !live {
         return Err(no_live_invitation());
     }
+    check_password_policy("password", &password).map_err(|e| ApiError::Validation(vec![e]))?;
     let permit = state.hashing_slot(&client_address(&req)).await?;
     let password_hash = web::block(move || {
         let _permit = permit;

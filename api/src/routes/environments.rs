@@ -88,18 +88,23 @@ impl From<Environment> for EnvironmentView {
 #[schema(example = crate::examples::create_environment_request)]
 pub struct CreateEnvironmentRequest {
     /// `^[a-z][a-z0-9-]{1,39}$`, unique among the tenant's live environments.
+    #[schema(schema_with = crate::schemas::environment_name)]
     pub name: String,
     /// `development`, `staging` or `production`.
+    #[schema(schema_with = crate::schemas::stage)]
     pub stage: String,
     /// `shared` or `dedicated`; default: the tenant's tier.
+    #[schema(schema_with = crate::schemas::isolation)]
     pub isolation: Option<String>,
     /// Blueprint name; default: the default blueprint for the isolation.
     pub blueprint: Option<String>,
     /// Blueprint version; default: the latest.
+    #[serde(default, deserialize_with = "crate::body::whole_number")]
+    #[schema(minimum = 1, maximum = 2147483647)]
     pub blueprint_version: Option<u32>,
     /// `business_unit` and `cost_center` unless the tenant's tags carry them.
-    #[serde(default)]
-    #[schema(value_type = Object)]
+    #[serde(default, deserialize_with = "crate::body::present")]
+    #[schema(schema_with = crate::schemas::environment_cost_tags)]
     pub cost_tags: Option<serde_json::Value>,
 }
 
@@ -143,6 +148,17 @@ fn validate(
             Isolation::Shared
         }),
     };
+    // Stored as an integer (i32): checked whether or not a blueprint is named (without one,
+    // the isolation's default blueprint is taken and the version is not used).
+    if body
+        .blueprint_version
+        .is_some_and(|v| v == 0 || i32::try_from(v).is_err())
+    {
+        v.push(FieldError::new(
+            "blueprint_version",
+            "must be from 1 to 2147483647, or absent for the latest",
+        ));
+    }
     let blueprint = isolation.and_then(|isolation| {
         let found = match &body.blueprint {
             Some(name) => state.catalog.get(name, body.blueprint_version),
@@ -456,7 +472,9 @@ pub async fn create(
 
 #[utoipa::path(get, operation_id = "listEnvironments", path = "/v1/tenants/{tenant}/environments", tag = "environments", security(("bearer" = [])),
     params(("tenant" = String, Path, description = "Tenant id or slug"), PageQuery),
-    responses((status = 200, body = EnvironmentPage), (status = 404, body = crate::error::Problem)))]
+    responses((status = 200, body = EnvironmentPage),
+        (status = 403, description = "Your role in this tenant does not allow this", body = crate::error::Problem),
+        (status = 404, body = crate::error::Problem)))]
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,
@@ -500,7 +518,9 @@ async fn environment(
 
 #[utoipa::path(get, operation_id = "getEnvironment", path = "/v1/tenants/{tenant}/environments/{env}", tag = "environments", security(("bearer" = [])),
     params(("tenant" = String, Path), ("env" = String, Path, description = "Environment id or name")),
-    responses((status = 200, body = EnvironmentView), (status = 404, body = crate::error::Problem)))]
+    responses((status = 200, body = EnvironmentView),
+        (status = 403, description = "Your role in this tenant does not allow this", body = crate::error::Problem),
+        (status = 404, body = crate::error::Problem)))]
 pub async fn get(
     state: web::Data<AppState>,
     caller: Caller,
@@ -548,15 +568,22 @@ async fn job_action(
             environment.name
         )));
     }
-    // The body is optional; when present it must parse (a typo must not silently apply
-    // whatever the planner finds instead of the reviewed plan).
+    // The body is optional (none, or `null`, as the document says); when present it must parse
+    // (a typo must not silently apply whatever the planner finds instead of the reviewed plan).
     let body = match body.filter(|raw| !raw.iter().all(u8::is_ascii_whitespace)) {
         None => ApplyRequest::default(),
-        Some(raw) => serde_json::from_slice::<ApplyRequest>(&raw).map_err(|e| {
-            ApiError::Malformed(format!(
-                "the JSON body does not fit this endpoint: {e}; send {{\"plan_job_id\": \"<uuid>\"}} or no body"
-            ))
-        })?,
+        Some(raw) => {
+            let object = serde_json::from_slice::<Option<serde_json::Map<_, _>>>(&raw)
+                .map_err(|e| {
+                    ApiError::Malformed(format!(
+                        "the JSON body does not fit this endpoint: {e}; send {{\"plan_job_id\": \"<uuid>\"}} or no body"
+                    ))
+                })?;
+            object
+                .map(crate::body::from_object)
+                .transpose()?
+                .unwrap_or_default()
+        }
     };
     let key = idempotency::key(&req)?;
     let request_hash = idempotency::request_hash(
@@ -648,6 +675,7 @@ pub async fn destroy(
 #[utoipa::path(post, operation_id = "planEnvironment", path = "/v1/tenants/{tenant}/environments/{env}/plan", tag = "environments", security(("bearer" = [])),
     params(("tenant" = String, Path), ("env" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "Same key + same body → the same response; same key + another body → 422")),
     responses((status = 202, description = "A plan job is queued; its plan appears on the job", body = JobAccepted),
+        (status = 403, description = "Your role in this tenant does not allow this", body = crate::error::Problem),
         (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem),
         (status = 422, body = crate::error::Problem)))]
 pub async fn plan(
@@ -663,6 +691,7 @@ pub async fn plan(
     params(("tenant" = String, Path), ("env" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "Same key + same body → the same response; same key + another body → 422")),
     request_body(content = Option<ApplyRequest>, description = "Optional: the plan job to apply exactly"),
     responses((status = 202, description = "An apply job is queued", body = JobAccepted),
+        (status = 403, description = "Your role in this tenant does not allow this", body = crate::error::Problem),
         (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem),
         (status = 422, body = crate::error::Problem)))]
 pub async fn apply(
@@ -678,6 +707,7 @@ pub async fn apply(
 #[utoipa::path(post, operation_id = "checkEnvironmentDrift", path = "/v1/tenants/{tenant}/environments/{env}/drift-check", tag = "environments", security(("bearer" = [])),
     params(("tenant" = String, Path), ("env" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "Same key + same body → the same response; same key + another body → 422")),
     responses((status = 202, description = "A drift-check job is queued", body = JobAccepted),
+        (status = 403, description = "Your role in this tenant does not allow this", body = crate::error::Problem),
         (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem),
         (status = 422, body = crate::error::Problem)))]
 pub async fn drift_check(
@@ -830,7 +860,9 @@ pub struct IsolationView {
 
 #[utoipa::path(get, operation_id = "getEnvironmentIsolation", path = "/v1/tenants/{tenant}/environments/{env}/isolation", tag = "environments", security(("bearer" = [])),
     params(("tenant" = String, Path), ("env" = String, Path)),
-    responses((status = 200, body = IsolationView), (status = 404, body = crate::error::Problem)))]
+    responses((status = 200, body = IsolationView),
+        (status = 403, description = "Your role in this tenant does not allow this", body = crate::error::Problem),
+        (status = 404, body = crate::error::Problem)))]
 pub async fn isolation(
     state: web::Data<AppState>,
     caller: Caller,

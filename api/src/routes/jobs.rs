@@ -2,7 +2,7 @@
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::routes::{PageOf, PageQuery, parse_id};
+use crate::routes::{PageOf, PageQuery, SeqPageQuery, parse_id};
 use crate::state::AppState;
 use actix_web::{HttpResponse, http::StatusCode, web};
 use bulkhead_core::audit::AuditResult;
@@ -70,7 +70,13 @@ impl JobView {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct JobQuery {
+    /// 1 to 200; default 50.
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[param(
+        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
     pub cursor: Option<String>,
     /// Only this environment's jobs (id).
     pub environment: Option<Uuid>,
@@ -78,7 +84,9 @@ pub struct JobQuery {
 
 #[utoipa::path(get, operation_id = "listJobs", path = "/v1/tenants/{tenant}/jobs", tag = "jobs", security(("bearer" = [])),
     params(("tenant" = String, Path), JobQuery),
-    responses((status = 200, body = JobPage), (status = 404, body = crate::error::Problem)))]
+    responses((status = 200, body = JobPage),
+        (status = 403, description = "Your role in this tenant does not allow this", body = crate::error::Problem),
+        (status = 404, body = crate::error::Problem)))]
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,
@@ -133,7 +141,9 @@ async fn job(
 
 #[utoipa::path(get, operation_id = "getJob", path = "/v1/tenants/{tenant}/jobs/{job}", tag = "jobs", security(("bearer" = [])),
     params(("tenant" = String, Path), ("job" = Uuid, Path)),
-    responses((status = 200, body = JobView), (status = 404, body = crate::error::Problem)))]
+    responses((status = 200, body = JobView),
+        (status = 403, description = "Your role in this tenant does not allow this", body = crate::error::Problem),
+        (status = 404, body = crate::error::Problem)))]
 pub async fn get(
     state: web::Data<AppState>,
     caller: Caller,
@@ -175,13 +185,15 @@ impl From<JobEvent> for JobEventView {
 }
 
 #[utoipa::path(get, operation_id = "listJobEvents", path = "/v1/tenants/{tenant}/jobs/{job}/events", tag = "jobs", security(("bearer" = [])),
-    params(("tenant" = String, Path), ("job" = Uuid, Path), PageQuery),
-    responses((status = 200, body = JobEventPage), (status = 404, body = crate::error::Problem)))]
+    params(("tenant" = String, Path), ("job" = Uuid, Path), SeqPageQuery),
+    responses((status = 200, body = JobEventPage),
+        (status = 403, description = "Your role in this tenant does not allow this", body = crate::error::Problem),
+        (status = 404, body = crate::error::Problem)))]
 pub async fn events(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<(String, String)>,
-    query: web::Query<PageQuery>,
+    query: web::Query<SeqPageQuery>,
 ) -> ApiResult<HttpResponse> {
     let (tenant_ref, job_ref) = path.into_inner();
     let job = job(&state, &caller, &tenant_ref, &job_ref, Action::Read).await?;
@@ -198,6 +210,8 @@ pub async fn events(
         (status = 202, description = "Running: cancel requested; the worker stops it at its next \
             step boundary (within about a second) and marks it `canceled`. A job that finishes \
             first keeps its result. Asking again answers 202 again.", body = JobView),
+        (status = 403, description = "Your role in this tenant does not allow this", body = crate::error::Problem),
+        (status = 404, body = crate::error::Problem),
         (status = 409, description = "Already finished", body = crate::error::Problem)))]
 pub async fn cancel(
     state: web::Data<AppState>,

@@ -135,11 +135,14 @@ impl From<Member> for MemberView {
 #[serde(deny_unknown_fields)]
 #[schema(example = crate::examples::add_member_request)]
 pub struct AddMemberRequest {
+    #[schema(schema_with = crate::schemas::email)]
     pub email: String,
     /// `tenant_admin`, `operator`, `approver`, `viewer`, `billing`, or (platform admins only)
     /// `partner`.
+    #[schema(schema_with = crate::schemas::member_role)]
     pub role: String,
     /// Used when the email has no account yet; defaults to the email.
+    #[schema(schema_with = crate::schemas::display_name)]
     pub display_name: Option<String>,
 }
 

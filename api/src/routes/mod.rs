@@ -135,55 +135,88 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         );
 }
 
-/// `?limit=&cursor=` of list endpoints.
+/// `?limit=&cursor=` of list endpoints whose cursor is an id.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
     /// 1 to 200; default 50.
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
+    #[param(
+        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
     pub cursor: Option<String>,
+}
+
+/// `?limit=&cursor=` of the lists in sequence order (audit events, job events).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SeqPageQuery {
+    /// 1 to 200; default 50.
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[param(pattern = r"^[0-9]{1,18}$")]
+    pub cursor: Option<String>,
+}
+
+fn page_limit(limit: Option<i64>) -> ApiResult<i64> {
+    match limit {
+        None => Ok(50),
+        Some(limit) if (1..=MAX_PAGE).contains(&limit) => Ok(limit),
+        Some(_) => Err(ApiError::validation(
+            "limit",
+            format!("must be from 1 to {MAX_PAGE}"),
+        )),
+    }
+}
+
+fn bad_cursor() -> ApiError {
+    ApiError::validation(
+        "cursor",
+        "is not a cursor this list returned; start without one",
+    )
 }
 
 impl PageQuery {
     pub fn limit(&self) -> ApiResult<i64> {
-        match self.limit {
-            None => Ok(50),
-            Some(limit) if (1..=MAX_PAGE).contains(&limit) => Ok(limit),
-            Some(_) => Err(ApiError::validation(
-                "limit",
-                format!("must be from 1 to {MAX_PAGE}"),
-            )),
-        }
+        page_limit(self.limit)
     }
 
     pub fn uuid_cursor(&self) -> ApiResult<Option<Uuid>> {
         self.cursor
             .as_deref()
-            .map(|c| {
-                Uuid::try_parse(c).map_err(|_| {
-                    ApiError::validation(
-                        "cursor",
-                        "is not a cursor this list returned; start without one",
-                    )
-                })
-            })
+            .map(|c| parse_uuid(c).ok_or_else(bad_cursor))
             .transpose()
+    }
+}
+
+impl SeqPageQuery {
+    pub fn limit(&self) -> ApiResult<i64> {
+        page_limit(self.limit)
     }
 
     pub fn seq_cursor(&self) -> ApiResult<Option<i64>> {
         self.cursor
             .as_deref()
             .map(|c| {
-                c.parse::<i64>().map_err(|_| {
-                    ApiError::validation(
-                        "cursor",
-                        "is not a cursor this list returned; start without one",
-                    )
-                })
+                // Digits only, as the document's pattern says (`parse` would also take a sign).
+                (!c.is_empty() && c.len() <= 18 && c.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| c.parse::<i64>().ok())
+                    .flatten()
+                    .ok_or_else(bad_cursor)
             })
             .transpose()
     }
+}
+
+/// A UUID in its hyphenated form, the one the document states (`format: uuid` for ids, a
+/// pattern for cursors); `Uuid::try_parse` also takes the simple, braced and URN forms.
+pub fn parse_uuid(raw: &str) -> Option<Uuid> {
+    (raw.len() == 36)
+        .then(|| Uuid::try_parse(raw).ok())
+        .flatten()
 }
 
 /// One page of a list (its schema in the OpenAPI document: `page_schema!`).
@@ -205,5 +238,5 @@ impl<T> PageOf<T> {
 
 /// A UUID path segment; anything else is simply not found.
 pub fn parse_id(raw: &str, what: &str) -> ApiResult<Uuid> {
-    Uuid::try_parse(raw).map_err(|_| ApiError::NotFound(format!("no {what} '{raw}' exists here")))
+    parse_uuid(raw).ok_or_else(|| ApiError::NotFound(format!("no {what} '{raw}' exists here")))
 }

@@ -19,7 +19,9 @@ use uuid::Uuid;
 #[serde(deny_unknown_fields)]
 #[schema(example = crate::examples::create_partner_request)]
 pub struct CreatePartnerRequest {
+    #[schema(schema_with = crate::schemas::email)]
     pub email: String,
+    #[schema(schema_with = crate::schemas::display_name)]
     pub display_name: Option<String>,
 }
 

@@ -46,9 +46,17 @@ pub struct QuotasView {
 #[serde(deny_unknown_fields)]
 #[schema(example = crate::examples::set_quotas_request)]
 pub struct SetQuotasRequest {
+    #[serde(default, deserialize_with = "crate::body::whole_number")]
+    #[schema(minimum = 0, maximum = 100000)]
     pub environments: Option<i64>,
+    #[serde(default, deserialize_with = "crate::body::whole_number")]
+    #[schema(minimum = 0, maximum = 100000)]
     pub queued_jobs: Option<i64>,
+    #[serde(default, deserialize_with = "crate::body::whole_number")]
+    #[schema(minimum = 0, maximum = 100000)]
     pub api_keys: Option<i64>,
+    #[serde(default, deserialize_with = "crate::body::whole_number")]
+    #[schema(minimum = 0, maximum = 100000)]
     pub members: Option<i64>,
 }
 

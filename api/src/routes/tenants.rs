@@ -58,14 +58,18 @@ impl From<Tenant> for TenantView {
 #[schema(example = crate::examples::create_tenant_request)]
 pub struct CreateTenantRequest {
     /// `^[a-z][a-z0-9-]{2,39}$`, unique.
+    #[schema(schema_with = crate::schemas::slug)]
     pub slug: String,
+    #[schema(schema_with = crate::schemas::tenant_name)]
     pub name: String,
     /// `shared` or `dedicated`.
+    #[schema(schema_with = crate::schemas::tier)]
     pub tier: String,
     /// Such as `eu-west-1`.
+    #[schema(schema_with = crate::schemas::region)]
     pub region: String,
-    #[serde(default)]
-    #[schema(value_type = Object)]
+    #[serde(default, deserialize_with = "crate::body::present")]
+    #[schema(schema_with = crate::schemas::cost_tags)]
     pub cost_tags: Option<serde_json::Value>,
 }
 
@@ -219,9 +223,11 @@ pub async fn get(
 #[serde(deny_unknown_fields)]
 #[schema(example = crate::examples::update_tenant_request)]
 pub struct UpdateTenantRequest {
+    #[schema(schema_with = crate::schemas::tenant_rename)]
     pub name: Option<String>,
     /// Replaces all cost tags.
-    #[schema(value_type = Object)]
+    #[serde(default, deserialize_with = "crate::body::present")]
+    #[schema(schema_with = crate::schemas::replacing_cost_tags)]
     pub cost_tags: Option<serde_json::Value>,
 }
 

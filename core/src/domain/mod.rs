@@ -3,12 +3,15 @@
 mod cost_tags;
 mod environment;
 mod password_policy;
+pub mod patterns;
 mod role;
 mod values;
 
-pub use cost_tags::CostTags;
+pub use cost_tags::{CostTags, MAX_TAGS, MAX_VALUE_CHARS as MAX_TAG_VALUE_CHARS};
 pub use environment::{Isolation, Stage, parse_environment_name};
-pub use password_policy::check_password_policy;
+pub use password_policy::{
+    MAX_CHARS as PASSWORD_MAX_CHARS, MIN_CHARS as PASSWORD_MIN_CHARS, check_password_policy,
+};
 pub use role::{PlatformRole, Role, TenantRole};
 pub use values::{Email, Region, Slug, TenantState, Tier, parse_display_text};
 

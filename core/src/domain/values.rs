@@ -46,11 +46,13 @@ pub struct Email(String);
 
 impl Email {
     pub fn parse(field: &str, raw: &str) -> Result<Self, FieldError> {
-        let email = raw.trim().to_lowercase();
-        let valid = email.len() <= 254
+        // Lengths in characters, as the OpenAPI document's `maxLength` and pattern count them;
+        // the whole length before trimming (as `maxLength` sees it), the local part's after.
+        let email = raw.trim();
+        let valid = raw.chars().count() <= super::patterns::EMAIL_MAX_CHARS
             && email.split_once('@').is_some_and(|(local, domain)| {
                 !local.is_empty()
-                    && local.len() <= 64
+                    && local.chars().count() <= super::patterns::EMAIL_LOCAL_MAX_CHARS
                     && domain.contains('.')
                     && !domain.starts_with('.')
                     && !domain.ends_with('.')
@@ -62,14 +64,11 @@ impl Email {
                 // delivered to them, not to the address stored), and invisible ones.
                 c.is_whitespace()
                     || c.is_control()
-                    || matches!(
-                        c,
-                        '<' | '>' | ',' | '"' | '(' | ')' | ';' | ':' | '\\' | '[' | ']'
-                    )
+                    || super::patterns::EMAIL_SYNTAX.contains(&c)
                     || invisible(c).is_some()
             });
         if valid {
-            Ok(Self(email))
+            Ok(Self(email.to_lowercase()))
         } else {
             Err(FieldError::new(
                 field,
@@ -142,33 +141,10 @@ pub fn parse_display_text(field: &str, raw: &str) -> Result<String, FieldError> 
 /// The name of a zero-width, bidirectional-control or other invisible formatting character
 /// (Unicode's format characters that spoof how a name reads), or `None`.
 pub(crate) fn invisible(c: char) -> Option<&'static str> {
-    Some(match c {
-        '\u{00AD}' => "SOFT HYPHEN",
-        '\u{061C}' => "ARABIC LETTER MARK",
-        '\u{180E}' => "MONGOLIAN VOWEL SEPARATOR",
-        '\u{200B}' => "ZERO WIDTH SPACE",
-        '\u{200C}' => "ZERO WIDTH NON-JOINER",
-        '\u{200D}' => "ZERO WIDTH JOINER",
-        '\u{200E}' => "LEFT-TO-RIGHT MARK",
-        '\u{200F}' => "RIGHT-TO-LEFT MARK",
-        '\u{202A}' => "LEFT-TO-RIGHT EMBEDDING",
-        '\u{202B}' => "RIGHT-TO-LEFT EMBEDDING",
-        '\u{202C}' => "POP DIRECTIONAL FORMATTING",
-        '\u{202D}' => "LEFT-TO-RIGHT OVERRIDE",
-        '\u{202E}' => "RIGHT-TO-LEFT OVERRIDE",
-        '\u{2060}'..='\u{2064}' => "INVISIBLE FORMAT CHARACTER",
-        '\u{2066}' => "LEFT-TO-RIGHT ISOLATE",
-        '\u{2067}' => "RIGHT-TO-LEFT ISOLATE",
-        '\u{2068}' => "FIRST STRONG ISOLATE",
-        '\u{2069}' => "POP DIRECTIONAL ISOLATE",
-        '\u{206A}'..='\u{206F}' => "DEPRECATED FORMAT CHARACTER",
-        '\u{FEFF}' => "ZERO WIDTH NO-BREAK SPACE",
-        '\u{FFF9}'..='\u{FFFB}' => "INTERLINEAR ANNOTATION CHARACTER",
-        '\u{034F}' => "COMBINING GRAPHEME JOINER",
-        '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' => "HANGUL FILLER",
-        '\u{E0000}'..='\u{E007F}' => "TAG CHARACTER",
-        _ => return None,
-    })
+    super::patterns::INVISIBLE
+        .iter()
+        .find(|(from, to, _)| (*from..=*to).contains(&c))
+        .map(|(_, _, name)| *name)
 }
 
 /// Where a tenant's environments live by default.
