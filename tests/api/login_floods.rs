@@ -4,7 +4,7 @@
 //! is tested in `api/src/hashing.rs`.)
 
 use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, TestApp};
-use serde_json::json;
+use crate::throttle::login;
 use std::net::IpAddr;
 
 /// A client whose requests come from 127.0.0.`n`.
@@ -18,17 +18,6 @@ fn from(n: u8) -> reqwest::Client {
 /// The app's base URL over IPv4 (the source addresses above are IPv4).
 fn base(app: &TestApp) -> String {
     app.base.replace("localhost", "127.0.0.1")
-}
-
-async fn login(client: &reqwest::Client, base: &str, email: &str, password: &str) -> u16 {
-    client
-        .post(format!("{base}/v1/auth/login"))
-        .json(&json!({"email": email, "password": password}))
-        .send()
-        .await
-        .expect("login request")
-        .status()
-        .as_u16()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -6,7 +6,13 @@
 use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, TestApp, USER_PASSWORD};
 use serde_json::json;
 
-async fn login(client: &reqwest::Client, base: &str, email: &str, password: &str) -> u16 {
+/// POSTs a login from `client`; the answer's status.
+pub(crate) async fn login(
+    client: &reqwest::Client,
+    base: &str,
+    email: &str,
+    password: &str,
+) -> u16 {
     client
         .post(format!("{base}/v1/auth/login"))
         .json(&json!({"email": email, "password": password}))
