@@ -179,13 +179,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         "flooder@bench.test",
     )
     .await?;
+    let churners = seed_churners(&mut conn, CHURNERS)?;
+    let churn_tenant: Value = client
+        .get(format!("{base}/v1/tenants/{churn_slug}"))
+        .bearer_auth(&admin)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let churn_tenant_id = churn_tenant["id"]
+        .as_str()
+        .ok_or("no tenant id")?
+        .to_owned();
     println!("== the same, while {churn_slug} churns members and floods denials (same wrk) ==");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let churn = tokio::spawn(churn_members(
         client.clone(),
         base.clone(),
         admin.clone(),
-        churn_slug,
+        (churn_slug, churn_tenant_id),
+        churners,
         stop.clone(),
     ));
     let second = member(
@@ -327,24 +341,59 @@ const PACE: Duration = Duration::from_millis(20);
 
 type Churned = Result<u64, Box<dyn std::error::Error + Send + Sync>>;
 
-/// Adds a member to `tenant` and removes it again, until `stop`; returns the changes made.
+/// Accounts the churn offers memberships to: a membership is `invited` until its account
+/// accepts it, and one address is mailed at most 3 times a day per tenant, so the churn needs
+/// many signed-in accounts. Seeded in SQL with a session each (their passwords are never used).
+const CHURNERS: usize = 1_000;
+
+/// Seeds `n` accounts with a live session each; returns their access tokens.
+fn seed_churners(
+    conn: &mut PgConnection,
+    n: usize,
+) -> Result<Vec<String>, Box<dyn std::error::Error + Send + Sync>> {
+    let tokens: Vec<_> = (0..n)
+        .map(|_| bulkhead_core::secrets::generate_access_token())
+        .collect();
+    let hashes: Vec<String> = tokens.iter().map(|t| hex::encode(t.hash)).collect();
+    diesel::sql_query(
+        "WITH h AS (SELECT hash, i FROM unnest($1::text[]) WITH ORDINALITY AS h(hash, i)), \
+         p AS (INSERT INTO principals (id, kind, email, display_name, password_hash) \
+           SELECT gen_random_uuid(), 'user', 'churner-' || i || '@bench.test', 'Churner ' || i, \
+                  '$argon2id$never-checked' FROM h RETURNING id, email) \
+         INSERT INTO sessions (id, principal_id, token_hash, expires_at) \
+         SELECT gen_random_uuid(), p.id, decode(h.hash, 'hex'), now() + interval '1 day' \
+         FROM h JOIN p ON p.email = 'churner-' || h.i || '@bench.test'",
+    )
+    .bind::<diesel::sql_types::Array<diesel::sql_types::Text>, _>(hashes)
+    .execute(conn)?;
+    Ok(tokens.into_iter().map(|t| t.secret).collect())
+}
+
+/// Offers a membership of `tenant` to one account after another, which accepts it (the
+/// enforcer gains the assignment) and is removed again (it loses it), until `stop`; returns
+/// the assignment changes made.
 async fn churn_members(
     client: reqwest::Client,
     base: String,
     admin: String,
-    tenant: &'static str,
+    (tenant, tenant_id): (&'static str, String),
+    churners: Vec<String>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> Churned {
     let mut changes = 0;
     let mut i = 0;
+    // The admin makes two requests per cycle: the default sustained pace for one principal.
     let mut pace = tokio::time::interval(PACE * 2);
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         pace.tick().await;
         i += 1;
+        let session = churners
+            .get(i % churners.len())
+            .ok_or("no churner accounts")?;
         let added: Value = client
             .post(format!("{base}/v1/tenants/{tenant}/members"))
             .bearer_auth(&admin)
-            .json(&json!({"email": format!("churn-{i}@bench.test"), "role": "operator"}))
+            .json(&json!({"email": format!("churner-{}@bench.test", i % churners.len() + 1), "role": "operator"}))
             .send()
             .await?
             .error_for_status()?
@@ -353,6 +402,12 @@ async fn churn_members(
         let principal = added["member"]["principal_id"]
             .as_str()
             .ok_or("no principal_id")?;
+        client
+            .post(format!("{base}/v1/me/invitations/{tenant_id}/accept"))
+            .bearer_auth(session)
+            .send()
+            .await?
+            .error_for_status()?;
         client
             .delete(format!("{base}/v1/tenants/{tenant}/members/{principal}"))
             .bearer_auth(&admin)

@@ -139,11 +139,12 @@ pub fn member_view() -> Value {
     json!({
         "principal_id": "0192f5d8-0000-7111-8222-333344445555",
         "email": "sam@acme-foods.example",
-        "display_name": "Sam Lee",
+        "display_name": "sam@acme-foods.example",
         "role": "operator",
         "invitation_pending": true,
         "created_at": CREATED,
-        "state": "active"
+        "state": "invited",
+        "invitation_expires_at": "2026-12-05T09:30:00Z"
     })
 }
 

@@ -148,7 +148,9 @@ async fn send(transport: &Transport, from: &str, mail: &OutboxMail) -> Result<()
     }
 }
 
-/// Queues the mail telling an existing account that a membership waits for it to accept.
+/// Queues the mail telling an existing account that a membership waits for it to accept
+/// (`signed_up`: it has a password; otherwise it still has to accept its earlier invitation,
+/// which accepts this offer too).
 pub fn enqueue_membership_offer(
     conn: &mut diesel::PgConnection,
     recipient: &str,
@@ -156,17 +158,30 @@ pub fn enqueue_membership_offer(
     what: &str,
     tenant_id: uuid::Uuid,
     expires_at: DateTime<Utc>,
+    signed_up: bool,
 ) -> Result<(), StoreError> {
     let subject = format!("Your invitation to {what} on Bulkhead");
+    let expires = expires_at.format("%Y-%m-%d %H:%M UTC");
+    let how = if signed_up {
+        format!(
+            "Sign in with your account and accept it before {expires} (it grants nothing until \
+             you do):\n\n\
+             \x20 GET  /v1/me/invitations\n\
+             \x20 POST /v1/me/invitations/{tenant_id}/accept   (or /decline)\n"
+        )
+    } else {
+        format!(
+            "Your account is not set up yet: accepting the invitation mailed to you earlier \
+             (POST /v1/auth/accept-invitation) accepts this one too, if you do so before \
+             {expires}. If that invitation has lapsed, ask your platform administrator to \
+             invite you again.\n"
+        )
+    };
     let body = format!(
         "Hello,\n\n\
          {inviter} invited you to {what} on Bulkhead.\n\n\
-         Sign in with your account and accept it before {expires} (it grants nothing until you \
-         do):\n\n\
-         \x20 GET  /v1/me/invitations\n\
-         \x20 POST /v1/me/invitations/{tenant_id}/accept   (or /decline)\n\n\
-         If you did not expect this mail, decline it or ignore it.\n",
-        expires = expires_at.format("%Y-%m-%d %H:%M UTC"),
+         {how}\n\
+         If you did not expect this mail, decline it or ignore it.\n"
     );
     store::mail::enqueue(
         conn,

@@ -11,11 +11,7 @@ pub const ADMIN_EMAIL: &str = "admin@bulkhead.test";
 pub const ADMIN_PASSWORD: &str = "plum-river-lantern-42";
 pub const USER_PASSWORD: &str = "orchard-kettle-cobalt-7";
 
-/// Server of the test databases (`TEST_DATABASE_SERVER`, default the local PostgreSQL).
-pub fn server_url() -> String {
-    std::env::var("TEST_DATABASE_SERVER")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
-}
+pub use crate::kit::server_url;
 
 /// Rate limits no test reaches by accident.
 pub fn unlimited() -> bulkhead_core::limits::RateLimits {
@@ -139,8 +135,16 @@ impl TestApp {
         base
     }
 
+    /// The shared kit's view of this API.
+    pub fn api(&self) -> crate::kit::Api<'_> {
+        crate::kit::Api {
+            base: &self.base,
+            client: &self.client,
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        self.api().url(path)
     }
 
     /// A direct connection to this test's database, for assertions and tampering.
@@ -149,19 +153,7 @@ impl TestApp {
     }
 
     pub async fn login(&self, email: &str, password: &str) -> String {
-        let response = self
-            .client
-            .post(self.url("/v1/auth/login"))
-            .json(&json!({"email": email, "password": password}))
-            .send()
-            .await
-            .expect("login request");
-        assert_eq!(response.status(), 200, "login of {email}");
-        let body: Value = response.json().await.expect("login body");
-        body["access_token"]
-            .as_str()
-            .expect("access_token")
-            .to_owned()
+        self.api().login(email, password).await
     }
 
     /// Sends a request with a bearer token and an optional JSON body; returns status and body.
@@ -172,22 +164,7 @@ impl TestApp {
         token: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut request = self
-            .client
-            .request(method, self.url(path))
-            .bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request");
-        let status = response.status().as_u16();
-        let text = response.text().await.expect("body");
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        (status, body)
+        self.api().call(method, path, token, body).await
     }
 
     pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
@@ -199,7 +176,6 @@ impl TestApp {
             .await
     }
 
-    /// Creates a tenant as the platform admin; returns its JSON.
     pub async fn delete(&self, path: &str, token: &str) -> (u16, Value) {
         self.call(reqwest::Method::DELETE, path, token, None).await
     }
@@ -231,6 +207,7 @@ impl TestApp {
         body["job"].clone()
     }
 
+    /// Creates a tenant as the platform admin; returns its JSON.
     pub async fn create_tenant(&self, slug: &str) -> Value {
         let (status, body) = self
             .post(
@@ -244,32 +221,12 @@ impl TestApp {
         body
     }
 
-    /// Adds `email` to `tenant` with `role` (as the admin), accepts the invitation and logs in.
-    /// Returns (principal id, access token).
+    /// Adds `email` to `tenant` with `role` (as the admin); the person accepts as the mail
+    /// says (with `USER_PASSWORD`) and signs in. Returns (principal id, access token).
     pub async fn member(&self, tenant: &str, email: &str, role: &str) -> (String, String) {
-        let (status, body) = self
-            .post(
-                &format!("/v1/tenants/{tenant}/members"),
-                &self.admin,
-                json!({"email": email, "role": role}),
-            )
-            .await;
-        assert_eq!(status, 201, "add member {email}: {body}");
-        let principal = body["member"]["principal_id"]
-            .as_str()
-            .expect("id")
-            .to_owned();
-        if body["member"]["state"] == "invited" {
-            // An existing account: it accepts the membership signed in.
-            let session = self.login(email, USER_PASSWORD).await;
-            self.accept_membership(tenant, &session).await;
-            return (principal, session);
-        }
-        if body["invitation"].is_object() {
-            let token = self.mail.invitation_token(email).await;
-            self.accept_invitation(&token, USER_PASSWORD).await;
-        }
-        (principal, self.login(email, USER_PASSWORD).await)
+        self.api()
+            .join(&self.mail, &self.admin, tenant, email, role, USER_PASSWORD)
+            .await
     }
 
     /// The account behind `session` accepts the membership `tenant` offered it.
@@ -289,14 +246,7 @@ impl TestApp {
     }
 
     pub async fn accept_invitation(&self, token: &str, password: &str) {
-        let response = self
-            .client
-            .post(self.url("/v1/auth/accept-invitation"))
-            .json(&json!({"token": token, "password": password}))
-            .send()
-            .await
-            .expect("accept");
-        assert_eq!(response.status(), 200, "accept invitation");
+        self.api().accept_invitation(token, password).await
     }
 
     /// Creates a partner account (as the admin) and logs it in; returns its token.

@@ -373,3 +373,155 @@ async fn an_address_is_mailed_at_most_three_times_a_day_per_tenant() {
         "{body}"
     );
 }
+
+/// What adding `email` to acme shows its admin, with what necessarily differs per call (ids,
+/// times, the address itself) taken out.
+fn shape(value: &serde_json::Value, email: &str) -> serde_json::Value {
+    let text = value.to_string().replace(email, "<email>");
+    let mut value: serde_json::Value = serde_json::from_str(&text).expect("json");
+    fn strip(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for key in [
+                    "principal_id",
+                    "created_at",
+                    "expires_at",
+                    "invitation_expires_at",
+                ] {
+                    map.remove(key);
+                }
+                map.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut value);
+    value
+}
+
+/// Adding a member tells the caller nothing about the address: a fresh address, an account in
+/// use in another tenant and an account invited elsewhere but never set up get the same answer,
+/// the same member-list entry and the same audit record; none grants anything until its owner
+/// accepts. (Before this, a fresh address came back `active` with an invitation, an account in
+/// use `invited`, and a dormant one with no invitation at all.)
+#[tokio::test]
+async fn adding_a_member_does_not_tell_whether_the_address_has_an_account() {
+    use diesel::RunQueryDsl;
+    let app = TestApp::spawn().await;
+    app.create_tenant("acme").await;
+    app.create_tenant("globex").await;
+    let (_, acme_admin) = app
+        .member("acme", "boss@acme.example", "tenant_admin")
+        .await;
+    let (in_use, dormant, fresh) = (
+        "used@globex.example",
+        "dormant@globex.example",
+        "fresh@elsewhere.example",
+    );
+    app.member("globex", in_use, "viewer").await;
+    let (status, body) = app
+        .post(
+            "/v1/tenants/globex/members",
+            &app.admin,
+            json!({"email": dormant, "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+
+    let mut answers = Vec::new();
+    for email in [fresh, in_use, dormant] {
+        let (status, added) = app
+            .post(
+                "/v1/tenants/acme/members",
+                &acme_admin,
+                json!({"email": email, "role": "viewer"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{added}");
+        answers.push(shape(&added, email));
+    }
+    assert_eq!(answers[0], answers[1], "fresh vs in use");
+    assert_eq!(answers[0], answers[2], "fresh vs dormant");
+    assert_eq!(answers[0]["member"]["state"], "invited");
+
+    let (status, listed) = app.get("/v1/tenants/acme/members", &acme_admin).await;
+    assert_eq!(status, 200, "{listed}");
+    let entry = |email: &str| {
+        let item = listed["items"]
+            .as_array()
+            .and_then(|items| items.iter().find(|m| m["email"] == email).cloned())
+            .unwrap_or_else(|| panic!("{email} listed: {listed}"));
+        shape(&item, email)
+    };
+    assert_eq!(entry(fresh), entry(in_use));
+    assert_eq!(entry(fresh), entry(dormant));
+
+    let (status, audit) = app
+        .get("/v1/tenants/acme/audit-events?limit=100", &acme_admin)
+        .await;
+    assert_eq!(status, 200, "{audit}");
+    let record = |email: &str| {
+        let item = audit["items"]
+            .as_array()
+            .and_then(|items| {
+                items
+                    .iter()
+                    .find(|e| e["action"] == "member.create" && e["details"]["email"] == email)
+                    .cloned()
+            })
+            .unwrap_or_else(|| panic!("audit of {email}: {audit}"));
+        shape(&item["details"], email)
+    };
+    assert_eq!(record(fresh), record(in_use));
+    assert_eq!(record(fresh), record(dormant));
+
+    // Nothing is granted yet: no one of the three reads acme.
+    let in_use_session = app.login(in_use, USER_PASSWORD).await;
+    let (status, _) = app.get("/v1/tenants/acme", &in_use_session).await;
+    assert_eq!(status, 404, "an offer grants nothing");
+
+    // Each takes it up as its mail says: the account in use signs in and accepts; the dormant
+    // one accepts the invitation it got from globex, which takes up acme's offer too.
+    app.accept_membership("acme", &in_use_session).await;
+    let (status, _) = app.get("/v1/tenants/acme", &in_use_session).await;
+    assert_eq!(status, 200);
+    let offer = app
+        .mail
+        .mail_after(dormant, 1)
+        .await
+        .text
+        .replace("=\r\n", "");
+    assert!(
+        offer.contains("accepting the invitation mailed to you earlier"),
+        "{offer}"
+    );
+    let first = app.mail.mail_after(dormant, 0).await.text;
+    let token = crate::smtp::token_in(&first).expect("globex's invitation token");
+    app.accept_invitation(&token, USER_PASSWORD).await;
+    let dormant_session = app.login(dormant, USER_PASSWORD).await;
+    for tenant in ["acme", "globex"] {
+        let (status, body) = app
+            .get(&format!("/v1/tenants/{tenant}"), &dormant_session)
+            .await;
+        assert_eq!(status, 200, "{tenant}: {body}");
+    }
+    // The fresh address, once its owner proves the mailbox, is an active member with its
+    // own display name from then on.
+    let token = app.mail.invitation_token(fresh).await;
+    app.accept_invitation(&token, USER_PASSWORD).await;
+    #[derive(diesel::QueryableByName)]
+    struct State {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        state: String,
+    }
+    let states: Vec<State> = diesel::sql_query(
+        "SELECT m.state FROM memberships m JOIN tenants t ON t.id = m.tenant_id \
+         WHERE t.slug = 'acme' AND m.principal_id <> (SELECT id FROM principals WHERE email = \
+         'admin@bulkhead.test')",
+    )
+    .load(&mut app.db())
+    .expect("states");
+    assert_eq!(states.len(), 4, "boss and the three");
+    assert!(states.iter().all(|s| s.state == "active"));
+}

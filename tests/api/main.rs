@@ -2,6 +2,8 @@
 //! own database, so they run in parallel and leave nothing behind.
 
 mod helpers;
+#[path = "../support/kit.rs"]
+mod kit;
 #[path = "../support/smtp.rs"]
 mod smtp;
 

@@ -16,10 +16,7 @@ pub const ADMIN_PASSWORD: &str = "plum-river-lantern-42";
 pub const BROKER_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const BROKER_ADDR: &str = "127.0.0.1:5672";
 
-pub fn server_url() -> String {
-    std::env::var("TEST_DATABASE_SERVER")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
-}
+pub use crate::kit::server_url;
 
 /// A blueprint (file name, TOML) like shared-basic named `$name`, whose second baseline
 /// migration sleeps `$seconds`, so a test can act while an apply is in the middle of a step.
@@ -420,23 +417,23 @@ impl Stack {
         }
     }
 
+    /// The shared kit's view of this API.
+    pub fn api(&self) -> crate::kit::Api<'_> {
+        crate::kit::Api {
+            base: &self.base,
+            client: &self.client,
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        self.api().url(path)
     }
 
     pub async fn login(&self, email: &str, password: &str) -> String {
-        let (status, body) = self
-            .call(
-                reqwest::Method::POST,
-                "/v1/auth/login",
-                "",
-                Some(json!({"email": email, "password": password})),
-            )
-            .await;
-        assert_eq!(status, 200, "login: {body}");
-        body["access_token"].as_str().expect("token").to_owned()
+        self.api().login(email, password).await
     }
 
+    /// Sends a request (bearer `token` unless empty, optional JSON body): status and body.
     pub async fn call(
         &self,
         method: reqwest::Method,
@@ -444,20 +441,7 @@ impl Stack {
         token: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut request = self.client.request(method, self.url(path));
-        if !token.is_empty() {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request");
-        let status = response.status().as_u16();
-        let text = response.text().await.expect("body");
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        self.api().call(method, path, token, body).await
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
@@ -660,28 +644,17 @@ impl Stack {
             "operator" => format!("ops@{tenant}.test"),
             other => format!("{other}@{tenant}.test"),
         };
-        let (status, member) = self
-            .post(
-                &format!("/v1/tenants/{tenant}/members"),
-                json!({"email": email, "role": role}),
+        let (_, token) = self
+            .api()
+            .join(
+                &self.mail,
+                &self.admin,
+                tenant,
+                &email,
+                role,
+                ADMIN_PASSWORD,
             )
             .await;
-        assert_eq!(status, 201, "invite an operator: {member}");
-        assert!(
-            member["invitation"].is_object(),
-            "a new person is invited: {member}"
-        );
-        let invitation = &self.mail.invitation_token(&email).await;
-        let (status, accepted) = self
-            .call(
-                reqwest::Method::POST,
-                "/v1/auth/accept-invitation",
-                "",
-                Some(json!({"token": invitation, "password": ADMIN_PASSWORD})),
-            )
-            .await;
-        assert!(status < 300, "accept the invitation: {accepted}");
-        let token = self.login(&email, ADMIN_PASSWORD).await;
         if let Ok(mut tokens) = self.operators.lock() {
             tokens.insert(key, token.clone());
         }

@@ -3,6 +3,8 @@
 //! pooled target database) and leaves nothing behind.
 
 mod helpers;
+#[path = "../support/kit.rs"]
+mod kit;
 mod proxy;
 #[path = "../support/smtp.rs"]
 mod smtp;

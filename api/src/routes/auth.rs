@@ -354,6 +354,8 @@ pub async fn accept_invitation(
                 )? {
                     return Err(no_live_invitation());
                 }
+                // The mailbox is proven: the memberships offered to it take effect.
+                let joined = store::memberships::accept_all_live(conn, principal.id)?;
                 store::audit::append(
                     conn,
                     &NewAuditEvent {
@@ -363,10 +365,25 @@ pub async fn accept_invitation(
                         action: "auth.accept_invitation".into(),
                         target: format!("principal/{}", principal.id),
                         result: AuditResult::Success,
-                        request_id,
-                        details: json!({}),
+                        request_id: request_id.clone(),
+                        details: json!({"joined_tenants": joined.len()}),
                     },
                 )?;
+                for (tenant_id, role) in joined {
+                    store::audit::append(
+                        conn,
+                        &NewAuditEvent {
+                            actor_id: Some(principal.id),
+                            actor: principal.label(),
+                            tenant_id: Some(tenant_id),
+                            action: "membership.accept".into(),
+                            target: format!("principal/{}", principal.id),
+                            result: AuditResult::Success,
+                            request_id: request_id.clone(),
+                            details: json!({"role": role, "by": "invitation"}),
+                        },
+                    )?;
+                }
                 Ok::<_, ApiError>(principal)
             })
         })

@@ -102,14 +102,16 @@ pub fn mail_invitation(
 pub struct MemberView {
     pub principal_id: Uuid,
     pub email: Option<String>,
+    /// The account's own display name once the membership is accepted; while `invited`, the
+    /// email (what an account calls itself is not shown to a tenant it has not joined).
     pub display_name: String,
     pub role: String,
-    /// The user has not accepted an invitation yet (a new account without a password, or a
-    /// membership offered to an existing account).
+    /// The membership is not accepted yet (`state` is `invited`).
     pub invitation_pending: bool,
     pub created_at: DateTime<Utc>,
-    /// `active`, or `invited`: offered to an existing account, which grants nothing until that
-    /// account accepts it (`POST /v1/me/invitations/{tenant}/accept`).
+    /// `invited` (every membership starts so; it grants nothing until the person accepts: a new
+    /// account by accepting its mailed invitation token, an existing one signed in with
+    /// `POST /v1/me/invitations/{tenant}/accept`), then `active`.
     pub state: String,
     /// For `invited`: when the offer lapses (adding the member again offers it anew).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -118,12 +120,16 @@ pub struct MemberView {
 
 impl From<Member> for MemberView {
     fn from(m: Member) -> Self {
+        let invited = m.state == "invited";
         Self {
             principal_id: m.principal_id,
+            display_name: match (&m.email, invited) {
+                (Some(email), true) => email.clone(),
+                _ => m.display_name,
+            },
             email: m.email,
-            display_name: m.display_name,
             role: m.role,
-            invitation_pending: m.invitation_pending || m.state == "invited",
+            invitation_pending: m.invitation_pending || invited,
             created_at: m.created_at,
             invitation_expires_at: m.invitation_expires_at,
             state: m.state,
@@ -150,8 +156,9 @@ pub struct AddMemberRequest {
 #[schema(example = crate::examples::member_added)]
 pub struct MemberAdded {
     pub member: MemberView,
-    /// Present when the email had no account (or, for platform admins, an unaccepted
-    /// invitation, which is then re-issued): the one-time token was mailed to that address.
+    /// Always present: where the mail went and when the offer lapses. The answer has the same
+    /// shape whether or not the address already has an account (a new one gets a one-time
+    /// token; an existing one is told to sign in and accept).
     pub invitation: Option<Invitation>,
 }
 
@@ -262,56 +269,53 @@ pub async fn add(
                 if holds_a_place {
                     ensure_quota(conn, tenant.id, &tenant.slug, Quota::Members, 1, &quotas)?;
                 }
-                // `offered`: an existing account, whose membership waits until it accepts.
-                let (principal, invitation, offered) =
-                    match store::principals::find_by_email(conn, email.as_str())? {
-                        // Invited before and never accepted. Only a platform admin may issue a
-                        // fresh token: anyone else holding it could take over the account and
-                        // every grant it has in other tenants (and a partner's platform role).
-                        Some(existing) if existing.password_hash.is_none() && is_platform_admin => {
-                            let token = secrets::generate_invitation_token();
-                            let expires_at = Utc::now() + chrono::Duration::hours(INVITATION_HOURS);
-                            store::principals::renew_invitation(conn, existing.id, &token.hash, expires_at)?;
-                            let issued = IssuedInvitation {
-                                secret: token.secret,
-                                shown: Invitation { mailed_to: email.as_str().to_owned(), expires_at },
-                            };
-                            let shown = mail_invitation(conn, store::mail::MailKind::Invitation, &inviter, &what, issued)?;
-                            (existing, Some(shown), false)
-                        }
-                        // An account in use: nobody but its owner may accept a grant for it.
-                        Some(existing) if existing.password_hash.is_some() => {
-                            let expires_at = Utc::now() + chrono::Duration::hours(INVITATION_HOURS);
-                            crate::mail::enqueue_membership_offer(
-                                conn, email.as_str(), &inviter, &what, tenant.id, expires_at,
-                            )?;
-                            (existing, Some(Invitation { mailed_to: email.as_str().to_owned(), expires_at }), true)
-                        }
-                        Some(existing) => (existing, None, false),
-                        None => {
-                            let (principal, issued) = invite_user(conn, &email, &display_name, None)?;
-                            let shown = mail_invitation(conn, store::mail::MailKind::Invitation, &inviter, &what, issued)?;
-                            (principal, Some(shown), false)
-                        }
-                    };
+                // Every membership starts `invited`, whoever the address belongs to, and the
+                // answer has one shape: whether the address already has an account (in use, or
+                // invited and never accepted) is not the caller's to learn.
+                let expires_at = Utc::now() + chrono::Duration::hours(INVITATION_HOURS);
+                let principal = match store::principals::find_by_email(conn, email.as_str())? {
+                    // Invited before and never accepted. Only a platform admin may issue a
+                    // fresh token: anyone else holding it could take over the account and
+                    // every grant it has in other tenants (and a partner's platform role).
+                    Some(existing) if existing.password_hash.is_none() && is_platform_admin => {
+                        let token = secrets::generate_invitation_token();
+                        store::principals::renew_invitation(conn, existing.id, &token.hash, expires_at)?;
+                        let issued = IssuedInvitation {
+                            secret: token.secret,
+                            shown: Invitation { mailed_to: email.as_str().to_owned(), expires_at },
+                        };
+                        mail_invitation(conn, store::mail::MailKind::Invitation, &inviter, &what, issued)?;
+                        existing
+                    }
+                    // An account in use, or one whose earlier invitation is still open: nobody
+                    // but its owner may accept a grant for it; the mail says how.
+                    Some(existing) => {
+                        crate::mail::enqueue_membership_offer(
+                            conn, email.as_str(), &inviter, &what, tenant.id, expires_at,
+                            existing.password_hash.is_some(),
+                        )?;
+                        existing
+                    }
+                    None => {
+                        let (principal, issued) = invite_user(conn, &email, &display_name, None)?;
+                        mail_invitation(conn, store::mail::MailKind::Invitation, &inviter, &what, issued)?;
+                        principal
+                    }
+                };
+                let invitation = Some(Invitation { mailed_to: email.as_str().to_owned(), expires_at });
                 if role == TenantRole::Partner && principal.platform_role() != Some(PlatformRole::Partner) {
                     return Err(ApiError::validation(
                         "role",
                         "partner can be granted only to partner accounts (POST /v1/partners)",
                     ));
                 }
-                let added = match (&invitation, offered) {
-                    (Some(offer), true) => {
-                        // Offered again (re-sent) when an earlier offer is still open.
-                        if store::memberships::renew_invited(conn, principal.id, tenant.id, role.as_str(), offer.expires_at)? {
-                            Ok(())
-                        } else {
-                            store::memberships::add_invited(
-                                conn, principal.id, tenant.id, role.as_str(), Some(caller.id), offer.expires_at,
-                            )
-                        }
-                    }
-                    _ => store::memberships::add(conn, principal.id, tenant.id, role.as_str(), Some(caller.id)),
+                // Offered again (re-sent) when an earlier offer is still open or lapsed.
+                let added = if store::memberships::renew_invited(conn, principal.id, tenant.id, role.as_str(), expires_at)? {
+                    Ok(())
+                } else {
+                    store::memberships::add_invited(
+                        conn, principal.id, tenant.id, role.as_str(), Some(caller.id), expires_at,
+                    )
                 };
                 added.map_err(|e| match e {
                         store::StoreError::Conflict(_) => ApiError::Conflict(format!(
@@ -327,7 +331,7 @@ pub async fn add(
                         "member.create",
                         format!("principal/{}", principal.id),
                         AuditResult::Success,
-                        json!({"email": email.as_str(), "role": role.as_str(), "invited": invitation.is_some(), "awaits_acceptance": offered}),
+                        json!({"email": email.as_str(), "role": role.as_str()}),
                     ),
                 )?;
                 let member = store::memberships::find(conn, tenant.id, principal.id)?
@@ -336,9 +340,7 @@ pub async fn add(
             })
         })
         .await?;
-    if added.invitation.is_some() {
-        state.mail_wake.notify_one();
-    }
+    state.mail_wake.notify_one();
     Ok(HttpResponse::Created().json(added))
 }
 

@@ -133,6 +133,33 @@ pub fn accept(
     .optional()?)
 }
 
+/// Activates every live invitation of an account that has just proven its mailbox (accepted
+/// its invitation token): the offers were mailed to that mailbox. Returns (tenant, role).
+pub fn accept_all_live(
+    conn: &mut PgConnection,
+    principal_id: Uuid,
+) -> Result<Vec<(Uuid, String)>, StoreError> {
+    Ok(diesel::update(
+        memberships::table
+            .filter(memberships::principal_id.eq(principal_id))
+            .filter(memberships::state.eq("invited"))
+            .filter(memberships::invitation_expires_at.gt(diesel::dsl::now))
+            .filter(
+                memberships::tenant_id.eq_any(
+                    tenants::table
+                        .filter(tenants::state.eq("active"))
+                        .select(tenants::id),
+                ),
+            ),
+    )
+    .set((
+        memberships::state.eq("active"),
+        memberships::invitation_expires_at.eq(None::<DateTime<Utc>>),
+    ))
+    .returning((memberships::tenant_id, memberships::role))
+    .get_results(conn)?)
+}
+
 /// Declines an invitation (live or expired): the offered membership is removed.
 pub fn decline(
     conn: &mut PgConnection,
