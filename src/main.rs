@@ -1,5 +1,6 @@
 //! The `bulkhead` binary: wires configuration, the control database and the API together.
-//! Subcommands: `migrate`, `api`, `worker`, `dev` (migrate + bootstrap + serve), `reseal`.
+//! Subcommands: `migrate`, `api`, `worker`, `dev` (migrate + bootstrap + serve), `reseal`,
+//! `meter --once`.
 
 use anyhow::Context;
 use bulkhead_api::bootstrap::{Bootstrap, ensure_platform_admin};
@@ -7,10 +8,13 @@ use bulkhead_core::config::{BootstrapAdmin, Config};
 use bulkhead_core::db;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: bulkhead <migrate|api|worker|dev|reseal>
+const USAGE: &str = "usage: bulkhead <migrate|api|worker|dev|reseal|meter --once>
   migrate  apply pending control-database migrations and exit
   reseal   seal every stored credential with BULKHEAD_CREDENTIALS_KEY (after a key rotation;
            older keys in BULKHEAD_CREDENTIALS_KEYS), in batches (--batch-size N, default 100)
+  meter --once
+           run one metering pass now (measure usage, charge it, check budgets) and exit;
+           workers run one every BULKHEAD_METERING_INTERVAL seconds by themselves
   api      serve the HTTP API and its outbox relay (applies migrations first)
   worker   run a job worker: consume jobs from RabbitMQ and provision PostgreSQL
   dev      migrate, create the bootstrap admin, serve the API and run a worker in one process;
@@ -31,7 +35,7 @@ fn main() -> ExitCode {
         .init();
     let command = std::env::args().nth(1).unwrap_or_default();
     let result = match command.as_str() {
-        "migrate" | "api" | "dev" | "worker" | "reseal" => run(&command),
+        "migrate" | "api" | "dev" | "worker" | "reseal" | "meter" => run(&command),
         "" | "-h" | "--help" | "help" => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -107,6 +111,9 @@ fn run(command: &str) -> anyhow::Result<()> {
     if command == "reseal" {
         let mut conn = pool.get().context("control database connection")?;
         return reseal(&mut conn, &config, batch_size()?);
+    }
+    if command == "meter" {
+        return meter_once(&pool, &config);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -208,6 +215,43 @@ async fn serve(command: &str, config: Config, pool: db::PgPool) -> anyhow::Resul
 }
 
 /// PostgreSQL's multi-line messages folded into one line.
+/// `bulkhead meter --once`: one metering pass, reported on one line; non-zero when it failed.
+fn meter_once(pool: &db::PgPool, config: &Config) -> anyhow::Result<()> {
+    if std::env::args().nth(2).as_deref() != Some("--once") {
+        anyhow::bail!(
+            "usage: bulkhead meter --once (workers meter by themselves every BULKHEAD_METERING_INTERVAL seconds)"
+        );
+    }
+    let catalog = config
+        .metering
+        .catalog()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let targets = bulkhead_worker::metering::MeterTargets::from_config(&config.worker);
+    let report = bulkhead_worker::metering::run_pass(
+        pool,
+        &targets,
+        &config.metering,
+        &catalog,
+        bulkhead_core::store::metering::Trigger::Manual,
+    )
+    .map_err(|e| anyhow::anyhow!("metering: {e}"))?;
+    let c = &report.counts;
+    match report.error {
+        None => {
+            println!(
+                "metering pass {} succeeded: {} environment(s), {} sample(s), {} charge(s)",
+                report.id, c.environments, c.samples, c.charges
+            );
+            Ok(())
+        }
+        Some(error) => anyhow::bail!(
+            "metering pass {} {}: {error}",
+            report.id,
+            report.state.as_str()
+        ),
+    }
+}
+
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }

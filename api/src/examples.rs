@@ -333,3 +333,41 @@ pub fn quotas_view() -> Value {
 pub fn set_quotas_request() -> Value {
     json!({ "environments": 100, "queued_jobs": null })
 }
+
+pub fn costs_view() -> Value {
+    json!({
+        "currency": "EUR", "from": "2026-11-01", "to": "2026-12-01", "group_by": ["tag:cost_center"],
+        "total": "412.775301234567", "total_display": "412.78",
+        "groups": [
+            { "key": "cc-1042", "cost": "301.5", "cost_display": "301.50",
+              "quantities": [{ "unit": "GB-Hours", "quantity": "5210.4" }, { "unit": "Hours", "quantity": "2160" }] },
+            { "key": null, "cost": "111.275301234567", "cost_display": "111.28",
+              "quantities": [{ "unit": "Hours", "quantity": "720" }] }
+        ]
+    })
+}
+
+pub fn set_budget_request() -> Value {
+    json!({ "amount": "500.00", "currency": "EUR", "period": "month", "thresholds": [50, 80, 100] })
+}
+
+pub fn budget_view() -> Value {
+    json!({
+        "amount": "500.00", "currency": "EUR", "period": "month", "thresholds": [50, 80, 100],
+        "period_start": "2026-12-01", "period_end": "2027-01-01",
+        "spent": "262.004", "spent_display": "262.00", "forecast": "541.47", "forecast_display": "541.47",
+        "crossed": [50], "updated_at": "2026-12-01T09:00:00Z"
+    })
+}
+
+pub fn passes_view() -> Value {
+    json!({
+        "interval_seconds": 3600, "last_success_at": "2026-12-03T06:00:01Z", "overdue": false,
+        "passes": [{
+            "id": "01936f3e-7c2a-7b11-8d40-2f1c9a0b5e77", "trigger": "schedule", "state": "succeeded",
+            "started_at": "2026-12-03T06:00:00Z", "measured_at": "2026-12-03T06:00:00.4Z",
+            "finished_at": "2026-12-03T06:00:01Z", "environments": 1000, "samples": 1000,
+            "charges": 4120, "error": null
+        }]
+    })
+}

@@ -255,6 +255,14 @@ impl Modify for CommonResponses {
         routes::audit::list_for_tenant,
         routes::audit::list_all,
         routes::audit::verify,
+        routes::costs::tenant,
+        routes::costs::tenant_export,
+        routes::costs::platform,
+        routes::costs::platform_export,
+        routes::budgets::get,
+        routes::budgets::put,
+        routes::budgets::delete,
+        routes::budgets::passes,
     ),
     components(schemas(crate::error::Problem, bulkhead_core::domain::FieldError)),
     tags(
@@ -265,6 +273,7 @@ impl Modify for CommonResponses {
         (name = "environments", description = "Environments as code: plan, apply, drift check, destroy, credentials and the isolation each one really has"),
         (name = "jobs", description = "What the workers do for an environment, step by step"),
         (name = "audit", description = "The hash-chained audit trail"),
+        (name = "costs", description = "Metered usage priced from the catalog: costs by any tag, budgets, the FOCUS 1.0 export, metering passes"),
         (name = "operations", description = "Health, readiness, metrics"),
     ),
     modifiers(&BearerAuth, &ProblemJson, &CommonResponses)

@@ -193,3 +193,25 @@ pub fn isolation() -> Object {
         "Absent or `null`: the tenant's tier.",
     )
 }
+
+/// A budget's amount: a positive decimal as a string, at most the currency's minor units.
+pub fn budget_amount() -> Object {
+    text(false)
+        .pattern(Some(r"^(0|[1-9][0-9]{0,11})(\.[0-9]{1,3})?$"))
+        .max_length(Some(16))
+        .description(Some(
+            "A decimal string such as \"500.00\", greater than 0, at most 12 digits before the point \
+             and no more decimal places than the currency has (2 for EUR).",
+        ))
+        .build()
+}
+
+/// An ISO 4217 currency code.
+pub fn currency() -> Object {
+    text(false)
+        .pattern(Some("^[A-Z]{3}$"))
+        .description(Some(
+            "ISO 4217, such as EUR; must be the installation's billing currency (BULKHEAD_BILLING_CURRENCY).",
+        ))
+        .build()
+}

@@ -32,6 +32,8 @@ pub struct AppState {
     pub rate_limits: crate::ratelimit::RateLimiters,
     /// Blueprints environments may be created from.
     pub catalog: BlueprintCatalog,
+    /// The price catalog (SKU descriptions and units of the cost views and the FOCUS export).
+    pub prices: Arc<bulkhead_core::pricing::Catalog>,
     /// Notified after a job commits, so the outbox relay publishes without waiting for a poll.
     pub relay_wake: Arc<Notify>,
     /// Notified after mail is queued, so the mail relay sends it without waiting for a poll.
@@ -52,8 +54,15 @@ impl AppState {
             None => BlueprintCatalog::builtin(),
         }
         .map_err(|e| anyhow::anyhow!("blueprints: {e}"))?;
+        let prices = Arc::new(
+            config
+                .metering
+                .catalog()
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        );
         Ok(Self {
             catalog,
+            prices,
             relay_wake: Arc::new(Notify::new()),
             mail_wake: Arc::new(Notify::new()),
             hashing: crate::hashing::HashingSlots::new(config.max_concurrent_hashes),

@@ -30,6 +30,8 @@ pub enum Object {
     /// The whole platform's audit trail and its verification (platform domain).
     AuditTrail,
     Cost,
+    /// The installation's metering passes (platform domain).
+    Metering,
 }
 
 impl Object {
@@ -44,6 +46,7 @@ impl Object {
             Self::Audit => "audit",
             Self::AuditTrail => "audit_trail",
             Self::Cost => "cost",
+            Self::Metering => "metering",
         }
     }
 }
@@ -237,7 +240,7 @@ mod tests {
         assert!(!role_permissions(Role::PlatformAdmin).contains(&"credentials:read".to_owned()));
         assert_eq!(
             role_permissions(Role::Billing),
-            ["tenant:read", "cost:read"]
+            ["tenant:read", "cost:read", "cost:update"]
         );
     }
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod debug;
+pub mod metering;
 mod secrets;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -113,6 +114,8 @@ pub struct Config {
     /// `BULKHEAD_RETAIN_*`, `BULKHEAD_RETENTION_*`: how long finished rows are kept (the
     /// workers' retention pass; see `retention.rs`).
     pub retention: crate::retention::RetentionConfig,
+    /// `BULKHEAD_METERING_*`, `BULKHEAD_BILLING_*`, `BULKHEAD_PRICING_DIR` (see `config/metering.rs`).
+    pub metering: metering::MeteringConfig,
 }
 
 /// What a worker needs: how much it runs at once, its lease, retries, and its targets.
@@ -405,6 +408,7 @@ impl Config {
                 spare_databases: number(&get, "BULKHEAD_TARGET_SPARE_DATABASES", 0, 0, 16)?,
             },
             retention: crate::retention::RetentionConfig::from_lookup(&get)?,
+            metering: metering::MeteringConfig::from_lookup(&get)?,
         })
     }
 }

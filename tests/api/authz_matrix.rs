@@ -86,6 +86,11 @@ enum TenantEndpoint {
     ListTenantAudit,
     GetQuotas,
     SetQuotas,
+    GetCosts,
+    ExportCosts,
+    GetBudget,
+    SetBudget,
+    DeleteBudget,
     CreateEnvironment,
     ListEnvironments,
     GetEnvironment,
@@ -102,7 +107,7 @@ enum TenantEndpoint {
 }
 
 /// Column order of `expected_in_own_tenant`.
-const TENANT_ENDPOINTS: [TenantEndpoint; 12] = [
+const TENANT_ENDPOINTS: [TenantEndpoint; 17] = [
     TenantEndpoint::GetTenant,
     TenantEndpoint::UpdateTenant,
     TenantEndpoint::DeleteTenant,
@@ -115,6 +120,11 @@ const TENANT_ENDPOINTS: [TenantEndpoint; 12] = [
     TenantEndpoint::ListTenantAudit,
     TenantEndpoint::GetQuotas,
     TenantEndpoint::SetQuotas,
+    TenantEndpoint::GetCosts,
+    TenantEndpoint::ExportCosts,
+    TenantEndpoint::GetBudget,
+    TenantEndpoint::SetBudget,
+    TenantEndpoint::DeleteBudget,
 ];
 
 /// Column order of `expected_on_environments`.
@@ -155,6 +165,11 @@ impl TenantEndpoint {
             Self::ListTenantAudit => (Method::GET, "/v1/tenants/{tenant}/audit-events"),
             Self::GetQuotas => (Method::GET, "/v1/tenants/{tenant}/quotas"),
             Self::SetQuotas => (Method::PUT, "/v1/tenants/{tenant}/quotas"),
+            Self::GetCosts => (Method::GET, "/v1/tenants/{tenant}/costs"),
+            Self::ExportCosts => (Method::GET, "/v1/tenants/{tenant}/costs/export"),
+            Self::GetBudget => (Method::GET, "/v1/tenants/{tenant}/budget"),
+            Self::SetBudget => (Method::PUT, "/v1/tenants/{tenant}/budget"),
+            Self::DeleteBudget => (Method::DELETE, "/v1/tenants/{tenant}/budget"),
             Self::CreateEnvironment => (Method::POST, "/v1/tenants/{tenant}/environments"),
             Self::ListEnvironments => (Method::GET, "/v1/tenants/{tenant}/environments"),
             Self::GetEnvironment => (Method::GET, "/v1/tenants/{tenant}/environments/{env}"),
@@ -232,16 +247,16 @@ impl TenantEndpoint {
 /// the tenant it targets. Every role can read the tenant, so a missing permission is a 403.
 /// In another tenant, or with no tenant at all, every endpoint answers 404.
 #[rustfmt::skip]
-fn expected_in_own_tenant(role: Role) -> [u16; 12] {
+fn expected_in_own_tenant(role: Role) -> [u16; 17] {
     match role {
-        //                    GET  PATCH  DEL  +member members -member +key  keys  -key audit quotas set-quotas
-        Role::PlatformAdmin => [200, 200, 202,   201,   200,    204,   201,  200,  204,  200,  200,  200],
-        Role::Partner =>       [200, 200, 202,   201,   200,    204,   201,  200,  204,  200,  200,  403],
-        Role::TenantAdmin =>   [200, 200, 403,   201,   200,    204,   201,  200,  204,  200,  200,  403],
-        Role::Operator =>      [200, 403, 403,   403,   200,    403,   403,  403,  403,  403,  200,  403],
-        Role::Approver =>      [200, 403, 403,   403,   403,    403,   403,  403,  403,  403,  200,  403],
-        Role::Viewer =>        [200, 403, 403,   403,   200,    403,   403,  403,  403,  403,  200,  403],
-        Role::Billing =>       [200, 403, 403,   403,   403,    403,   403,  403,  403,  403,  200,  403],
+        //                    GET  PATCH  DEL  +member members -member +key  keys  -key audit quotas set-quotas costs export budget +budget -budget
+        Role::PlatformAdmin => [200, 200, 202,   201,   200,    204,   201,  200,  204,  200,  200,  200,       200,  200,   200,   200,    204],
+        Role::Partner =>       [200, 200, 202,   201,   200,    204,   201,  200,  204,  200,  200,  403,       200,  200,   200,   200,    204],
+        Role::TenantAdmin =>   [200, 200, 403,   201,   200,    204,   201,  200,  204,  200,  200,  403,       200,  200,   200,   200,    204],
+        Role::Operator =>      [200, 403, 403,   403,   200,    403,   403,  403,  403,  403,  200,  403,       403,  403,   403,   403,    403],
+        Role::Approver =>      [200, 403, 403,   403,   403,    403,   403,  403,  403,  403,  200,  403,       403,  403,   403,   403,    403],
+        Role::Viewer =>        [200, 403, 403,   403,   200,    403,   403,  403,  403,  403,  200,  403,       403,  403,   403,   403,    403],
+        Role::Billing =>       [200, 403, 403,   403,   403,    403,   403,  403,  403,  403,  200,  403,       200,  200,   200,   200,    204],
     }
 }
 
@@ -289,16 +304,22 @@ enum PlatformEndpoint {
     ListAuditTrail,
     VerifyAuditTrail,
     Me,
+    PlatformCosts,
+    ExportPlatformCosts,
+    MeteringPasses,
 }
 
 /// Column order of `expected_on_platform`.
-const PLATFORM_ENDPOINTS: [PlatformEndpoint; 6] = [
+const PLATFORM_ENDPOINTS: [PlatformEndpoint; 9] = [
     PlatformEndpoint::CreateTenant,
     PlatformEndpoint::ListTenants,
     PlatformEndpoint::CreatePartner,
     PlatformEndpoint::ListAuditTrail,
     PlatformEndpoint::VerifyAuditTrail,
     PlatformEndpoint::Me,
+    PlatformEndpoint::PlatformCosts,
+    PlatformEndpoint::ExportPlatformCosts,
+    PlatformEndpoint::MeteringPasses,
 ];
 
 impl PlatformEndpoint {
@@ -311,6 +332,9 @@ impl PlatformEndpoint {
             Self::ListAuditTrail => (Method::GET, "/v1/audit-events"),
             Self::VerifyAuditTrail => (Method::GET, "/v1/audit-events/verify"),
             Self::Me => (Method::GET, "/v1/me"),
+            Self::PlatformCosts => (Method::GET, "/v1/costs"),
+            Self::ExportPlatformCosts => (Method::GET, "/v1/costs/export"),
+            Self::MeteringPasses => (Method::GET, "/v1/metering/passes"),
         }
     }
 }
@@ -318,13 +342,13 @@ impl PlatformEndpoint {
 /// Status of each platform endpoint (in `PLATFORM_ENDPOINTS` order) for a caller with `role`
 /// (`None`: an authenticated user who holds no role anywhere).
 #[rustfmt::skip]
-fn expected_on_platform(role: Option<Role>) -> [u16; 6] {
+fn expected_on_platform(role: Option<Role>) -> [u16; 9] {
     match role {
-        //                         +tenant tenants +partner trail verify  me
-        Some(Role::PlatformAdmin) => [201,   200,    201,    200,   200,  200],
-        Some(Role::Partner) =>       [201,   200,    403,    403,   403,  200],
+        //                         +tenant tenants +partner trail verify  me  costs export passes
+        Some(Role::PlatformAdmin) => [201,   200,    201,    200,   200,  200,  200,  200,   200],
+        Some(Role::Partner) =>       [201,   200,    403,    403,   403,  200,  200,  200,   403],
         Some(Role::TenantAdmin | Role::Operator | Role::Approver | Role::Viewer | Role::Billing)
-        | None =>                    [403,   200,    403,    403,   403,  200],
+        | None =>                    [403,   200,    403,    403,   403,  200,  403,  403,   403],
     }
 }
 
@@ -590,6 +614,8 @@ struct Snapshot {
     outbox_rows: String,
     #[diesel(sql_type = Text)]
     quota_rows: String,
+    #[diesel(sql_type = Text)]
+    budget_rows: String,
     /// The target tenant's `name|state|updated_at`.
     #[diesel(sql_type = Nullable<Text>)]
     target: Option<String>,
@@ -630,10 +656,12 @@ const SNAPSHOT_SQL: &str = "SELECT \
     (SELECT md5(coalesce(string_agg(concat_ws('|', tenant_id, environments, queued_jobs, \
         api_keys, members, updated_at), ',' ORDER BY tenant_id), '')) FROM tenant_quotas) \
         AS quota_rows, \
+    (SELECT md5(coalesce(string_agg(concat_ws('|', tenant_id, amount, currency, thresholds, \
+        updated_at), ',' ORDER BY tenant_id), '')) FROM budgets) AS budget_rows, \
     (SELECT concat_ws('|', name, state, updated_at) FROM tenants WHERE slug = $1) AS target";
 
 impl Snapshot {
-    fn state(&self) -> [(&'static str, String); 19] {
+    fn state(&self) -> [(&'static str, String); 20] {
         [
             ("tenants", self.tenants.to_string()),
             ("principals", self.principals.to_string()),
@@ -653,6 +681,7 @@ impl Snapshot {
             ("job rows", self.job_rows.clone()),
             ("outbox rows", self.outbox_rows.clone()),
             ("quota rows", self.quota_rows.clone()),
+            ("budget rows", self.budget_rows.clone()),
             (
                 "target tenant",
                 self.target.clone().unwrap_or_else(|| "-".into()),
@@ -1143,6 +1172,23 @@ impl Matrix {
             TenantEndpoint::ListTenantAudit => ("/audit-events".to_owned(), None),
             TenantEndpoint::GetQuotas => ("/quotas".to_owned(), None),
             TenantEndpoint::SetQuotas => ("/quotas".to_owned(), Some(json!({"environments": 500}))),
+            TenantEndpoint::GetCosts => ("/costs?group_by=tag:cost_center".to_owned(), None),
+            TenantEndpoint::ExportCosts => ("/costs/export".to_owned(), None),
+            TenantEndpoint::SetBudget => ("/budget".to_owned(), Some(budget_body())),
+            TenantEndpoint::GetBudget | TenantEndpoint::DeleteBudget => {
+                // A budget to read or remove, set by the admin.
+                let path = format!("/v1/tenants/{}/budget", holder.slug);
+                let (status, body) = self
+                    .send(
+                        Method::PUT,
+                        &path,
+                        Some(&self.app.admin),
+                        Some(&budget_body()),
+                    )
+                    .await;
+                assert_eq!(status, 200, "set a budget to read or remove: {body}");
+                ("/budget".to_owned(), None)
+            }
             TenantEndpoint::CreateEnvironment => {
                 let name = self.unique("env");
                 let body = environment_body(&name);
@@ -1397,6 +1443,23 @@ fn answer_problems(
         | TenantEndpoint::RevokeKey
         | TenantEndpoint::ListTenantAudit
         | TenantEndpoint::ReadCredentials => {}
+        TenantEndpoint::GetCosts => {
+            expect(p, "currency", &body["currency"], json!("EUR"));
+            expect(p, "group_by", &body["group_by"], json!(["tag:cost_center"]));
+        }
+        TenantEndpoint::ExportCosts => {
+            if !body
+                .as_str()
+                .is_some_and(|csv| csv.starts_with("BilledCost,"))
+            {
+                p.push(format!("expected a FOCUS CSV, got {body}"));
+            }
+        }
+        TenantEndpoint::GetBudget | TenantEndpoint::SetBudget => {
+            expect(p, "amount", &body["amount"], json!("100.00"));
+            expect(p, "period", &body["period"], json!("month"));
+        }
+        TenantEndpoint::DeleteBudget => {}
         TenantEndpoint::GetQuotas | TenantEndpoint::SetQuotas => {
             let quotas = body["quotas"].as_array().map_or(0, Vec::len);
             if quotas != 4 {
@@ -1409,6 +1472,10 @@ fn answer_problems(
         expect(p, "job.state", &job["state"], json!("queued"));
     }
     problems
+}
+
+fn budget_body() -> Value {
+    json!({"amount": "100.00", "currency": "EUR", "period": "month"})
 }
 
 /// A body for a failure message: long lists are cut, the rest is kept whole.
@@ -1489,7 +1556,7 @@ enum Sees {
 struct PlatformCaller {
     label: String,
     auth: Option<String>,
-    expected: [u16; 6],
+    expected: [u16; 9],
     me: Option<(&'static str, String)>,
     sees: Sees,
 }
@@ -1571,7 +1638,7 @@ async fn platform_endpoints_answer_every_caller_as_specified() {
                 Some(bearer) => format!("bearer {bearer}"),
             },
             auth: bearer.map(str::to_owned),
-            expected: [401; 6],
+            expected: [401; 9],
             me: None,
             sees: Sees::Nothing,
         });
@@ -1590,7 +1657,10 @@ async fn platform_endpoints_answer_every_caller_as_specified() {
                 }
                 PlatformEndpoint::ListAuditTrail
                 | PlatformEndpoint::VerifyAuditTrail
-                | PlatformEndpoint::Me => None,
+                | PlatformEndpoint::Me
+                | PlatformEndpoint::PlatformCosts
+                | PlatformEndpoint::ExportPlatformCosts
+                | PlatformEndpoint::MeteringPasses => None,
             };
             let (status, body) = m
                 .check(Case {

@@ -11,6 +11,7 @@ mod audit;
 mod authz_matrix;
 mod bad_input;
 mod contract;
+mod costs;
 mod denials;
 mod enforcer;
 mod fuzz_findings;

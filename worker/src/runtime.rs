@@ -27,6 +27,8 @@ pub enum WorkerError {
     Blueprints(String),
     #[error("target PostgreSQL: {0}")]
     Target(String),
+    #[error("{0}")]
+    Pricing(#[from] bulkhead_core::pricing::CatalogError),
 }
 
 /// Shared by every job task of this worker.
@@ -35,6 +37,8 @@ pub struct Worker {
     pub pool: PgPool,
     pub executor: Arc<PostgresExecutor>,
     pub catalog: Arc<BlueprintCatalog>,
+    /// The price catalog metering charges at (checked at start).
+    pub prices: Arc<bulkhead_core::pricing::Catalog>,
     /// Notified after this worker commits outbox rows, so the relay publishes at once.
     pub wake: Arc<Notify>,
     /// Whether this worker runs its own relay (not when it shares a process with the API's).
@@ -69,6 +73,7 @@ impl Worker {
             })
             .with_spare_databases(w.spare_databases),
         );
+        let prices = Arc::new(config.metering.catalog()?);
         let preparing = executor.clone();
         tokio::task::spawn_blocking(move || preparing.prepare())
             .await
@@ -79,6 +84,7 @@ impl Worker {
             pool,
             executor,
             catalog: Arc::new(catalog),
+            prices,
             own_relay: shared_relay.is_none(),
             wake: shared_relay.unwrap_or_else(|| Arc::new(Notify::new())),
             shutdown,
@@ -107,6 +113,7 @@ impl Worker {
         });
         let sweeper = tokio::spawn(self.clone().sweep_forever());
         let housekeeper = tokio::spawn(self.clone().housekeep_forever());
+        let meter = tokio::spawn(self.clone().meter_forever());
         let mut in_flight = JoinSet::new();
         self.clone().consume_forever(&mut in_flight).await;
         tracing::info!(
@@ -116,6 +123,7 @@ impl Worker {
         while in_flight.join_next().await.is_some() {}
         let _ = sweeper.await;
         let _ = housekeeper.await;
+        let _ = meter.await;
         if let Some(relay) = relay {
             let _ = relay.await;
         }
@@ -346,6 +354,65 @@ impl Worker {
             }
             tokio::select! {
                 () = tokio::time::sleep(look_every) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+}
+
+impl Worker {
+    /// Counts connections every tick and runs the metering pass when it is due for the
+    /// installation (the `housekeeping` row `metering`: one worker per interval, however many
+    /// run; the pass itself also holds the metering lock). A failed pass is recorded with its
+    /// error and logged; the next one meters the stretch it left.
+    async fn meter_forever(self: Arc<Self>) {
+        let mut shutdown = self.shutdown.clone();
+        let settings = self.config.metering.clone();
+        let targets = crate::metering::MeterTargets::from_config(&self.config.worker);
+        while !self.stopping() {
+            let (pool, t, s, prices) = (
+                self.pool.clone(),
+                targets.clone(),
+                settings.clone(),
+                self.prices.clone(),
+            );
+            let ran = tokio::task::spawn_blocking(move || {
+                if let Err(error) = crate::metering::tick(&pool, &t) {
+                    tracing::warn!(%error, "metering: could not count connections");
+                }
+                let mut conn = pool.get().map_err(|e| e.to_string())?;
+                let due = store::housekeeping::claim(&mut conn, "metering", s.every)
+                    .map_err(|e| e.to_string())?;
+                drop(conn);
+                if !due {
+                    return Ok(None);
+                }
+                crate::metering::run_pass(
+                    &pool,
+                    &t,
+                    &s,
+                    &prices,
+                    store::metering::Trigger::Schedule,
+                )
+                .map(Some)
+                .map_err(|e| e.to_string())
+            })
+            .await;
+            match ran {
+                Ok(Ok(Some(report))) => match report.error {
+                    None => {
+                        tracing::info!(pass = %report.id, samples = report.counts.samples, charges = report.counts.charges, "metering pass")
+                    }
+                    Some(error) => {
+                        tracing::warn!(pass = %report.id, state = report.state.as_str(), %error, "metering pass did not run")
+                    }
+                },
+                Ok(Ok(None)) => {}
+                Ok(Err(error)) => tracing::warn!(%error, "metering: control database unavailable"),
+                Err(error) => tracing::warn!(%error, "metering: pass panicked"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(settings.tick.min(settings.every)) => {}
                 _ = shutdown.changed() => {}
             }
         }

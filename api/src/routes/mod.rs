@@ -20,6 +20,8 @@ macro_rules! page_schema {
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
+pub mod budgets;
+pub mod costs;
 pub mod environments;
 pub mod health;
 pub mod jobs;
@@ -63,6 +65,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/tenants/{tenant}", web::get().to(tenants::get))
                 .route("/tenants/{tenant}", web::patch().to(tenants::update))
                 .route("/tenants/{tenant}", web::delete().to(tenants::delete))
+                .route("/tenants/{tenant}/costs", web::get().to(costs::tenant))
+                .route(
+                    "/tenants/{tenant}/costs/export",
+                    web::get().to(costs::tenant_export),
+                )
+                .route("/tenants/{tenant}/budget", web::get().to(budgets::get))
+                .route("/tenants/{tenant}/budget", web::put().to(budgets::put))
+                .route(
+                    "/tenants/{tenant}/budget",
+                    web::delete().to(budgets::delete),
+                )
+                .route("/costs", web::get().to(costs::platform))
+                .route("/costs/export", web::get().to(costs::platform_export))
+                .route("/metering/passes", web::get().to(budgets::passes))
                 .route("/tenants/{tenant}/quotas", web::get().to(quotas::get))
                 .route("/tenants/{tenant}/quotas", web::put().to(quotas::set))
                 .route("/tenants/{tenant}/members", web::post().to(members::add))

@@ -33,6 +33,7 @@ impl fmt::Debug for Config {
             mail_from,
             limits,
             retention,
+            metering,
             worker,
         } = self;
         f.debug_struct("Config")
@@ -57,6 +58,7 @@ impl fmt::Debug for Config {
             .field("mail_from", mail_from)
             .field("limits", limits)
             .field("retention", retention)
+            .field("metering", metering)
             .field("worker", worker)
             .finish()
     }

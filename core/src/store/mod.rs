@@ -2,6 +2,8 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod budgets;
+pub mod costs;
 pub mod denials;
 pub mod environments;
 pub mod housekeeping;
@@ -9,6 +11,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod mail;
 pub mod memberships;
+pub mod metering;
 pub mod outbox;
 pub mod principals;
 pub mod quotas;

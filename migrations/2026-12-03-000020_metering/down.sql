@@ -1,0 +1,12 @@
+DROP INDEX IF EXISTS jobs_environment_op_idx;
+DROP TABLE budget_crossings;
+DROP TABLE budgets;
+DROP TABLE charges_daily_tags;
+DROP TABLE charges_daily;
+DROP TABLE charges;
+DROP TABLE usage_samples;
+DROP FUNCTION usage_samples_append_only();
+DROP TABLE meter_connection_tallies;
+DROP TABLE meter_state;
+DROP TABLE meter_cursors;
+DROP TABLE meter_passes;
