@@ -286,7 +286,12 @@ impl Stack {
             db_url,
             pooled_database,
             base: format!("http://127.0.0.1:{port}"),
-            client: reqwest::Client::new(),
+            // Idle connections go before the API's 5 s keep-alive closes them (a request on a
+            // connection the server is closing fails with IncompleteMessage).
+            client: reqwest::Client::builder()
+                .pool_idle_timeout(Duration::from_secs(2))
+                .build()
+                .expect("http client"),
             admin: String::new(),
             api,
             workers: Vec::new(),
@@ -659,6 +664,23 @@ impl Stack {
             tokens.insert(key, token.clone());
         }
         token
+    }
+
+    /// Runs `bulkhead <args>` with the stack's configuration plus `extra`; success and output.
+    pub fn run_bulkhead(&self, args: &[&str], extra: &[(&str, &str)]) -> (bool, String) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bulkhead"));
+        cmd.args(args).stdin(Stdio::null());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.envs(extra.iter().copied());
+        let output = cmd.output().expect("run bulkhead");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success(), text)
     }
 
     pub fn control_db(&self) -> PgConnection {

@@ -9,6 +9,7 @@ mod proxy;
 #[path = "../support/smtp.rs"]
 mod smtp;
 
+mod costs;
 mod fencing;
 mod generated_client;
 mod hostile_tenant;

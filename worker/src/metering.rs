@@ -16,6 +16,7 @@ use bulkhead_core::store::{
 };
 use chrono::{DateTime, Utc};
 use diesel::sql_types::{Array, BigInt, Text};
+use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl};
 use rust_decimal::Decimal;
 use std::collections::HashMap;
@@ -85,8 +86,7 @@ fn connect(url: &str, what: &str) -> Result<PgConnection, MeterError> {
             bulkhead_core::dburl::location(url)
         ))
     })?;
-    diesel::sql_query("SET statement_timeout = '60s'; SET application_name = 'bulkhead-metering'")
-        .execute(&mut conn)
+    conn.batch_execute("SET statement_timeout = '60s'; SET application_name = 'bulkhead-metering'")
         .map_err(|e| MeterError::Target(format!("{what}: {e}")))?;
     Ok(conn)
 }
