@@ -4,7 +4,7 @@
 use crate::config::metering::MeteringConfig;
 use crate::pricing::Catalog;
 use crate::store::costs::ExportRow;
-use chrono::{DateTime, Datelike, Duration, NaiveDate, SecondsFormat, TimeZone, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, SecondsFormat, TimeZone, Utc};
 
 /// The header. FOCUS 1.0 columns, then the four preview-era names (`Provider`, `Publisher`,
 /// `InvoiceIssuer`, `ResourceID`) and `ChargeType` that the Foundation's validator 1.0.0 still
@@ -88,10 +88,10 @@ fn billing_period(hour: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
     (at(first), at(next))
 }
 
-/// One charge as a FOCUS row, in [`COLUMNS`] order.
+/// One charge as a FOCUS row, in [`COLUMNS`] order: its charge period is its hour or day.
 pub fn row(r: &ExportRow, catalog: &Catalog, config: &MeteringConfig) -> Vec<String> {
     let sku = catalog.sku(&r.sku_id);
-    let (period_start, period_end) = billing_period(r.hour);
+    let (period_start, period_end) = billing_period(r.period_start);
     let description = match (&r.allocation_method, sku) {
         (Some(method), Some(s)) => format!("{} (allocated by {method})", s.description),
         (None, Some(s)) => s.description.clone(),
@@ -121,8 +121,8 @@ pub fn row(r: &ExportRow, catalog: &Catalog, config: &MeteringConfig) -> Vec<Str
         config.billing_account_name.clone(),
         timestamp(period_start),
         timestamp(period_end),
-        timestamp(r.hour),
-        timestamp(r.hour + Duration::hours(1)),
+        timestamp(r.period_start),
+        timestamp(r.period_end),
         "Usage".into(),
         String::new(),
         description,
@@ -202,8 +202,12 @@ mod tests {
             tenant_slug: "acme".into(),
             tenant_name: "Acme, Inc.".into(),
             sku_id: "pooled-server-hours".into(),
-            hour: Utc
+            period_start: Utc
                 .with_ymd_and_hms(2026, 12, 31, 23, 0, 0)
+                .single()
+                .expect("time"),
+            period_end: Utc
+                .with_ymd_and_hms(2027, 1, 1, 0, 0, 0)
                 .single()
                 .expect("time"),
             sku_price_id: "pooled-server-hours:*:EUR:2026-01-01".into(),

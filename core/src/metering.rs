@@ -203,7 +203,8 @@ impl Pricer<'_> {
     }
 
     /// The environment's own charges for a sample, per hour it touches: environment-hours of
-    /// its tier, storage GB-hours, connection-hours and, when dedicated, database-hours.
+    /// its tier, storage GB-hours, connection-hours and, when dedicated, database-hours (a zero
+    /// quantity makes no charge).
     pub fn sample_charges(&self, sample: &Sample) -> Result<Vec<Charge>, NoPrice> {
         let gb = Decimal::from(sample.storage_bytes) / Decimal::from(BYTES_PER_GB);
         let mut out = Vec::new();
@@ -230,6 +231,8 @@ impl Pricer<'_> {
                 out.push(self.charge(sample, Meter::DedicatedDatabaseHours, hour, h)?);
             }
         }
+        // Nothing used, nothing charged (no connections, an empty schema): no zero rows.
+        out.retain(|c| !c.quantity.is_zero());
         Ok(out)
     }
 
@@ -277,7 +280,9 @@ impl Pricer<'_> {
                 let mut charge = self.charge(sample, Meter::PooledServerHours, hour, part)?;
                 charge.allocation_method = Some(ALLOCATION_BY_STORAGE);
                 charge.allocated_from = Some(allocated_from.to_owned());
-                out.push(charge);
+                if !charge.quantity.is_zero() {
+                    out.push(charge);
+                }
             }
         }
         Ok(out)

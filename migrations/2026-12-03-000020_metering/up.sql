@@ -98,6 +98,13 @@ CREATE TABLE charges_daily (
     tenant_id uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
     currency text NOT NULL,
     unit text NOT NULL,
+    -- One price per SKU, region and day (prices take effect at 00:00 UTC), so a day's cost is
+    -- still quantity × this price; the daily FOCUS export reads these rows.
+    region text NOT NULL,
+    sku_price_id text NOT NULL,
+    list_unit_price numeric NOT NULL,
+    allocation_method text,
+    allocated_from text,
     cost_tags jsonb NOT NULL,
     quantity numeric NOT NULL,
     cost numeric NOT NULL,

@@ -238,7 +238,7 @@ async fn costs_group_by_tag_environment_sku_and_month_and_add_up() {
     // The FOCUS export of acme: one row per charge, costs adding up to the same total.
     let response = app
         .client
-        .get(app.url("/v1/tenants/acme/costs/export?format=focus"))
+        .get(app.url("/v1/tenants/acme/costs/export?format=focus&granularity=hour"))
         .bearer_auth(&app.admin)
         .send()
         .await
@@ -268,6 +268,17 @@ async fn costs_group_by_tag_environment_sku_and_month_and_add_up() {
     );
     assert!(rows.iter().all(|r| r[tenant_col] == acme.to_string()));
     let exported: Decimal = rows
+        .iter()
+        .map(|r| Decimal::from_str(&r[billed]).expect("decimal"))
+        .sum();
+    assert_eq!(exported, acme_total);
+    // Daily (the default): fewer rows, the same money.
+    let (status, body) = app.get("/v1/tenants/acme/costs/export", &app.admin).await;
+    assert_eq!(status, 200);
+    let mut reader = csv::Reader::from_reader(body.as_str().expect("csv").as_bytes());
+    let daily: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("row")).collect();
+    assert!(!daily.is_empty() && daily.len() <= rows.len());
+    let exported: Decimal = daily
         .iter()
         .map(|r| Decimal::from_str(&r[billed]).expect("decimal"))
         .sum();
@@ -379,6 +390,14 @@ async fn bad_cost_queries_and_budgets_name_the_field() {
     assert_eq!(
         (status, field(&body)),
         (422, "group_by".to_owned()),
+        "{body}"
+    );
+    let (status, body) = app
+        .get("/v1/costs/export?granularity=week", &app.admin)
+        .await;
+    assert_eq!(
+        (status, field(&body)),
+        (422, "granularity".to_owned()),
         "{body}"
     );
     let (status, body) = app.get("/v1/costs/export?format=xlsx", &app.admin).await;

@@ -32,9 +32,12 @@ fn size_of(stack: &Stack, env: &Value) -> i64 {
     let names = stack.names(env);
     if env["isolation"] == "dedicated" {
         let mut conn = admin_conn("postgres");
-        return one(&mut conn, &format!("SELECT pg_database_size('{}')::text", names.database))
-            .parse()
-            .expect("size");
+        return one(
+            &mut conn,
+            &format!("SELECT pg_database_size('{}')::text", names.database),
+        )
+        .parse()
+        .expect("size");
     }
     let mut conn = admin_conn(&stack.pooled_database);
     let schema = names.schema;
@@ -64,7 +67,12 @@ fn latest_sample(stack: &Stack, id: &str) -> (i64, String, String, i32) {
     )
     .expect("a sample");
     let parts: Vec<&str> = row.split('|').collect();
-    (parts[0].parse().expect("bytes"), parts[1].into(), parts[2].into(), parts[3].parse().expect("peak"))
+    (
+        parts[0].parse().expect("bytes"),
+        parts[1].into(),
+        parts[2].into(),
+        parts[3].parse().expect("peak"),
+    )
 }
 
 fn meter(stack: &Stack, extra: &[(&str, &str)]) -> (bool, String) {
@@ -114,7 +122,10 @@ async fn metering_measures_prices_allocates_and_exports_what_the_targets_hold() 
         )
         .await;
     let erp = stack
-        .create_environment("acme", json!({"name": "erp", "stage": "production", "isolation": "dedicated"}))
+        .create_environment(
+            "acme",
+            json!({"name": "erp", "stage": "production", "isolation": "dedicated"}),
+        )
         .await;
     stack.create_tenant("globex", "shared").await;
     let edi = stack
@@ -122,7 +133,9 @@ async fn metering_measures_prices_allocates_and_exports_what_the_targets_hold() 
         .await;
     for (tenant, created) in [("acme", &web), ("acme", &erp), ("globex", &edi)] {
         let job = created["job"]["id"].as_str().expect("job");
-        stack.wait_succeeded(tenant, job, Duration::from_secs(60)).await;
+        stack
+            .wait_succeeded(tenant, job, Duration::from_secs(60))
+            .await;
     }
     let web_conn = write_rows(&stack.credentials("acme", "web").await, 20_000);
     let _erp_conn = write_rows(&stack.credentials("acme", "erp").await, 5_000);
@@ -148,7 +161,10 @@ async fn metering_measures_prices_allocates_and_exports_what_the_targets_hold() 
         );
     }
     let (web_bytes, ..) = latest_sample(&stack, web["environment"]["id"].as_str().expect("id"));
-    assert!(web_bytes > 4_000_000, "20,000 rows of ~230 bytes are stored: {web_bytes}");
+    assert!(
+        web_bytes > 4_000_000,
+        "20,000 rows of ~230 bytes are stored: {web_bytes}"
+    );
     // The open session of the web app was counted.
     let (.., web_peak) = latest_sample(&stack, web["environment"]["id"].as_str().expect("id"));
     assert!(web_peak >= 1, "the app's session is counted");
@@ -156,14 +172,27 @@ async fn metering_measures_prices_allocates_and_exports_what_the_targets_hold() 
 
     // Every charge is its quantity × the catalog's price in force for its hour, exactly.
     let mut control = stack.control_db();
-    assert_eq!(one(&mut control, "SELECT count(*)::text FROM charges WHERE cost <> quantity * list_unit_price"), "0");
+    assert_eq!(
+        one(
+            &mut control,
+            "SELECT count(*)::text FROM charges WHERE cost <> quantity * list_unit_price"
+        ),
+        "0"
+    );
     assert_ne!(one(&mut control, "SELECT count(*)::text FROM charges"), "0");
     let catalog = Catalog::builtin().expect("catalog");
-    for row in texts(&mut control, "SELECT concat_ws('|', sku_id, region, hour, list_unit_price, sku_price_id) AS v FROM charges") {
+    for row in texts(
+        &mut control,
+        "SELECT concat_ws('|', sku_id, region, hour, list_unit_price, sku_price_id) AS v FROM charges",
+    ) {
         let row = row.expect("row");
         let f: Vec<&str> = row.split('|').collect();
-        let hour = DateTime::parse_from_str(&format!("{}00", f[2]), "%Y-%m-%d %H:%M:%S%z").expect("hour").with_timezone(&Utc);
-        let price = catalog.price_at(f[0], f[1], "EUR", hour).expect("a price in force");
+        let hour = DateTime::parse_from_str(&format!("{}00", f[2]), "%Y-%m-%d %H:%M:%S%z")
+            .expect("hour")
+            .with_timezone(&Utc);
+        let price = catalog
+            .price_at(f[0], f[1], "EUR", hour)
+            .expect("a price in force");
         assert_eq!(dec(f[3]), price.list_unit_price, "{row}");
         assert_eq!(f[4], price.id(), "{row}");
     }
@@ -174,7 +203,10 @@ async fn metering_measures_prices_allocates_and_exports_what_the_targets_hold() 
         "SELECT (SELECT sum(quantity) FROM charges WHERE sku_id LIKE 'environment-hours-%') \
               - (SELECT round(sum(standing_seconds) / 3600, 9) FROM usage_samples)",
     );
-    assert!(dec(&env_hours).abs() < dec("0.000001"), "environment-hours vs time stood: {env_hours}");
+    assert!(
+        dec(&env_hours).abs() < dec("0.000001"),
+        "environment-hours vs time stood: {env_hours}"
+    );
     let pooled = texts(
         &mut control,
         "SELECT sum(quantity)::text AS v FROM charges WHERE sku_id = 'pooled-server-hours' GROUP BY hour",
@@ -187,22 +219,42 @@ async fn metering_measures_prices_allocates_and_exports_what_the_targets_hold() 
             erp["environment"]["id"].as_str().expect("id")
         ),
     );
-    assert_eq!(dedicated_pooled, "0", "a dedicated environment bears none of the pooled server");
+    assert_eq!(
+        dedicated_pooled, "0",
+        "a dedicated environment bears none of the pooled server"
+    );
 
     // The cost API: grouped by cost center, the groups add up to the total, which is what the
     // charges hold.
-    let (status, costs) = stack.get("/v1/tenants/acme/costs?group_by=tag:cost_center").await;
+    let (status, costs) = stack
+        .get("/v1/tenants/acme/costs?group_by=tag:cost_center")
+        .await;
     assert_eq!(status, 200, "{costs}");
     let groups = costs["groups"].as_array().expect("groups");
-    let sum: Decimal = groups.iter().map(|g| dec(g["cost"].as_str().expect("cost"))).sum();
+    let sum: Decimal = groups
+        .iter()
+        .map(|g| dec(g["cost"].as_str().expect("cost")))
+        .sum();
     assert_eq!(sum, dec(costs["total"].as_str().expect("total")), "{costs}");
     let keys: Vec<&Value> = groups.iter().map(|g| &g["key"]).collect();
-    assert!(keys.contains(&&json!("cc-1")) && keys.contains(&&json!("cc-2")), "{costs}");
-    let acme_id = stack.get("/v1/tenants/acme").await.1["id"].as_str().expect("id").to_owned();
-    let in_db = one(&mut control, &format!("SELECT coalesce(sum(cost), 0)::text FROM charges WHERE tenant_id = '{acme_id}'"));
+    assert!(
+        keys.contains(&&json!("cc-1")) && keys.contains(&&json!("cc-2")),
+        "{costs}"
+    );
+    let acme_id = stack.get("/v1/tenants/acme").await.1["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let in_db = one(
+        &mut control,
+        &format!("SELECT coalesce(sum(cost), 0)::text FROM charges WHERE tenant_id = '{acme_id}'"),
+    );
     // Passes keep running: read both again until they agree (a pass may land between the two).
     let total = dec(costs["total"].as_str().expect("total"));
-    assert!(total > Decimal::ZERO && dec(&in_db) >= total, "API {total}, charges {in_db}");
+    assert!(
+        total > Decimal::ZERO && dec(&in_db) >= total,
+        "API {total}, charges {in_db}"
+    );
 
     // A second pass starts where the first ended: no stretch is metered twice.
     let (ok, out) = meter(&stack, &[]);
@@ -213,24 +265,51 @@ async fn metering_measures_prices_allocates_and_exports_what_the_targets_hold() 
          AND a.id < b.id AND tstzrange(a.period_start, a.period_end) && tstzrange(b.period_start, b.period_end)",
     );
     assert_eq!(overlaps, "0");
-    let scheduled = one(&mut control, "SELECT count(*)::text FROM meter_passes WHERE trigger = 'schedule' AND state = 'succeeded'");
+    let scheduled = one(
+        &mut control,
+        "SELECT count(*)::text FROM meter_passes WHERE trigger = 'schedule' AND state = 'succeeded'",
+    );
     assert_ne!(scheduled, "0", "the workers meter by themselves");
 
     // A pass that cannot reach a target fails visibly and records nothing; the next one fills
     // the stretch.
-    let (ok, out) = meter(&stack, &[("BULKHEAD_TARGET_DEDICATED_URL", "postgres://postgres@127.0.0.1:1/postgres")]);
+    let (ok, out) = meter(
+        &stack,
+        &[(
+            "BULKHEAD_TARGET_DEDICATED_URL",
+            "postgres://postgres@127.0.0.1:1/postgres",
+        )],
+    );
     assert!(!ok, "{out}");
-    assert!(out.contains("failed") && out.contains("dedicated server"), "{out}");
+    assert!(
+        out.contains("failed") && out.contains("dedicated server"),
+        "{out}"
+    );
     let (status, passes) = stack.get("/v1/metering/passes").await;
     assert_eq!(status, 200, "{passes}");
-    let failed = passes["passes"].as_array().expect("passes").iter().find(|p| p["state"] == "failed").cloned().expect("the failed pass is listed");
-    assert!(failed["error"].as_str().unwrap_or("").contains("dedicated server"), "{failed}");
+    let failed = passes["passes"]
+        .as_array()
+        .expect("passes")
+        .iter()
+        .find(|p| p["state"] == "failed")
+        .cloned()
+        .expect("the failed pass is listed");
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("dedicated server"),
+        "{failed}"
+    );
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (ok, out) = meter(&stack, &[]);
     assert!(ok, "{out}");
     assert_eq!(
-        one(&mut control, "SELECT count(*)::text FROM usage_samples a JOIN usage_samples b ON a.environment_id = b.environment_id \
-             AND a.id < b.id AND tstzrange(a.period_start, a.period_end) && tstzrange(b.period_start, b.period_end)"),
+        one(
+            &mut control,
+            "SELECT count(*)::text FROM usage_samples a JOIN usage_samples b ON a.environment_id = b.environment_id \
+             AND a.id < b.id AND tstzrange(a.period_start, a.period_end) && tstzrange(b.period_start, b.period_end)"
+        ),
         "0"
     );
     let gaps = one(
@@ -250,13 +329,22 @@ async fn metering_measures_prices_allocates_and_exports_what_the_targets_hold() 
         assert!(*ok || out.contains("skipped"), "{out}");
     }
     assert_eq!(
-        one(&mut control, "SELECT count(*)::text FROM usage_samples a JOIN usage_samples b ON a.environment_id = b.environment_id \
-             AND a.id < b.id AND tstzrange(a.period_start, a.period_end) && tstzrange(b.period_start, b.period_end)"),
+        one(
+            &mut control,
+            "SELECT count(*)::text FROM usage_samples a JOIN usage_samples b ON a.environment_id = b.environment_id \
+             AND a.id < b.id AND tstzrange(a.period_start, a.period_end) && tstzrange(b.period_start, b.period_end)"
+        ),
         "0"
     );
 
     // The platform-wide FOCUS export passes the FinOps Foundation's validator.
-    let response = stack.client.get(stack.url("/v1/costs/export?format=focus")).bearer_auth(&stack.admin).send().await.expect("export");
+    let response = stack
+        .client
+        .get(stack.url("/v1/costs/export?format=focus"))
+        .bearer_auth(&stack.admin)
+        .send()
+        .await
+        .expect("export");
     assert_eq!(response.status().as_u16(), 200);
     let csv = response.text().await.expect("csv");
     assert!(csv.lines().count() > 10, "{csv}");
@@ -266,9 +354,17 @@ async fn metering_measures_prices_allocates_and_exports_what_the_targets_hold() 
     std::fs::write(&out, &csv).expect("write export");
     let validator = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/focus-validate");
     if validator.exists() && std::env::var("BULKHEAD_SKIP_FOCUS_VALIDATOR").is_err() {
-        let result = std::process::Command::new("bash").arg(&validator).arg(&out).output().expect("run focus-validate");
+        let result = std::process::Command::new("bash")
+            .arg(&validator)
+            .arg(&out)
+            .output()
+            .expect("run focus-validate");
         let text = String::from_utf8_lossy(&result.stdout);
-        assert!(result.status.success(), "focus-validate failed:\n{text}\n{}", String::from_utf8_lossy(&result.stderr));
+        assert!(
+            result.status.success(),
+            "focus-validate failed:\n{text}\n{}",
+            String::from_utf8_lossy(&result.stderr)
+        );
     }
     if std::env::var("BULKHEAD_FOCUS_EXPORT").is_err() {
         let _ = std::fs::remove_file(&out);
@@ -277,7 +373,13 @@ async fn metering_measures_prices_allocates_and_exports_what_the_targets_hold() 
     // A destroyed environment gets a last sample up to its destruction, then none.
     let (status, body) = stack.delete("/v1/tenants/globex/environments/edi").await;
     assert_eq!(status, 202, "{body}");
-    stack.wait_succeeded("globex", body["job"]["id"].as_str().expect("job"), Duration::from_secs(60)).await;
+    stack
+        .wait_succeeded(
+            "globex",
+            body["job"]["id"].as_str().expect("job"),
+            Duration::from_secs(60),
+        )
+        .await;
     let (ok, out) = meter(&stack, &[]);
     assert!(ok || out.contains("skipped"), "{out}");
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -289,5 +391,8 @@ async fn metering_measures_prices_allocates_and_exports_what_the_targets_hold() 
         edi_id,
     )
     .expect("destroyed");
-    assert_eq!(last_end, destroyed_at, "the last sample ends at the destruction");
+    assert_eq!(
+        last_end, destroyed_at,
+        "the last sample ends at the destruction"
+    );
 }

@@ -15,8 +15,8 @@ use bulkhead_core::store::{
     metering::{PassCounts, PassState, Trigger},
 };
 use chrono::{DateTime, Utc};
-use diesel::sql_types::{Array, BigInt, Text};
 use diesel::connection::SimpleConnection;
+use diesel::sql_types::{Array, BigInt, Text};
 use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl};
 use rust_decimal::Decimal;
 use std::collections::HashMap;

@@ -24,6 +24,7 @@ pub struct CostQuery {
     pub to: NaiveDate,
     pub group_by: Vec<Dimension>,
     pub format: Option<String>,
+    pub granularity: Option<String>,
 }
 
 fn dimension_name(d: &Dimension) -> String {
@@ -52,6 +53,7 @@ pub fn parse_query(raw: &str, platform: bool, billing_currency: &str) -> ApiResu
     let mut to = None;
     let mut group_by = Vec::new();
     let mut format = None;
+    let mut granularity = None;
     let date = |v: &mut Validator, field: &str, value: &str| {
         v.check(NaiveDate::parse_from_str(value, "%Y-%m-%d").map_err(|_| {
             FieldError::new(
@@ -70,6 +72,7 @@ pub fn parse_query(raw: &str, platform: bool, billing_currency: &str) -> ApiResu
             "from" => from = date(&mut v, "from", &value),
             "to" => to = date(&mut v, "to", &value),
             "format" => format = Some(value.into_owned()),
+            "granularity" => granularity = Some(value.into_owned()),
             "currency" => {
                 if money::minor_units(&value).is_none() {
                     v.push(FieldError::new("currency", format!("{value:?} is not an ISO 4217 currency code")));
@@ -98,7 +101,7 @@ pub fn parse_query(raw: &str, platform: bool, billing_currency: &str) -> ApiResu
                     )),
                 }
             }
-            other => v.push(FieldError::new(other, "is not a parameter here; use from, to, group_by, currency (and format for an export)")),
+            other => v.push(FieldError::new(other, "is not a parameter here; use from, to, group_by, currency (and format, granularity for an export)")),
         }
     }
     if group_by.len() > 2 {
@@ -132,6 +135,7 @@ pub fn parse_query(raw: &str, platform: bool, billing_currency: &str) -> ApiResu
         to,
         group_by,
         format,
+        granularity,
     })
 }
 
@@ -312,6 +316,16 @@ fn stream_export(state: &AppState, scope: Scope, q: &CostQuery) -> ApiResult<Htt
             )]));
         }
     }
+    let granularity = match q.granularity.as_deref() {
+        None | Some("day") => costs::Granularity::Day,
+        Some("hour") => costs::Granularity::Hour,
+        Some(other) => {
+            return Err(ApiError::Validation(vec![FieldError::new(
+                "granularity",
+                format!("{other:?} is not a granularity; use day (the default) or hour"),
+            )]));
+        }
+    };
     let at = |d: NaiveDate| Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).unwrap_or_default());
     let (from, to) = (at(q.from), at(q.to));
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<web::Bytes, std::io::Error>>(4);
@@ -332,7 +346,7 @@ fn stream_export(state: &AppState, scope: Scope, q: &CostQuery) -> ApiResult<Htt
             header = false;
             sender.blocking_send(chunk.map(web::Bytes::from)).is_ok()
         };
-        match costs::export(&mut conn, scope, from, to, &mut each) {
+        match costs::export(&mut conn, scope, granularity, from, to, &mut each) {
             Ok(0) => {
                 // No charges: the header alone, so the file is still a valid (empty) export.
                 let chunk = bulkhead_core::focus::csv_chunk(&[], true, &prices, &config)
@@ -367,8 +381,9 @@ fn tokio_stream(
     params(("tenant" = String, Path, description = "Tenant id or slug"),
         ("from" = Option<String>, Query, description = "First day (YYYY-MM-DD, UTC), inclusive"),
         ("to" = Option<String>, Query, description = "Last day (YYYY-MM-DD, UTC), exclusive"),
-        ("format" = Option<String>, Query, description = "`focus` (FOCUS 1.0 CSV, the default)")),
-    responses((status = 200, description = "FOCUS 1.0 CSV, one row per environment, SKU and hour", content_type = "text/csv", body = String),
+        ("format" = Option<String>, Query, description = "`focus` (FOCUS 1.0 CSV, the default)"),
+        ("granularity" = Option<String>, Query, description = "`day` (the default: one row per environment, SKU and day) or `hour`")),
+    responses((status = 200, description = "FOCUS 1.0 CSV, one row per environment, SKU and day (or hour)", content_type = "text/csv", body = String),
         (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem),
         (status = 422, body = crate::error::Problem)))]
 pub async fn tenant_export(
@@ -387,7 +402,8 @@ pub async fn tenant_export(
 #[utoipa::path(get, operation_id = "exportPlatformCosts", path = "/v1/costs/export", tag = "costs", security(("bearer" = [])),
     params(("from" = Option<String>, Query, description = "First day (YYYY-MM-DD, UTC), inclusive"),
         ("to" = Option<String>, Query, description = "Last day (YYYY-MM-DD, UTC), exclusive"),
-        ("format" = Option<String>, Query, description = "`focus` (FOCUS 1.0 CSV, the default)")),
+        ("format" = Option<String>, Query, description = "`focus` (FOCUS 1.0 CSV, the default)"),
+        ("granularity" = Option<String>, Query, description = "`day` (the default: one row per environment, SKU and day) or `hour`")),
     responses((status = 200, description = "FOCUS 1.0 CSV of every tenant (platform admins) or the managed tenants (partners)", content_type = "text/csv", body = String),
         (status = 403, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
 pub async fn platform_export(

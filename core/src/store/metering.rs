@@ -456,11 +456,14 @@ fn add_charges(conn: &mut PgConnection, charges: &[Charge]) -> Result<(), StoreE
         ),
         format!(
             "INSERT INTO charges_daily AS t (environment_id, sku_id, day, tags_digest, tenant_id, \
-                 currency, unit, cost_tags, quantity, cost) \
+                 currency, unit, region, sku_price_id, list_unit_price, allocation_method, \
+                 allocated_from, cost_tags, quantity, cost) \
              SELECT environment_id, sku_id, (hour AT TIME ZONE 'UTC')::date, md5(cost_tags::text), \
-                 tenant_id, currency, unit, cost_tags, sum(quantity), sum(cost) \
+                 tenant_id, currency, unit, region, sku_price_id, list_unit_price, \
+                 allocation_method, allocated_from, cost_tags, sum(quantity), sum(cost) \
              FROM {CHARGE_ROWS} \
-             GROUP BY environment_id, sku_id, (hour AT TIME ZONE 'UTC')::date, cost_tags, tenant_id, currency, unit \
+             GROUP BY environment_id, sku_id, (hour AT TIME ZONE 'UTC')::date, cost_tags, tenant_id, \
+                 currency, unit, region, sku_price_id, list_unit_price, allocation_method, allocated_from \
              ON CONFLICT (environment_id, sku_id, day, tags_digest) DO UPDATE \
              SET quantity = t.quantity + excluded.quantity, cost = t.cost + excluded.cost"
         ),
