@@ -2,7 +2,8 @@
 //! refreshes, and who may scrape them (`BULKHEAD_METRICS_TOKEN`).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 #[derive(Clone)]
@@ -13,6 +14,9 @@ pub struct Metrics {
     pub login_failures: IntCounterVec,
     pub authz_denials: IntCounterVec,
     pub authz_refreshes: IntCounterVec,
+    /// Read from `meter_passes` at each scrape (the workers run the passes).
+    pub metering_last_success: Gauge,
+    pub metering_failed_last_day: IntGauge,
 }
 
 impl Metrics {
@@ -50,6 +54,16 @@ impl Metrics {
             ),
             &["kind"],
         )?;
+        let metering_last_success = Gauge::new(
+            "bulkhead_metering_last_success_timestamp_seconds",
+            "When the last metering pass that succeeded finished (Unix time; 0: never)",
+        )?;
+        let metering_failed_last_day = IntGauge::new(
+            "bulkhead_metering_failed_passes_last_day",
+            "Metering passes that failed in the last 24 hours (their errors: GET /v1/metering/passes)",
+        )?;
+        registry.register(Box::new(metering_last_success.clone()))?;
+        registry.register(Box::new(metering_failed_last_day.clone()))?;
         registry.register(Box::new(authz_refreshes.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
@@ -62,6 +76,8 @@ impl Metrics {
             login_failures,
             authz_denials,
             authz_refreshes,
+            metering_last_success,
+            metering_failed_last_day,
         })
     }
 

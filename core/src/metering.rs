@@ -473,6 +473,64 @@ mod tests {
     }
 
     #[test]
+    fn the_readmes_worked_example_adds_up() {
+        // README, "What it costs": an hour in December 2026 in eu-west-1.
+        let catalog = Catalog::builtin().expect("catalog");
+        let pricer = Pricer {
+            catalog: &catalog,
+            currency: "EUR",
+        };
+        let at = |h| {
+            Utc.with_ymd_and_hms(2026, 12, 2, h, 0, 0)
+                .single()
+                .expect("time")
+        };
+        let mk = |isolation, bytes: i64, connections: i64| {
+            let e = env(isolation, at(10));
+            let m = Measurement {
+                storage_bytes: Some(bytes),
+                connections_peak: 3,
+                connections_avg: Decimal::from(connections),
+                ..Measurement::default()
+            };
+            sample(&e, &m, at(11)).expect("sample")
+        };
+        let web = mk(Isolation::Shared, 2_500_000_000, 3);
+        let other = mk(Isolation::Shared, 7_500_000_000, 0);
+        let erp = mk(Isolation::Dedicated, 500_000_000, 1);
+        let samples = vec![web.clone(), other, erp.clone()];
+        let mut charges = Vec::new();
+        for s in &samples {
+            charges.extend(pricer.sample_charges(s).expect("priced"));
+        }
+        charges.extend(
+            pricer
+                .pooled_charges(&samples, at(10), at(11), "p")
+                .expect("priced"),
+        );
+        let cost_of = |id: Uuid| -> Decimal {
+            charges
+                .iter()
+                .filter(|c| c.environment_id == id)
+                .map(|c| c.cost)
+                .sum()
+        };
+        assert_eq!(cost_of(web.environment_id), d("0.1853375"));
+        assert_eq!(cost_of(erp.environment_id), d("0.1458875"));
+        let total = cost_of(web.environment_id) + cost_of(erp.environment_id);
+        assert_eq!(total, d("0.331225"));
+        assert_eq!(money::for_display(total, "EUR"), d("0.33"));
+        assert_eq!(
+            money::for_display(cost_of(web.environment_id), "EUR"),
+            d("0.19")
+        );
+        assert_eq!(
+            money::for_display(cost_of(erp.environment_id), "EUR"),
+            d("0.15")
+        );
+    }
+
+    #[test]
     fn budgets_cross_thresholds_and_forecast_linearly() {
         assert_eq!(
             reached_thresholds(&[50, 80, 100], d("100"), d("80")),

@@ -301,9 +301,33 @@ async fn metering_measures_prices_allocates_and_exports_what_the_targets_hold() 
             .contains("dedicated server"),
         "{failed}"
     );
+    let metrics = |stack: &Stack| {
+        let url = stack.url("/metrics");
+        let client = stack.client.clone();
+        async move {
+            client
+                .get(url)
+                .send()
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("text")
+        }
+    };
+    let scraped = metrics(&stack).await;
+    assert!(
+        scraped.contains("bulkhead_metering_failed_passes_last_day 1"),
+        "{scraped}"
+    );
+    assert!(
+        !scraped.contains("bulkhead_metering_last_success_timestamp_seconds 0\n"),
+        "{scraped}"
+    );
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (ok, out) = meter(&stack, &[]);
     assert!(ok, "{out}");
+
     assert_eq!(
         one(
             &mut control,

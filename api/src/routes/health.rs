@@ -42,6 +42,21 @@ pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<
             "send Authorization: Bearer <the metrics token> (BULKHEAD_METRICS_TOKEN)",
         ));
     }
+    // Metering runs in the workers: its standing comes from the control database.
+    let metering = state
+        .db(|conn| {
+            let last = bulkhead_core::store::metering::last_success(conn)?;
+            let failed = bulkhead_core::store::metering::failed_last_day(conn)?;
+            Ok((last, failed))
+        })
+        .await;
+    if let Ok((last, failed)) = metering {
+        state
+            .metrics
+            .metering_last_success
+            .set(last.map_or(0.0, |at| at.timestamp() as f64));
+        state.metrics.metering_failed_last_day.set(failed);
+    }
     let body = state.metrics.render().map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

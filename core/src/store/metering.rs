@@ -185,6 +185,21 @@ pub fn last_success(conn: &mut PgConnection) -> Result<Option<DateTime<Utc>>, St
     Ok(row.at)
 }
 
+/// Passes that failed in the last 24 hours.
+pub fn failed_last_day(conn: &mut PgConnection) -> Result<i64, StoreError> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let row: Row = diesel::sql_query(
+        "SELECT count(*) AS n FROM meter_passes WHERE state = 'failed' \
+         AND started_at > now() - interval '24 hours'",
+    )
+    .get_result(conn)?;
+    Ok(row.n)
+}
+
 /// Takes the metering lock for the caller's transaction; `false` if another pass holds it.
 pub fn try_lock(conn: &mut PgConnection) -> Result<bool, StoreError> {
     #[derive(QueryableByName)]
