@@ -34,6 +34,9 @@ pub struct AppState {
     pub catalog: BlueprintCatalog,
     /// The price catalog (SKU descriptions and units of the cost views and the FOCUS export).
     pub prices: Arc<bulkhead_core::pricing::Catalog>,
+    /// Cost exports running at once in this process (each holds a control-database connection
+    /// and a blocking thread while it streams).
+    pub export_slots: Arc<tokio::sync::Semaphore>,
     /// Notified after a job commits, so the outbox relay publishes without waiting for a poll.
     pub relay_wake: Arc<Notify>,
     /// Notified after mail is queued, so the mail relay sends it without waiting for a poll.
@@ -63,6 +66,9 @@ impl AppState {
         Ok(Self {
             catalog,
             prices,
+            export_slots: Arc::new(tokio::sync::Semaphore::new(
+                crate::routes::costs::MAX_CONCURRENT_EXPORTS,
+            )),
             relay_wake: Arc::new(Notify::new()),
             mail_wake: Arc::new(Notify::new()),
             hashing: crate::hashing::HashingSlots::new(config.max_concurrent_hashes),

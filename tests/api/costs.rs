@@ -400,6 +400,18 @@ async fn bad_cost_queries_and_budgets_name_the_field() {
         (422, "granularity".to_owned()),
         "{body}"
     );
+    for (path, expected) in [
+        ("/v1/tenants/acme/costs?from=0001-01-01", "from"),
+        ("/v1/tenants/acme/costs/export?group_by=sku", "group_by"),
+        ("/v1/tenants/acme/costs?granularity=hour", "granularity"),
+    ] {
+        let (status, body) = app.get(path, &app.admin).await;
+        assert_eq!(
+            (status, field(&body)),
+            (422, expected.to_owned()),
+            "{path}: {body}"
+        );
+    }
     let (status, body) = app.get("/v1/costs/export?format=xlsx", &app.admin).await;
     assert_eq!((status, field(&body)), (422, "format".to_owned()), "{body}");
 
@@ -505,4 +517,68 @@ async fn a_budget_shows_spend_and_audits_each_threshold_once_per_month() {
     assert_eq!(status, 204);
     let (status, _) = app.delete("/v1/tenants/acme/budget", &app.admin).await;
     assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn exports_are_limited_and_a_client_that_stops_reading_lets_go() {
+    let app = TestApp::spawn().await;
+    let acme = id_of(&app.create_tenant("acme").await);
+    let (web, _) = environment(&app, "acme", "web", "shared", json!({})).await;
+    // 60,000 hourly charges (~40 MB of CSV): more than socket buffers hold.
+    diesel::RunQueryDsl::execute(
+        diesel::sql_query(format!(
+            "INSERT INTO charges (environment_id, sku_id, hour, tenant_id, sku_price_id, region, \
+             currency, quantity, list_unit_price, cost, cost_tags) \
+             SELECT '{web}', 'sku-' || (g % 10), date_trunc('hour', now()) - g / 10 * interval '1 hour', \
+             '{acme}', 'p', 'eu-west-1', 'EUR', 1, 0.5, 0.5, '{{\"cost_center\": \"cc-1\"}}' \
+             FROM generate_series(0, 59999) g ON CONFLICT DO NOTHING"
+        )),
+        &mut app.db(),
+    )
+    .expect("seed charges");
+    let from = (Utc::now() - Duration::days(399)).date_naive();
+    let path = format!("/v1/tenants/acme/costs/export?granularity=hour&from={from}");
+    let start = || {
+        app.client
+            .get(app.url(&path))
+            .bearer_auth(&app.admin)
+            .send()
+    };
+    // Two exports whose clients read nothing hold the two slots...
+    let first = start().await.expect("first");
+    let second = start().await.expect("second");
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    // ...so a third is told to come back, not queued behind them.
+    let third = start().await.expect("third");
+    assert_eq!(third.status().as_u16(), 503);
+    assert!(third.headers().contains_key("retry-after"));
+    let problem: Value = third.json().await.expect("problem");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("exports are running"),
+        "{problem}"
+    );
+    // The clients go away: their exports end and the slots are free again.
+    drop((first, second));
+    let mut status = 0;
+    for _ in 0..50 {
+        let response = start().await.expect("again");
+        status = response.status().as_u16();
+        if status == 200 {
+            let body = response.text().await.expect("csv");
+            assert_eq!(
+                body.lines().count(),
+                60_001,
+                "the whole export, header included"
+            );
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200);
 }

@@ -86,8 +86,12 @@ fn connect(url: &str, what: &str) -> Result<PgConnection, MeterError> {
             bulkhead_core::dburl::location(url)
         ))
     })?;
-    conn.batch_execute("SET statement_timeout = '60s'; SET application_name = 'bulkhead-metering'")
-        .map_err(|e| MeterError::Target(format!("{what}: {e}")))?;
+    // Bounded waits: a tenant holding a lock on its own table must not stall the pass.
+    conn.batch_execute(
+        "SET statement_timeout = '60s'; SET lock_timeout = '1s'; \
+         SET search_path = pg_catalog, pg_temp; SET application_name = 'bulkhead-metering'",
+    )
+    .map_err(|e| MeterError::Target(format!("{what}: {e}")))?;
     Ok(conn)
 }
 
@@ -246,10 +250,32 @@ fn measure(
             ),
         };
         let mut conn = connect(&url, what)?;
-        let rows: Vec<SizeRow> = diesel::sql_query(query)
-            .bind::<Array<Text>, _>(names.keys().collect::<Vec<_>>())
+        let all: Vec<&String> = names.keys().collect();
+        let rows: Vec<SizeRow> = match diesel::sql_query(query)
+            .bind::<Array<Text>, _>(&all)
             .load(&mut conn)
-            .map_err(|e| MeterError::Target(format!("measuring the {what}: {e}")))?;
+        {
+            Ok(rows) => rows,
+            Err(error) => {
+                // One environment can hold a lock the size functions wait for (its own table,
+                // locked ACCESS EXCLUSIVE) past `lock_timeout`: measure one by one, so only
+                // that one goes unmeasured (its last size stands in) and the pass goes on.
+                tracing::warn!(%error, "metering: measuring the {what} at once failed; one by one");
+                let mut rows = Vec::new();
+                for name in all {
+                    match diesel::sql_query(query)
+                        .bind::<Array<Text>, _>(vec![name])
+                        .load::<SizeRow>(&mut conn)
+                    {
+                        Ok(found) => rows.extend(found),
+                        Err(error) => {
+                            tracing::warn!(%error, object = %name, "metering: not measured this pass");
+                        }
+                    }
+                }
+                rows
+            }
+        };
         for row in rows {
             if let Some(id) = names.get(&row.name) {
                 out.insert(
@@ -278,9 +304,12 @@ pub fn run_pass(
 ) -> Result<PassReport, MeterError> {
     let mut conn = pool.get().map_err(|e| MeterError::Store(e.into()))?;
     let id = store::metering::start_pass(&mut conn, trigger)?;
-    let outcome = conn
-        .build_transaction()
-        .run(|conn| pass_in(conn, id, targets, config, catalog));
+    // The targets are measured before the control transaction opens: a slow target (or a
+    // tenant holding locks) holds no control-database transaction open.
+    let outcome = measure_all(&mut conn, targets).and_then(|(measured, sessions)| {
+        conn.build_transaction()
+            .run(|conn| pass_in(conn, id, targets, config, catalog, measured, &sessions))
+    });
     let (state, counts, error) = match outcome {
         Ok(Some(counts)) => (PassState::Succeeded, counts, None),
         Ok(None) => (
@@ -303,24 +332,12 @@ pub fn run_pass(
     })
 }
 
-fn pass_in(
-    conn: &mut PgConnection,
-    pass_id: Uuid,
-    targets: &MeterTargets,
-    config: &MeteringConfig,
-    catalog: &Catalog,
-) -> Result<Option<PassCounts>, MeterError> {
-    if !store::metering::try_lock(conn)? {
-        return Ok(None);
-    }
+type Measured = (HashMap<Uuid, Measurement>, HashMap<Uuid, i32>);
+
+/// Storage and activity of every environment with a stretch to meter, and its sessions now.
+fn measure_all(conn: &mut PgConnection, targets: &MeterTargets) -> Result<Measured, MeterError> {
     let envs = store::metering::environments_to_meter(conn)?;
-    let store::metering::Tallies {
-        ticks,
-        pooled_metered_until: pooled_until,
-        by_environment: tallies,
-    } = store::metering::take_tallies(conn)?;
-    let now: DateTime<Utc> = store::metering::now(conn)?;
-    let mut measured = measure(targets, &envs)?;
+    let measured = measure(targets, &envs)?;
     let standing: Vec<Metered> = envs
         .iter()
         .filter(|e| e.destroyed_at.is_none())
@@ -331,6 +348,31 @@ fn pass_in(
     } else {
         count_sessions(targets, &standing)?
     };
+    Ok((measured, sessions))
+}
+
+fn pass_in(
+    conn: &mut PgConnection,
+    pass_id: Uuid,
+    targets: &MeterTargets,
+    config: &MeteringConfig,
+    catalog: &Catalog,
+    mut measured: HashMap<Uuid, Measurement>,
+    sessions: &HashMap<Uuid, i32>,
+) -> Result<Option<PassCounts>, MeterError> {
+    if !store::metering::try_lock(conn)? {
+        return Ok(None);
+    }
+    // Read again under the lock: what another pass metered meanwhile is not metered twice; an
+    // environment ready since the measurement has no measurement yet (zero storage until the
+    // next pass).
+    let envs = store::metering::environments_to_meter(conn)?;
+    let store::metering::Tallies {
+        ticks,
+        pooled_metered_until: pooled_until,
+        by_environment: tallies,
+    } = store::metering::take_tallies(conn)?;
+    let now: DateTime<Utc> = store::metering::now(conn)?;
     // The pass's own count is one more tick: peak and average over the ticks since the last pass.
     let ticks = Decimal::from(ticks + 1);
     let mut samples = Vec::new();

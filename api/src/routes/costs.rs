@@ -16,6 +16,12 @@ use std::collections::BTreeMap;
 
 /// Longest range one request may ask for.
 pub const MAX_RANGE_DAYS: i64 = 400;
+/// Exports one API process streams at once; one more is a 503 with `Retry-After`.
+pub const MAX_CONCURRENT_EXPORTS: usize = 2;
+/// An export whose client reads nothing for this long is ended (its connection goes back).
+const EXPORT_STALL: std::time::Duration = std::time::Duration::from_secs(30);
+/// An export that has not finished after this long is ended, so no snapshot is held for hours.
+const EXPORT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// A parsed `?from=&to=&group_by=…&currency=&format=`.
 #[derive(Debug, Clone)]
@@ -47,7 +53,13 @@ fn tag_key_ok(key: &str) -> bool {
 }
 
 /// Reads the query string: every problem at once, each naming its field.
-pub fn parse_query(raw: &str, platform: bool, billing_currency: &str) -> ApiResult<CostQuery> {
+/// `export`: the parameters of an export (`format`, `granularity`, no `group_by`).
+pub fn parse_query(
+    raw: &str,
+    platform: bool,
+    export: bool,
+    billing_currency: &str,
+) -> ApiResult<CostQuery> {
     let mut v = Validator::new();
     let mut from = None;
     let mut to = None;
@@ -55,12 +67,18 @@ pub fn parse_query(raw: &str, platform: bool, billing_currency: &str) -> ApiResu
     let mut format = None;
     let mut granularity = None;
     let date = |v: &mut Validator, field: &str, value: &str| {
-        v.check(NaiveDate::parse_from_str(value, "%Y-%m-%d").map_err(|_| {
-            FieldError::new(
-                field,
-                format!("{value:?} is not a date; use YYYY-MM-DD (UTC days)"),
-            )
-        }))
+        v.check(
+            NaiveDate::parse_from_str(value, "%Y-%m-%d")
+                .ok()
+                .filter(|d| (2000..=9999).contains(&d.year()))
+                .ok_or(())
+                .map_err(|_| {
+                    FieldError::new(
+                        field,
+                        format!("{value:?} is not a date; use YYYY-MM-DD (UTC days)"),
+                    )
+                }),
+        )
     };
     let allowed = if platform {
         "tenant, sku, day, month or tag:<key>"
@@ -71,11 +89,18 @@ pub fn parse_query(raw: &str, platform: bool, billing_currency: &str) -> ApiResu
         match key.as_ref() {
             "from" => from = date(&mut v, "from", &value),
             "to" => to = date(&mut v, "to", &value),
-            "format" => format = Some(value.into_owned()),
-            "granularity" => granularity = Some(value.into_owned()),
+            "format" if export => format = Some(value.into_owned()),
+            "granularity" if export => granularity = Some(value.into_owned()),
+            "group_by" if export => v.push(FieldError::new(
+                "group_by",
+                "an export has one row per charge; group with GET …/costs instead",
+            )),
             "currency" => {
                 if money::minor_units(&value).is_none() {
-                    v.push(FieldError::new("currency", format!("{value:?} is not an ISO 4217 currency code")));
+                    v.push(FieldError::new(
+                        "currency",
+                        format!("{value:?} is not an ISO 4217 currency code"),
+                    ));
                 } else if value != billing_currency {
                     v.push(FieldError::new(
                         "currency",
@@ -90,7 +115,10 @@ pub fn parse_query(raw: &str, platform: bool, billing_currency: &str) -> ApiResu
                     "sku" => Some(Dimension::Sku),
                     "day" => Some(Dimension::Day),
                     "month" => Some(Dimension::Month),
-                    other => other.strip_prefix("tag:").filter(|k| tag_key_ok(k)).map(|k| Dimension::Tag(k.to_owned())),
+                    other => other
+                        .strip_prefix("tag:")
+                        .filter(|k| tag_key_ok(k))
+                        .map(|k| Dimension::Tag(k.to_owned())),
                 };
                 match d {
                     Some(d) if group_by.contains(&d) => v.push(FieldError::new("group_by", format!("{value:?} is given twice"))),
@@ -101,7 +129,14 @@ pub fn parse_query(raw: &str, platform: bool, billing_currency: &str) -> ApiResu
                     )),
                 }
             }
-            other => v.push(FieldError::new(other, "is not a parameter here; use from, to, group_by, currency (and format, granularity for an export)")),
+            other => v.push(FieldError::new(
+                other,
+                if export {
+                    "is not a parameter of an export; use from, to, currency, format, granularity"
+                } else {
+                    "is not a parameter here; use from, to, group_by, currency"
+                },
+            )),
         }
     }
     if group_by.len() > 2 {
@@ -283,7 +318,12 @@ pub async fn tenant(
     let tenant = state
         .authorize_tenant(&caller, &path, Object::Cost, Action::Read)
         .await?;
-    let q = parse_query(req.query_string(), false, &state.config.metering.currency)?;
+    let q = parse_query(
+        req.query_string(),
+        false,
+        false,
+        &state.config.metering.currency,
+    )?;
     grouped(&state, Scope::Tenant(tenant.id), q).await
 }
 
@@ -300,7 +340,12 @@ pub async fn platform(
     req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
     let scope = platform_scope(&state, &caller).await?;
-    let q = parse_query(req.query_string(), true, &state.config.metering.currency)?;
+    let q = parse_query(
+        req.query_string(),
+        true,
+        false,
+        &state.config.metering.currency,
+    )?;
     grouped(&state, scope, q).await
 }
 
@@ -328,14 +373,35 @@ fn stream_export(state: &AppState, scope: Scope, q: &CostQuery) -> ApiResult<Htt
     };
     let at = |d: NaiveDate| Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).unwrap_or_default());
     let (from, to) = (at(q.from), at(q.to));
+    let permit = state
+        .export_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Unavailable {
+            retry_after_secs: 10,
+            detail: format!(
+                "{MAX_CONCURRENT_EXPORTS} exports are running on this server; try again in a few seconds"
+            ),
+        })?;
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<web::Bytes, std::io::Error>>(4);
     let pool = state.pool.clone();
     let (prices, config) = (state.prices.clone(), state.config.metering.clone());
+    let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let started = std::time::Instant::now();
+        // A chunk waits at most `EXPORT_STALL` for the client; past that, or past the deadline,
+        // the export ends (the client sees the body cut short) and frees its connection.
+        let send = |item: Result<web::Bytes, std::io::Error>| -> bool {
+            started.elapsed() < EXPORT_DEADLINE
+                && runtime
+                    .block_on(sender.send_timeout(item, EXPORT_STALL))
+                    .is_ok()
+        };
         let mut conn = match pool.get() {
             Ok(conn) => conn,
             Err(error) => {
-                let _ = sender.blocking_send(Err(std::io::Error::other(error.to_string())));
+                send(Err(std::io::Error::other(error.to_string())));
                 return;
             }
         };
@@ -344,19 +410,19 @@ fn stream_export(state: &AppState, scope: Scope, q: &CostQuery) -> ApiResult<Htt
             let chunk = bulkhead_core::focus::csv_chunk(&rows, header, &prices, &config)
                 .map_err(|e| std::io::Error::other(e.to_string()));
             header = false;
-            sender.blocking_send(chunk.map(web::Bytes::from)).is_ok()
+            send(chunk.map(web::Bytes::from))
         };
         match costs::export(&mut conn, scope, granularity, from, to, &mut each) {
             Ok(0) => {
                 // No charges: the header alone, so the file is still a valid (empty) export.
                 let chunk = bulkhead_core::focus::csv_chunk(&[], true, &prices, &config)
                     .map_err(|e| std::io::Error::other(e.to_string()));
-                let _ = sender.blocking_send(chunk.map(web::Bytes::from));
+                send(chunk.map(web::Bytes::from));
             }
             Ok(_) => {}
             Err(error) => {
                 tracing::warn!(%error, "FOCUS export failed midway");
-                let _ = sender.blocking_send(Err(std::io::Error::other(error.to_string())));
+                send(Err(std::io::Error::other(error.to_string())));
             }
         }
     });
@@ -385,7 +451,8 @@ fn tokio_stream(
         ("granularity" = Option<String>, Query, description = "`day` (the default: one row per environment, SKU and day) or `hour`")),
     responses((status = 200, description = "FOCUS 1.0 CSV, one row per environment, SKU and day (or hour)", content_type = "text/csv", body = String),
         (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem),
-        (status = 422, body = crate::error::Problem)))]
+        (status = 422, body = crate::error::Problem),
+        (status = 503, description = "Two exports are already streaming from this server; `Retry-After` says when to try again", body = crate::error::Problem)))]
 pub async fn tenant_export(
     state: web::Data<AppState>,
     caller: Caller,
@@ -395,7 +462,12 @@ pub async fn tenant_export(
     let tenant = state
         .authorize_tenant(&caller, &path, Object::Cost, Action::Read)
         .await?;
-    let q = parse_query(req.query_string(), false, &state.config.metering.currency)?;
+    let q = parse_query(
+        req.query_string(),
+        false,
+        true,
+        &state.config.metering.currency,
+    )?;
     stream_export(&state, Scope::Tenant(tenant.id), &q)
 }
 
@@ -405,13 +477,19 @@ pub async fn tenant_export(
         ("format" = Option<String>, Query, description = "`focus` (FOCUS 1.0 CSV, the default)"),
         ("granularity" = Option<String>, Query, description = "`day` (the default: one row per environment, SKU and day) or `hour`")),
     responses((status = 200, description = "FOCUS 1.0 CSV of every tenant (platform admins) or the managed tenants (partners)", content_type = "text/csv", body = String),
-        (status = 403, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+        (status = 403, body = crate::error::Problem), (status = 422, body = crate::error::Problem),
+        (status = 503, description = "Two exports are already streaming from this server; `Retry-After` says when to try again", body = crate::error::Problem)))]
 pub async fn platform_export(
     state: web::Data<AppState>,
     caller: Caller,
     req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
     let scope = platform_scope(&state, &caller).await?;
-    let q = parse_query(req.query_string(), true, &state.config.metering.currency)?;
+    let q = parse_query(
+        req.query_string(),
+        true,
+        true,
+        &state.config.metering.currency,
+    )?;
     stream_export(&state, scope, &q)
 }

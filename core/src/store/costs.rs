@@ -26,7 +26,8 @@ pub enum Dimension {
 pub enum Scope {
     All,
     Tenant(Uuid),
-    /// The tenants the principal is an active member of (a partner's managed tenants).
+    /// The tenants where the principal holds an active role that reads costs (a partner's
+    /// managed tenants; not those where it is only, say, a viewer).
     MemberOf(Uuid),
 }
 
@@ -39,7 +40,7 @@ impl Scope {
             Self::Tenant(id) => format!("c.tenant_id = '{id}'"),
             Self::MemberOf(id) => format!(
                 "c.tenant_id IN (SELECT tenant_id FROM memberships WHERE principal_id = '{id}' \
-                 AND state = 'active')"
+                 AND state = 'active' AND role IN ('partner', 'tenant_admin', 'billing'))"
             ),
         }
     }
@@ -269,6 +270,10 @@ pub fn export(
         .repeatable_read()
         .read_only()
         .run(|conn| {
+            // The stream waits for its client between batches (at most 30 s, see the API):
+            // longer than the pool's idle-in-transaction default allows.
+            diesel::sql_query("SET LOCAL idle_in_transaction_session_timeout = '45s'")
+                .execute(conn)?;
             diesel::sql_query(format!(
                 "DECLARE focus_export NO SCROLL CURSOR FOR {select}"
             ))
