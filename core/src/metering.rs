@@ -18,6 +18,16 @@ pub fn pooled_resource(pooled_database: &str) -> String {
     format!("pooled-database:{pooled_database}")
 }
 
+/// The longest stretch one pass meters per environment: after an outage, passes catch up a day
+/// at a time (each in one bounded transaction) instead of one huge write that could time out
+/// again and again.
+pub const MAX_STRETCH_HOURS: i64 = 24;
+
+/// Where a pass's stretch starting at `start` ends: `now`, or `MAX_STRETCH_HOURS` later.
+pub fn stretch_end(start: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+    now.min(start + chrono::Duration::hours(MAX_STRETCH_HOURS))
+}
+
 /// Bytes in one GB of the `storage-gb-hours` SKU (decimal, as the catalog's description says).
 const BYTES_PER_GB: i64 = 1_000_000_000;
 
@@ -85,7 +95,7 @@ pub fn sample(env: &Metered, measured: &Measurement, now: DateTime<Utc>) -> Opti
         .as_ref()
         .map(|c| c.metered_until)
         .or(env.ready_at)?;
-    let end = env.destroyed_at.map_or(now, |d| d.min(now));
+    let end = stretch_end(start, env.destroyed_at.map_or(now, |d| d.min(now)));
     if end <= start {
         return None;
     }
@@ -410,6 +420,13 @@ mod tests {
             metered_until: t(9, 30),
             ..e.cursor.clone().expect("cursor")
         });
+        // After a long outage a pass meters at most a day; the next ones catch up.
+        let late = env(Isolation::Shared, t(0, 0) - chrono::Duration::days(3));
+        let s = sample(&late, &measured, t(10, 0)).expect("sample");
+        assert_eq!(
+            s.period_end - s.period_start,
+            chrono::Duration::hours(MAX_STRETCH_HOURS)
+        );
         assert!(
             sample(&e, &measured, t(10, 0)).is_none(),
             "nothing after destruction"

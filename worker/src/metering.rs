@@ -405,11 +405,12 @@ fn pass_in(
         .map(|s| s.period_start)
         .min();
     let pooled_start = pooled_until.or(shared_start);
-    if let Some(start) = pooled_start {
+    let pooled_end = pooled_start.map(|start| metering::stretch_end(start, now));
+    if let (Some(start), Some(end)) = (pooled_start, pooled_end) {
         let from = metering::pooled_resource(&targets.pooled_database);
-        charges.extend(pricer.pooled_charges(&only_samples, start, now, &from)?);
+        charges.extend(pricer.pooled_charges(&only_samples, start, end, &from)?);
     }
-    store::metering::record(conn, pass_id, &samples, &charges, pooled_start.map(|_| now))?;
+    store::metering::record(conn, pass_id, &samples, &charges, pooled_end)?;
     store::budgets::audit_crossings(conn, now, pass_id)?;
     Ok(Some(PassCounts {
         measured_at: Some(now),
