@@ -10,11 +10,14 @@
 mod smtp;
 #[path = "support/mod.rs"]
 mod support;
+#[path = "support/api.rs"]
+mod support_api;
 
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use serde_json::{Value, json};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support_api::{login, wait_ready};
 
 const TENANTS: i64 = 10_000;
 const MEMBERS_PER_TENANT: i64 = 5;
@@ -444,38 +447,6 @@ async fn flood_denials(
         denials += 1;
     }
     Ok(denials)
-}
-
-async fn wait_ready(
-    client: &reqwest::Client,
-    base: &str,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    for _ in 0..100 {
-        if let Ok(response) = client.get(format!("{base}/readyz")).send().await
-            && response.status() == 200
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Err("bulkhead api did not become ready".into())
-}
-
-async fn login(
-    client: &reqwest::Client,
-    base: &str,
-    email: &str,
-    password: &str,
-) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
-    let body: Value = client
-        .post(format!("{base}/v1/auth/login"))
-        .json(&json!({"email": email, "password": password}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    Ok(body["access_token"].as_str().ok_or("no token")?.to_owned())
 }
 
 async fn login_throughput(

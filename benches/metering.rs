@@ -12,13 +12,15 @@
 mod smtp;
 #[path = "support/mod.rs"]
 mod support;
+#[path = "support/api.rs"]
+mod support_api;
 
 use bulkhead_core::config::metering::MeteringConfig;
 use bulkhead_core::store::metering::Trigger;
 use bulkhead_worker::metering::{MeterTargets, run_pass};
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection, RunQueryDsl};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -212,8 +214,8 @@ async fn main() -> Result<()> {
     let pid = child.id();
     cleanup.child = Some(child);
     let client = reqwest::Client::new();
-    wait_ready(&client, &base).await?;
-    let token = login(&client, &base).await?;
+    support_api::wait_ready(&client, &base).await?;
+    let token = support_api::login(&client, &base, ADMIN_EMAIL, ADMIN_PASSWORD).await?;
 
     let today = chrono::Utc::now().date_naive();
     let year_ago = today - chrono::Duration::days(365);
@@ -303,28 +305,4 @@ async fn main() -> Result<()> {
     }
     drop(mail);
     Ok(())
-}
-
-async fn wait_ready(client: &reqwest::Client, base: &str) -> Result<()> {
-    for _ in 0..100 {
-        if let Ok(response) = client.get(format!("{base}/readyz")).send().await
-            && response.status() == 200
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Err("bulkhead api did not become ready".into())
-}
-
-async fn login(client: &reqwest::Client, base: &str) -> Result<String> {
-    let body: Value = client
-        .post(format!("{base}/v1/auth/login"))
-        .json(&json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    Ok(body["access_token"].as_str().ok_or("no token")?.to_owned())
 }

@@ -56,6 +56,16 @@ fn size_of(stack: &Stack, env: &Value) -> i64 {
     .expect("size")
 }
 
+/// Pairs of samples of one environment whose stretches overlap (metered twice): must be "0".
+fn overlapping_samples(conn: &mut diesel::PgConnection) -> String {
+    one(
+        conn,
+        "SELECT count(*)::text FROM usage_samples a JOIN usage_samples b \
+         ON a.environment_id = b.environment_id AND a.id < b.id \
+         AND tstzrange(a.period_start, a.period_end) && tstzrange(b.period_start, b.period_end)",
+    )
+}
+
 /// The latest sample of an environment: (storage bytes, period start, period end, peak connections).
 fn latest_sample(stack: &Stack, id: &str) -> (i64, String, String, i32) {
     let mut conn = stack.control_db();
@@ -304,12 +314,7 @@ async fn metering_measures_prices_allocates_and_exports_what_the_targets_hold() 
     // A second pass starts where the first ended: no stretch is metered twice.
     let (ok, out) = meter(&stack, &[]);
     assert!(ok, "{out}");
-    let overlaps = one(
-        &mut control,
-        "SELECT count(*)::text FROM usage_samples a JOIN usage_samples b ON a.environment_id = b.environment_id \
-         AND a.id < b.id AND tstzrange(a.period_start, a.period_end) && tstzrange(b.period_start, b.period_end)",
-    );
-    assert_eq!(overlaps, "0");
+    assert_eq!(overlapping_samples(&mut control), "0");
     let scheduled = one(
         &mut control,
         "SELECT count(*)::text FROM meter_passes WHERE trigger = 'schedule' AND state = 'succeeded'",
@@ -373,14 +378,7 @@ async fn metering_measures_prices_allocates_and_exports_what_the_targets_hold() 
     let (ok, out) = meter(&stack, &[]);
     assert!(ok, "{out}");
 
-    assert_eq!(
-        one(
-            &mut control,
-            "SELECT count(*)::text FROM usage_samples a JOIN usage_samples b ON a.environment_id = b.environment_id \
-             AND a.id < b.id AND tstzrange(a.period_start, a.period_end) && tstzrange(b.period_start, b.period_end)"
-        ),
-        "0"
-    );
+    assert_eq!(overlapping_samples(&mut control), "0");
     let gaps = one(
         &mut control,
         "SELECT count(*)::text FROM (SELECT period_start, lag(period_end) OVER (PARTITION BY environment_id ORDER BY period_start) AS prev \
@@ -397,14 +395,7 @@ async fn metering_measures_prices_allocates_and_exports_what_the_targets_hold() 
     for (ok, out) in [&a, &b] {
         assert!(*ok || out.contains("skipped"), "{out}");
     }
-    assert_eq!(
-        one(
-            &mut control,
-            "SELECT count(*)::text FROM usage_samples a JOIN usage_samples b ON a.environment_id = b.environment_id \
-             AND a.id < b.id AND tstzrange(a.period_start, a.period_end) && tstzrange(b.period_start, b.period_end)"
-        ),
-        "0"
-    );
+    assert_eq!(overlapping_samples(&mut control), "0");
 
     // The platform-wide FOCUS export passes the FinOps Foundation's validator.
     let response = stack
