@@ -167,8 +167,8 @@ pub const CATALOG: &[Guarantee] = &[
         provided: true,
         enforcement: Enforcement::Wall,
         summary: "Nothing can be created in schema `public` or in any schema but the \
-                  environment's (large objects excepted: PostgreSQL has no privilege that \
-                  governs creating them)",
+                  environment's; in the pooled database no large object either (creating one is \
+                  revoked from PUBLIC: it would be unmetered storage outside the schema)",
         provided_by: None,
     },
     Guarantee {
@@ -220,7 +220,7 @@ pub const CATALOG: &[Guarantee] = &[
         summary: "Temporary files are capped by the blueprint's `temp_file_limit_kb` per \
                   process (only a superuser may change it); a parallel query's workers each have \
                   the limit, so one query may write up to (1 + `max_parallel_workers_per_gather`) \
-                  times it. Tables and large objects have no disk quota",
+                  times it. Tables (and a dedicated database's large objects) have no disk quota",
         provided_by: None,
     },
     Guarantee {

@@ -7,6 +7,7 @@
 use crate::helpers::{Options, Stack, admin_conn, connect_as, execute, text1, texts};
 use bulkhead_core::pricing::Catalog;
 use chrono::{DateTime, Utc};
+use diesel::RunQueryDsl;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use std::path::Path;
@@ -159,7 +160,21 @@ async fn metering_measures_prices_allocates_and_exports_what_the_targets_hold() 
     }
     let web_credentials = stack.credentials("acme", "web").await;
     let mut web_conn = write_rows(&web_credentials, 20_000);
-    let _erp_conn = write_rows(&stack.credentials("acme", "erp").await, 5_000);
+    let mut erp_conn = write_rows(&stack.credentials("acme", "erp").await, 5_000);
+    // A shared tenant cannot park storage outside its schema, where metering would not see it
+    // and its neighbours would pay its share of the pooled server: no large objects there. In
+    // its own database a dedicated tenant may (pg_database_size counts them).
+    let large = "SELECT pg_catalog.lo_from_bytea(0, 'unmetered')::text AS v";
+    let refused = diesel::sql_query(large)
+        .execute(&mut web_conn)
+        .expect_err("a large object in the pooled database");
+    assert!(
+        refused.to_string().contains("permission denied"),
+        "{refused}"
+    );
+    diesel::sql_query(large)
+        .execute(&mut erp_conn)
+        .expect("a large object in its own database");
 
     // One pass by hand; storage equals PostgreSQL's own figure (taken before and after it).
     let mut before = Vec::new();

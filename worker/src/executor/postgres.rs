@@ -170,6 +170,9 @@ impl PostgresExecutor {
             let schema = ident(CANARY_SCHEMA)?;
             let sql = format!(
                 "REVOKE ALL ON SCHEMA public FROM PUBLIC;\n\
+                 REVOKE EXECUTE ON FUNCTION pg_catalog.lo_creat(integer), pg_catalog.lo_create(oid), \
+                   pg_catalog.lo_from_bytea(oid, bytea), pg_catalog.lo_import(text), \
+                   pg_catalog.lo_import(text, oid) FROM PUBLIC;\n\
                  CREATE SCHEMA IF NOT EXISTS {schema};\n\
                  REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;\n\
                  COMMENT ON SCHEMA {schema} IS 'Bulkhead isolation canary: no tenant may read it';\n\

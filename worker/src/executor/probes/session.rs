@@ -326,8 +326,8 @@ impl Probe<'_> {
         })
     }
 
-    /// identity: nothing may be created in schema public. Tried inside a transaction that is
-    /// rolled back, so a success leaves nothing behind.
+    /// identity: nothing may be created in schema public, nor (shared tier) a large object.
+    /// Tried inside transactions that are rolled back, so a success leaves nothing behind.
     async fn create_on_public(&self, client: &Client) -> Result<GuaranteeCheck, ExecError> {
         let table = format!("public.bk_probe_{}", hex::encode(rand::random::<[u8; 6]>()));
         let tried = format!(
@@ -340,6 +340,28 @@ impl Probe<'_> {
             .batch_execute(&format!("BEGIN; CREATE TABLE {table} (x integer)"))
             .await;
         client.batch_execute("ROLLBACK").await.map_err(not_run)?;
+        // In the pooled database a large object would be storage outside the schema (in
+        // `pg_largeobject`, unmetered, shared by all): creating one must be refused as well.
+        let created = match created {
+            Err(e) if self.spec.isolation == Isolation::Shared => {
+                let lo = "SELECT pg_catalog.lo_from_bytea(0, 'x')";
+                let large = client.batch_execute(&format!("BEGIN; {lo}")).await;
+                client.batch_execute("ROLLBACK").await.map_err(not_run)?;
+                match large {
+                    Ok(()) => {
+                        return Ok(check(
+                            "identity",
+                            "no_create_on_public",
+                            false,
+                            format!("{lo} as {} → succeeded (rolled back)", self.app()),
+                        ));
+                    }
+                    Err(lo_error) if refused_access(&server_message(&lo_error)) => Err(e),
+                    Err(lo_error) => return Err(inconclusive(lo, &server_message(&lo_error))),
+                }
+            }
+            other => other,
+        };
         match created {
             Ok(()) => Ok(check(
                 "identity",
