@@ -325,3 +325,139 @@ diesel::table! {
         last_request_id -> Text,
     }
 }
+
+diesel::table! {
+    meter_passes (id) {
+        id -> Uuid,
+        trigger -> Text,
+        state -> Text,
+        started_at -> Timestamptz,
+        measured_at -> Nullable<Timestamptz>,
+        finished_at -> Nullable<Timestamptz>,
+        environments -> Int4,
+        samples -> Int4,
+        charges -> Int4,
+        error -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    meter_cursors (environment_id) {
+        environment_id -> Uuid,
+        metered_until -> Timestamptz,
+        storage_bytes -> Int8,
+        rows_read_total -> Int8,
+        rows_written_total -> Int8,
+    }
+}
+
+diesel::table! {
+    meter_state (singleton) {
+        singleton -> Bool,
+        pooled_metered_until -> Nullable<Timestamptz>,
+        ticks -> Int4,
+    }
+}
+
+diesel::table! {
+    meter_connection_tallies (environment_id) {
+        environment_id -> Uuid,
+        peak -> Int4,
+        total -> Int8,
+    }
+}
+
+diesel::table! {
+    usage_samples (id) {
+        id -> Int8,
+        pass_id -> Uuid,
+        environment_id -> Uuid,
+        tenant_id -> Uuid,
+        isolation -> Text,
+        region -> Text,
+        period_start -> Timestamptz,
+        period_end -> Timestamptz,
+        standing_seconds -> Numeric,
+        storage_bytes -> Int8,
+        storage_measured -> Bool,
+        connections_peak -> Int4,
+        connections_avg -> Numeric,
+        rows_read -> Int8,
+        rows_written -> Int8,
+        cost_tags -> Jsonb,
+    }
+}
+
+diesel::table! {
+    charges (environment_id, sku_id, hour) {
+        environment_id -> Uuid,
+        sku_id -> Text,
+        hour -> Timestamptz,
+        tenant_id -> Uuid,
+        sku_price_id -> Text,
+        region -> Text,
+        currency -> Text,
+        quantity -> Numeric,
+        list_unit_price -> Numeric,
+        cost -> Numeric,
+        allocation_method -> Nullable<Text>,
+        allocated_from -> Nullable<Text>,
+        cost_tags -> Jsonb,
+    }
+}
+
+diesel::table! {
+    charges_daily (environment_id, sku_id, day, tags_digest) {
+        environment_id -> Uuid,
+        sku_id -> Text,
+        day -> Date,
+        tags_digest -> Text,
+        tenant_id -> Uuid,
+        currency -> Text,
+        unit -> Text,
+        region -> Text,
+        sku_price_id -> Text,
+        list_unit_price -> Numeric,
+        allocation_method -> Nullable<Text>,
+        allocated_from -> Nullable<Text>,
+        cost_tags -> Jsonb,
+        quantity -> Numeric,
+        cost -> Numeric,
+    }
+}
+
+diesel::table! {
+    charges_daily_tags (tenant_id, day, sku_id, tags_digest) {
+        tenant_id -> Uuid,
+        sku_id -> Text,
+        day -> Date,
+        tags_digest -> Text,
+        currency -> Text,
+        unit -> Text,
+        cost_tags -> Jsonb,
+        quantity -> Numeric,
+        cost -> Numeric,
+    }
+}
+
+diesel::table! {
+    budgets (tenant_id) {
+        tenant_id -> Uuid,
+        amount -> Numeric,
+        currency -> Text,
+        period -> Text,
+        thresholds -> Array<Int4>,
+        updated_at -> Timestamptz,
+        updated_by -> Nullable<Uuid>,
+    }
+}
+
+diesel::table! {
+    budget_crossings (tenant_id, period_start, threshold) {
+        tenant_id -> Uuid,
+        period_start -> Date,
+        threshold -> Int4,
+        crossed_at -> Timestamptz,
+        spent -> Numeric,
+    }
+}

@@ -63,6 +63,9 @@ fn postgres_type(diesel_type: &str) -> (String, bool) {
         "Int8" => "bigint",
         "Jsonb" => "jsonb",
         "Timestamptz" => "timestamp with time zone",
+        "Numeric" => "numeric",
+        "Date" => "date",
+        "Array<Int4>" => "ARRAY",
         other => panic!("schema.rs uses {other}: add it to this test's type map"),
     };
     (name.to_owned(), nullable)
