@@ -133,8 +133,13 @@ DESTRUCTIVE = ("deleteTenant", "destroyEnvironment", "removeMember", "revokeApiK
 # and suit the isolation, and the cost tags the tenant lacks are required (createEnvironment);
 # `plan_job_id` must name a succeeded plan job of this environment (applyEnvironment); a patch
 # must change something (updateTenant: not all `null`); `partner` goes only to partner accounts
-# (addMember).
-STATEFUL_422 = ("createEnvironment", "applyEnvironment", "updateTenant", "addMember")
+# (addMember). Costs: `from` before `to` and at most 400 days apart, a currency equal to the
+# installation's billing currency (getTenantCosts, getPlatformCosts, exportTenantCosts,
+# exportPlatformCosts); a budget in the billing currency with no more decimal places than it has
+# (setTenantBudget).
+STATEFUL_422 = ("createEnvironment", "applyEnvironment", "updateTenant", "addMember",
+                "getTenantCosts", "getPlatformCosts", "exportTenantCosts", "exportPlatformCosts",
+                "setTenantBudget")
 
 
 def write_config(path, token, logout_token, targets, own_targets):

@@ -215,3 +215,51 @@ pub fn currency() -> Object {
         ))
         .build()
 }
+
+/// A day as the cost endpoints take it (`YYYY-MM-DD`, UTC, years 2000–9999); the pattern
+/// admits days 01–28 only, so every value it describes is a real date (29–31 are taken too).
+pub fn cost_day() -> Object {
+    text(false)
+        .pattern(Some(
+            r"^(2[0-9]{3}|[3-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])$",
+        ))
+        .build()
+}
+
+fn groupings(pattern: &str) -> utoipa::openapi::schema::Array {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(text(false).pattern(Some(pattern)))
+        .max_items(Some(2))
+        .unique_items(true)
+        .build()
+}
+
+/// `group_by` of a tenant's costs: `environment`, `sku`, `day`, `month` or `tag:<key>`.
+pub fn tenant_group_by() -> utoipa::openapi::schema::Array {
+    groupings(r"^(environment|sku|day|month|tag:[a-z][a-z0-9_]{0,62})$")
+}
+
+/// `group_by` of the platform's costs: `tenant`, `sku`, `day`, `month` or `tag:<key>`.
+pub fn platform_group_by() -> utoipa::openapi::schema::Array {
+    groupings(r"^(tenant|sku|day|month|tag:[a-z][a-z0-9_]{0,62})$")
+}
+
+/// A budget's thresholds: 1 to 10 distinct whole percentages from 1 to 1000 (absent or `null`:
+/// the default).
+pub fn thresholds() -> utoipa::openapi::schema::Array {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .items(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::Type(Type::Integer))
+                .minimum(Some(1))
+                .maximum(Some(1000)),
+        )
+        .min_items(Some(1))
+        .max_items(Some(10))
+        .unique_items(true)
+        .description(Some(
+            "Percentages of the amount; absent or null: [50, 80, 100].",
+        ))
+        .build()
+}

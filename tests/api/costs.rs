@@ -516,7 +516,10 @@ async fn a_budget_shows_spend_and_audits_each_threshold_once_per_month() {
     let (status, _) = app.delete("/v1/tenants/acme/budget", &app.admin).await;
     assert_eq!(status, 204);
     let (status, _) = app.delete("/v1/tenants/acme/budget", &app.admin).await;
+    assert_eq!(status, 204, "idempotent");
+    let (status, _) = app.get("/v1/tenants/acme/budget", &app.admin).await;
     assert_eq!(status, 404);
+    assert_eq!(app.count("audit_events WHERE action = 'budget.delete'"), 1);
 }
 
 #[tokio::test]

@@ -35,7 +35,7 @@ pub struct SetBudgetRequest {
     pub period: BudgetPeriod,
     /// Percentages of the amount; crossing one is audited once per period
     /// (`budget.threshold_crossed`). Default `[50, 80, 100]`.
-    #[schema(min_items = 1, max_items = 10, value_type = Option<Vec<i32>>)]
+    #[schema(schema_with = crate::schemas::thresholds)]
     pub thresholds: Option<Vec<serde_json::Value>>,
 }
 
@@ -202,8 +202,8 @@ pub async fn put(
 
 #[utoipa::path(delete, operation_id = "deleteTenantBudget", path = "/v1/tenants/{tenant}/budget", tag = "costs", security(("bearer" = [])),
     params(("tenant" = String, Path, description = "Tenant id or slug")),
-    responses((status = 204, description = "Removed"), (status = 403, body = crate::error::Problem),
-        (status = 404, description = "No such tenant, or it has no budget", body = crate::error::Problem)))]
+    responses((status = 204, description = "Removed (or there was none)"), (status = 403, body = crate::error::Problem),
+        (status = 404, description = "No such tenant", body = crate::error::Problem)))]
 pub async fn delete(
     state: web::Data<AppState>,
     caller: Caller,
@@ -215,8 +215,9 @@ pub async fn delete(
     state
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
+                // Idempotent: no budget afterwards either way; only a removal is audited.
                 if !store::budgets::delete(conn, tenant.id)? {
-                    return Err(ApiError::NotFound("this tenant has no budget".into()));
+                    return Ok(());
                 }
                 store::audit::append(
                     conn,

@@ -23,6 +23,85 @@ const EXPORT_STALL: std::time::Duration = std::time::Duration::from_secs(30);
 /// An export that has not finished after this long is ended, so no snapshot is held for hours.
 const EXPORT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(600);
 
+/// `?from=&to=&group_by=&currency=` of a tenant's costs, for the OpenAPI document (the query
+/// string is read by [`parse_query`], which also takes a repeated `group_by`).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct TenantCostParams {
+    /// First day, inclusive (UTC); default: the 1st of this month.
+    #[param(schema_with = crate::schemas::cost_day)]
+    from: Option<String>,
+    /// Last day, exclusive (UTC); default: tomorrow. After `from`, at most 400 days later.
+    #[param(schema_with = crate::schemas::cost_day)]
+    to: Option<String>,
+    /// Repeat for a second level.
+    #[param(schema_with = crate::schemas::tenant_group_by, explode)]
+    group_by: Option<Vec<String>>,
+    /// ISO 4217; must be the installation's billing currency.
+    #[param(schema_with = crate::schemas::currency)]
+    currency: Option<String>,
+}
+
+/// `?from=&to=&group_by=&currency=` of the platform's costs (OpenAPI only, as above).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct PlatformCostParams {
+    /// First day, inclusive (UTC); default: the 1st of this month.
+    #[param(schema_with = crate::schemas::cost_day)]
+    from: Option<String>,
+    /// Last day, exclusive (UTC); default: tomorrow. After `from`, at most 400 days later.
+    #[param(schema_with = crate::schemas::cost_day)]
+    to: Option<String>,
+    /// Repeat for a second level.
+    #[param(schema_with = crate::schemas::platform_group_by, explode)]
+    group_by: Option<Vec<String>>,
+    /// ISO 4217; must be the installation's billing currency.
+    #[param(schema_with = crate::schemas::currency)]
+    currency: Option<String>,
+}
+
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum ExportFormat {
+    /// FOCUS 1.0 CSV.
+    Focus,
+}
+
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum Granularity {
+    /// One row per environment, SKU and day.
+    Day,
+    /// One row per environment, SKU and hour.
+    Hour,
+}
+
+/// `?from=&to=&currency=&format=&granularity=` of an export (OpenAPI only, as above).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ExportParams {
+    /// First day, inclusive (UTC); default: the 1st of this month.
+    #[param(schema_with = crate::schemas::cost_day)]
+    from: Option<String>,
+    /// Last day, exclusive (UTC); default: tomorrow. After `from`, at most 400 days later.
+    #[param(schema_with = crate::schemas::cost_day)]
+    to: Option<String>,
+    /// ISO 4217; must be the installation's billing currency.
+    #[param(schema_with = crate::schemas::currency)]
+    currency: Option<String>,
+    /// `focus`, the default.
+    #[param(inline)]
+    format: Option<ExportFormat>,
+    /// `day` (the default) or `hour`.
+    #[param(inline)]
+    granularity: Option<Granularity>,
+}
+
 /// A parsed `?from=&to=&group_by=…&currency=&format=`.
 #[derive(Debug, Clone)]
 pub struct CostQuery {
@@ -302,11 +381,7 @@ async fn grouped(state: &AppState, scope: Scope, q: CostQuery) -> ApiResult<Http
 }
 
 #[utoipa::path(get, operation_id = "getTenantCosts", path = "/v1/tenants/{tenant}/costs", tag = "costs", security(("bearer" = [])),
-    params(("tenant" = String, Path, description = "Tenant id or slug"),
-        ("from" = Option<String>, Query, description = "First day (YYYY-MM-DD, UTC), inclusive; default: the 1st of this month"),
-        ("to" = Option<String>, Query, description = "Last day (YYYY-MM-DD, UTC), exclusive; default: tomorrow. At most 400 days after from"),
-        ("group_by" = Option<Vec<String>>, Query, explode = true, description = "environment, sku, day, month or tag:<key>; repeat for a second level"),
-        ("currency" = Option<String>, Query, description = "ISO 4217; must be the installation's billing currency")),
+    params(("tenant" = String, Path, description = "Tenant id or slug"), TenantCostParams),
     responses((status = 200, body = CostsView), (status = 403, body = crate::error::Problem),
         (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
 pub async fn tenant(
@@ -328,10 +403,7 @@ pub async fn tenant(
 }
 
 #[utoipa::path(get, operation_id = "getPlatformCosts", path = "/v1/costs", tag = "costs", security(("bearer" = [])),
-    params(("from" = Option<String>, Query, description = "First day (YYYY-MM-DD, UTC), inclusive"),
-        ("to" = Option<String>, Query, description = "Last day (YYYY-MM-DD, UTC), exclusive; at most 400 days after from"),
-        ("group_by" = Option<Vec<String>>, Query, explode = true, description = "tenant, sku, day, month or tag:<key>; repeat for a second level"),
-        ("currency" = Option<String>, Query, description = "ISO 4217; must be the installation's billing currency")),
+    params(PlatformCostParams),
     responses((status = 200, description = "Platform admins: every tenant; partners: the tenants they manage", body = CostsView),
         (status = 403, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
 pub async fn platform(
@@ -444,11 +516,7 @@ fn tokio_stream(
 }
 
 #[utoipa::path(get, operation_id = "exportTenantCosts", path = "/v1/tenants/{tenant}/costs/export", tag = "costs", security(("bearer" = [])),
-    params(("tenant" = String, Path, description = "Tenant id or slug"),
-        ("from" = Option<String>, Query, description = "First day (YYYY-MM-DD, UTC), inclusive"),
-        ("to" = Option<String>, Query, description = "Last day (YYYY-MM-DD, UTC), exclusive"),
-        ("format" = Option<String>, Query, description = "`focus` (FOCUS 1.0 CSV, the default)"),
-        ("granularity" = Option<String>, Query, description = "`day` (the default: one row per environment, SKU and day) or `hour`")),
+    params(("tenant" = String, Path, description = "Tenant id or slug"), ExportParams),
     responses((status = 200, description = "FOCUS 1.0 CSV, one row per environment, SKU and day (or hour)", content_type = "text/csv", body = String),
         (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem),
         (status = 422, body = crate::error::Problem),
@@ -472,10 +540,7 @@ pub async fn tenant_export(
 }
 
 #[utoipa::path(get, operation_id = "exportPlatformCosts", path = "/v1/costs/export", tag = "costs", security(("bearer" = [])),
-    params(("from" = Option<String>, Query, description = "First day (YYYY-MM-DD, UTC), inclusive"),
-        ("to" = Option<String>, Query, description = "Last day (YYYY-MM-DD, UTC), exclusive"),
-        ("format" = Option<String>, Query, description = "`focus` (FOCUS 1.0 CSV, the default)"),
-        ("granularity" = Option<String>, Query, description = "`day` (the default: one row per environment, SKU and day) or `hour`")),
+    params(ExportParams),
     responses((status = 200, description = "FOCUS 1.0 CSV of every tenant (platform admins) or the managed tenants (partners)", content_type = "text/csv", body = String),
         (status = 403, body = crate::error::Problem), (status = 422, body = crate::error::Problem),
         (status = 503, description = "Two exports are already streaming from this server; `Retry-After` says when to try again", body = crate::error::Problem)))]
