@@ -37,6 +37,9 @@ pub struct AppState {
     /// Cost exports running at once in this process (each holds a control-database connection
     /// and a blocking thread while it streams).
     pub export_slots: Arc<tokio::sync::Semaphore>,
+    /// Whose exports are streaming now (one per tenant, or per caller platform-wide).
+    pub export_owners:
+        Arc<std::sync::Mutex<std::collections::HashSet<crate::routes::costs::ExportOwner>>>,
     /// Notified after a job commits, so the outbox relay publishes without waiting for a poll.
     pub relay_wake: Arc<Notify>,
     /// Notified after mail is queued, so the mail relay sends it without waiting for a poll.
@@ -69,6 +72,7 @@ impl AppState {
             export_slots: Arc::new(tokio::sync::Semaphore::new(
                 crate::routes::costs::MAX_CONCURRENT_EXPORTS,
             )),
+            export_owners: Arc::default(),
             relay_wake: Arc::new(Notify::new()),
             mail_wake: Arc::new(Notify::new()),
             hashing: crate::hashing::HashingSlots::new(config.max_concurrent_hashes),

@@ -525,52 +525,65 @@ async fn a_budget_shows_spend_and_audits_each_threshold_once_per_month() {
 #[tokio::test]
 async fn exports_are_limited_and_a_client_that_stops_reading_lets_go() {
     let app = TestApp::spawn().await;
-    let acme = id_of(&app.create_tenant("acme").await);
-    let (web, _) = environment(&app, "acme", "web", "shared", json!({})).await;
-    // 60,000 hourly charges (~40 MB of CSV): more than socket buffers hold.
-    diesel::RunQueryDsl::execute(
-        diesel::sql_query(format!(
-            "INSERT INTO charges (environment_id, sku_id, hour, tenant_id, sku_price_id, region, \
-             currency, quantity, list_unit_price, cost, cost_tags) \
-             SELECT '{web}', 'sku-' || (g % 10), date_trunc('hour', now()) - g / 10 * interval '1 hour', \
-             '{acme}', 'p', 'eu-west-1', 'EUR', 1, 0.5, 0.5, '{{\"cost_center\": \"cc-1\"}}' \
-             FROM generate_series(0, 59999) g ON CONFLICT DO NOTHING"
-        )),
-        &mut app.db(),
-    )
-    .expect("seed charges");
+    // 60,000 hourly charges (~40 MB of CSV) per tenant: more than socket buffers hold.
+    let seed = |slug: &'static str| {
+        let app = &app;
+        async move {
+            let tenant = id_of(&app.create_tenant(slug).await);
+            let (web, _) = environment(app, slug, "web", "shared", json!({})).await;
+            diesel::RunQueryDsl::execute(
+                diesel::sql_query(format!(
+                    "INSERT INTO charges (environment_id, sku_id, hour, tenant_id, sku_price_id, \
+                     region, currency, quantity, list_unit_price, cost, cost_tags) \
+                     SELECT '{web}', 'sku-' || (g % 10), date_trunc('hour', now()) - g / 10 * interval '1 hour', \
+                     '{tenant}', 'p', 'eu-west-1', 'EUR', 1, 0.5, 0.5, '{{\"cost_center\": \"cc-1\"}}' \
+                     FROM generate_series(0, 59999) g ON CONFLICT DO NOTHING"
+                )),
+                &mut app.db(),
+            )
+            .expect("seed charges");
+        }
+    };
+    for slug in ["acme", "globex", "initech", "hooli"] {
+        seed(slug).await;
+    }
     let from = (Utc::now() - Duration::days(399)).date_naive();
-    let path = format!("/v1/tenants/acme/costs/export?granularity=hour&from={from}");
-    let start = || {
+    let start = |path: String| {
         app.client
-            .get(app.url(&path))
+            .get(app.url(&format!("{path}?granularity=hour&from={from}")))
             .bearer_auth(&app.admin)
             .send()
     };
-    // Two exports whose clients read nothing hold the two slots...
-    let first = start().await.expect("first");
-    let second = start().await.expect("second");
-    assert_eq!(
-        (first.status().as_u16(), second.status().as_u16()),
-        (200, 200)
-    );
-    // ...so a third is told to come back, not queued behind them.
-    let third = start().await.expect("third");
-    assert_eq!(third.status().as_u16(), 503);
-    assert!(third.headers().contains_key("retry-after"));
-    let problem: Value = third.json().await.expect("problem");
+    let tenant = |slug: &str| format!("/v1/tenants/{slug}/costs/export");
+    let detail = |problem: &Value| problem["detail"].as_str().unwrap_or("").to_owned();
+    // An export whose client reads nothing holds its tenant's turn: a second export of the
+    // same tenant (from whichever key or member) waits for it.
+    let acme = start(tenant("acme")).await.expect("acme");
+    assert_eq!(acme.status().as_u16(), 200);
+    let again = start(tenant("acme")).await.expect("acme again");
+    assert_eq!(again.status().as_u16(), 503);
+    assert!(again.headers().contains_key("retry-after"));
+    let problem: Value = again.json().await.expect("problem");
+    assert!(detail(&problem).contains("already running"), "{problem}");
+    // Other tenants (and the platform-wide export) take the process's other slots...
+    let globex = start(tenant("globex")).await.expect("globex");
+    let initech = start(tenant("initech")).await.expect("initech");
+    let platform = start("/v1/costs/export".into()).await.expect("platform");
+    let statuses = [&globex, &initech, &platform].map(|r| r.status().as_u16());
+    assert_eq!(statuses, [200, 200, 200]);
+    // ...and one more is told to come back, not queued behind them.
+    let fifth = start(tenant("hooli")).await.expect("hooli");
+    assert_eq!(fifth.status().as_u16(), 503);
+    let problem: Value = fifth.json().await.expect("problem");
     assert!(
-        problem["detail"]
-            .as_str()
-            .unwrap_or("")
-            .contains("exports are running"),
+        detail(&problem).contains("exports are running"),
         "{problem}"
     );
     // The clients go away: their exports end and the slots are free again.
-    drop((first, second));
+    drop((acme, globex, initech, platform));
     let mut status = 0;
     for _ in 0..50 {
-        let response = start().await.expect("again");
+        let response = start(tenant("acme")).await.expect("again");
         status = response.status().as_u16();
         if status == 200 {
             let body = response.text().await.expect("csv");

@@ -13,11 +13,35 @@ use chrono::{Datelike, Duration, NaiveDate, TimeZone, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Longest range one request may ask for.
 pub const MAX_RANGE_DAYS: i64 = 400;
 /// Exports one API process streams at once; one more is a 503 with `Retry-After`.
-pub const MAX_CONCURRENT_EXPORTS: usize = 2;
+pub const MAX_CONCURRENT_EXPORTS: usize = 4;
+
+/// Whose export it is, for the one-at-a-time rule: a tenant's, or a principal's platform-wide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExportOwner {
+    Tenant(uuid::Uuid),
+    Principal(uuid::Uuid),
+}
+
+/// One export per owner at a time (so one tenant, however many keys it mints, holds at most
+/// one of the process's slots); released when the export ends.
+struct OwnerGuard {
+    owners: Arc<std::sync::Mutex<std::collections::HashSet<ExportOwner>>>,
+    owner: ExportOwner,
+}
+
+impl Drop for OwnerGuard {
+    fn drop(&mut self) {
+        self.owners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.owner);
+    }
+}
 /// An export whose client reads nothing for this long is ended (its connection goes back).
 const EXPORT_STALL: std::time::Duration = std::time::Duration::from_secs(30);
 /// An export that has not finished after this long is ended, so no snapshot is held for hours.
@@ -423,7 +447,12 @@ pub async fn platform(
 
 /// Streams the charges as FOCUS CSV: a blocking task reads the cursor in batches and hands CSV
 /// chunks over a channel of four, so at most a few batches are in memory however long the range.
-fn stream_export(state: &AppState, scope: Scope, q: &CostQuery) -> ApiResult<HttpResponse> {
+fn stream_export(
+    state: &AppState,
+    owner: ExportOwner,
+    scope: Scope,
+    q: &CostQuery,
+) -> ApiResult<HttpResponse> {
     match q.format.as_deref() {
         None | Some("focus") => {}
         Some(other) => {
@@ -445,15 +474,33 @@ fn stream_export(state: &AppState, scope: Scope, q: &CostQuery) -> ApiResult<Htt
     };
     let at = |d: NaiveDate| Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).unwrap_or_default());
     let (from, to) = (at(q.from), at(q.to));
+    let busy = |detail: String| ApiError::Unavailable {
+        retry_after_secs: 10,
+        detail,
+    };
+    let guard = {
+        let mut owners = state
+            .export_owners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !owners.insert(owner) {
+            return Err(busy(
+                "an export of these costs is already running; wait for it to finish".into(),
+            ));
+        }
+        OwnerGuard {
+            owners: state.export_owners.clone(),
+            owner,
+        }
+    };
     let permit = state
         .export_slots
         .clone()
         .try_acquire_owned()
-        .map_err(|_| ApiError::Unavailable {
-            retry_after_secs: 10,
-            detail: format!(
+        .map_err(|_| {
+            busy(format!(
                 "{MAX_CONCURRENT_EXPORTS} exports are running on this server; try again in a few seconds"
-            ),
+            ))
         })?;
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<web::Bytes, std::io::Error>>(4);
     let pool = state.pool.clone();
@@ -461,6 +508,7 @@ fn stream_export(state: &AppState, scope: Scope, q: &CostQuery) -> ApiResult<Htt
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
+        let _guard = guard;
         let started = std::time::Instant::now();
         // A chunk waits at most `EXPORT_STALL` for the client; past that, or past the deadline,
         // the export ends (the client sees the body cut short) and frees its connection.
@@ -520,7 +568,7 @@ fn tokio_stream(
     responses((status = 200, description = "FOCUS 1.0 CSV, one row per environment, SKU and day (or hour)", content_type = "text/csv", body = String),
         (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem),
         (status = 422, body = crate::error::Problem),
-        (status = 503, description = "Two exports are already streaming from this server; `Retry-After` says when to try again", body = crate::error::Problem)))]
+        (status = 503, description = "An export of the same tenant (or by the same caller, platform-wide) is still streaming, or four are on this server; `Retry-After` says when to try again", body = crate::error::Problem)))]
 pub async fn tenant_export(
     state: web::Data<AppState>,
     caller: Caller,
@@ -536,14 +584,19 @@ pub async fn tenant_export(
         true,
         &state.config.metering.currency,
     )?;
-    stream_export(&state, Scope::Tenant(tenant.id), &q)
+    stream_export(
+        &state,
+        ExportOwner::Tenant(tenant.id),
+        Scope::Tenant(tenant.id),
+        &q,
+    )
 }
 
 #[utoipa::path(get, operation_id = "exportPlatformCosts", path = "/v1/costs/export", tag = "costs", security(("bearer" = [])),
     params(ExportParams),
     responses((status = 200, description = "FOCUS 1.0 CSV of every tenant (platform admins) or the managed tenants (partners)", content_type = "text/csv", body = String),
         (status = 403, body = crate::error::Problem), (status = 422, body = crate::error::Problem),
-        (status = 503, description = "Two exports are already streaming from this server; `Retry-After` says when to try again", body = crate::error::Problem)))]
+        (status = 503, description = "An export of the same tenant (or by the same caller, platform-wide) is still streaming, or four are on this server; `Retry-After` says when to try again", body = crate::error::Problem)))]
 pub async fn platform_export(
     state: web::Data<AppState>,
     caller: Caller,
@@ -556,5 +609,5 @@ pub async fn platform_export(
         true,
         &state.config.metering.currency,
     )?;
-    stream_export(&state, scope, &q)
+    stream_export(&state, ExportOwner::Principal(caller.id), scope, &q)
 }
