@@ -461,6 +461,19 @@ async fn bad_cost_queries_and_budgets_name_the_field() {
         assert_eq!(status, 422, "{body}: {problem}");
         assert_eq!(field(&problem), expected, "{body}: {problem}");
     }
+    // A leaving tenant takes no new budget (checked under the tenant's lock, as other changes).
+    app.create_tenant("leaving").await;
+    let (status, body) = app.delete("/v1/tenants/leaving", &app.admin).await;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            "/v1/tenants/leaving/budget",
+            &app.admin,
+            Some(json!({"amount": "10", "currency": "EUR", "period": "month"})),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
     let (status, body) = put(json!({"amount": "10", "currency": "EUR", "period": "week"})).await;
     assert!(status == 400 || status == 422, "{status} {body}");
     let (status, _) = app.get("/v1/tenants/acme/budget", &app.admin).await;

@@ -167,7 +167,9 @@ fn validate(body: &SetBudgetRequest, billing_currency: &str) -> ApiResult<(Decim
     params(("tenant" = String, Path, description = "Tenant id or slug")),
     request_body = SetBudgetRequest,
     responses((status = 200, body = BudgetView), (status = 403, body = crate::error::Problem),
-        (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+        (status = 404, body = crate::error::Problem),
+        (status = 409, description = "The tenant is offboarding", body = crate::error::Problem),
+        (status = 422, body = crate::error::Problem)))]
 pub async fn put(
     state: web::Data<AppState>,
     caller: Caller,
@@ -182,6 +184,8 @@ pub async fn put(
     let budget = state
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
+                // The same rule, under the same lock, as every other change to a tenant.
+                crate::routes::tenants::lock_active(conn, &tenant)?;
                 let budget = store::budgets::put(conn, tenant.id, amount, &body.currency, &thresholds, caller.id)?;
                 store::audit::append(
                     conn,
