@@ -1,6 +1,7 @@
 //! HTTP benchmarks against the real `bulkhead api` binary and the local PostgreSQL:
 //! authorized `GET /v1/tenants/{tenant}` under wrk at 10,000 tenants × 5 members, quiet and
-//! while another tenant churns its members and floods denied requests, and login throughput at
+//! while another tenant churns its members and floods denied requests (and that churn alone, for
+//! its share of the machine), and login throughput at
 //! the hashing bound.
 //!
 //! Run: `cargo bench --bench http` (needs `wrk` on PATH: `apt-get install wrk`).
@@ -166,7 +167,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         "\n== GET /v1/tenants/{{tenant}} as a viewer, quiet (wrk -t2 -c{connections} -d{seconds}s) =="
     );
     let target = format!("{base}/v1/tenants/{slug}");
+    let before = cpu_ticks()?;
     let quiet = wrk(&viewer, &target, connections, seconds)?;
+    let quiet_cpu = cpu_busy_since(before)?;
 
     // Another tenant's admin adds and removes members (each change reaches the enforcer of
     // every request after it), and two of its viewers flood requests they may not make (each one
@@ -195,58 +198,66 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .as_str()
         .ok_or("no tenant id")?
         .to_owned();
-    println!("== the same, while {churn_slug} churns members and floods denials (same wrk) ==");
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let churn = tokio::spawn(churn_members(
-        client.clone(),
-        base.clone(),
-        admin.clone(),
-        (churn_slug, churn_tenant_id),
-        churners,
-        stop.clone(),
-    ));
-    let second = member(
-        &client,
-        &base,
-        &admin,
-        &mail,
-        churn_slug,
-        "flooder-2@bench.test",
-    )
-    .await?;
-    let mut floods = Vec::new();
-    for flooder in [flooder, second] {
-        floods.push(tokio::spawn(flood_denials(
-            client.clone(),
-            base.clone(),
-            flooder,
+    let flooders = [
+        flooder,
+        member(
+            &client,
+            &base,
+            &admin,
+            &mail,
             churn_slug,
-            stop.clone(),
-        )));
-    }
+            "flooder-2@bench.test",
+        )
+        .await?,
+    ];
+    let churn = Churn {
+        client: client.clone(),
+        base: base.clone(),
+        admin: admin.clone(),
+        tenant: (churn_slug, churn_tenant_id),
+        churners,
+        flooders,
+    };
+
+    // What the churn costs the machine on its own: its share of both cores, measured the same
+    // way as the quiet run's, so the slowdown below can be read against it.
+    println!("== {churn_slug} churns members and floods denials, alone for {seconds} s ==");
+    let before = cpu_ticks()?;
+    let (alone_changes, alone_denials) = churn.run_for(Duration::from_secs(seconds)).await?;
+    let churn_cpu = cpu_busy_since(before)?;
+    println!(
+        "membership changes: {alone_changes} ({:.0}/s); denied requests: {alone_denials} ({:.0}/s); machine busy {:.0} %",
+        alone_changes as f64 / seconds as f64,
+        alone_denials as f64 / seconds as f64,
+        churn_cpu * 100.0
+    );
+
+    println!("== the same wrk, while {churn_slug} churns members and floods denials ==");
+    let running = churn.start();
+    let before = cpu_ticks()?;
     let busy = tokio::task::spawn_blocking({
         let (viewer, target) = (viewer.clone(), target.clone());
         move || wrk(&viewer, &target, connections, seconds)
     })
     .await??;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let changes = churn.await??;
-    let mut denials = 0;
-    for flood in floods {
-        denials += flood.await??;
-    }
+    let busy_cpu = cpu_busy_since(before)?;
+    let (changes, denials) = running.stop().await?;
     println!(
         "membership changes: {changes} ({:.0}/s); denied requests: {denials} ({:.0}/s)",
         changes as f64 / seconds as f64,
         denials as f64 / seconds as f64
     );
     println!(
-        "GET p99 quiet {:.2} ms, under churn {:.2} ms ({:+.0} %); throughput {:.0} → {:.0} req/s\n",
+        "GET p99 quiet {:.2} ms, under churn {:.2} ms ({:+.0} %); throughput {:.0} → {:.0} req/s; \
+         machine busy {:.0} % quiet, {:.0} % churn alone, {:.0} % both\n",
         quiet.p99_ms,
         busy.p99_ms,
         (busy.p99_ms / quiet.p99_ms - 1.0) * 100.0,
         quiet.requests_per_second,
-        busy.requests_per_second
+        busy.requests_per_second,
+        quiet_cpu * 100.0,
+        churn_cpu * 100.0,
+        busy_cpu * 100.0
     );
 
     println!(
@@ -447,6 +458,99 @@ async fn flood_denials(
         denials += 1;
     }
     Ok(denials)
+}
+
+/// One tenant's churn: its admin adds and removes members, two of its viewers flood denials.
+struct Churn {
+    client: reqwest::Client,
+    base: String,
+    admin: String,
+    tenant: (&'static str, String),
+    churners: Vec<String>,
+    flooders: [String; 2],
+}
+
+/// A churn under way, until `stop`.
+struct Running {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    churn: tokio::task::JoinHandle<Churned>,
+    floods: Vec<tokio::task::JoinHandle<Churned>>,
+}
+
+impl Churn {
+    fn start(&self) -> Running {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn = tokio::spawn(churn_members(
+            self.client.clone(),
+            self.base.clone(),
+            self.admin.clone(),
+            self.tenant.clone(),
+            self.churners.clone(),
+            stop.clone(),
+        ));
+        let floods = self
+            .flooders
+            .iter()
+            .map(|flooder| {
+                tokio::spawn(flood_denials(
+                    self.client.clone(),
+                    self.base.clone(),
+                    flooder.clone(),
+                    self.tenant.0,
+                    stop.clone(),
+                ))
+            })
+            .collect();
+        Running {
+            stop,
+            churn,
+            floods,
+        }
+    }
+
+    async fn run_for(
+        &self,
+        duration: Duration,
+    ) -> Result<(u64, u64), Box<dyn std::error::Error + Send + Sync>> {
+        let running = self.start();
+        tokio::time::sleep(duration).await;
+        running.stop().await
+    }
+}
+
+impl Running {
+    /// Stops the churn; the membership changes and denials it made.
+    async fn stop(self) -> Result<(u64, u64), Box<dyn std::error::Error + Send + Sync>> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let changes = self.churn.await??;
+        let mut denials = 0;
+        for flood in self.floods {
+            denials += flood.await??;
+        }
+        Ok((changes, denials))
+    }
+}
+
+/// Busy and total CPU ticks of the whole machine (`/proc/stat`).
+fn cpu_ticks() -> Result<(u64, u64), Box<dyn std::error::Error + Send + Sync>> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().ok_or("empty /proc/stat")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    let total: u64 = ticks.iter().sum();
+    // idle and iowait
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    Ok((total - idle, total))
+}
+
+/// The share of the machine's CPU that was busy since `before` (0.0 to 1.0).
+fn cpu_busy_since(before: (u64, u64)) -> Result<f64, Box<dyn std::error::Error + Send + Sync>> {
+    let now = cpu_ticks()?;
+    let total = now.1.saturating_sub(before.1).max(1);
+    Ok(now.0.saturating_sub(before.0) as f64 / total as f64)
 }
 
 async fn login_throughput(
