@@ -259,6 +259,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(constraint) => {
                 Self::Conflict(format!("a conflicting record exists ({constraint})"))
             }
+            StoreError::Transition(detail) => Self::Conflict(detail),
             StoreError::Unavailable(detail) => {
                 tracing::warn!(%detail, "control database unavailable");
                 Self::Unavailable {

@@ -19,6 +19,9 @@ pub enum StoreError {
     /// A unique or exclusion constraint refused the write; the constraint's name says which.
     #[error("conflict on {0}")]
     Conflict(String),
+    /// A state change the state machine does not allow from the record's current state.
+    #[error("{0}")]
+    Transition(String),
     #[error("control database unavailable: {0}")]
     Unavailable(String),
     #[error("control database error: {0}")]

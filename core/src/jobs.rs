@@ -3,7 +3,20 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    diesel::AsExpression,
+    diesel::FromSqlRow,
+)]
+#[diesel(sql_type = diesel::sql_types::Text)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     Queued,
@@ -16,7 +29,29 @@ pub enum JobState {
     Canceled,
 }
 
+crate::text_enum_sql!(JobState);
+
+/// The states of a job still in its environment's line (queued, waiting for review, running),
+/// as an SQL list. Queries spell it out rather than bind it, as the partial index `jobs_line`
+/// spells it: a cached generic plan could not prove a bound list matches the index. A test
+/// holds it equal to [`JobState::ACTIVE`].
+#[macro_export]
+macro_rules! active_job_states_sql {
+    () => {
+        "('queued','planned','awaiting_approval','approved','running')"
+    };
+}
+
 impl JobState {
+    /// The states of a job still in its environment's line: [`active_job_states_sql!`] in SQL.
+    pub const ACTIVE: [JobState; 5] = [
+        JobState::Queued,
+        JobState::Planned,
+        JobState::AwaitingApproval,
+        JobState::Approved,
+        JobState::Running,
+    ];
+
     pub const ALL: [JobState; 8] = [
         JobState::Queued,
         JobState::Planned,
@@ -48,6 +83,17 @@ impl JobState {
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed | Self::Canceled)
     }
+
+    /// Whether the job is still in its environment's line.
+    pub fn is_active(self) -> bool {
+        Self::ACTIVE.contains(&self)
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Every allowed transition. `Running → Queued` is a retry or a lease given back (crash,
@@ -78,21 +124,42 @@ pub fn can_transition(from: JobState, to: JobState) -> bool {
 }
 
 /// The states a job may be in for a move to `to` (for `UPDATE … WHERE state IN (…)`).
-pub fn sources_of(to: JobState) -> Vec<&'static str> {
+pub fn sources_of(to: JobState) -> Vec<JobState> {
     TRANSITIONS
         .iter()
         .filter(|(_, target)| *target == to)
-        .map(|(from, _)| from.as_str())
+        .map(|(from, _)| *from)
         .collect()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    diesel::AsExpression,
+    diesel::FromSqlRow,
+)]
+#[diesel(sql_type = diesel::sql_types::Text)]
 #[serde(rename_all = "snake_case")]
 pub enum Operation {
     Apply,
     Plan,
     Destroy,
     DriftCheck,
+}
+
+crate::text_enum_sql!(Operation);
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Operation {
@@ -146,10 +213,22 @@ mod tests {
 
     #[test]
     fn sources_match_the_table() {
-        assert_eq!(sources_of(Running), vec!["queued", "approved"]);
-        assert_eq!(sources_of(Succeeded), vec!["running"]);
+        assert_eq!(sources_of(Running), vec![Queued, Approved]);
+        assert_eq!(sources_of(Succeeded), vec![Running]);
         for state in JobState::ALL {
             assert_eq!(JobState::from_db(state.as_str()), Some(state));
+        }
+    }
+
+    #[test]
+    fn the_sql_line_is_the_active_states() {
+        let words: Vec<String> = JobState::ACTIVE
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
+        assert_eq!(active_job_states_sql!(), format!("({})", words.join(",")));
+        for state in JobState::ALL {
+            assert_eq!(state.is_active(), !state.is_terminal(), "{state}");
         }
     }
 

@@ -499,8 +499,13 @@ async fn credentials_wait_for_ready_and_are_never_cached() {
         let body: Value = response.json().await.expect("json body");
         (status, cache, kind, body)
     };
-    for state in ["pending", "provisioning", "failed", "drifted"] {
-        environments::set_state(&mut db, id, state, None).expect("state");
+    // A path the state machine allows from `pending`, through every state that is not ready.
+    use bulkhead_core::lifecycle::EnvironmentState::{self, *};
+    let path: [EnvironmentState; 5] = [Pending, Provisioning, Failed, Provisioning, Drifted];
+    for state in path {
+        if state != Pending {
+            environments::set_state(&mut db, id, state, None).expect("state");
+        }
         let (status, cache, kind, body) = read().await;
         assert_eq!(status, 409, "{state}: {body}");
         assert_eq!(cache.as_deref(), Some("no-store"), "{state}");
@@ -513,7 +518,17 @@ async fn credentials_wait_for_ready_and_are_never_cached() {
         );
         assert!(!body.to_string().contains("s3cret"), "{body}");
     }
-    environments::set_state(&mut db, id, "ready", None).expect("ready");
+    environments::set_state(&mut db, id, Ready, None).expect("ready");
+    // The table is the one source: a write it does not allow (ready → destroyed without a
+    // destroy) is refused and changes nothing.
+    let refused = environments::set_state(&mut db, id, Destroyed, None);
+    assert!(
+        matches!(
+            refused,
+            Err(bulkhead_core::store::StoreError::Transition(_))
+        ),
+        "{refused:?}"
+    );
     let (status, cache, _, body) = read().await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(cache.as_deref(), Some("no-store"));

@@ -10,6 +10,7 @@ mod lease;
 use bulkhead_core::audit::AuditResult;
 use bulkhead_core::domain::{Isolation, Stage};
 use bulkhead_core::jobs::Operation;
+use bulkhead_core::lifecycle::EnvironmentState;
 use bulkhead_core::plan::{EnvironmentSpec, Plan};
 use bulkhead_core::store::environments::{Environment, StoredCredentials};
 use bulkhead_core::store::jobs::Job;
@@ -71,7 +72,11 @@ impl From<ExecError> for Stop {
 
 impl From<StoreError> for Stop {
     fn from(error: StoreError) -> Self {
-        Self::Store(error)
+        match error {
+            // The state machine refused the write: retrying would be refused the same way.
+            StoreError::Transition(reason) => Self::Fatal(reason),
+            other => Self::Store(other),
+        }
     }
 }
 
@@ -326,12 +331,11 @@ impl Execution {
     }
 
     async fn attempt(&self) -> Result<(), Stop> {
-        let operation = Operation::from_db(&self.job.operation)
-            .ok_or_else(|| Stop::Fatal(format!("unknown operation {}", self.job.operation)))?;
+        let operation = self.job.operation;
         let (environment, spec) = self.load_spec().await?;
         // A destroyed environment stays destroyed: a job that raced its destroy (asked for
         // while the destroy was being queued) must not make it again.
-        if operation != Operation::Destroy && environment.state == "destroyed" {
+        if operation != Operation::Destroy && environment.state == EnvironmentState::Destroyed {
             return Err(Stop::Fatal(format!(
                 "environment {} was destroyed before this {} job ran; nothing was done \
                  (create a new environment instead)",
@@ -348,14 +352,14 @@ impl Execution {
                 let plan = self.plan(&spec, false).await?;
                 let drifted = !plan.is_empty();
                 let summary = plan.summary();
-                let settled = environment.state == "ready" || environment.state == "drifted";
+                let settled = environment.state.is_settled();
                 if drifted || !settled {
                     self.fenced_db(move |conn| {
                         if drifted {
                             store::environments::set_state(
                                 conn,
                                 environment_id,
-                                "drifted",
+                                EnvironmentState::Drifted,
                                 Some(Some(summary)),
                             )
                         } else {
@@ -443,7 +447,12 @@ impl Execution {
         self.stop_if_canceled()?;
         // Only now does the target change: a refused stale plan leaves the environment as it was.
         self.fenced_db(move |conn| {
-            store::environments::set_state(conn, environment_id, "provisioning", None)
+            store::environments::set_state(
+                conn,
+                environment_id,
+                EnvironmentState::Provisioning,
+                None,
+            )
         })
         .await?;
         let password = self.password(spec).await?;
@@ -535,7 +544,7 @@ impl Execution {
         let environment_id = spec.id;
         self.stop_if_canceled()?;
         self.fenced_db(move |conn| {
-            store::environments::set_state(conn, environment_id, "destroying", None)
+            store::environments::set_state(conn, environment_id, EnvironmentState::Destroying, None)
         })
         .await?;
         let plan = self.plan(spec, true).await?;
@@ -560,7 +569,12 @@ impl Execution {
                 store::environments::record_resources(conn, environment_id, &[], &json!({}))?;
                 store::environments::clear_guarantees(conn, environment_id)?;
                 store::environments::delete_credentials(conn, environment_id)?;
-                store::environments::set_state(conn, environment_id, "destroyed", Some(None))?;
+                store::environments::set_state(
+                    conn,
+                    environment_id,
+                    EnvironmentState::Destroyed,
+                    Some(None),
+                )?;
                 if let Some(tenant) = store::tenants::complete_offboarding(conn, audit.tenant_id)? {
                     store::audit::append(
                         conn,

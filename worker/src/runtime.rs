@@ -10,6 +10,7 @@ use bulkhead_core::blueprint::BlueprintCatalog;
 use bulkhead_core::config::Config;
 use bulkhead_core::db::PgPool;
 use bulkhead_core::jobs::JobState;
+use bulkhead_core::lifecycle::EnvironmentState;
 use bulkhead_core::queue::{self, JobMessage, MESSAGE_VERSION, Topology};
 use bulkhead_core::store::{self, StoreError};
 use futures_lite::StreamExt;
@@ -443,14 +444,14 @@ pub fn sweep_once(
                      could stop the job itself"
                 );
                 store::jobs::finish(conn, id, token, JobState::Canceled, Some(&reason))?
-                    .then_some(("canceled", reason, store::environments::MIDWAY))
+                    .then_some(("canceled", reason, &EnvironmentState::MIDWAY[..]))
             } else if stale.attempts >= stale.max_attempts {
                 let reason = format!(
                     "the worker {owner} stopped heartbeating during attempt {} of {}; no attempts left",
                     stale.attempts, stale.max_attempts
                 );
                 store::jobs::give_up(conn, id, token, &reason)?
-                    .then_some(("failed", reason, store::environments::CHANGING))
+                    .then_some(("failed", reason, &EnvironmentState::CHANGING[..]))
             } else {
                 if store::jobs::requeue(conn, id, token, Duration::ZERO, None)? {
                     store::jobs::add_event(

@@ -50,8 +50,8 @@ impl JobView {
         Self {
             id: job.id,
             environment_id: job.environment_id,
-            operation: job.operation,
-            state: job.state,
+            operation: job.operation.as_str().to_owned(),
+            state: job.state.as_str().to_owned(),
             queue_position,
             attempts: job.attempts,
             max_attempts: job.max_attempts,
@@ -264,7 +264,7 @@ pub async fn cancel(
                 }
                 let now = store::jobs::get(conn, job.id)?
                     .ok_or_else(|| ApiError::internal(anyhow::anyhow!("job vanished")))?;
-                if now.state == JobState::Running.as_str() && now.cancel_requested_at.is_some() {
+                if now.state == JobState::Running && now.cancel_requested_at.is_some() {
                     let position = store::jobs::queue_position(conn, &now)?;
                     return Ok((StatusCode::ACCEPTED, JobView::new(now, position)));
                 }

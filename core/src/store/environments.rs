@@ -1,6 +1,7 @@
 //! Environments and what they own: resources, isolation guarantees, sealed credentials.
 
 use crate::guarantees::{Enforcement, GuaranteeStatus};
+use crate::lifecycle::{self, EnvironmentState};
 use crate::schema::{environment_credentials, environments, isolation_guarantees, resources};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -20,7 +21,7 @@ pub struct Environment {
     pub blueprint: String,
     pub blueprint_version: i32,
     pub cost_tags: serde_json::Value,
-    pub state: String,
+    pub state: EnvironmentState,
     pub drift: Option<serde_json::Value>,
     pub created_by: Option<Uuid>,
     pub created_at: DateTime<Utc>,
@@ -90,7 +91,7 @@ pub fn find_in_tenant(
             .optional()?,
         Err(_) => query
             .filter(environments::name.eq(reference))
-            .filter(environments::state.ne("destroyed"))
+            .filter(environments::state.ne(EnvironmentState::Destroyed))
             .first(conn)
             .optional()?,
     })
@@ -123,22 +124,28 @@ pub fn standing_for_update(
 ) -> Result<Vec<Environment>, StoreError> {
     Ok(environments::table
         .filter(environments::tenant_id.eq(tenant_id))
-        .filter(environments::state.ne("destroyed"))
+        .filter(environments::state.ne(EnvironmentState::Destroyed))
         .order(environments::id.asc())
         .select(Environment::as_select())
         .for_no_key_update()
         .load(conn)?)
 }
 
-/// Sets the state and, when given, the drift report (`Some(None)` clears it).
+/// Sets the state and, when given, the drift report (`Some(None)` clears it). Only from a
+/// state the transition table allows (`lifecycle::TRANSITIONS`): any other is a conflict and
+/// nothing is written.
 pub fn set_state(
     conn: &mut PgConnection,
     id: Uuid,
-    state: &str,
+    state: EnvironmentState,
     drift: Option<Option<serde_json::Value>>,
 ) -> Result<(), StoreError> {
-    let target = diesel::update(environments::table.find(id));
-    match drift {
+    let target = diesel::update(
+        environments::table
+            .find(id)
+            .filter(environments::state.eq_any(lifecycle::sources_of(state))),
+    );
+    let changed = match drift {
         Some(drift) => target
             .set((
                 environments::state.eq(state),
@@ -153,20 +160,20 @@ pub fn set_state(
             ))
             .execute(conn)?,
     };
+    if changed == 0 {
+        return Err(StoreError::Transition(format!(
+            "environment {id} cannot move to {state} from its current state"
+        )));
+    }
     Ok(())
 }
 
-/// A job that failed for good was creating, changing or destroying an environment in these.
-pub const CHANGING: &[&str] = &["pending", "provisioning", "destroying"];
-/// A job stopped on request had started changing the target only in these: a `pending`
-/// environment whose first apply was canceled before it began stays `pending`.
-pub const MIDWAY: &[&str] = &["provisioning", "destroying"];
-
-/// Marks the environment `failed` if it is in one of `states` (`CHANGING` or `MIDWAY`).
+/// Marks the environment `failed` if it is in one of `states`
+/// (`EnvironmentState::CHANGING` or `MIDWAY`).
 pub fn mark_failed_if_in(
     conn: &mut PgConnection,
     id: Uuid,
-    states: &[&str],
+    states: &[EnvironmentState],
 ) -> Result<(), StoreError> {
     diesel::update(
         environments::table
@@ -174,7 +181,7 @@ pub fn mark_failed_if_in(
             .filter(environments::state.eq_any(states)),
     )
     .set((
-        environments::state.eq("failed"),
+        environments::state.eq(EnvironmentState::Failed),
         environments::updated_at.eq(Utc::now()),
     ))
     .execute(conn)?;

@@ -1,7 +1,7 @@
 //! Jobs: creation, reads, and the worker's fenced writes (claim, heartbeat, finish, requeue).
 //! Every state change names its allowed source states from `jobs::TRANSITIONS`.
 
-use crate::jobs::{JobState, can_transition, sources_of};
+use crate::jobs::{JobState, Operation, can_transition, sources_of};
 use crate::schema::{job_events, jobs};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -24,8 +24,8 @@ pub struct Job {
     pub id: Uuid,
     pub tenant_id: Uuid,
     pub environment_id: Uuid,
-    pub operation: String,
-    pub state: String,
+    pub operation: Operation,
+    pub state: JobState,
     pub attempts: i32,
     pub max_attempts: i32,
     pub run_after: DateTime<Utc>,
@@ -46,19 +46,13 @@ pub struct Job {
     pub cancel_requested_at: Option<DateTime<Utc>>,
 }
 
-impl Job {
-    pub fn state(&self) -> Option<JobState> {
-        JobState::from_db(&self.state)
-    }
-}
-
 #[derive(Debug, Insertable)]
 #[diesel(table_name = jobs)]
 pub struct NewJob<'a> {
     pub id: Uuid,
     pub tenant_id: Uuid,
     pub environment_id: Uuid,
-    pub operation: &'a str,
+    pub operation: Operation,
     pub max_attempts: i32,
     pub expected_plan_hash: Option<&'a str>,
     pub requested_by: Option<Uuid>,
@@ -71,7 +65,7 @@ pub fn insert(conn: &mut PgConnection, new: &NewJob<'_>) -> Result<Job, StoreErr
         .returning(Job::as_returning())
         .get_result(conn)?;
     add_event(conn, job.id, "queued", "job queued", serde_json::json!({}))?;
-    super::outbox::enqueue(conn, job.id, &job.operation)?;
+    super::outbox::enqueue(conn, job.id, job.operation.as_str())?;
     Ok(job)
 }
 
@@ -140,7 +134,7 @@ pub fn hold(conn: &mut PgConnection, job_id: Uuid, token: i64) -> Result<bool, S
     let held = jobs::table
         .filter(jobs::id.eq(job_id))
         .filter(jobs::fencing_token.eq(token))
-        .filter(jobs::state.eq(JobState::Running.as_str()))
+        .filter(jobs::state.eq(JobState::Running))
         .select(jobs::id)
         .for_share()
         .first::<Uuid>(conn)
@@ -154,7 +148,7 @@ pub fn lock_expired(conn: &mut PgConnection, job_id: Uuid, token: i64) -> Result
     let expired = jobs::table
         .filter(jobs::id.eq(job_id))
         .filter(jobs::fencing_token.eq(token))
-        .filter(jobs::state.eq(JobState::Running.as_str()))
+        .filter(jobs::state.eq(JobState::Running))
         .filter(jobs::lease_expires_at.lt(diesel::dsl::now))
         .select(jobs::id)
         .for_update()
@@ -249,15 +243,18 @@ pub fn events(
 /// Claims a job for `worker`: only if it is runnable now and first in its environment's line.
 /// Bumps the fencing token; every later write must present it. (The line's states are spelled
 /// out, not bound, so the plan can use the `jobs_line` index of active jobs.)
-pub const CLAIM_SQL: &str = "UPDATE jobs SET state = 'running', lease_owner = $2, \
+pub const CLAIM_SQL: &str = concat!(
+    "UPDATE jobs SET state = 'running', lease_owner = $2, \
          lease_expires_at = now() + make_interval(secs => $3), \
          fencing_token = nextval('fencing_tokens'), attempts = attempts + 1, \
          started_at = coalesce(started_at, now()), updated_at = now() \
      WHERE id = $1 AND state = ANY($4) AND run_after <= now() \
        AND id = (SELECT j.id FROM jobs j WHERE j.environment_id = jobs.environment_id \
-                 AND j.state IN ('queued','planned','awaiting_approval','approved','running') \
-                 ORDER BY j.created_at, j.id LIMIT 1) \
-     RETURNING *";
+                 AND j.state IN ",
+    crate::active_job_states_sql!(),
+    " ORDER BY j.created_at, j.id LIMIT 1) \
+     RETURNING *"
+);
 
 pub fn claim(
     conn: &mut PgConnection,
@@ -320,7 +317,7 @@ pub fn finish(
     error: Option<&str>,
 ) -> Result<bool, StoreError> {
     let sources = sources_of(to);
-    if !sources.contains(&"running") {
+    if !sources.contains(&JobState::Running) {
         return Err(StoreError::Unavailable(format!(
             "job transition running -> {} is not in the state machine",
             to.as_str()
@@ -329,11 +326,11 @@ pub fn finish(
     let target = jobs::table
         .filter(jobs::id.eq(job_id))
         .filter(jobs::fencing_token.eq(token))
-        .filter(jobs::state.eq("running"));
+        .filter(jobs::state.eq(JobState::Running));
     let now = Utc::now();
     let changed = diesel::update(target)
         .set((
-            jobs::state.eq(to.as_str()),
+            jobs::state.eq(to),
             jobs::error.eq(error),
             jobs::lease_owner.eq(None::<String>),
             jobs::lease_expires_at.eq(None::<DateTime<Utc>>),
@@ -356,7 +353,7 @@ pub fn record_plan(
         jobs::table
             .filter(jobs::id.eq(job_id))
             .filter(jobs::fencing_token.eq(token))
-            .filter(jobs::state.eq("running")),
+            .filter(jobs::state.eq(JobState::Running)),
     )
     .set((jobs::plan.eq(plan), jobs::plan_hash.eq(hash)))
     .execute(conn)?;
@@ -394,9 +391,9 @@ pub fn requeue(
 
 /// Cancels a job that has not started; `false` if it is running or finished.
 pub fn cancel(conn: &mut PgConnection, job_id: Uuid) -> Result<bool, StoreError> {
-    let sources: Vec<&str> = sources_of(JobState::Canceled)
+    let sources: Vec<JobState> = sources_of(JobState::Canceled)
         .into_iter()
-        .filter(|s| *s != "running")
+        .filter(|s| *s != JobState::Running)
         .collect();
     let now = Utc::now();
     let changed = diesel::update(
@@ -405,7 +402,7 @@ pub fn cancel(conn: &mut PgConnection, job_id: Uuid) -> Result<bool, StoreError>
             .filter(jobs::state.eq_any(sources)),
     )
     .set((
-        jobs::state.eq(JobState::Canceled.as_str()),
+        jobs::state.eq(JobState::Canceled),
         jobs::finished_at.eq(Some(now)),
         jobs::updated_at.eq(now),
     ))
@@ -420,7 +417,7 @@ pub fn request_cancel(conn: &mut PgConnection, job_id: Uuid) -> Result<bool, Sto
     let changed = diesel::update(
         jobs::table
             .filter(jobs::id.eq(job_id))
-            .filter(jobs::state.eq(JobState::Running.as_str()))
+            .filter(jobs::state.eq(JobState::Running))
             .filter(jobs::cancel_requested_at.is_null()),
     )
     .set((
@@ -480,19 +477,22 @@ pub fn expired_leases(conn: &mut PgConnection) -> Result<Vec<StaleJob>, StoreErr
 /// way: none waiting in the outbox, and none published since they became due — or the last one
 /// was published more than `quiet` ago and evidently lost. Covers retries come due and lost
 /// messages.
-pub const STRANDED_SQL: &str = "SELECT j.id, j.operation, j.fencing_token, j.attempts, \
+pub const STRANDED_SQL: &str = concat!(
+    "SELECT j.id, j.operation, j.fencing_token, j.attempts, \
          j.max_attempts, j.environment_id, j.lease_owner, \
          j.cancel_requested_at IS NOT NULL AS cancel_requested \
      FROM jobs j \
      WHERE j.state = 'queued' AND j.run_after <= now() \
        AND j.id = (SELECT f.id FROM jobs f WHERE f.environment_id = j.environment_id \
-                   AND f.state IN ('queued','planned','awaiting_approval','approved','running') \
-                   ORDER BY f.created_at, f.id LIMIT 1) \
+                   AND f.state IN ",
+    crate::active_job_states_sql!(),
+    " ORDER BY f.created_at, f.id LIMIT 1) \
        AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.job_id = j.id AND o.sent_at IS NULL) \
        AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.job_id = j.id \
              AND o.created_at >= j.run_after \
              AND o.sent_at > now() - make_interval(secs => $1::double precision / 1000)) \
-     LIMIT 100";
+     LIMIT 100"
+);
 
 pub fn stranded(conn: &mut PgConnection, quiet: Duration) -> Result<Vec<StaleJob>, StoreError> {
     let quiet_ms = i64::try_from(quiet.as_millis()).unwrap_or(i64::MAX);

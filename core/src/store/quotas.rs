@@ -90,7 +90,7 @@ pub fn used(conn: &mut PgConnection, tenant_id: Uuid, quota: Quota) -> Result<i6
     let count = match quota {
         Quota::Environments => environments::table
             .filter(environments::tenant_id.eq(tenant_id))
-            .filter(environments::state.ne("destroyed"))
+            .filter(environments::state.ne(crate::lifecycle::EnvironmentState::Destroyed))
             .count()
             .get_result(conn)?,
         Quota::QueuedJobs => {

@@ -177,7 +177,7 @@ pub fn complete_offboarding(
     use crate::schema::environments;
     let standing = environments::table
         .filter(environments::tenant_id.eq(id))
-        .filter(environments::state.ne("destroyed"));
+        .filter(environments::state.ne(crate::lifecycle::EnvironmentState::Destroyed));
     Ok(diesel::update(
         tenants::table
             .find(id)

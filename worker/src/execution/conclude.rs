@@ -6,6 +6,7 @@ use crate::executor::{ExecError, GuaranteeCheck};
 use crate::runtime::Worker;
 use bulkhead_core::audit::AuditResult;
 use bulkhead_core::jobs::{JobState, retry_backoff};
+use bulkhead_core::lifecycle::EnvironmentState;
 use bulkhead_core::store::environments::StoredCredentials;
 use bulkhead_core::store::{self, StoreError};
 use diesel::Connection;
@@ -110,7 +111,7 @@ impl Execution {
             Write::Requeue(..) => Outcome::Retrying,
             Write::Release => Outcome::Released,
         };
-        let operation = self.job.operation.clone();
+        let operation = self.job.operation;
         let written = self
             .db(move |conn| {
                 conn.transaction(|conn| {
@@ -138,8 +139,8 @@ impl Execution {
                                 // Only an environment this job was changing is broken by it;
                                 // a cancel stops before the state says the target changes.
                                 let broken = match state {
-                                    JobState::Failed => Some(store::environments::CHANGING),
-                                    JobState::Canceled => Some(store::environments::MIDWAY),
+                                    JobState::Failed => Some(&EnvironmentState::CHANGING[..]),
+                                    JobState::Canceled => Some(&EnvironmentState::MIDWAY[..]),
                                     _ => None,
                                 };
                                 if let Some(states) = broken {
@@ -178,7 +179,7 @@ impl Execution {
                                     "worker stopping; lease given back at a step boundary",
                                     json!({}),
                                 )?;
-                                store::outbox::enqueue(conn, job_id, &operation)?;
+                                store::outbox::enqueue(conn, job_id, operation.as_str())?;
                             }
                             held
                         }
@@ -228,12 +229,12 @@ pub(super) fn record_verification(
         .map(|c| format!("{}/{}: {}", c.layer, c.mechanism, c.evidence))
         .collect();
     if violations.is_empty() {
-        store::environments::set_state(conn, environment_id, "ready", Some(None))?;
+        store::environments::set_state(conn, environment_id, EnvironmentState::Ready, Some(None))?;
     } else {
         store::environments::set_state(
             conn,
             environment_id,
-            "drifted",
+            EnvironmentState::Drifted,
             Some(Some(json!({"isolation_violations": violations}))),
         )?;
         store::audit::append(

@@ -1,9 +1,11 @@
 //! An environment's line of active jobs (queued, waiting for review, or running): who is
 //! first, who wakes next, how many wait ahead of a job. The active states are spelled out in
-//! the SQL, as the partial index `jobs_line` spells them, never bound: a cached generic plan
-//! could not prove a bound list matches the index and would walk the environment's history.
+//! the SQL (`active_job_states_sql!`), as the partial index `jobs_line` spells them, never
+//! bound: a cached generic plan could not prove a bound list matches the index and would walk
+//! the environment's history.
 
 use super::Job;
+use crate::jobs::JobState;
 use crate::schema::jobs;
 use crate::store::StoreError;
 use diesel::expression::SqlLiteral;
@@ -12,20 +14,9 @@ use diesel::sql_types::{Array, BigInt, Bool, Uuid as SqlUuid};
 use std::collections::HashMap;
 use uuid::Uuid;
 
-/// The states of a job still in its environment's line.
-pub const ACTIVE: [&str; 5] = [
-    "queued",
-    "planned",
-    "awaiting_approval",
-    "approved",
-    "running",
-];
-
-/// `state` is one of [`ACTIVE`], in the words of the `jobs_line` index's predicate.
+/// `state` is one of `JobState::ACTIVE`, in the words of the `jobs_line` index's predicate.
 fn in_line() -> SqlLiteral<Bool> {
-    diesel::dsl::sql::<Bool>(
-        "state IN ('queued','planned','awaiting_approval','approved','running')",
-    )
+    diesel::dsl::sql::<Bool>(concat!("state IN ", crate::active_job_states_sql!()))
 }
 
 /// An environment's active jobs, in line order.
@@ -51,11 +42,14 @@ pub fn queue_position(conn: &mut PgConnection, job: &Job) -> Result<Option<i64>,
 
 /// How many active jobs of its environment are ahead of each given job (in line order: created
 /// at, then id), for every one at once.
-pub const QUEUE_POSITIONS_SQL: &str = "SELECT j.id, count(a.id) AS ahead FROM jobs j \
+pub const QUEUE_POSITIONS_SQL: &str = concat!(
+    "SELECT j.id, count(a.id) AS ahead FROM jobs j \
      LEFT JOIN jobs a ON a.environment_id = j.environment_id \
-       AND a.state IN ('queued','planned','awaiting_approval','approved','running') \
-       AND (a.created_at, a.id) < (j.created_at, j.id) \
-     WHERE j.id = ANY($1) GROUP BY j.id";
+       AND a.state IN ",
+    crate::active_job_states_sql!(),
+    " AND (a.created_at, a.id) < (j.created_at, j.id) \
+     WHERE j.id = ANY($1) GROUP BY j.id"
+);
 
 /// [`queue_position`] of each job, in order, in one query (a page of the jobs list).
 pub fn queue_positions(
@@ -71,7 +65,7 @@ pub fn queue_positions(
     }
     let waiting: Vec<Uuid> = page
         .iter()
-        .filter(|job| ACTIVE.contains(&job.state.as_str()))
+        .filter(|job| job.state.is_active())
         .map(|job| job.id)
         .collect();
     let ahead: HashMap<Uuid, i64> = if waiting.is_empty() {
@@ -101,7 +95,7 @@ pub fn next_in_line(
     conn: &mut PgConnection,
     environment_id: Uuid,
 ) -> Result<Option<(Uuid, String)>, StoreError> {
-    let first: Option<(Uuid, String, String)> = jobs::table
+    let first: Option<(Uuid, String, JobState)> = jobs::table
         .filter(jobs::environment_id.eq(environment_id))
         .filter(in_line())
         .order((jobs::created_at.asc(), jobs::id.asc()))
@@ -109,6 +103,6 @@ pub fn next_in_line(
         .first(conn)
         .optional()?;
     Ok(first
-        .filter(|(_, _, state)| state == "queued")
+        .filter(|(_, _, state)| *state == JobState::Queued)
         .map(|(id, operation, _)| (id, operation)))
 }
