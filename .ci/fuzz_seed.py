@@ -136,10 +136,12 @@ DESTRUCTIVE = ("deleteTenant", "destroyEnvironment", "removeMember", "revokeApiK
 # (addMember). Costs: `from` before `to` and at most 400 days apart, a currency equal to the
 # installation's billing currency (getTenantCosts, getPlatformCosts, exportTenantCosts,
 # exportPlatformCosts); a budget in the billing currency with no more decimal places than it has
-# (setTenantBudget).
+# (setTenantBudget). A tenant policy: a real IANA time zone, a schedule whose end differs from its
+# start, days and promotion stages each named once, no schedule or TTL on production
+# (setTenantPolicy; utoipa cannot state uniqueItems on a field).
 STATEFUL_422 = ("createEnvironment", "applyEnvironment", "updateTenant", "addMember",
                 "getTenantCosts", "getPlatformCosts", "exportTenantCosts", "exportPlatformCosts",
-                "setTenantBudget")
+                "setTenantBudget", "setTenantPolicy")
 
 
 def write_config(path, token, logout_token, targets, own_targets):

@@ -371,3 +371,43 @@ pub fn passes_view() -> Value {
         }]
     })
 }
+
+pub fn policy_view() -> Value {
+    json!({
+        "stages": {
+            "development": {"approvals_required": 0, "requester_may_approve": false,
+                "drift_check_interval_hours": 24, "drift_remediation": "repair",
+                "schedule": {"time_zone": "Europe/Berlin", "days": ["mon", "tue", "wed", "thu", "fri"],
+                    "start": "07:00", "end": "19:00"},
+                "default_ttl_hours": 72},
+            "staging": {"approvals_required": 0, "requester_may_approve": false,
+                "drift_check_interval_hours": 24, "drift_remediation": "repair"},
+            "production": {"approvals_required": 2, "requester_may_approve": false,
+                "drift_check_interval_hours": 6, "drift_remediation": "report"}
+        },
+        "promotion_order": ["development", "staging", "production"],
+        "customized": true,
+        "updated_at": "2026-12-03T10:00:00Z",
+        "updated_by": "0193a5c4-1d2e-7f00-8a00-000000000001"
+    })
+}
+
+pub fn blueprint_view() -> Value {
+    json!({
+        "name": "shared-basic", "isolation": "shared", "default": true, "latest_version": 2,
+        "versions": [
+            {"version": 1, "description": "Schema in the pooled database; orders baseline.",
+             "limits": {"connection_limit": 5, "statement_timeout_ms": 30000},
+             "baseline": ["0001_orders", "0002_order_lines"], "changes": null},
+            {"version": 2, "description": "Adds inventory.",
+             "limits": {"connection_limit": 10, "statement_timeout_ms": 30000},
+             "baseline": ["0001_orders", "0002_order_lines", "0003_inventory"],
+             "changes": {"from_version": 1, "baseline_added": ["0003_inventory"], "baseline_removed": [],
+                 "limits_changed": {"connection_limit": {"from": 5, "to": 10}}}}
+        ]
+    })
+}
+
+pub fn blueprint_list() -> Value {
+    json!({ "items": [blueprint_view()] })
+}

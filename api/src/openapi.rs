@@ -263,6 +263,10 @@ impl Modify for CommonResponses {
         routes::budgets::put,
         routes::budgets::delete,
         routes::budgets::passes,
+        routes::policy::get,
+        routes::blueprints::list,
+        routes::blueprints::get,
+        routes::policy::put,
     ),
     components(schemas(crate::error::Problem, bulkhead_core::domain::FieldError)),
     tags(
@@ -273,6 +277,7 @@ impl Modify for CommonResponses {
         (name = "environments", description = "Environments as code: plan, apply, drift check, destroy, credentials and the isolation each one really has"),
         (name = "jobs", description = "What the workers do for an environment, step by step"),
         (name = "audit", description = "The hash-chained audit trail"),
+        (name = "governance", description = "Governed change: a tenant's policy per stage (approvals, drift checks, schedules, TTLs, promotion order)"),
         (name = "costs", description = "Metered usage priced from the catalog: costs by any tag, budgets, the FOCUS 1.0 export, metering passes"),
         (name = "operations", description = "Health, readiness, metrics"),
     ),

@@ -32,6 +32,8 @@ pub enum Object {
     Cost,
     /// The installation's metering passes (platform domain).
     Metering,
+    /// A tenant's change policy (approvals, drift checks, schedules, promotion order).
+    Policy,
 }
 
 impl Object {
@@ -47,6 +49,7 @@ impl Object {
             Self::AuditTrail => "audit_trail",
             Self::Cost => "cost",
             Self::Metering => "metering",
+            Self::Policy => "policy",
         }
     }
 }

@@ -269,6 +269,11 @@ impl BlueprintCatalog {
     pub fn all(&self) -> &[Blueprint] {
         &self.blueprints
     }
+
+    /// Whether `name` is the default blueprint of its isolation.
+    pub fn is_default(&self, name: &str) -> bool {
+        self.defaults.values().any(|default| default == name)
+    }
 }
 
 #[derive(Deserialize)]

@@ -10,6 +10,7 @@ pub mod db;
 pub mod dburl;
 pub mod domain;
 pub mod focus;
+pub mod governance;
 pub mod guarantees;
 pub mod jobs;
 pub mod lifecycle;

@@ -461,3 +461,12 @@ diesel::table! {
         spent -> Numeric,
     }
 }
+
+diesel::table! {
+    tenant_policies (tenant_id) {
+        tenant_id -> Uuid,
+        policy -> Jsonb,
+        updated_by -> Nullable<Uuid>,
+        updated_at -> Timestamptz,
+    }
+}

@@ -91,6 +91,8 @@ enum TenantEndpoint {
     GetBudget,
     SetBudget,
     DeleteBudget,
+    GetPolicy,
+    SetPolicy,
     CreateEnvironment,
     ListEnvironments,
     GetEnvironment,
@@ -107,7 +109,7 @@ enum TenantEndpoint {
 }
 
 /// Column order of `expected_in_own_tenant`.
-const TENANT_ENDPOINTS: [TenantEndpoint; 17] = [
+const TENANT_ENDPOINTS: [TenantEndpoint; 19] = [
     TenantEndpoint::GetTenant,
     TenantEndpoint::UpdateTenant,
     TenantEndpoint::DeleteTenant,
@@ -125,6 +127,8 @@ const TENANT_ENDPOINTS: [TenantEndpoint; 17] = [
     TenantEndpoint::GetBudget,
     TenantEndpoint::SetBudget,
     TenantEndpoint::DeleteBudget,
+    TenantEndpoint::GetPolicy,
+    TenantEndpoint::SetPolicy,
 ];
 
 /// Column order of `expected_on_environments`.
@@ -170,6 +174,8 @@ impl TenantEndpoint {
             Self::GetBudget => (Method::GET, "/v1/tenants/{tenant}/budget"),
             Self::SetBudget => (Method::PUT, "/v1/tenants/{tenant}/budget"),
             Self::DeleteBudget => (Method::DELETE, "/v1/tenants/{tenant}/budget"),
+            Self::GetPolicy => (Method::GET, "/v1/tenants/{tenant}/policy"),
+            Self::SetPolicy => (Method::PUT, "/v1/tenants/{tenant}/policy"),
             Self::CreateEnvironment => (Method::POST, "/v1/tenants/{tenant}/environments"),
             Self::ListEnvironments => (Method::GET, "/v1/tenants/{tenant}/environments"),
             Self::GetEnvironment => (Method::GET, "/v1/tenants/{tenant}/environments/{env}"),
@@ -247,16 +253,16 @@ impl TenantEndpoint {
 /// the tenant it targets. Every role can read the tenant, so a missing permission is a 403.
 /// In another tenant, or with no tenant at all, every endpoint answers 404.
 #[rustfmt::skip]
-fn expected_in_own_tenant(role: Role) -> [u16; 17] {
+fn expected_in_own_tenant(role: Role) -> [u16; 19] {
     match role {
-        //                    GET  PATCH  DEL  +member members -member +key  keys  -key audit quotas set-quotas costs export budget +budget -budget
-        Role::PlatformAdmin => [200, 200, 202,   201,   200,    204,   201,  200,  204,  200,  200,  200,       200,  200,   200,   200,    204],
-        Role::Partner =>       [200, 200, 202,   201,   200,    204,   201,  200,  204,  200,  200,  403,       200,  200,   200,   200,    204],
-        Role::TenantAdmin =>   [200, 200, 403,   201,   200,    204,   201,  200,  204,  200,  200,  403,       200,  200,   200,   200,    204],
-        Role::Operator =>      [200, 403, 403,   403,   200,    403,   403,  403,  403,  403,  200,  403,       403,  403,   403,   403,    403],
-        Role::Approver =>      [200, 403, 403,   403,   403,    403,   403,  403,  403,  403,  200,  403,       403,  403,   403,   403,    403],
-        Role::Viewer =>        [200, 403, 403,   403,   200,    403,   403,  403,  403,  403,  200,  403,       403,  403,   403,   403,    403],
-        Role::Billing =>       [200, 403, 403,   403,   403,    403,   403,  403,  403,  403,  200,  403,       200,  200,   200,   200,    204],
+        //                    GET  PATCH  DEL  +member members -member +key  keys  -key audit quotas set-quotas costs export budget +budget -budget policy set-policy
+        Role::PlatformAdmin => [200, 200, 202,   201,   200,    204,   201,  200,  204,  200,  200,  200,       200,  200,   200,   200,    204,    200,   200],
+        Role::Partner =>       [200, 200, 202,   201,   200,    204,   201,  200,  204,  200,  200,  403,       200,  200,   200,   200,    204,    200,   403],
+        Role::TenantAdmin =>   [200, 200, 403,   201,   200,    204,   201,  200,  204,  200,  200,  403,       200,  200,   200,   200,    204,    200,   200],
+        Role::Operator =>      [200, 403, 403,   403,   200,    403,   403,  403,  403,  403,  200,  403,       403,  403,   403,   403,    403,    200,   403],
+        Role::Approver =>      [200, 403, 403,   403,   403,    403,   403,  403,  403,  403,  200,  403,       403,  403,   403,   403,    403,    200,   403],
+        Role::Viewer =>        [200, 403, 403,   403,   200,    403,   403,  403,  403,  403,  200,  403,       403,  403,   403,   403,    403,    403,   403],
+        Role::Billing =>       [200, 403, 403,   403,   403,    403,   403,  403,  403,  403,  200,  403,       200,  200,   200,   200,    204,    403,   403],
     }
 }
 
@@ -307,10 +313,12 @@ enum PlatformEndpoint {
     PlatformCosts,
     ExportPlatformCosts,
     MeteringPasses,
+    ListBlueprints,
+    GetBlueprint,
 }
 
 /// Column order of `expected_on_platform`.
-const PLATFORM_ENDPOINTS: [PlatformEndpoint; 9] = [
+const PLATFORM_ENDPOINTS: [PlatformEndpoint; 11] = [
     PlatformEndpoint::CreateTenant,
     PlatformEndpoint::ListTenants,
     PlatformEndpoint::CreatePartner,
@@ -320,6 +328,8 @@ const PLATFORM_ENDPOINTS: [PlatformEndpoint; 9] = [
     PlatformEndpoint::PlatformCosts,
     PlatformEndpoint::ExportPlatformCosts,
     PlatformEndpoint::MeteringPasses,
+    PlatformEndpoint::ListBlueprints,
+    PlatformEndpoint::GetBlueprint,
 ];
 
 impl PlatformEndpoint {
@@ -335,6 +345,8 @@ impl PlatformEndpoint {
             Self::PlatformCosts => (Method::GET, "/v1/costs"),
             Self::ExportPlatformCosts => (Method::GET, "/v1/costs/export"),
             Self::MeteringPasses => (Method::GET, "/v1/metering/passes"),
+            Self::ListBlueprints => (Method::GET, "/v1/blueprints"),
+            Self::GetBlueprint => (Method::GET, "/v1/blueprints/{name}"),
         }
     }
 }
@@ -342,13 +354,13 @@ impl PlatformEndpoint {
 /// Status of each platform endpoint (in `PLATFORM_ENDPOINTS` order) for a caller with `role`
 /// (`None`: an authenticated user who holds no role anywhere).
 #[rustfmt::skip]
-fn expected_on_platform(role: Option<Role>) -> [u16; 9] {
+fn expected_on_platform(role: Option<Role>) -> [u16; 11] {
     match role {
-        //                         +tenant tenants +partner trail verify  me  costs export passes
-        Some(Role::PlatformAdmin) => [201,   200,    201,    200,   200,  200,  200,  200,   200],
-        Some(Role::Partner) =>       [201,   200,    403,    403,   403,  200,  200,  200,   403],
+        //                         +tenant tenants +partner trail verify  me  costs export passes blueprints blueprint
+        Some(Role::PlatformAdmin) => [201,   200,    201,    200,   200,  200,  200,  200,   200,   200,       200],
+        Some(Role::Partner) =>       [201,   200,    403,    403,   403,  200,  200,  200,   403,   200,       200],
         Some(Role::TenantAdmin | Role::Operator | Role::Approver | Role::Viewer | Role::Billing)
-        | None =>                    [403,   200,    403,    403,   403,  200,  403,  403,   403],
+        | None =>                    [403,   200,    403,    403,   403,  200,  403,  403,   403,   200,       200],
     }
 }
 
@@ -616,6 +628,8 @@ struct Snapshot {
     quota_rows: String,
     #[diesel(sql_type = Text)]
     budget_rows: String,
+    #[diesel(sql_type = Text)]
+    policy_rows: String,
     /// The target tenant's `name|state|updated_at`.
     #[diesel(sql_type = Nullable<Text>)]
     target: Option<String>,
@@ -658,10 +672,12 @@ const SNAPSHOT_SQL: &str = "SELECT \
         AS quota_rows, \
     (SELECT md5(coalesce(string_agg(concat_ws('|', tenant_id, amount, currency, thresholds, \
         updated_at), ',' ORDER BY tenant_id), '')) FROM budgets) AS budget_rows, \
+    (SELECT md5(coalesce(string_agg(concat_ws('|', tenant_id, policy, updated_by, \
+        updated_at), ',' ORDER BY tenant_id), '')) FROM tenant_policies) AS policy_rows, \
     (SELECT concat_ws('|', name, state, updated_at) FROM tenants WHERE slug = $1) AS target";
 
 impl Snapshot {
-    fn state(&self) -> [(&'static str, String); 20] {
+    fn state(&self) -> [(&'static str, String); 21] {
         [
             ("tenants", self.tenants.to_string()),
             ("principals", self.principals.to_string()),
@@ -682,6 +698,7 @@ impl Snapshot {
             ("outbox rows", self.outbox_rows.clone()),
             ("quota rows", self.quota_rows.clone()),
             ("budget rows", self.budget_rows.clone()),
+            ("policy rows", self.policy_rows.clone()),
             (
                 "target tenant",
                 self.target.clone().unwrap_or_else(|| "-".into()),
@@ -1175,6 +1192,8 @@ impl Matrix {
             TenantEndpoint::GetCosts => ("/costs?group_by=tag:cost_center".to_owned(), None),
             TenantEndpoint::ExportCosts => ("/costs/export".to_owned(), None),
             TenantEndpoint::SetBudget => ("/budget".to_owned(), Some(budget_body())),
+            TenantEndpoint::GetPolicy => ("/policy".to_owned(), None),
+            TenantEndpoint::SetPolicy => ("/policy".to_owned(), Some(policy_body())),
             TenantEndpoint::GetBudget | TenantEndpoint::DeleteBudget => {
                 // A budget to read or remove, set by the admin.
                 let path = format!("/v1/tenants/{}/budget", holder.slug);
@@ -1460,6 +1479,24 @@ fn answer_problems(
             expect(p, "period", &body["period"], json!("month"));
         }
         TenantEndpoint::DeleteBudget => {}
+        TenantEndpoint::GetPolicy => {
+            // The default or what an earlier case set: the whole policy either way.
+            expect(
+                p,
+                "promotion_order",
+                &body["promotion_order"],
+                json!(["development", "staging", "production"]),
+            );
+        }
+        TenantEndpoint::SetPolicy => {
+            expect(
+                p,
+                "production approvals",
+                &body["stages"]["production"]["approvals_required"],
+                json!(2),
+            );
+            expect(p, "customized", &body["customized"], json!(true));
+        }
         TenantEndpoint::GetQuotas | TenantEndpoint::SetQuotas => {
             let quotas = body["quotas"].as_array().map_or(0, Vec::len);
             if quotas != 4 {
@@ -1472,6 +1509,10 @@ fn answer_problems(
         expect(p, "job.state", &job["state"], json!("queued"));
     }
     problems
+}
+
+fn policy_body() -> Value {
+    json!({"stages": {"production": {"approvals_required": 2}}})
 }
 
 fn budget_body() -> Value {
@@ -1556,7 +1597,7 @@ enum Sees {
 struct PlatformCaller {
     label: String,
     auth: Option<String>,
-    expected: [u16; 9],
+    expected: [u16; 11],
     me: Option<(&'static str, String)>,
     sees: Sees,
 }
@@ -1638,7 +1679,7 @@ async fn platform_endpoints_answer_every_caller_as_specified() {
                 Some(bearer) => format!("bearer {bearer}"),
             },
             auth: bearer.map(str::to_owned),
-            expected: [401; 9],
+            expected: [401; 11],
             me: None,
             sees: Sees::Nothing,
         });
@@ -1660,7 +1701,29 @@ async fn platform_endpoints_answer_every_caller_as_specified() {
                 | PlatformEndpoint::Me
                 | PlatformEndpoint::PlatformCosts
                 | PlatformEndpoint::ExportPlatformCosts
-                | PlatformEndpoint::MeteringPasses => None,
+                | PlatformEndpoint::MeteringPasses
+                | PlatformEndpoint::ListBlueprints => None,
+                PlatformEndpoint::GetBlueprint => {
+                    // The catalog's shared default, by name.
+                    let (status, body) = m
+                        .check(Case {
+                            label: caller.label.clone(),
+                            method: method.clone(),
+                            path: "/v1/blueprints/shared-basic".to_owned(),
+                            body: None,
+                            auth: caller.auth.clone(),
+                            expected,
+                            target: None,
+                            twin: None,
+                            adds: Adds::NOTHING,
+                            denial: true,
+                        })
+                        .await;
+                    if status == 200 && body["name"] != json!("shared-basic") {
+                        m.fail(&caller.label, format!("GET a blueprint: {body}"));
+                    }
+                    continue;
+                }
             };
             let (status, body) = m
                 .check(Case {

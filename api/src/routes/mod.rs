@@ -20,6 +20,7 @@ macro_rules! page_schema {
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
+pub mod blueprints;
 pub mod budgets;
 pub mod costs;
 pub mod environments;
@@ -28,6 +29,7 @@ pub mod jobs;
 pub mod me;
 pub mod members;
 pub mod partners;
+pub mod policy;
 pub mod quotas;
 pub mod tenants;
 
@@ -76,6 +78,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     "/tenants/{tenant}/budget",
                     web::delete().to(budgets::delete),
                 )
+                .route("/blueprints", web::get().to(blueprints::list))
+                .route("/blueprints/{name}", web::get().to(blueprints::get))
+                .route("/tenants/{tenant}/policy", web::get().to(policy::get))
+                .route("/tenants/{tenant}/policy", web::put().to(policy::put))
                 .route("/costs", web::get().to(costs::platform))
                 .route("/costs/export", web::get().to(costs::platform_export))
                 .route("/metering/passes", web::get().to(budgets::passes))

@@ -13,6 +13,7 @@ pub mod mail;
 pub mod memberships;
 pub mod metering;
 pub mod outbox;
+pub mod policies;
 pub mod principals;
 pub mod quotas;
 pub mod sessions;
