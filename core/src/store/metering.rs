@@ -226,6 +226,9 @@ pub fn now(conn: &mut PgConnection) -> Result<DateTime<Utc>, StoreError> {
 
 /// Every environment with a stretch left to meter: it became ready, and is either not
 /// destroyed or destroyed after its cursor. One query, whatever the number of environments.
+/// An environment already `destroyed` whose destroy job has not concluded yet (the state and
+/// the job's `finished_at` commit in two transactions) waits for the next pass: metered now,
+/// its last stretch would end at this pass's clock, past the destruction the job then records.
 pub fn environments_to_meter(conn: &mut PgConnection) -> Result<Vec<Metered>, StoreError> {
     #[derive(QueryableByName)]
     struct Row {
@@ -264,6 +267,7 @@ pub fn environments_to_meter(conn: &mut PgConnection) -> Result<Vec<Metered>, St
              WHERE j.environment_id = e.id AND j.operation = 'destroy' AND j.state = 'succeeded') d \
          WHERE (e.state <> 'destroyed' OR c.environment_id IS NULL OR c.metered_until < e.updated_at) \
            AND r.ready_at IS NOT NULL \
+           AND NOT (e.state = 'destroyed' AND d.destroyed_at IS NULL) \
            AND (d.destroyed_at IS NULL OR c.metered_until IS NULL OR d.destroyed_at > c.metered_until) \
          ORDER BY e.id",
     )
