@@ -138,10 +138,11 @@ DESTRUCTIVE = ("deleteTenant", "destroyEnvironment", "removeMember", "revokeApiK
 # exportPlatformCosts); a budget in the billing currency with no more decimal places than it has
 # (setTenantBudget). A tenant policy: a real IANA time zone, a schedule whose end differs from its
 # start, days and promotion stages each named once, no schedule or TTL on production
-# (setTenantPolicy; utoipa cannot state uniqueItems on a field).
+# (setTenantPolicy; utoipa cannot state uniqueItems on a field). A TTL only on a non-production
+# environment (updateEnvironment).
 STATEFUL_422 = ("createEnvironment", "applyEnvironment", "updateTenant", "addMember",
                 "getTenantCosts", "getPlatformCosts", "exportTenantCosts", "exportPlatformCosts",
-                "setTenantBudget", "setTenantPolicy")
+                "setTenantBudget", "setTenantPolicy", "updateEnvironment")
 
 
 def write_config(path, token, logout_token, targets, own_targets):

@@ -242,6 +242,7 @@ impl Modify for CommonResponses {
         routes::environments::create,
         routes::environments::list,
         routes::environments::get,
+        routes::environments::update,
         routes::environments::destroy,
         routes::environments::plan,
         routes::environments::apply,

@@ -138,6 +138,7 @@ diesel::table! {
         created_by -> Nullable<Uuid>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        expires_at -> Nullable<Timestamptz>,
     }
 }
 

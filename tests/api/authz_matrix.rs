@@ -96,6 +96,7 @@ enum TenantEndpoint {
     CreateEnvironment,
     ListEnvironments,
     GetEnvironment,
+    UpdateEnvironment,
     DeleteEnvironment,
     Plan,
     Apply,
@@ -132,10 +133,11 @@ const TENANT_ENDPOINTS: [TenantEndpoint; 19] = [
 ];
 
 /// Column order of `expected_on_environments`.
-const ENVIRONMENT_ENDPOINTS: [TenantEndpoint; 13] = [
+const ENVIRONMENT_ENDPOINTS: [TenantEndpoint; 14] = [
     TenantEndpoint::CreateEnvironment,
     TenantEndpoint::ListEnvironments,
     TenantEndpoint::GetEnvironment,
+    TenantEndpoint::UpdateEnvironment,
     TenantEndpoint::DeleteEnvironment,
     TenantEndpoint::Plan,
     TenantEndpoint::Apply,
@@ -179,6 +181,7 @@ impl TenantEndpoint {
             Self::CreateEnvironment => (Method::POST, "/v1/tenants/{tenant}/environments"),
             Self::ListEnvironments => (Method::GET, "/v1/tenants/{tenant}/environments"),
             Self::GetEnvironment => (Method::GET, "/v1/tenants/{tenant}/environments/{env}"),
+            Self::UpdateEnvironment => (Method::PATCH, "/v1/tenants/{tenant}/environments/{env}"),
             Self::DeleteEnvironment => (Method::DELETE, "/v1/tenants/{tenant}/environments/{env}"),
             Self::Plan => (Method::POST, "/v1/tenants/{tenant}/environments/{env}/plan"),
             Self::Apply => (
@@ -270,16 +273,16 @@ fn expected_in_own_tenant(role: Role) -> [u16; 19] {
 /// holding `role` in the tenant it targets; as above, another tenant or none answers 404. The
 /// environments have no credentials (nothing is provisioned), so whoever may read them gets 409.
 #[rustfmt::skip]
-fn expected_on_environments(role: Role) -> [u16; 13] {
+fn expected_on_environments(role: Role) -> [u16; 14] {
     match role {
-        //                    +env  envs  env  -env  plan apply drift creds isol  jobs  job events cancel
-        Role::PlatformAdmin => [202, 200, 200, 202,  202, 202,  202,  403,  200,  200,  200, 200,  200],
-        Role::Partner =>       [202, 200, 200, 202,  202, 202,  202,  403,  200,  200,  200, 200,  200],
-        Role::TenantAdmin =>   [202, 200, 200, 202,  202, 202,  202,  409,  200,  200,  200, 200,  200],
-        Role::Operator =>      [202, 200, 200, 403,  202, 202,  202,  409,  200,  200,  200, 200,  200],
-        Role::Approver =>      [403, 200, 200, 403,  403, 403,  403,  403,  200,  200,  200, 200,  403],
-        Role::Viewer =>        [403, 200, 200, 403,  403, 403,  403,  403,  200,  200,  200, 200,  403],
-        Role::Billing =>       [403, 403, 403, 403,  403, 403,  403,  403,  403,  403,  403, 403,  403],
+        //                    +env  envs  env  ttl  -env  plan apply drift creds isol  jobs  job events cancel
+        Role::PlatformAdmin => [202, 200, 200, 200, 202,  202, 202,  202,  403,  200,  200,  200, 200,  200],
+        Role::Partner =>       [202, 200, 200, 200, 202,  202, 202,  202,  403,  200,  200,  200, 200,  200],
+        Role::TenantAdmin =>   [202, 200, 200, 200, 202,  202, 202,  202,  409,  200,  200,  200, 200,  200],
+        Role::Operator =>      [202, 200, 200, 200, 403,  202, 202,  202,  409,  200,  200,  200, 200,  200],
+        Role::Approver =>      [403, 200, 200, 403, 403,  403, 403,  403,  403,  200,  200,  200, 200,  403],
+        Role::Viewer =>        [403, 200, 200, 403, 403,  403, 403,  403,  403,  200,  200,  200, 200,  403],
+        Role::Billing =>       [403, 403, 403, 403, 403,  403, 403,  403,  403,  403,  403,  403, 403,  403],
     }
 }
 
@@ -659,7 +662,8 @@ const SNAPSHOT_SQL: &str = "SELECT \
     (SELECT coalesce(string_agg(state || '=' || n, ' ' ORDER BY state), '') FROM \
         (SELECT state, count(*) AS n FROM jobs GROUP BY state) AS s) AS job_states, \
     (SELECT md5(coalesce(string_agg(concat_ws('|', id, tenant_id, name, stage, isolation, \
-        blueprint, blueprint_version, cost_tags, state, drift, created_by, updated_at), ',' \
+        blueprint, blueprint_version, cost_tags, state, drift, created_by, updated_at, \
+        expires_at), ',' \
         ORDER BY id), '')) FROM environments) AS environment_rows, \
     (SELECT md5(coalesce(string_agg(concat_ws('|', id, tenant_id, environment_id, operation, \
         state, attempts, max_attempts, run_after, lease_owner, lease_expires_at, fencing_token, \
@@ -1216,6 +1220,7 @@ impl Matrix {
             }
             TenantEndpoint::ListEnvironments
             | TenantEndpoint::GetEnvironment
+            | TenantEndpoint::UpdateEnvironment
             | TenantEndpoint::DeleteEnvironment
             | TenantEndpoint::Plan
             | TenantEndpoint::Apply
@@ -1253,7 +1258,9 @@ impl Matrix {
                     .replace("{job}", &job);
                 about.environment = Some(environment);
                 about.job = Some(job);
-                (suffix, None)
+                let body = (endpoint == TenantEndpoint::UpdateEnvironment)
+                    .then(|| json!({"ttl_hours": 48}));
+                (suffix, body)
             }
         };
         let reference = tenant.get(kind).to_owned();
@@ -1418,6 +1425,12 @@ fn answer_problems(
             }
             if !listed(body, "id").contains(&&environment_id) {
                 p.push(format!("does not list the environment {environment_id}"));
+            }
+        }
+        TenantEndpoint::UpdateEnvironment => {
+            expect(p, "id", &body["id"], environment_id.clone());
+            if !body["expires_at"].is_string() {
+                p.push(format!("no expires_at after setting a TTL: {body}"));
             }
         }
         TenantEndpoint::GetEnvironment => {

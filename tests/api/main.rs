@@ -21,6 +21,7 @@ mod https;
 mod identity;
 mod invitations;
 mod jobs;
+mod lifetime;
 mod login_floods;
 mod metrics;
 mod policy;

@@ -14,6 +14,7 @@ mod fencing;
 mod generated_client;
 mod hostile_tenant;
 mod housekeeping;
+mod lifetime;
 mod provisioning;
 mod reseal;
 mod resilience;

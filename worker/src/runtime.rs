@@ -304,6 +304,26 @@ impl Worker {
                 }
                 Err(error) => tracing::warn!(%error, "sweeper: control database unavailable"),
             }
+            // Environments whose TTL passed get their destroy queued (issue 11).
+            let (actor, max_attempts) = (
+                format!("worker:{}", self.config.worker.id),
+                self.config.worker.max_attempts,
+            );
+            let expired = self
+                .db(move |conn| store::expiry::queue_expired(conn, &actor, max_attempts, 50))
+                .await;
+            match expired {
+                Ok(expired) if expired.is_empty() => {}
+                Ok(expired) => {
+                    for e in &expired {
+                        tracing::info!(environment.id = %e.environment_id, tenant.id = %e.tenant_id, job.id = %e.job_id, "environment expired; destroy queued");
+                    }
+                    self.wake.notify_one();
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "sweeper: expired environments not queued; next sweep")
+                }
+            }
             tokio::select! {
                 () = tokio::time::sleep(self.config.worker.sweep_every) => {}
                 _ = shutdown.changed() => {}

@@ -116,6 +116,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 )
                 .route(
                     "/tenants/{tenant}/environments/{env}",
+                    web::patch().to(environments::update),
+                )
+                .route(
+                    "/tenants/{tenant}/environments/{env}",
                     web::delete().to(environments::destroy),
                 )
                 .route(

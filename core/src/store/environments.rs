@@ -26,6 +26,8 @@ pub struct Environment {
     pub created_by: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When a worker destroys it (a TTL), if ever.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Insertable)]
@@ -40,6 +42,7 @@ pub struct NewEnvironment<'a> {
     pub blueprint_version: i32,
     pub cost_tags: serde_json::Value,
     pub created_by: Option<Uuid>,
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 pub fn insert(
@@ -129,6 +132,25 @@ pub fn standing_for_update(
         .select(Environment::as_select())
         .for_no_key_update()
         .load(conn)?)
+}
+
+/// Sets when the environment expires (`None`: never), unless it is destroyed or being
+/// destroyed; the environment as it now is, or `None` if it was not changed.
+pub fn set_expiry(
+    conn: &mut PgConnection,
+    id: Uuid,
+    expires_at: Option<DateTime<Utc>>,
+) -> Result<Option<Environment>, StoreError> {
+    Ok(diesel::update(environments::table.find(id).filter(
+        environments::state.ne_all([EnvironmentState::Destroyed, EnvironmentState::Destroying]),
+    ))
+    .set((
+        environments::expires_at.eq(expires_at),
+        environments::updated_at.eq(Utc::now()),
+    ))
+    .returning(Environment::as_returning())
+    .get_result(conn)
+    .optional()?)
 }
 
 /// Sets the state and, when given, the drift report (`Some(None)` clears it). Only from a

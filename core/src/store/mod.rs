@@ -6,6 +6,7 @@ pub mod budgets;
 pub mod costs;
 pub mod denials;
 pub mod environments;
+pub mod expiry;
 pub mod housekeeping;
 pub mod idempotency;
 pub mod jobs;

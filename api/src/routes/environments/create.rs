@@ -46,6 +46,11 @@ pub struct CreateEnvironmentRequest {
     #[serde(default, deserialize_with = "crate::body::present")]
     #[schema(schema_with = crate::schemas::environment_cost_tags)]
     pub cost_tags: Option<serde_json::Value>,
+    /// Hours until a worker destroys it (1 to 2160; not for production). Default: the stage's
+    /// `default_ttl_hours` in the tenant's policy, else never.
+    #[serde(default, deserialize_with = "crate::body::whole_number")]
+    #[schema(minimum = 1, maximum = 2160)]
+    pub ttl_hours: Option<u32>,
 }
 
 /// Validated request: everything the insert needs.
@@ -56,6 +61,7 @@ struct ValidEnvironment {
     blueprint: String,
     blueprint_version: u32,
     cost_tags: BTreeMap<String, String>,
+    ttl_hours: Option<u32>,
 }
 
 fn validate(
@@ -168,6 +174,19 @@ fn validate(
             }
         }
     }
+    if let Some(hours) = body.ttl_hours {
+        if stage == Some(Stage::Production) {
+            v.push(FieldError::new(
+                "ttl_hours",
+                "production environments do not expire; remove ttl_hours",
+            ));
+        } else if !bulkhead_core::governance::TTL_HOURS.contains(&hours) {
+            v.push(FieldError::new(
+                "ttl_hours",
+                "must be 1 to 2160 hours (90 days)",
+            ));
+        }
+    }
     v.finish().map_err(ApiError::Validation)?;
     match (name, stage, isolation, blueprint) {
         (Some(name), Some(stage), Some(isolation), Some((blueprint, blueprint_version))) => {
@@ -178,6 +197,7 @@ fn validate(
                 blueprint,
                 blueprint_version,
                 cost_tags: tags,
+                ttl_hours: body.ttl_hours,
             })
         }
         _ => Err(ApiError::internal(anyhow::anyhow!(
@@ -219,6 +239,12 @@ pub async fn create(
                     ensure_still_active(conn, tenant.id, &tenant.slug)?;
                     ensure_quota(conn, tenant.id, &tenant.slug, Quota::Environments, 1, &quotas)?;
                     ensure_quota(conn, tenant.id, &tenant.slug, Quota::QueuedJobs, 1, &quotas)?;
+                    // A TTL asked for, else the stage's default from the tenant's policy.
+                    let ttl_hours = match valid.ttl_hours {
+                        Some(hours) => Some(hours),
+                        None => store::policies::get(conn, tenant.id)?.policy.stage(valid.stage).default_ttl_hours,
+                    };
+                    let expires_at = ttl_hours.map(|h| chrono::Utc::now() + chrono::Duration::hours(i64::from(h)));
                     let environment = store::environments::insert(
                         conn,
                         &NewEnvironment {
@@ -231,6 +257,7 @@ pub async fn create(
                             blueprint_version: i32::try_from(valid.blueprint_version).unwrap_or(1),
                             cost_tags: serde_json::to_value(&valid.cost_tags).map_err(ApiError::internal)?,
                             created_by: Some(caller.id),
+                            expires_at,
                         },
                     )
                     .map_err(|e| match e {

@@ -4,10 +4,12 @@
 mod access;
 mod changes;
 mod create;
+mod lifetime;
 
 pub use access::*;
 pub use changes::*;
 pub use create::*;
+pub use lifetime::*;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -56,6 +58,8 @@ pub struct EnvironmentView {
     pub drift: Option<serde_json::Value>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When a worker destroys it (its TTL); absent: never.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl From<Environment> for EnvironmentView {
@@ -73,6 +77,7 @@ impl From<Environment> for EnvironmentView {
             drift: e.drift,
             created_at: e.created_at,
             updated_at: e.updated_at,
+            expires_at: e.expires_at,
         }
     }
 }
