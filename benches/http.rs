@@ -1,7 +1,8 @@
 //! HTTP benchmarks against the real `bulkhead api` binary and the local PostgreSQL:
 //! authorized `GET /v1/tenants/{tenant}` under wrk at 10,000 tenants × 5 members, quiet and
 //! while another tenant churns its members and floods denied requests (and that churn alone, for
-//! its share of the machine), and login throughput at
+//! its share of the machine; then both again at a fixed offered load, open loop), and login
+//! throughput at
 //! the hashing bound.
 //!
 //! Run: `cargo bench --bench http` (needs `wrk` on PATH: `apt-get install wrk`).
@@ -260,6 +261,45 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         busy_cpu * 100.0
     );
 
+    // The same comparison at a fixed offered load below saturation (half the quiet run's
+    // throughput), measured open-loop: each request has its scheduled send time and its latency
+    // runs from then, so a stall counts for every request it delays (no coordinated omission).
+    // At saturation any added work lengthens every queue; here the question is only whether
+    // another tenant's churn slows this tenant's requests.
+    let rate = (quiet.requests_per_second / 2.0).max(100.0);
+    println!("== GET at a fixed {rate:.0} requests/s (open loop), quiet, then under churn ==");
+    let fixed_quiet = open_loop(
+        &client,
+        &target,
+        &viewer,
+        rate,
+        Duration::from_secs(seconds),
+    )
+    .await?;
+    let running = churn.start();
+    let fixed_busy = open_loop(
+        &client,
+        &target,
+        &viewer,
+        rate,
+        Duration::from_secs(seconds),
+    )
+    .await?;
+    let (changes, denials) = running.stop().await?;
+    println!(
+        "membership changes: {changes} ({:.0}/s); denied requests: {denials} ({:.0}/s)",
+        changes as f64 / seconds as f64,
+        denials as f64 / seconds as f64
+    );
+    println!(
+        "fixed {rate:.0}/s: p50 {:.2} → {:.2} ms, p99 quiet {:.2} ms, under churn {:.2} ms ({:+.0} %)\n",
+        fixed_quiet.p50_ms,
+        fixed_busy.p50_ms,
+        fixed_quiet.p99_ms,
+        fixed_busy.p99_ms,
+        (fixed_busy.p99_ms / fixed_quiet.p99_ms - 1.0) * 100.0
+    );
+
     println!(
         "== POST /v1/auth/login, {} concurrent clients for 10 s ==",
         8
@@ -458,6 +498,56 @@ async fn flood_denials(
         denials += 1;
     }
     Ok(denials)
+}
+
+/// Latencies of an open-loop run.
+struct OpenLoop {
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// GETs `url` as `bearer` at `rate` requests per second for `duration`, each sent at its
+/// scheduled time whatever the ones before it are doing; latency from the scheduled time.
+/// Any answer but 200 fails the run.
+async fn open_loop(
+    client: &reqwest::Client,
+    url: &str,
+    bearer: &str,
+    rate: f64,
+    duration: Duration,
+) -> Result<OpenLoop, Box<dyn std::error::Error + Send + Sync>> {
+    let started = tokio::time::Instant::now();
+    let every = Duration::from_secs_f64(1.0 / rate);
+    let total = (rate * duration.as_secs_f64()) as u64;
+    let mut requests = tokio::task::JoinSet::new();
+    for i in 0..total {
+        let due = started + every.mul_f64(i as f64);
+        tokio::time::sleep_until(due).await;
+        let request = client.get(url).bearer_auth(bearer).send();
+        requests.spawn(async move {
+            let status = request.await.map(|r| r.status().as_u16());
+            (status, due.elapsed())
+        });
+    }
+    let mut latencies = Vec::with_capacity(total as usize);
+    while let Some(done) = requests.join_next().await {
+        let (status, latency) = done?;
+        let status = status?;
+        if status != 200 {
+            return Err(format!("open loop: GET answered {status}").into());
+        }
+        latencies.push(latency);
+    }
+    latencies.sort_unstable();
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
+    Ok(OpenLoop {
+        p50_ms: at(0.50),
+        p99_ms: at(0.99),
+    })
 }
 
 /// One tenant's churn: its admin adds and removes members, two of its viewers flood denials.

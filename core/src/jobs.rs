@@ -172,6 +172,12 @@ impl Operation {
         }
     }
 
+    /// Whether the operation changes the target (an apply or a destroy); plans and drift
+    /// checks only read it.
+    pub fn changes_target(self) -> bool {
+        matches!(self, Self::Apply | Self::Destroy)
+    }
+
     pub fn from_db(raw: &str) -> Option<Self> {
         [Self::Apply, Self::Plan, Self::Destroy, Self::DriftCheck]
             .into_iter()

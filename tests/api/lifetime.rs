@@ -144,10 +144,55 @@ async fn ttl_on_create_policy_default_patch_and_the_expiry_sweep() {
         app.count("audit_events WHERE action = 'environment.expired'"),
         1
     );
-    // Being destroyed, its lifetime no longer changes... once the destroy runs; until then the
-    // others are untouched.
+    // With its destroy queued, its lifetime no longer changes.
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &format!("{path}/pr-1"),
+            &app.admin,
+            Some(json!({"ttl_hours": 500})),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    // Once per expiry: the destroy canceled (or failed), the sweep does not queue another until
+    // someone sets a new TTL.
+    let destroy = queued[0].job_id;
+    let (status, body) = app
+        .post(
+            &format!("/v1/tenants/ci-pipes/jobs/{destroy}/cancel"),
+            &app.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        store::expiry::queue_expired(&mut db, "worker:test", 3, 50)
+            .expect("sweep after the cancel")
+            .is_empty()
+    );
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &format!("{path}/pr-1"),
+            &app.admin,
+            Some(json!({"ttl_hours": 1})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Only pr-2 (72 h) and pr-1 (1 h) carry a TTL; nothing else was touched.
     assert_eq!(
         app.count("environments WHERE expires_at IS NOT NULL AND state <> 'destroyed'"),
         2
     );
+    // An operator may create environments but not schedule their destruction.
+    let (_, operator) = app.member("ci-pipes", "ops@ci.example", "operator").await;
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &format!("{path}/pr-2"),
+            &operator,
+            Some(json!({"ttl_hours": 1})),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
 }

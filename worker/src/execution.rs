@@ -342,6 +342,11 @@ impl Execution {
                 environment.name, self.job.operation
             )));
         }
+        // A destroy retried after its environment was already destroyed (the attempt before
+        // committed `destroyed`, then lost its lease or its conclusion): nothing is left to do.
+        if operation == Operation::Destroy && environment.state == EnvironmentState::Destroyed {
+            return Ok(());
+        }
         let environment_id = environment.id;
         match operation {
             Operation::Plan => {
@@ -354,8 +359,16 @@ impl Execution {
                 let summary = plan.summary();
                 let settled = environment.state.is_settled();
                 if drifted || !settled {
+                    // A drift found on an environment that was never applied, failed or is
+                    // changing is reported on the job (its plan), not as a state: the table
+                    // allows `drifted` only from a settled environment.
+                    let mark = drifted
+                        && bulkhead_core::lifecycle::can_transition(
+                            environment.state,
+                            EnvironmentState::Drifted,
+                        );
                     self.fenced_db(move |conn| {
-                        if drifted {
+                        if mark {
                             store::environments::set_state(
                                 conn,
                                 environment_id,

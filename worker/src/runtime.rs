@@ -9,7 +9,7 @@ use crate::executor::{Endpoint, PostgresExecutor, Targets};
 use bulkhead_core::blueprint::BlueprintCatalog;
 use bulkhead_core::config::Config;
 use bulkhead_core::db::PgPool;
-use bulkhead_core::jobs::JobState;
+use bulkhead_core::jobs::{JobState, Operation};
 use bulkhead_core::lifecycle::EnvironmentState;
 use bulkhead_core::queue::{self, JobMessage, MESSAGE_VERSION, Topology};
 use bulkhead_core::store::{self, StoreError};
@@ -487,7 +487,10 @@ pub fn sweep_once(
                 None
             };
             if let Some((kind, reason, broken)) = ended {
-                store::environments::mark_failed_if_in(conn, stale.environment_id, broken)?;
+                // Only an apply or a destroy was changing the environment.
+                if Operation::from_db(&stale.operation).is_some_and(Operation::changes_target) {
+                    store::environments::mark_failed_if_in(conn, stale.environment_id, broken)?;
+                }
                 store::jobs::add_event(conn, id, kind, &reason, serde_json::json!({}))?;
                 store::jobs::wake_next(conn, stale.environment_id)?;
                 touched += 1;

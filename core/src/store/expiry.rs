@@ -1,6 +1,7 @@
 //! Environments whose TTL passed: a worker queues their destroy, as a person's DELETE would
 //! (the jobs that had not started are canceled, a destroy already on its way is left alone),
-//! audited `environment.expired`.
+//! audited `environment.expired`. Once per expiry: a destroy queued since `expires_at` (even
+//! one that failed) is not queued again until someone sets a new TTL.
 
 use super::StoreError;
 use super::audit::{self, NewAuditEvent};
@@ -8,10 +9,10 @@ use super::environments::Environment;
 use super::jobs::{self, NewJob};
 use crate::audit::AuditResult;
 use crate::jobs::{JobState, Operation};
-use crate::lifecycle::EnvironmentState;
 use crate::schema::environments;
-use chrono::Utc;
+use diesel::dsl::sql;
 use diesel::prelude::*;
+use diesel::sql_types::Bool;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -23,81 +24,105 @@ pub struct Expired {
     pub job_id: Uuid,
 }
 
-/// Queues a destroy for up to `limit` environments whose `expires_at` has passed, in one
-/// transaction. The due rows are locked `FOR UPDATE SKIP LOCKED`: two workers never queue the
-/// same destroy, and a row a request is changing is taken on the next sweep. `actor` names the
-/// worker in the audit trail.
+/// Due by the database's clock, standing, with no destroy on its way and none queued since it
+/// expired (the partial index `environments_expiring` serves the first two).
+const DUE: &str = "environments.expires_at <= now() \
+     AND environments.state NOT IN ('destroyed', 'destroying') \
+     AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.environment_id = environments.id \
+         AND j.operation = 'destroy' \
+         AND (j.created_at >= environments.expires_at OR j.state IN ";
+
+/// Queues a destroy for up to `limit` environments whose `expires_at` has passed, each in a
+/// transaction of its own. Each row is locked `FOR NO KEY UPDATE SKIP LOCKED` and checked
+/// again: two workers never queue the same destroy, and a row a request is changing is taken
+/// on the next sweep. `actor` names the worker in the audit trail.
 pub fn queue_expired(
     conn: &mut PgConnection,
     actor: &str,
     max_attempts: i32,
     limit: i64,
 ) -> Result<Vec<Expired>, StoreError> {
-    conn.transaction(|conn| {
-        let due: Vec<Environment> = environments::table
-            .filter(environments::expires_at.le(Utc::now()))
-            .filter(
-                environments::state
-                    .ne_all([EnvironmentState::Destroyed, EnvironmentState::Destroying]),
-            )
-            .order(environments::expires_at.asc())
-            .limit(limit)
-            .select(Environment::as_select())
-            .for_update()
-            .skip_locked()
-            .load(conn)?;
-        let mut queued = Vec::new();
-        for environment in due {
-            let active = jobs::active_for_environment(conn, environment.id)?;
-            if active.iter().any(|j| j.operation == Operation::Destroy) {
-                continue;
-            }
-            for job in active.iter().filter(|j| j.state != JobState::Running) {
-                if jobs::cancel(conn, job.id)? {
-                    jobs::add_event(
-                        conn,
-                        job.id,
-                        "canceled",
-                        "canceled: the environment expired and is being destroyed",
-                        json!({}),
-                    )?;
-                }
-            }
-            let job = jobs::insert(
+    let due = || sql::<Bool>(&format!("{DUE}{}))", crate::active_job_states_sql!()));
+    let candidates: Vec<Uuid> = environments::table
+        .filter(environments::expires_at.is_not_null())
+        .filter(due())
+        .order(environments::expires_at.asc())
+        .limit(limit)
+        .select(environments::id)
+        .load(conn)?;
+    let mut queued = Vec::new();
+    for id in candidates {
+        let expired = conn.transaction(|conn| {
+            let Some(environment) = environments::table
+                .find(id)
+                .filter(due())
+                .select(Environment::as_select())
+                .for_no_key_update()
+                .skip_locked()
+                .first(conn)
+                .optional()?
+            else {
+                return Ok::<_, StoreError>(None);
+            };
+            queue_destroy(conn, &environment, actor, max_attempts).map(Some)
+        })?;
+        queued.extend(expired);
+    }
+    Ok(queued)
+}
+
+fn queue_destroy(
+    conn: &mut PgConnection,
+    environment: &Environment,
+    actor: &str,
+    max_attempts: i32,
+) -> Result<Expired, StoreError> {
+    for job in jobs::active_for_environment(conn, environment.id)?
+        .iter()
+        .filter(|j| j.state != JobState::Running)
+    {
+        if jobs::cancel(conn, job.id)? {
+            jobs::add_event(
                 conn,
-                &NewJob {
-                    id: Uuid::now_v7(),
-                    tenant_id: environment.tenant_id,
-                    environment_id: environment.id,
-                    operation: Operation::Destroy,
-                    max_attempts,
-                    expected_plan_hash: None,
-                    requested_by: None,
-                },
+                job.id,
+                "canceled",
+                "canceled: the environment expired and is being destroyed",
+                json!({}),
             )?;
-            audit::append(
-                conn,
-                &NewAuditEvent {
-                    actor_id: None,
-                    actor: actor.to_owned(),
-                    tenant_id: Some(environment.tenant_id),
-                    action: "environment.expired".to_owned(),
-                    target: format!("environment/{}", environment.id),
-                    result: AuditResult::Success,
-                    request_id: format!("job:{}", job.id),
-                    details: json!({
-                        "environment": environment.name,
-                        "expires_at": environment.expires_at,
-                        "job_id": job.id,
-                    }),
-                },
-            )?;
-            queued.push(Expired {
-                environment_id: environment.id,
-                tenant_id: environment.tenant_id,
-                job_id: job.id,
-            });
         }
-        Ok(queued)
+    }
+    let job = jobs::insert(
+        conn,
+        &NewJob {
+            id: Uuid::now_v7(),
+            tenant_id: environment.tenant_id,
+            environment_id: environment.id,
+            operation: Operation::Destroy,
+            max_attempts,
+            expected_plan_hash: None,
+            requested_by: None,
+        },
+    )?;
+    audit::append(
+        conn,
+        &NewAuditEvent {
+            actor_id: None,
+            actor: actor.to_owned(),
+            tenant_id: Some(environment.tenant_id),
+            action: "environment.expired".to_owned(),
+            target: format!("environment/{}", environment.id),
+            result: AuditResult::Success,
+            request_id: format!("job:{}", job.id),
+            details: json!({
+                "environment": environment.name,
+                "expires_at": environment.expires_at,
+                "job_id": job.id,
+            }),
+        },
+    )?;
+    Ok(Expired {
+        environment_id: environment.id,
+        tenant_id: environment.tenant_id,
+        job_id: job.id,
     })
 }

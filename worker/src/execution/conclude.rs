@@ -136,9 +136,12 @@ impl Execution {
                                     &message,
                                     json!({"total_ms": total_ms}),
                                 )?;
-                                // Only an environment this job was changing is broken by it;
-                                // a cancel stops before the state says the target changes.
+                                // Only an environment this job was changing is broken by it
+                                // (an apply or a destroy; a plan or drift check changes
+                                // nothing); a cancel stops before the state says the target
+                                // changes.
                                 let broken = match state {
+                                    _ if !operation.changes_target() => None,
                                     JobState::Failed => Some(&EnvironmentState::CHANGING[..]),
                                     JobState::Canceled => Some(&EnvironmentState::MIDWAY[..]),
                                     _ => None,

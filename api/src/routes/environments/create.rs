@@ -242,7 +242,12 @@ pub async fn create(
                     // A TTL asked for, else the stage's default from the tenant's policy.
                     let ttl_hours = match valid.ttl_hours {
                         Some(hours) => Some(hours),
-                        None => store::policies::get(conn, tenant.id)?.policy.stage(valid.stage).default_ttl_hours,
+                        // Re-checked: a stored policy is not trusted to be in range.
+                        None => store::policies::get(conn, tenant.id)?
+                            .policy
+                            .stage(valid.stage)
+                            .default_ttl_hours
+                            .filter(|h| bulkhead_core::governance::TTL_HOURS.contains(h)),
                     };
                     let expires_at = ttl_hours.map(|h| chrono::Utc::now() + chrono::Duration::hours(i64::from(h)));
                     let environment = store::environments::insert(

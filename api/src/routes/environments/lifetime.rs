@@ -1,6 +1,7 @@
 //! How long an environment lives: `PATCH …/environments/{env}` {ttl_hours} sets its expiry to
 //! that many hours from now (extending or shortening it), audited; a worker destroys it once
-//! the time has passed (`store::expiry`).
+//! the time has passed (`store::expiry`). Setting a TTL schedules a destroy, so it takes the
+//! permission to destroy (`environment:delete`), not just to create.
 
 use super::{EnvironmentView, environment};
 use crate::auth::Caller;
@@ -21,7 +22,7 @@ use serde_json::json;
 #[schema(example = json!({"ttl_hours": 48}))]
 pub struct UpdateEnvironmentRequest {
     /// Hours from now until a worker destroys the environment (1 to 2160; not for production).
-    #[serde(deserialize_with = "crate::body::whole_number")]
+    #[serde(default, deserialize_with = "crate::body::whole_number")]
     #[schema(minimum = 1, maximum = 2160, value_type = u32)]
     pub ttl_hours: Option<u32>,
 }
@@ -31,7 +32,7 @@ pub struct UpdateEnvironmentRequest {
     request_body = UpdateEnvironmentRequest,
     responses((status = 200, description = "The environment with its new expiry", body = EnvironmentView),
         (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem),
-        (status = 409, description = "The environment is destroyed or being destroyed, or its tenant is offboarding", body = crate::error::Problem),
+        (status = 409, description = "The environment is destroyed, being destroyed or has a destroy queued, or its tenant is offboarding", body = crate::error::Problem),
         (status = 422, body = crate::error::Problem)))]
 pub async fn update(
     state: web::Data<AppState>,
@@ -46,7 +47,7 @@ pub async fn update(
         &tenant_ref,
         &env_ref,
         Object::Environment,
-        Action::Create,
+        Action::Delete,
     )
     .await?;
     let body = body.into_inner()?;
@@ -70,6 +71,18 @@ pub async fn update(
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
                 crate::routes::tenants::lock_active(conn, &tenant)?;
+                // Under the environment's row lock: a destroy queued (by a person, a teardown or
+                // the expiry sweep) makes a new lifetime meaningless.
+                store::environments::lock(conn, environment.id)?;
+                if store::jobs::active_for_environment(conn, environment.id)?
+                    .iter()
+                    .any(|j| j.operation == bulkhead_core::jobs::Operation::Destroy)
+                {
+                    return Err(ApiError::Conflict(format!(
+                        "environment '{}' has a destroy queued; its lifetime no longer changes",
+                        environment.name
+                    )));
+                }
                 let updated = store::environments::set_expiry(conn, environment.id, Some(expires_at))?
                     .ok_or_else(|| {
                         ApiError::Conflict(format!(
