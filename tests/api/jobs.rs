@@ -205,6 +205,61 @@ async fn cancel_of_a_queued_job_wakes_the_next_in_line() {
     assert_eq!(wakeups(&app, &plan_id), 2);
 }
 
+/// A retry waiting between attempts of an apply that had started changing the target: canceling
+/// it says the environment is `failed` (partly changed), as a cancel at a step boundary does, so
+/// the next apply may start; a first attempt that never ran leaves it as it was.
+#[tokio::test]
+async fn cancel_of_a_waiting_retry_marks_a_partly_changed_environment_failed() {
+    use bulkhead_core::lifecycle::EnvironmentState;
+    use bulkhead_core::store::environments;
+    let app = TestApp::spawn().await;
+    app.create_tenant("acme").await;
+    let accepted = app.create_environment("acme", "dev").await;
+    let env_id: uuid::Uuid = accepted["environment"]["id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .expect("environment id");
+    let apply = accepted["job"]["id"].as_str().expect("id").to_owned();
+    // The first attempt ran (the environment is provisioning) and failed: a retry waits.
+    let mut db = app.db();
+    environments::set_state(&mut db, env_id, EnvironmentState::Provisioning, None)
+        .expect("provisioning");
+    diesel::RunQueryDsl::execute(
+        diesel::sql_query(format!("UPDATE jobs SET attempts = 1 WHERE id = '{apply}'")),
+        &mut db,
+    )
+    .expect("one attempt");
+    let (status, body) = app
+        .post(
+            &format!("/v1/tenants/acme/jobs/{apply}/cancel"),
+            &app.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, env) = app
+        .get("/v1/tenants/acme/environments/dev", &app.admin)
+        .await;
+    assert_eq!(env["state"], "failed", "{env}");
+    // A job that never ran changes nothing when canceled.
+    let plan = app.job_action("acme", "dev", "apply").await;
+    let (status, _) = app
+        .post(
+            &format!(
+                "/v1/tenants/acme/jobs/{}/cancel",
+                plan["id"].as_str().expect("id")
+            ),
+            &app.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, env) = app
+        .get("/v1/tenants/acme/environments/dev", &app.admin)
+        .await;
+    assert_eq!(env["state"], "failed", "{env}");
+}
+
 /// The jobs list shows each job's place in its own environment's line (computed for the whole
 /// page at once): the same answer as reading the job alone, on every page.
 #[tokio::test]

@@ -8,6 +8,7 @@ use actix_web::{HttpResponse, http::StatusCode, web};
 use bulkhead_core::audit::AuditResult;
 use bulkhead_core::authz::{Action, Object};
 use bulkhead_core::jobs::JobState;
+use bulkhead_core::lifecycle::EnvironmentState;
 use bulkhead_core::store::{self, jobs::Job, jobs::JobEvent};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -249,6 +250,16 @@ pub async fn cancel(
                     }
                     let job = store::jobs::get(conn, job.id)?
                         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("job vanished")))?;
+                    // A retry of an apply or destroy that had already started changing the
+                    // target (waiting between attempts) leaves it partly changed: say so, as a
+                    // cancel at a step boundary does, so the next apply or destroy may start.
+                    if job.attempts > 0 && job.operation.changes_target() {
+                        store::environments::mark_failed_if_in(
+                            conn,
+                            job.environment_id,
+                            &EnvironmentState::MIDWAY,
+                        )?;
+                    }
                     return Ok::<_, ApiError>((StatusCode::OK, JobView::new(job, None)));
                 }
                 // Running: the worker stops it at a step boundary (asking twice is one request).
