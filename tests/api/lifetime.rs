@@ -195,4 +195,14 @@ async fn ttl_on_create_policy_default_patch_and_the_expiry_sweep() {
         )
         .await;
     assert_eq!(status, 403, "{body}");
+    // Nor create one with a TTL (the stage's policy default still applies to what it creates).
+    let (status, body) = app
+        .post(path, &operator, create("op-ttl", "development", Some(1)))
+        .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = app
+        .post(path, &operator, create("op-plain", "development", None))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert!(near(expires(&body["environment"]), 72), "{body}");
 }

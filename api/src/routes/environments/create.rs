@@ -224,6 +224,13 @@ pub async fn create(
         .authorize_tenant(&caller, &path, Object::Environment, Action::Create)
         .await?;
     let body = body.into_inner()?;
+    // Asking for a TTL schedules a destroy: it takes the permission to destroy, as the PATCH
+    // does (an operator creates environments, but not ones that destroy themselves).
+    if body.ttl_hours.is_some() {
+        state
+            .authorize_tenant(&caller, &path, Object::Environment, Action::Delete)
+            .await?;
+    }
     let valid = validate(&state, &tenant, &body)?;
     let key = idempotency::key(&req)?;
     let request_hash = idempotency::request_hash(
