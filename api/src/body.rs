@@ -74,31 +74,9 @@ pub fn from_object<T: DeserializeOwned>(object: JsonObject) -> Result<T, ApiErro
     })
 }
 
-/// `deserialize_with` for an optional whole-number field: JSON does not tell `90` from `90.0`
-/// (JSON Schema's `integer` takes both), so neither does the server. `null` is absent;
-/// fractions and numbers out of the field's range are refused as a malformed body.
-pub fn whole_number<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: TryFrom<i64>,
-{
-    use serde::Deserialize;
-    use serde::de::Error;
-    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
-        return Ok(None);
-    };
-    let whole = number.as_i64().or_else(|| {
-        number
-            .as_f64()
-            .filter(|f| f.fract() == 0.0 && (-9.2e18..=9.2e18).contains(f))
-            // In range and whole: the conversion is exact.
-            .map(|f| f as i64)
-    });
-    whole
-        .and_then(|n| T::try_from(n).ok())
-        .map(Some)
-        .ok_or_else(|| D::Error::custom(format!("expected a whole number in range, not {number}")))
-}
+/// The one `deserialize_with` for optional whole numbers (`90` and `90.0` alike); it lives in
+/// `bulkhead-core`, whose request types use it too.
+pub use bulkhead_core::domain::whole_number;
 
 /// `deserialize_with` for an optional field that is not nullable: absent is `None` (with
 /// `#[serde(default)]`), and an explicit `null` is kept as `Some(Value::Null)` for the

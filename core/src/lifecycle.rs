@@ -76,11 +76,6 @@ impl EnvironmentState {
         Self::ALL.into_iter().find(|s| s.as_str() == raw)
     }
 
-    /// Whether the environment still stands (has or may have something on the target).
-    pub fn is_standing(self) -> bool {
-        self != Self::Destroyed
-    }
-
     /// Whether the target is as last applied or merely drifted from it: the states a drift
     /// check reports from and a credentials read is served in.
     pub fn is_settled(self) -> bool {
@@ -154,7 +149,7 @@ mod tests {
         }
         for from in EnvironmentState::ALL
             .into_iter()
-            .filter(|s| s.is_standing())
+            .filter(|s| *s != Destroyed)
         {
             assert!(
                 from == Destroying || can_transition(from, Destroying),

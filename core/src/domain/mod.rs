@@ -15,6 +15,32 @@ pub use password_policy::{
 pub use role::{PlatformRole, Role, TenantRole};
 pub use values::{Email, Region, Slug, TenantState, Tier, parse_display_text};
 
+/// `deserialize_with` for an optional whole-number field: JSON does not tell `90` from `90.0`
+/// (JSON Schema's `integer` takes both), so neither does the server. `null` is absent;
+/// fractions and numbers out of the field's range are refused as a malformed body.
+pub fn whole_number<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    use serde::Deserialize;
+    use serde::de::Error;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let whole = number.as_i64().or_else(|| {
+        number
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && (-9.2e18..=9.2e18).contains(f))
+            // In range and whole: the conversion is exact.
+            .map(|f| f as i64)
+    });
+    whole
+        .and_then(|n| T::try_from(n).ok())
+        .map(Some)
+        .ok_or_else(|| D::Error::custom(format!("expected a whole number in range, not {number}")))
+}
+
 /// One field that failed validation: which field, and a sentence saying what to change.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct FieldError {

@@ -117,41 +117,20 @@ impl TenantPolicy {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StagePolicyRequest {
-    #[serde(default, deserialize_with = "whole_number")]
+    #[serde(default, deserialize_with = "crate::domain::whole_number")]
     #[schema(minimum = 0, maximum = 5)]
     pub approvals_required: Option<i64>,
     pub requester_may_approve: Option<bool>,
-    #[serde(default, deserialize_with = "whole_number")]
+    #[serde(default, deserialize_with = "crate::domain::whole_number")]
     #[schema(minimum = 1, maximum = 720)]
     pub drift_check_interval_hours: Option<i64>,
     pub drift_remediation: Option<Remediation>,
     /// Non-production stages only.
     pub schedule: Option<ScheduleRequest>,
     /// Non-production stages only; 1 to 2160 hours.
-    #[serde(default, deserialize_with = "whole_number")]
+    #[serde(default, deserialize_with = "crate::domain::whole_number")]
     #[schema(minimum = 1, maximum = 2160)]
     pub default_ttl_hours: Option<i64>,
-}
-
-/// An optional whole number: JSON Schema's `integer` takes `90.0` as well as `90`, so the
-/// server does too; `null` is absent, a fraction is refused as malformed.
-fn whole_number<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<i64>, D::Error> {
-    use serde::de::Error;
-    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
-        return Ok(None);
-    };
-    number
-        .as_i64()
-        .or_else(|| {
-            number
-                .as_f64()
-                .filter(|f| f.fract() == 0.0 && (-9.2e18..=9.2e18).contains(f))
-                .map(|f| f as i64)
-        })
-        .map(Some)
-        .ok_or_else(|| D::Error::custom(format!("expected a whole number, not {number}")))
 }
 
 /// Stages a request sets; a stage left out takes its default.
