@@ -193,7 +193,31 @@ pub fn create_environment_request() -> Value {
 }
 
 pub fn apply_request() -> Value {
-    json!({ "plan_job_id": JOB })
+    json!({ "plan_job_id": JOB, "reason": "new pick-list index for the Monday wave" })
+}
+
+const PLAN_HASH: &str = "5f1c0b7e9a4d2c8b6e3f1a0d9c7b5e3a1f0e2d4c6b8a9f7e5d3c1b0a2e4f6d8c";
+
+pub fn approve_request() -> Value {
+    json!({ "plan_hash": PLAN_HASH, "comment": "reviewed with the warehouse team" })
+}
+
+pub fn reject_request() -> Value {
+    json!({ "comment": "not during the quarter-end freeze" })
+}
+
+pub fn pending_approval_page() -> Value {
+    let mut job = job_view();
+    job["state"] = json!("awaiting_approval");
+    job["plan_hash"] = json!(PLAN_HASH);
+    job["approvals_required"] = json!(2);
+    job["approval_expires_at"] = json!(READY);
+    page(json!({
+        "job": job,
+        "environment": "erp-prod",
+        "stage": "production",
+        "you_may_approve": true
+    }))
 }
 
 pub fn environment_view() -> Value {
@@ -233,7 +257,12 @@ pub fn job_view() -> Value {
         "created_at": CREATED,
         "started_at": null,
         "finished_at": null,
-        "cancel_requested_at": null
+        "cancel_requested_at": null,
+        "approvals_required": 0,
+        "reason": "create the environment",
+        "approval_expires_at": null,
+        "approved_at": null,
+        "approvals": []
     })
 }
 

@@ -268,6 +268,9 @@ impl Modify for CommonResponses {
         routes::blueprints::list,
         routes::blueprints::get,
         routes::policy::put,
+        routes::approvals::approve,
+        routes::approvals::reject,
+        routes::approvals::pending,
     ),
     components(schemas(crate::error::Problem, bulkhead_core::domain::FieldError)),
     tags(
@@ -278,7 +281,7 @@ impl Modify for CommonResponses {
         (name = "environments", description = "Environments as code: plan, apply, drift check, destroy, credentials and the isolation each one really has"),
         (name = "jobs", description = "What the workers do for an environment, step by step"),
         (name = "audit", description = "The hash-chained audit trail"),
-        (name = "governance", description = "Governed change: a tenant's policy per stage (approvals, drift checks, schedules, TTLs, promotion order)"),
+        (name = "governance", description = "Governed change: a tenant's policy per stage (approvals, drift checks, schedules, TTLs, promotion order) and the approvals of planned changes"),
         (name = "costs", description = "Metered usage priced from the catalog: costs by any tag, budgets, the FOCUS 1.0 export, metering passes"),
         (name = "operations", description = "Health, readiness, metrics"),
     ),

@@ -263,3 +263,21 @@ pub fn thresholds() -> utoipa::openapi::schema::Array {
         ))
         .build()
 }
+
+/// Why a change is asked for (absent or `null`: none given).
+pub fn change_reason() -> Object {
+    display_text(
+        500,
+        true,
+        "Why the change is needed, shown to its approvers. ",
+    )
+}
+
+/// An approver's comment (absent or `null`: none).
+pub fn decision_comment() -> Object {
+    display_text(
+        1000,
+        true,
+        "Kept with the decision and in the audit trail. ",
+    )
+}

@@ -133,6 +133,9 @@ pub struct WorkerConfig {
     pub retry_base: Duration,
     /// `BULKHEAD_SWEEP_MS`: how often the sweeper looks for expired leases and lost messages.
     pub sweep_every: Duration,
+    /// `BULKHEAD_APPROVAL_WAIT_HOURS` (1 to 720; default 24): how long a planned change waits
+    /// for its approvals before it is `expired`.
+    pub approval_wait: Duration,
     /// `BULKHEAD_TARGET_SHARED_URL`: admin URL (maintenance database) of the pooled server.
     pub shared_admin_url: String,
     /// `BULKHEAD_TARGET_POOLED_DATABASE`: the pooled database shared-tier schemas live in.
@@ -385,6 +388,9 @@ impl Config {
                     50,
                     60_000,
                 )?),
+                approval_wait: Duration::from_secs(
+                    3600 * number::<u64>(&get, "BULKHEAD_APPROVAL_WAIT_HOURS", 24, 1, 720)?,
+                ),
                 shared_admin_url: postgres_url(&get, "BULKHEAD_TARGET_SHARED_URL")?,
                 pooled_database: {
                     let name = get("BULKHEAD_TARGET_POOLED_DATABASE")

@@ -27,6 +27,10 @@ pub enum JobState {
     Succeeded,
     Failed,
     Canceled,
+    /// An approver rejected the planned change.
+    Rejected,
+    /// Not enough approvals came before the wait expired.
+    Expired,
 }
 
 crate::text_enum_sql!(JobState);
@@ -52,7 +56,7 @@ impl JobState {
         JobState::Running,
     ];
 
-    pub const ALL: [JobState; 8] = [
+    pub const ALL: [JobState; 10] = [
         JobState::Queued,
         JobState::Planned,
         JobState::AwaitingApproval,
@@ -61,6 +65,8 @@ impl JobState {
         JobState::Succeeded,
         JobState::Failed,
         JobState::Canceled,
+        JobState::Rejected,
+        JobState::Expired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -73,6 +79,8 @@ impl JobState {
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
             Self::Canceled => "canceled",
+            Self::Rejected => "rejected",
+            Self::Expired => "expired",
         }
     }
 
@@ -81,7 +89,10 @@ impl JobState {
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Canceled)
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Canceled | Self::Rejected | Self::Expired
+        )
     }
 
     /// Whether the job is still in its environment's line.
@@ -98,6 +109,9 @@ impl std::fmt::Display for JobState {
 
 /// Every allowed transition. `Running → Queued` is a retry or a lease given back (crash,
 /// SIGTERM); `Queued → Failed` is the sweeper giving up on a job that used all its attempts.
+/// `Running → AwaitingApproval` is a change that needs approval, planned by its worker and
+/// parked; an approval moves it to `Approved` (claimed like a queued job), a rejection or the
+/// end of the wait ends it.
 pub const TRANSITIONS: &[(JobState, JobState)] = {
     use JobState::*;
     &[
@@ -108,10 +122,14 @@ pub const TRANSITIONS: &[(JobState, JobState)] = {
         (Planned, AwaitingApproval),
         (Planned, Queued),
         (Planned, Canceled),
+        (Running, AwaitingApproval),
         (AwaitingApproval, Approved),
         (AwaitingApproval, Canceled),
+        (AwaitingApproval, Rejected),
+        (AwaitingApproval, Expired),
         (Approved, Running),
         (Approved, Canceled),
+        (Approved, Failed),
         (Running, Succeeded),
         (Running, Failed),
         (Running, Queued),

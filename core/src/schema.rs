@@ -166,6 +166,21 @@ diesel::table! {
         started_at -> Nullable<Timestamptz>,
         finished_at -> Nullable<Timestamptz>,
         cancel_requested_at -> Nullable<Timestamptz>,
+        approvals_required -> Int2,
+        reason -> Nullable<Text>,
+        approval_expires_at -> Nullable<Timestamptz>,
+        approved_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    job_approvals (job_id, approver_id) {
+        job_id -> Uuid,
+        approver_id -> Uuid,
+        decision -> Text,
+        plan_hash -> Text,
+        comment -> Nullable<Text>,
+        decided_at -> Timestamptz,
     }
 }
 
@@ -237,12 +252,14 @@ diesel::table! {
 diesel::joinable!(environments -> tenants (tenant_id));
 diesel::joinable!(jobs -> environments (environment_id));
 diesel::joinable!(job_events -> jobs (job_id));
+diesel::joinable!(job_approvals -> jobs (job_id));
 diesel::joinable!(outbox -> jobs (job_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     tenants,
     environments,
     jobs,
+    job_approvals,
     job_events,
     outbox,
     resources,

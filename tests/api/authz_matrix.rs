@@ -93,6 +93,7 @@ enum TenantEndpoint {
     DeleteBudget,
     GetPolicy,
     SetPolicy,
+    ListApprovals,
     CreateEnvironment,
     ListEnvironments,
     GetEnvironment,
@@ -107,10 +108,12 @@ enum TenantEndpoint {
     GetJob,
     JobEvents,
     CancelJob,
+    ApproveJob,
+    RejectJob,
 }
 
 /// Column order of `expected_in_own_tenant`.
-const TENANT_ENDPOINTS: [TenantEndpoint; 19] = [
+const TENANT_ENDPOINTS: [TenantEndpoint; 20] = [
     TenantEndpoint::GetTenant,
     TenantEndpoint::UpdateTenant,
     TenantEndpoint::DeleteTenant,
@@ -130,10 +133,11 @@ const TENANT_ENDPOINTS: [TenantEndpoint; 19] = [
     TenantEndpoint::DeleteBudget,
     TenantEndpoint::GetPolicy,
     TenantEndpoint::SetPolicy,
+    TenantEndpoint::ListApprovals,
 ];
 
 /// Column order of `expected_on_environments`.
-const ENVIRONMENT_ENDPOINTS: [TenantEndpoint; 14] = [
+const ENVIRONMENT_ENDPOINTS: [TenantEndpoint; 16] = [
     TenantEndpoint::CreateEnvironment,
     TenantEndpoint::ListEnvironments,
     TenantEndpoint::GetEnvironment,
@@ -148,6 +152,8 @@ const ENVIRONMENT_ENDPOINTS: [TenantEndpoint; 14] = [
     TenantEndpoint::GetJob,
     TenantEndpoint::JobEvents,
     TenantEndpoint::CancelJob,
+    TenantEndpoint::ApproveJob,
+    TenantEndpoint::RejectJob,
 ];
 
 /// Every tenant-scoped endpoint.
@@ -178,6 +184,7 @@ impl TenantEndpoint {
             Self::DeleteBudget => (Method::DELETE, "/v1/tenants/{tenant}/budget"),
             Self::GetPolicy => (Method::GET, "/v1/tenants/{tenant}/policy"),
             Self::SetPolicy => (Method::PUT, "/v1/tenants/{tenant}/policy"),
+            Self::ListApprovals => (Method::GET, "/v1/tenants/{tenant}/approvals"),
             Self::CreateEnvironment => (Method::POST, "/v1/tenants/{tenant}/environments"),
             Self::ListEnvironments => (Method::GET, "/v1/tenants/{tenant}/environments"),
             Self::GetEnvironment => (Method::GET, "/v1/tenants/{tenant}/environments/{env}"),
@@ -204,6 +211,8 @@ impl TenantEndpoint {
             Self::GetJob => (Method::GET, "/v1/tenants/{tenant}/jobs/{job}"),
             Self::JobEvents => (Method::GET, "/v1/tenants/{tenant}/jobs/{job}/events"),
             Self::CancelJob => (Method::POST, "/v1/tenants/{tenant}/jobs/{job}/cancel"),
+            Self::ApproveJob => (Method::POST, "/v1/tenants/{tenant}/jobs/{job}/approve"),
+            Self::RejectJob => (Method::POST, "/v1/tenants/{tenant}/jobs/{job}/reject"),
         }
     }
 
@@ -256,16 +265,16 @@ impl TenantEndpoint {
 /// the tenant it targets. Every role can read the tenant, so a missing permission is a 403.
 /// In another tenant, or with no tenant at all, every endpoint answers 404.
 #[rustfmt::skip]
-fn expected_in_own_tenant(role: Role) -> [u16; 19] {
+fn expected_in_own_tenant(role: Role) -> [u16; 20] {
     match role {
-        //                    GET  PATCH  DEL  +member members -member +key  keys  -key audit quotas set-quotas costs export budget +budget -budget policy set-policy
-        Role::PlatformAdmin => [200, 200, 202,   201,   200,    204,   201,  200,  204,  200,  200,  200,       200,  200,   200,   200,    204,    200,   200],
-        Role::Partner =>       [200, 200, 202,   201,   200,    204,   201,  200,  204,  200,  200,  403,       200,  200,   200,   200,    204,    200,   403],
-        Role::TenantAdmin =>   [200, 200, 403,   201,   200,    204,   201,  200,  204,  200,  200,  403,       200,  200,   200,   200,    204,    200,   200],
-        Role::Operator =>      [200, 403, 403,   403,   200,    403,   403,  403,  403,  403,  200,  403,       403,  403,   403,   403,    403,    200,   403],
-        Role::Approver =>      [200, 403, 403,   403,   403,    403,   403,  403,  403,  403,  200,  403,       403,  403,   403,   403,    403,    200,   403],
-        Role::Viewer =>        [200, 403, 403,   403,   200,    403,   403,  403,  403,  403,  200,  403,       403,  403,   403,   403,    403,    403,   403],
-        Role::Billing =>       [200, 403, 403,   403,   403,    403,   403,  403,  403,  403,  200,  403,       200,  200,   200,   200,    204,    403,   403],
+        //                    GET  PATCH  DEL  +member members -member +key  keys  -key audit quotas set-quotas costs export budget +budget -budget policy set-policy approvals
+        Role::PlatformAdmin => [200, 200, 202,   201,   200,    204,   201,  200,  204,  200,  200,  200,       200,  200,   200,   200,    204,    200,   200,       200],
+        Role::Partner =>       [200, 200, 202,   201,   200,    204,   201,  200,  204,  200,  200,  403,       200,  200,   200,   200,    204,    200,   403,       403],
+        Role::TenantAdmin =>   [200, 200, 403,   201,   200,    204,   201,  200,  204,  200,  200,  403,       200,  200,   200,   200,    204,    200,   200,       200],
+        Role::Operator =>      [200, 403, 403,   403,   200,    403,   403,  403,  403,  403,  200,  403,       403,  403,   403,   403,    403,    200,   403,       403],
+        Role::Approver =>      [200, 403, 403,   403,   403,    403,   403,  403,  403,  403,  200,  403,       403,  403,   403,   403,    403,    200,   403,       200],
+        Role::Viewer =>        [200, 403, 403,   403,   200,    403,   403,  403,  403,  403,  200,  403,       403,  403,   403,   403,    403,    403,   403,       403],
+        Role::Billing =>       [200, 403, 403,   403,   403,    403,   403,  403,  403,  403,  200,  403,       200,  200,   200,   200,    204,    403,   403,       403],
     }
 }
 
@@ -273,34 +282,40 @@ fn expected_in_own_tenant(role: Role) -> [u16; 19] {
 /// holding `role` in the tenant it targets; as above, another tenant or none answers 404. The
 /// environments have no credentials (nothing is provisioned), so whoever may read them gets 409.
 #[rustfmt::skip]
-fn expected_on_environments(role: Role) -> [u16; 14] {
+fn expected_on_environments(role: Role) -> [u16; 16] {
     match role {
-        //                    +env  envs  env  ttl  -env  plan apply drift creds isol  jobs  job events cancel
-        Role::PlatformAdmin => [202, 200, 200, 200, 202,  202, 202,  202,  403,  200,  200,  200, 200,  200],
-        Role::Partner =>       [202, 200, 200, 200, 202,  202, 202,  202,  403,  200,  200,  200, 200,  200],
-        Role::TenantAdmin =>   [202, 200, 200, 200, 202,  202, 202,  202,  409,  200,  200,  200, 200,  200],
-        Role::Operator =>      [202, 200, 200, 403, 403,  202, 202,  202,  409,  200,  200,  200, 200,  200],
-        Role::Approver =>      [403, 200, 200, 403, 403,  403, 403,  403,  403,  200,  200,  200, 200,  403],
-        Role::Viewer =>        [403, 200, 200, 403, 403,  403, 403,  403,  403,  200,  200,  200, 200,  403],
-        Role::Billing =>       [403, 403, 403, 403, 403,  403, 403,  403,  403,  403,  403,  403, 403,  403],
+        //                    +env  envs  env  ttl  -env  plan apply drift creds isol  jobs  job events cancel approve reject
+        Role::PlatformAdmin => [202, 200, 200, 200, 202,  202, 202,  202,  403,  200,  200,  200, 200,  200,   409,    409],
+        Role::Partner =>       [202, 200, 200, 200, 202,  202, 202,  202,  403,  200,  200,  200, 200,  200,   403,    403],
+        Role::TenantAdmin =>   [202, 200, 200, 200, 202,  202, 202,  202,  409,  200,  200,  200, 200,  200,   409,    409],
+        Role::Operator =>      [202, 200, 200, 403, 403,  202, 202,  202,  409,  200,  200,  200, 200,  200,   403,    403],
+        Role::Approver =>      [403, 200, 200, 403, 403,  403, 403,  403,  403,  200,  200,  200, 200,  403,   409,    409],
+        Role::Viewer =>        [403, 200, 200, 403, 403,  403, 403,  403,  403,  200,  200,  200, 200,  403,   403,    403],
+        Role::Billing =>       [403, 403, 403, 403, 403,  403, 403,  403,  403,  403,  403,  403, 403,  403,   403,    403],
     }
 }
 
 /// Every tenant endpoint with its status for a caller holding `role` in the tenant it targets.
-/// API keys never create API keys or add members, whatever their role.
+/// API keys never create API keys, add members, approve or reject, whatever their role.
 fn expected_in_own(role: Role, via: Via) -> Vec<(TenantEndpoint, u16)> {
     TENANT_ENDPOINTS
         .into_iter()
         .zip(expected_in_own_tenant(role))
-        .map(move |(endpoint, status)| match (endpoint, via) {
-            (TenantEndpoint::CreateKey | TenantEndpoint::AddMember, Via::ApiKey) => (endpoint, 403),
-            _ => (endpoint, status),
-        })
         .chain(
             ENVIRONMENT_ENDPOINTS
                 .into_iter()
                 .zip(expected_on_environments(role)),
         )
+        .map(move |(endpoint, status)| match (endpoint, via) {
+            (
+                TenantEndpoint::CreateKey
+                | TenantEndpoint::AddMember
+                | TenantEndpoint::ApproveJob
+                | TenantEndpoint::RejectJob,
+                Via::ApiKey,
+            ) => (endpoint, 403),
+            _ => (endpoint, status),
+        })
         .collect()
 }
 
@@ -1198,6 +1213,7 @@ impl Matrix {
             TenantEndpoint::SetBudget => ("/budget".to_owned(), Some(budget_body())),
             TenantEndpoint::GetPolicy => ("/policy".to_owned(), None),
             TenantEndpoint::SetPolicy => ("/policy".to_owned(), Some(policy_body())),
+            TenantEndpoint::ListApprovals => ("/approvals".to_owned(), None),
             TenantEndpoint::GetBudget | TenantEndpoint::DeleteBudget => {
                 // A budget to read or remove, set by the admin.
                 let path = format!("/v1/tenants/{}/budget", holder.slug);
@@ -1230,7 +1246,9 @@ impl Matrix {
             | TenantEndpoint::ListJobs
             | TenantEndpoint::GetJob
             | TenantEndpoint::JobEvents
-            | TenantEndpoint::CancelJob => {
+            | TenantEndpoint::CancelJob
+            | TenantEndpoint::ApproveJob
+            | TenantEndpoint::RejectJob => {
                 // A new environment per destroy and a new queued job per cancel; the rest use
                 // the tenant's standing environment and its (forever queued) apply job.
                 let environment = if endpoint == TenantEndpoint::DeleteEnvironment {
@@ -1258,8 +1276,13 @@ impl Matrix {
                     .replace("{job}", &job);
                 about.environment = Some(environment);
                 about.job = Some(job);
-                let body = (endpoint == TenantEndpoint::UpdateEnvironment)
-                    .then(|| json!({"ttl_hours": 48}));
+                let body = match endpoint {
+                    TenantEndpoint::UpdateEnvironment => Some(json!({"ttl_hours": 48})),
+                    // The standing job is queued (no worker plans it): a decision is a 409.
+                    TenantEndpoint::ApproveJob => Some(json!({"plan_hash": "a".repeat(64)})),
+                    TenantEndpoint::RejectJob => Some(json!({"comment": "no"})),
+                    _ => None,
+                };
                 (suffix, body)
             }
         };
@@ -1492,6 +1515,11 @@ fn answer_problems(
             expect(p, "period", &body["period"], json!("month"));
         }
         TenantEndpoint::DeleteBudget => {}
+        // Nothing awaits approval (no worker plans here): an empty list, and decisions are 409s.
+        TenantEndpoint::ListApprovals => {
+            expect(p, "items", &body["items"], json!([]));
+        }
+        TenantEndpoint::ApproveJob | TenantEndpoint::RejectJob => {}
         TenantEndpoint::GetPolicy => {
             // The default or what an earlier case set: the whole policy either way.
             expect(

@@ -135,6 +135,7 @@ async fn metering_measures_prices_allocates_and_exports_what_the_targets_hold() 
     })
     .await;
     stack.create_tenant("acme", "dedicated").await;
+    stack.without_approvals("acme").await;
     let web = stack
         .create_environment(
             "acme",

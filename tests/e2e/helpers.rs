@@ -532,7 +532,7 @@ impl Stack {
             let job = self.job(tenant, job_id).await;
             if matches!(
                 job["state"].as_str(),
-                Some("succeeded" | "failed" | "canceled")
+                Some("succeeded" | "failed" | "canceled" | "rejected" | "expired")
             ) {
                 return job;
             }
@@ -543,6 +543,43 @@ impl Stack {
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+
+    /// Polls the job until it is in `state` (failing at once if it finished in another).
+    pub async fn wait_job_state(
+        &self,
+        tenant: &str,
+        job_id: &str,
+        state: &str,
+        within: Duration,
+    ) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let job = self.job(tenant, job_id).await;
+            if job["state"] == state {
+                return job;
+            }
+            assert!(
+                job["finished_at"].is_null() && Instant::now() < deadline,
+                "job {job_id} not {state} within {within:?}: {job}\nevents: {:?}",
+                self.event_kinds(tenant, job_id).await
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Lets the tenant's production changes run without approvals, for tests about something
+    /// else (the default policy wants one approval in production).
+    pub async fn without_approvals(&self, tenant: &str) {
+        let (status, body) = self
+            .call(
+                reqwest::Method::PUT,
+                &format!("/v1/tenants/{tenant}/policy"),
+                &self.admin,
+                Some(serde_json::json!({"stages": {"production": {"approvals_required": 0}}})),
+            )
+            .await;
+        assert_eq!(status, 200, "policy without approvals: {body}");
     }
 
     /// Polls the job until it succeeded (failing at once if it failed).

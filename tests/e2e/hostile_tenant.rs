@@ -201,6 +201,7 @@ pub async fn two_tenants(stack: &Stack) -> World {
                 json!({"business_unit": tags[0], "cost_center": tags[1], "customer": tags[2]}),
             )
             .await;
+        stack.without_approvals(&slug).await;
         let shared_name = format!("{who}-floor-{sfx}");
         let dedicated_name = format!("{who}-vault-{sfx}");
         let mut shared =

@@ -9,6 +9,7 @@ mod proxy;
 #[path = "../support/smtp.rs"]
 mod smtp;
 
+mod approvals;
 mod costs;
 mod fencing;
 mod generated_client;

@@ -6,6 +6,7 @@ use crate::runtime::Worker;
 
 mod conclude;
 mod lease;
+mod review;
 
 use bulkhead_core::audit::AuditResult;
 use bulkhead_core::domain::{Isolation, Stage};
@@ -38,6 +39,8 @@ pub enum Outcome {
     Released,
     /// Someone else holds the job now (our lease expired); we wrote nothing more.
     LostLease,
+    /// Planned and parked to await approval; an approval queues it again.
+    AwaitingApproval,
 }
 
 pub struct Execution {
@@ -62,6 +65,8 @@ enum Stop {
     Canceled,
     /// The job is no longer ours (its token moved on): nothing more is written.
     LostLease,
+    /// The change is planned and parked to await approval (written already).
+    Parked,
 }
 
 impl From<ExecError> for Stop {
@@ -346,6 +351,9 @@ impl Execution {
         // committed `destroyed`, then lost its lease or its conclusion): nothing is left to do.
         if operation == Operation::Destroy && environment.state == EnvironmentState::Destroyed {
             return Ok(());
+        }
+        if operation.changes_target() && self.job.awaits_review() {
+            return self.await_review(&spec).await;
         }
         let environment_id = environment.id;
         match operation {

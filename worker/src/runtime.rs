@@ -324,6 +324,24 @@ impl Worker {
                     tracing::warn!(%error, "sweeper: expired environments not queued; next sweep")
                 }
             }
+            // Changes whose approval wait ended are `expired` (issue 11).
+            let actor = format!("worker:{}", self.config.worker.id);
+            match self
+                .db(move |conn| store::jobs::expire_waits(conn, &actor, 50))
+                .await
+            {
+                Ok(ended) => {
+                    for job in &ended {
+                        tracing::info!(job.id = %job.id, tenant.id = %job.tenant_id, "approval wait ended; job expired");
+                    }
+                    if !ended.is_empty() {
+                        self.wake.notify_one();
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "sweeper: approval waits not ended; next sweep")
+                }
+            }
             tokio::select! {
                 () = tokio::time::sleep(self.config.worker.sweep_every) => {}
                 _ = shutdown.changed() => {}

@@ -25,8 +25,8 @@ pub struct JobView {
     pub environment_id: Uuid,
     /// `apply`, `plan`, `destroy` or `drift_check`.
     pub operation: String,
-    /// `queued`, `planned`, `awaiting_approval`, `approved`, `running`, `succeeded`, `failed` or
-    /// `canceled`.
+    /// `queued`, `planned`, `awaiting_approval`, `approved`, `running`, `succeeded`, `failed`,
+    /// `canceled`, `rejected` (an approver said no) or `expired` (the approval wait ended).
     pub state: String,
     /// For an unfinished job: active jobs of the same environment ahead of it (0 = next).
     pub queue_position: Option<i64>,
@@ -44,6 +44,41 @@ pub struct JobView {
     pub finished_at: Option<DateTime<Utc>>,
     /// When someone asked to cancel it while it ran; its worker stops at the next step boundary.
     pub cancel_requested_at: Option<DateTime<Utc>>,
+    /// Distinct approvals the change needs before it runs (0: none; its stage's policy when it
+    /// was asked for).
+    pub approvals_required: i16,
+    /// Why the change was asked for.
+    pub reason: Option<String>,
+    /// While it awaits approval: when the wait ends and the job is `expired`.
+    pub approval_expires_at: Option<DateTime<Utc>>,
+    /// When the last needed approval came.
+    pub approved_at: Option<DateTime<Utc>>,
+    /// The approvers' decisions so far, oldest first.
+    pub approvals: Vec<ApprovalView>,
+}
+
+/// One approver's decision on a job.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ApprovalView {
+    pub approver_id: Uuid,
+    /// `approved` or `rejected`.
+    pub decision: String,
+    /// The plan the decision was made on.
+    pub plan_hash: String,
+    pub comment: Option<String>,
+    pub decided_at: DateTime<Utc>,
+}
+
+impl From<store::jobs::Approval> for ApprovalView {
+    fn from(a: store::jobs::Approval) -> Self {
+        Self {
+            approver_id: a.approver_id,
+            decision: a.decision,
+            plan_hash: a.plan_hash,
+            comment: a.comment,
+            decided_at: a.decided_at,
+        }
+    }
 }
 
 impl JobView {
@@ -64,7 +99,49 @@ impl JobView {
             started_at: job.started_at,
             finished_at: job.finished_at,
             cancel_requested_at: job.cancel_requested_at,
+            approvals_required: job.approvals_required,
+            reason: job.reason,
+            approval_expires_at: job.approval_expires_at,
+            approved_at: job.approved_at,
+            approvals: Vec::new(),
         }
+    }
+
+    /// Views of `jobs`, each with its approvals, in two queries (positions, decisions).
+    pub fn many(
+        conn: &mut diesel::PgConnection,
+        jobs: Vec<Job>,
+    ) -> Result<Vec<Self>, store::StoreError> {
+        let positions = store::jobs::queue_positions(conn, &jobs)?;
+        let reviewed: Vec<Uuid> = jobs
+            .iter()
+            .filter(|j| j.approvals_required > 0)
+            .map(|j| j.id)
+            .collect();
+        let mut approvals: std::collections::HashMap<Uuid, Vec<ApprovalView>> =
+            std::collections::HashMap::new();
+        for approval in store::jobs::approvals_of(conn, &reviewed)? {
+            approvals
+                .entry(approval.job_id)
+                .or_default()
+                .push(approval.into());
+        }
+        Ok(jobs
+            .into_iter()
+            .zip(positions)
+            .map(|(job, position)| {
+                let mut view = Self::new(job, position);
+                view.approvals = approvals.remove(&view.id).unwrap_or_default();
+                view
+            })
+            .collect())
+    }
+
+    /// The view of one job, with its queue position and approvals.
+    pub fn one(conn: &mut diesel::PgConnection, job: Job) -> Result<Self, store::StoreError> {
+        Self::many(conn, vec![job])?
+            .pop()
+            .ok_or_else(|| store::StoreError::Unavailable("job view vanished".to_owned()))
     }
 }
 
@@ -106,14 +183,8 @@ pub async fn list(
     let page = state
         .db(move |conn| {
             let page = store::jobs::list(conn, tenant.id, environment, after, limit)?;
-            // One query for the whole page's positions.
-            let positions = store::jobs::queue_positions(conn, &page.items)?;
-            let items = page
-                .items
-                .into_iter()
-                .zip(positions)
-                .map(|(job, position)| JobView::new(job, position))
-                .collect();
+            // One query for the whole page's positions, one for its approvals.
+            let items = JobView::many(conn, page.items)?;
             Ok::<_, ApiError>(PageOf {
                 items,
                 next_cursor: page.next_cursor,
@@ -123,7 +194,7 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(page))
 }
 
-async fn job(
+pub(crate) async fn job(
     state: &AppState,
     caller: &Caller,
     tenant_ref: &str,
@@ -153,10 +224,7 @@ pub async fn get(
     let (tenant_ref, job_ref) = path.into_inner();
     let job = job(&state, &caller, &tenant_ref, &job_ref, Action::Read).await?;
     let view = state
-        .db(move |conn| {
-            let position = store::jobs::queue_position(conn, &job)?;
-            Ok::<_, ApiError>(JobView::new(job, position))
-        })
+        .db(move |conn| Ok::<_, ApiError>(JobView::one(conn, job)?))
         .await?;
     Ok(HttpResponse::Ok().json(view))
 }

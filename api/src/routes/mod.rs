@@ -18,6 +18,7 @@ macro_rules! page_schema {
 }
 
 pub mod api_keys;
+pub mod approvals;
 pub mod audit;
 pub mod auth;
 pub mod blueprints;
@@ -151,6 +152,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(
                     "/tenants/{tenant}/jobs/{job}/cancel",
                     web::post().to(jobs::cancel),
+                )
+                .route(
+                    "/tenants/{tenant}/jobs/{job}/approve",
+                    web::post().to(approvals::approve),
+                )
+                .route(
+                    "/tenants/{tenant}/jobs/{job}/reject",
+                    web::post().to(approvals::reject),
+                )
+                .route(
+                    "/tenants/{tenant}/approvals",
+                    web::get().to(approvals::pending),
                 )
                 .route(
                     "/tenants/{tenant}/audit-events",

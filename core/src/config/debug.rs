@@ -73,6 +73,7 @@ impl fmt::Debug for WorkerConfig {
             max_attempts,
             retry_base,
             sweep_every,
+            approval_wait,
             shared_admin_url,
             pooled_database,
             dedicated_admin_url,
@@ -86,6 +87,7 @@ impl fmt::Debug for WorkerConfig {
             .field("max_attempts", max_attempts)
             .field("retry_base", retry_base)
             .field("sweep_every", sweep_every)
+            .field("approval_wait", approval_wait)
             .field("shared_admin_url", &redact(shared_admin_url))
             .field("pooled_database", pooled_database)
             .field("dedicated_admin_url", &redact(dedicated_admin_url))

@@ -13,7 +13,9 @@ pub use password_policy::{
     MAX_CHARS as PASSWORD_MAX_CHARS, MIN_CHARS as PASSWORD_MIN_CHARS, check_password_policy,
 };
 pub use role::{PlatformRole, Role, TenantRole};
-pub use values::{Email, Region, Slug, TenantState, Tier, parse_display_text};
+pub use values::{
+    Email, Region, Slug, TenantState, Tier, parse_display_text, parse_display_text_of,
+};
 
 /// `deserialize_with` for an optional whole-number field: JSON does not tell `90` from `90.0`
 /// (JSON Schema's `integer` takes both), so neither does the server. `null` is absent;

@@ -112,11 +112,21 @@ impl Region {
 
 /// A human-facing name (tenant name, display name): 1 to 200 characters, no control characters.
 pub fn parse_display_text(field: &str, raw: &str) -> Result<String, FieldError> {
+    parse_display_text_of(field, raw, 200)
+}
+
+/// Human-facing text of 1 to `max_chars` characters once trimmed (a reason, a comment), without
+/// control or invisible characters.
+pub fn parse_display_text_of(
+    field: &str,
+    raw: &str,
+    max_chars: usize,
+) -> Result<String, FieldError> {
     let text = raw.trim();
-    if text.is_empty() || text.chars().count() > 200 || text.chars().any(char::is_control) {
+    if text.is_empty() || text.chars().count() > max_chars || text.chars().any(char::is_control) {
         return Err(FieldError::new(
             field,
-            "must be 1 to 200 characters without control characters",
+            format!("must be 1 to {max_chars} characters without control characters"),
         ));
     }
     if let Some((at, c)) = text

@@ -101,6 +101,10 @@ fn queue_destroy(
             max_attempts,
             expected_plan_hash: None,
             requested_by: None,
+            // The decision was made when the TTL was set (by a holder of environment:delete,
+            // or by the tenant admin whose policy gave the default): no approval is awaited.
+            approvals_required: 0,
+            reason: Some("the environment's TTL expired"),
         },
     )?;
     audit::append(

@@ -13,9 +13,14 @@ use super::tenants::page;
 use super::{Page, StoreError};
 
 mod line;
+mod review;
 pub use line::{
     QUEUE_POSITIONS_SQL, active_for_environment, next_in_line, queue_position, queue_positions,
     wake_next,
+};
+pub use review::{
+    AWAITING_EXPIRED_SQL, Approval, Decision, approvals_needed, approvals_of, decide, expire_waits,
+    is_requester, lock, park, pending_for_tenant,
 };
 
 #[derive(Debug, Clone, Queryable, Selectable, QueryableByName)]
@@ -44,6 +49,21 @@ pub struct Job {
     pub finished_at: Option<DateTime<Utc>>,
     /// Set when someone asked to cancel the job while it ran; its worker stops at the next step.
     pub cancel_requested_at: Option<DateTime<Utc>>,
+    /// Distinct approvals the change needs before it runs (its stage's policy when asked for).
+    pub approvals_required: i16,
+    /// Why the change was asked for, for its approvers.
+    pub reason: Option<String>,
+    /// While it awaits approval: when the wait ends (`expired`).
+    pub approval_expires_at: Option<DateTime<Utc>>,
+    /// When its last needed approval came; it then runs the approved plan.
+    pub approved_at: Option<DateTime<Utc>>,
+}
+
+impl Job {
+    /// Whether the job must be planned and approved before it may change the target.
+    pub fn awaits_review(&self) -> bool {
+        self.approvals_required > 0 && self.approved_at.is_none()
+    }
 }
 
 #[derive(Debug, Insertable)]
@@ -56,6 +76,8 @@ pub struct NewJob<'a> {
     pub max_attempts: i32,
     pub expected_plan_hash: Option<&'a str>,
     pub requested_by: Option<Uuid>,
+    pub approvals_required: i16,
+    pub reason: Option<&'a str>,
 }
 
 /// Inserts a queued job and its wake-up message in the caller's transaction.
@@ -473,7 +495,7 @@ pub fn expired_leases(conn: &mut PgConnection) -> Result<Vec<StaleJob>, StoreErr
     Ok(diesel::sql_query(EXPIRED_LEASES_SQL).load(conn)?)
 }
 
-/// Queued jobs that are due and first in their environment's line but have no wake-up on the
+/// Queued (or approved) jobs that are due and first in their environment's line but have no wake-up on the
 /// way: none waiting in the outbox, and none published since they became due — or the last one
 /// was published more than `quiet` ago and evidently lost. Covers retries come due and lost
 /// messages.
@@ -482,7 +504,7 @@ pub const STRANDED_SQL: &str = concat!(
          j.max_attempts, j.environment_id, j.lease_owner, \
          j.cancel_requested_at IS NOT NULL AS cancel_requested \
      FROM jobs j \
-     WHERE j.state = 'queued' AND j.run_after <= now() \
+     WHERE j.state IN ('queued', 'approved') AND j.run_after <= now() \
        AND j.id = (SELECT f.id FROM jobs f WHERE f.environment_id = j.environment_id \
                    AND f.state IN ",
     crate::active_job_states_sql!(),

@@ -55,6 +55,8 @@ impl Execution {
             }
             // Another worker holds the job (or the target's fence) now: write nothing.
             Err(Stop::LostLease) => return Outcome::LostLease,
+            // Parked (fenced, in the step that planned it): the approvals queue it again.
+            Err(Stop::Parked) => return Outcome::AwaitingApproval,
             Err(Stop::Canceled) => Write::Finish(
                 JobState::Canceled,
                 Some("canceled by request before this attempt changed the target".to_owned()),

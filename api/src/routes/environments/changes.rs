@@ -11,7 +11,7 @@ use crate::state::AppState;
 use actix_web::{HttpRequest, HttpResponse, web};
 use bulkhead_core::audit::AuditResult;
 use bulkhead_core::authz::{Action, Object};
-use bulkhead_core::domain::TenantState;
+use bulkhead_core::domain::{Stage, TenantState, parse_display_text_of};
 use bulkhead_core::jobs::{JobState, Operation};
 use bulkhead_core::lifecycle::EnvironmentState;
 use bulkhead_core::limits::Quota;
@@ -65,12 +65,14 @@ pub fn start_teardown(
 ) -> ApiResult<Teardown> {
     let mut teardown = Teardown::default();
     for environment in store::environments::standing_for_update(conn, tenant_id)? {
+        // Offboarding is the decision (tenant:delete, audited): its destroys await no approval.
         let destroy = queue_destroy(
             conn,
             caller,
             &environment,
             max_attempts,
             "canceled: the tenant is being offboarded",
+            Review::None,
         )?;
         teardown.canceled_jobs.extend(destroy.canceled);
         if destroy.created {
@@ -95,6 +97,7 @@ fn queue_destroy(
     environment: &Environment,
     max_attempts: i32,
     why_canceled: &str,
+    review_of_destroy: Review,
 ) -> ApiResult<Destroy> {
     let active = store::jobs::active_for_environment(conn, environment.id)?;
     if let Some(existing) = active.iter().find(|j| j.operation == Operation::Destroy) {
@@ -116,9 +119,13 @@ fn queue_destroy(
         conn,
         caller,
         environment,
-        Operation::Destroy,
-        max_attempts,
-        None,
+        Change {
+            operation: Operation::Destroy,
+            max_attempts,
+            expected_plan_hash: None,
+            reason: None,
+            review: review_of_destroy,
+        },
     )?;
     Ok(Destroy {
         job,
@@ -127,15 +134,41 @@ fn queue_destroy(
     })
 }
 
-/// Queues a job in the caller's transaction and audits it; returns its view.
+/// Whether a change waits for approvals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Review {
+    /// As the tenant's policy says for the environment's stage.
+    Policy,
+    /// The change was decided elsewhere (a tenant's offboarding).
+    None,
+}
+
+/// A job to queue: what, how often it may be tried, which reviewed plan it must find, why.
+pub(crate) struct Change<'a> {
+    pub operation: Operation,
+    pub max_attempts: i32,
+    pub expected_plan_hash: Option<&'a str>,
+    pub reason: Option<&'a str>,
+    pub review: Review,
+}
+
+/// Queues a job in the caller's transaction and audits it; returns its view. A change of a
+/// stage whose policy needs approvals is planned by a worker and then waits for them.
 pub(super) fn queue_job(
     conn: &mut PgConnection,
     caller: &Caller,
     environment: &Environment,
-    operation: Operation,
-    max_attempts: i32,
-    expected_plan_hash: Option<&str>,
+    change: Change<'_>,
 ) -> ApiResult<JobView> {
+    let operation = change.operation;
+    let approvals_required = match change.review {
+        Review::None => 0,
+        Review::Policy => {
+            let stage = Stage::parse("stage", &environment.stage)
+                .map_err(|e| ApiError::internal(anyhow::anyhow!("stored stage: {}", e.message)))?;
+            store::jobs::approvals_needed(conn, environment.tenant_id, stage, operation)?
+        }
+    };
     let job = store::jobs::insert(
         conn,
         &NewJob {
@@ -143,9 +176,11 @@ pub(super) fn queue_job(
             tenant_id: environment.tenant_id,
             environment_id: environment.id,
             operation,
-            max_attempts,
-            expected_plan_hash,
+            max_attempts: change.max_attempts,
+            expected_plan_hash: change.expected_plan_hash,
             requested_by: Some(caller.id),
+            approvals_required,
+            reason: change.reason,
         },
     )?;
     store::audit::append(
@@ -155,7 +190,8 @@ pub(super) fn queue_job(
             &format!("job.{}", operation.as_str()),
             format!("environment/{}", environment.id),
             AuditResult::Success,
-            json!({"job_id": job.id, "environment": environment.name}),
+            json!({"job_id": job.id, "environment": environment.name,
+                   "approvals_required": approvals_required, "reason": change.reason}),
         ),
     )?;
     let position = store::jobs::queue_position(conn, &job)?;
@@ -168,6 +204,8 @@ pub(super) fn queue_job(
 pub struct ApplyRequest {
     /// Apply exactly what this succeeded plan job showed; refused if the target changed since.
     pub plan_job_id: Option<Uuid>,
+    #[schema(schema_with = crate::schemas::change_reason)]
+    pub reason: Option<String>,
 }
 
 async fn job_action(
@@ -208,6 +246,12 @@ async fn job_action(
                 .unwrap_or_default()
         }
     };
+    let mut body = body;
+    body.reason = body
+        .reason
+        .map(|text| parse_display_text_of("reason", &text, 500))
+        .transpose()
+        .map_err(|e| ApiError::Validation(vec![e]))?;
     let key = idempotency::key(&req)?;
     let request_hash = idempotency::request_hash(
         &req,
@@ -264,9 +308,15 @@ async fn job_action(
                         }
                     };
                     let job = if operation == Operation::Destroy {
-                        queue_destroy(conn, &caller, &environment, max_attempts, "canceled: the environment is being destroyed")?.job
+                        queue_destroy(conn, &caller, &environment, max_attempts, "canceled: the environment is being destroyed", Review::Policy)?.job
                     } else {
-                        queue_job(conn, &caller, &environment, operation, max_attempts, expected.as_deref())?
+                        queue_job(conn, &caller, &environment, Change {
+                            operation,
+                            max_attempts,
+                            expected_plan_hash: expected.as_deref(),
+                            reason: body.reason.as_deref(),
+                            review: Review::Policy,
+                        })?
                     };
                     let body = serde_json::to_value(JobAccepted { job }).map_err(ApiError::internal)?;
                     Ok((202, body))

@@ -1,7 +1,7 @@
 //! Creating an environment: the request, its validation (field errors), and the create that
 //! records it and queues its first apply.
 
-use super::changes::{ensure_still_active, queue_job};
+use super::changes::{Change, Review, ensure_still_active, queue_job};
 use super::{EnvironmentAccepted, required_cost_tags};
 use crate::auth::Caller;
 use crate::body::JsonBody;
@@ -279,7 +279,13 @@ pub async fn create(
                         )),
                         other => other.into(),
                     })?;
-                    let job = queue_job(conn, &caller, &environment, Operation::Apply, max_attempts, None)?;
+                    let job = queue_job(conn, &caller, &environment, Change {
+                        operation: Operation::Apply,
+                        max_attempts,
+                        expected_plan_hash: None,
+                        reason: Some("create the environment"),
+                        review: Review::Policy,
+                    })?;
                     let body = serde_json::to_value(EnvironmentAccepted {
                         environment: environment.into(),
                         job,
