@@ -139,10 +139,11 @@ DESTRUCTIVE = ("deleteTenant", "destroyEnvironment", "removeMember", "revokeApiK
 # (setTenantBudget). A tenant policy: a real IANA time zone, a schedule whose end differs from its
 # start, days and promotion stages each named once, no schedule or TTL on production
 # (setTenantPolicy; utoipa cannot state uniqueItems on a field). A TTL only on a non-production
-# environment (updateEnvironment).
+# environment (updateEnvironment). An upgrade names a released version of the environment's own
+# blueprint (upgradeEnvironment: the catalog is the installation's).
 STATEFUL_422 = ("createEnvironment", "applyEnvironment", "updateTenant", "addMember",
                 "getTenantCosts", "getPlatformCosts", "exportTenantCosts", "exportPlatformCosts",
-                "setTenantBudget", "setTenantPolicy", "updateEnvironment")
+                "setTenantBudget", "setTenantPolicy", "updateEnvironment", "upgradeEnvironment")
 
 
 def write_config(path, token, logout_token, targets, own_targets):
@@ -186,6 +187,11 @@ def write_config(path, token, logout_token, targets, own_targets):
         lines += ["", "[[operations]]", f"include-operation-id = \"{op}\"",
                   "[operations.checks.positive_data_acceptance]",
                   'expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"]']
+    # A tenant has no budget until one is PUT: its GET answers the documented 404 ("this tenant
+    # has no budget; PUT one") right after the tenant is created, which the stateful phase's
+    # resource-availability check reads as a created resource gone missing.
+    lines += ["", "[[operations]]", "include-operation-id = \"getTenantBudget\"",
+              "[operations.checks.ensure_resource_availability]", "enabled = false"]
     # Logging out revokes the token presented: that operation gets a token of its own.
     lines += ["", "[[operations]]", "include-operation-id = \"logout\"",
               f"headers = {{ Authorization = {toml_value('Bearer ' + logout_token)} }}"]

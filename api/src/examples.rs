@@ -262,7 +262,8 @@ pub fn job_view() -> Value {
         "reason": "create the environment",
         "approval_expires_at": null,
         "approved_at": null,
-        "approvals": []
+        "approvals": [],
+        "blueprint_version": null
     })
 }
 

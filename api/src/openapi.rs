@@ -271,6 +271,7 @@ impl Modify for CommonResponses {
         routes::approvals::approve,
         routes::approvals::reject,
         routes::approvals::pending,
+        routes::environments::upgrade,
     ),
     components(schemas(crate::error::Problem, bulkhead_core::domain::FieldError)),
     tags(

@@ -281,3 +281,8 @@ pub fn decision_comment() -> Object {
         "Kept with the decision and in the audit trail. ",
     )
 }
+
+/// Why a platform admin overrides promotion (absent or `null`: no override).
+pub fn override_reason() -> Object {
+    display_text(500, true, "Audited with the missing evidence. ")
+}

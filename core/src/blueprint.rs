@@ -37,8 +37,16 @@ const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../infra/blueprints/dedicated-basic.toml"),
     ),
     (
+        "infra/blueprints/dedicated-basic-v2.toml",
+        include_str!("../../infra/blueprints/dedicated-basic-v2.toml"),
+    ),
+    (
         "infra/blueprints/shared-basic.toml",
         include_str!("../../infra/blueprints/shared-basic.toml"),
+    ),
+    (
+        "infra/blueprints/shared-basic-v2.toml",
+        include_str!("../../infra/blueprints/shared-basic-v2.toml"),
     ),
 ];
 
@@ -589,14 +597,20 @@ statement_timeout_ms = 60000
         let shared = catalog
             .default_for(Isolation::Shared)
             .expect("shared default");
-        assert_eq!((shared.name.as_str(), shared.version), ("shared-basic", 1));
+        // The latest version: version 2 adds the inventory baseline.
+        assert_eq!((shared.name.as_str(), shared.version), ("shared-basic", 2));
+        assert!(shared.baseline.iter().any(|m| m.id == "0004_inventory"));
         assert!(shared.baseline.len() >= 2);
         let dedicated = catalog
             .default_for(Isolation::Dedicated)
             .expect("dedicated default");
         assert_eq!(dedicated.name, "dedicated-basic");
         assert_eq!(dedicated.isolation, Isolation::Dedicated);
-        assert_eq!(catalog.all().len(), 2);
+        assert_eq!(catalog.all().len(), 4);
+        assert_eq!(
+            catalog.get("dedicated-basic", Some(1)).map(|b| b.version),
+            Some(1)
+        );
     }
 
     #[test]

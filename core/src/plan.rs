@@ -580,7 +580,11 @@ mod tests {
             tenant_id: Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0002),
             isolation,
             stage: Stage::Development,
-            blueprint: catalog.default_for(isolation).expect("default").clone(),
+            blueprint: catalog
+                .default_for(isolation)
+                .and_then(|latest| catalog.get(&latest.name, Some(1)))
+                .expect("default, version 1")
+                .clone(),
             cost_tags: BTreeMap::from([("cost_center".to_owned(), "cc-1".to_owned())]),
         }
     }

@@ -170,6 +170,19 @@ diesel::table! {
         reason -> Nullable<Text>,
         approval_expires_at -> Nullable<Timestamptz>,
         approved_at -> Nullable<Timestamptz>,
+        blueprint_version -> Nullable<Int4>,
+        requester_may_approve -> Bool,
+    }
+}
+
+diesel::table! {
+    promotion_evidence (tenant_id, blueprint, version, stage) {
+        tenant_id -> Uuid,
+        blueprint -> Text,
+        version -> Int4,
+        stage -> Text,
+        environment_id -> Uuid,
+        first_ready_at -> Timestamptz,
     }
 }
 

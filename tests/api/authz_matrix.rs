@@ -110,6 +110,7 @@ enum TenantEndpoint {
     CancelJob,
     ApproveJob,
     RejectJob,
+    Upgrade,
 }
 
 /// Column order of `expected_in_own_tenant`.
@@ -137,7 +138,7 @@ const TENANT_ENDPOINTS: [TenantEndpoint; 20] = [
 ];
 
 /// Column order of `expected_on_environments`.
-const ENVIRONMENT_ENDPOINTS: [TenantEndpoint; 16] = [
+const ENVIRONMENT_ENDPOINTS: [TenantEndpoint; 17] = [
     TenantEndpoint::CreateEnvironment,
     TenantEndpoint::ListEnvironments,
     TenantEndpoint::GetEnvironment,
@@ -154,6 +155,7 @@ const ENVIRONMENT_ENDPOINTS: [TenantEndpoint; 16] = [
     TenantEndpoint::CancelJob,
     TenantEndpoint::ApproveJob,
     TenantEndpoint::RejectJob,
+    TenantEndpoint::Upgrade,
 ];
 
 /// Every tenant-scoped endpoint.
@@ -213,6 +215,10 @@ impl TenantEndpoint {
             Self::CancelJob => (Method::POST, "/v1/tenants/{tenant}/jobs/{job}/cancel"),
             Self::ApproveJob => (Method::POST, "/v1/tenants/{tenant}/jobs/{job}/approve"),
             Self::RejectJob => (Method::POST, "/v1/tenants/{tenant}/jobs/{job}/reject"),
+            Self::Upgrade => (
+                Method::POST,
+                "/v1/tenants/{tenant}/environments/{env}/upgrade",
+            ),
         }
     }
 
@@ -282,21 +288,22 @@ fn expected_in_own_tenant(role: Role) -> [u16; 20] {
 /// holding `role` in the tenant it targets; as above, another tenant or none answers 404. The
 /// environments have no credentials (nothing is provisioned), so whoever may read them gets 409.
 #[rustfmt::skip]
-fn expected_on_environments(role: Role) -> [u16; 16] {
+fn expected_on_environments(role: Role) -> [u16; 17] {
     match role {
-        //                    +env  envs  env  ttl  -env  plan apply drift creds isol  jobs  job events cancel approve reject
-        Role::PlatformAdmin => [202, 200, 200, 200, 202,  202, 202,  202,  403,  200,  200,  200, 200,  200,   409,    409],
-        Role::Partner =>       [202, 200, 200, 200, 202,  202, 202,  202,  403,  200,  200,  200, 200,  200,   403,    403],
-        Role::TenantAdmin =>   [202, 200, 200, 200, 202,  202, 202,  202,  409,  200,  200,  200, 200,  200,   409,    409],
-        Role::Operator =>      [202, 200, 200, 403, 403,  202, 202,  202,  409,  200,  200,  200, 200,  200,   403,    403],
-        Role::Approver =>      [403, 200, 200, 403, 403,  403, 403,  403,  403,  200,  200,  200, 200,  403,   409,    409],
-        Role::Viewer =>        [403, 200, 200, 403, 403,  403, 403,  403,  403,  200,  200,  200, 200,  403,   403,    403],
-        Role::Billing =>       [403, 403, 403, 403, 403,  403, 403,  403,  403,  403,  403,  403, 403,  403,   403,    403],
+        //                    +env  envs  env  ttl  -env  plan apply drift creds isol  jobs  job events cancel approve reject upgrade
+        Role::PlatformAdmin => [202, 200, 200, 200, 202,  202, 202,  202,  403,  200,  200,  200, 200,  200,   409,    409,   409],
+        Role::Partner =>       [202, 200, 200, 200, 202,  202, 202,  202,  403,  200,  200,  200, 200,  200,   403,    403,   409],
+        Role::TenantAdmin =>   [202, 200, 200, 200, 202,  202, 202,  202,  409,  200,  200,  200, 200,  200,   409,    409,   409],
+        Role::Operator =>      [202, 200, 200, 403, 403,  202, 202,  202,  409,  200,  200,  200, 200,  200,   403,    403,   409],
+        Role::Approver =>      [403, 200, 200, 403, 403,  403, 403,  403,  403,  200,  200,  200, 200,  403,   409,    409,   403],
+        Role::Viewer =>        [403, 200, 200, 403, 403,  403, 403,  403,  403,  200,  200,  200, 200,  403,   403,    403,   403],
+        Role::Billing =>       [403, 403, 403, 403, 403,  403, 403,  403,  403,  403,  403,  403, 403,  403,   403,    403,   403],
     }
 }
 
 /// Every tenant endpoint with its status for a caller holding `role` in the tenant it targets.
-/// API keys never create API keys, add members, approve or reject, whatever their role.
+/// API keys never create API keys, add members, approve, reject or set the change policy,
+/// whatever their role.
 fn expected_in_own(role: Role, via: Via) -> Vec<(TenantEndpoint, u16)> {
     TENANT_ENDPOINTS
         .into_iter()
@@ -311,7 +318,8 @@ fn expected_in_own(role: Role, via: Via) -> Vec<(TenantEndpoint, u16)> {
                 TenantEndpoint::CreateKey
                 | TenantEndpoint::AddMember
                 | TenantEndpoint::ApproveJob
-                | TenantEndpoint::RejectJob,
+                | TenantEndpoint::RejectJob
+                | TenantEndpoint::SetPolicy,
                 Via::ApiKey,
             ) => (endpoint, 403),
             _ => (endpoint, status),
@@ -1248,7 +1256,8 @@ impl Matrix {
             | TenantEndpoint::JobEvents
             | TenantEndpoint::CancelJob
             | TenantEndpoint::ApproveJob
-            | TenantEndpoint::RejectJob => {
+            | TenantEndpoint::RejectJob
+            | TenantEndpoint::Upgrade => {
                 // A new environment per destroy and a new queued job per cancel; the rest use
                 // the tenant's standing environment and its (forever queued) apply job.
                 let environment = if endpoint == TenantEndpoint::DeleteEnvironment {
@@ -1281,6 +1290,8 @@ impl Matrix {
                     // The standing job is queued (no worker plans it): a decision is a 409.
                     TenantEndpoint::ApproveJob => Some(json!({"plan_hash": "a".repeat(64)})),
                     TenantEndpoint::RejectJob => Some(json!({"comment": "no"})),
+                    // The standing environment is at the latest version already: a 409.
+                    TenantEndpoint::Upgrade => Some(json!({"blueprint_version": 2})),
                     _ => None,
                 };
                 (suffix, body)
@@ -1519,7 +1530,7 @@ fn answer_problems(
         TenantEndpoint::ListApprovals => {
             expect(p, "items", &body["items"], json!([]));
         }
-        TenantEndpoint::ApproveJob | TenantEndpoint::RejectJob => {}
+        TenantEndpoint::ApproveJob | TenantEndpoint::RejectJob | TenantEndpoint::Upgrade => {}
         TenantEndpoint::GetPolicy => {
             // The default or what an earlier case set: the whole policy either way.
             expect(

@@ -206,3 +206,57 @@ async fn ttl_on_create_policy_default_patch_and_the_expiry_sweep() {
     assert_eq!(status, 202, "{body}");
     assert!(near(expires(&body["environment"]), 72), "{body}");
 }
+
+/// A TTL is no way around a stage's review: where the policy wants approvals for staging, the
+/// expiry's destroy needs them too, and cancels nothing before it has them.
+#[actix_web::test]
+async fn an_expiry_destroy_waits_for_the_approvals_its_stage_needs() {
+    let app = TestApp::spawn().await;
+    app.create_tenant("qa-gate").await;
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            "/v1/tenants/qa-gate/policy",
+            &app.admin,
+            Some(json!({"stages": {"staging": {"approvals_required": 1}}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, created) = app
+        .post(
+            "/v1/tenants/qa-gate/environments",
+            &app.admin,
+            json!({"name": "uat", "stage": "staging", "ttl_hours": 1,
+                   "cost_tags": {"business_unit": "qa"}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{created}");
+    let id = created["environment"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let mut db = app.db();
+    diesel::RunQueryDsl::execute(
+        diesel::sql_query(format!(
+            "UPDATE environments SET expires_at = now() - interval '1 minute' WHERE id = '{id}'"
+        )),
+        &mut db,
+    )
+    .expect("expire");
+    let queued = store::expiry::queue_expired(&mut db, "worker:test", 3, 50).expect("sweep");
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert_eq!(
+        app.count(&format!(
+            "jobs WHERE environment_id = '{id}' AND operation = 'destroy' AND approvals_required = 1"
+        )),
+        1,
+        "the expiry's destroy is reviewed"
+    );
+    assert_eq!(
+        app.count(&format!(
+            "jobs WHERE environment_id = '{id}' AND operation = 'apply' AND state = 'queued'"
+        )),
+        1,
+        "the create is not canceled before anyone approved the destroy"
+    );
+}

@@ -7,6 +7,7 @@ mod kit;
 #[path = "../support/smtp.rs"]
 mod smtp;
 
+mod approvals;
 mod audit;
 mod authz_matrix;
 mod bad_input;
@@ -29,3 +30,4 @@ mod quotas;
 mod rate_limits;
 mod tenants;
 mod throttle;
+mod upgrade;

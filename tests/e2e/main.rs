@@ -16,6 +16,7 @@ mod generated_client;
 mod hostile_tenant;
 mod housekeeping;
 mod lifetime;
+mod promotion;
 mod provisioning;
 mod reseal;
 mod resilience;

@@ -19,6 +19,7 @@ use bulkhead_core::store::{self, StoreError, audit::NewAuditEvent};
 use conclude::{open, record_verification};
 use diesel::Connection;
 use lease::fault_pause;
+use review::record_match;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -226,16 +227,22 @@ impl Execution {
             .db(move |conn| store::environments::find(conn, environment_id))
             .await?
             .ok_or_else(|| Stop::Fatal(format!("environment {environment_id} no longer exists")))?;
+        // An upgrade's apply plans for the version it brings the environment to.
+        let version = self
+            .job
+            .blueprint_version
+            .unwrap_or(environment.blueprint_version);
         let blueprint = self
             .worker
             .catalog
-            .get(&environment.blueprint, u32::try_from(environment.blueprint_version).ok())
+            .get(&environment.blueprint, u32::try_from(version).ok())
             .cloned()
             .ok_or_else(|| {
                 Stop::Fatal(format!(
-                    "blueprint {} v{} is not in this worker's catalog; deploy a worker that has \
-                     it (BULKHEAD_BLUEPRINTS_DIR) or recreate the environment with another blueprint",
-                    environment.blueprint, environment.blueprint_version
+                    "blueprint {} v{version} is not in this worker's catalog; deploy a worker \
+                     that has it (BULKHEAD_BLUEPRINTS_DIR) or recreate the environment with \
+                     another blueprint",
+                    environment.blueprint
                 ))
             })?;
         let isolation = match environment.isolation.as_str() {
@@ -456,24 +463,18 @@ impl Execution {
     async fn apply(&self, spec: &EnvironmentSpec) -> Result<(), Stop> {
         let environment_id = spec.id;
         let plan = self.plan(spec, false).await?;
-        if let Some(expected) = &self.job.expected_plan_hash
-            && expected != &plan.hash
-        {
-            return Err(Stop::Fatal(format!(
-                "stale plan: the environment changed since the reviewed plan {expected} was \
-                 made (it would now be {}); run plan again and apply that one",
-                plan.hash
-            )));
-        }
+        let matched = self.check_reviewed(&plan).await?;
         self.stop_if_canceled()?;
         // Only now does the target change: a refused stale plan leaves the environment as it was.
+        let job_id = self.job.id;
         self.fenced_db(move |conn| {
             store::environments::set_state(
                 conn,
                 environment_id,
                 EnvironmentState::Provisioning,
                 None,
-            )
+            )?;
+            record_match(conn, job_id, matched)
         })
         .await?;
         let password = self.password(spec).await?;
@@ -546,9 +547,29 @@ impl Execution {
                 .collect();
         let tags = serde_json::to_value(&spec.cost_tags).unwrap_or_default();
         let (job_id, audit) = (self.job.id, self.audit(spec));
+        let (upgrade, blueprint, version, stage) = (
+            self.job.blueprint_version,
+            spec.blueprint.name.clone(),
+            i32::try_from(spec.blueprint.version).unwrap_or(i32::MAX),
+            spec.stage.as_str(),
+        );
         self.fenced_db(move |conn| {
             store::environments::record_resources(conn, environment_id, &present, &tags)?;
+            if let Some(upgraded) = upgrade {
+                store::promotion::set_version(conn, environment_id, upgraded)?;
+            }
             let violations = record_verification(conn, environment_id, &checks, &audit)?;
+            // Ready at this version on this stage: evidence for promoting it to the next.
+            if violations.is_empty() {
+                store::promotion::record_ready(
+                    conn,
+                    audit.tenant_id,
+                    environment_id,
+                    &blueprint,
+                    version,
+                    stage,
+                )?;
+            }
             store::jobs::add_event(
                 conn,
                 job_id,
@@ -563,9 +584,21 @@ impl Execution {
 
     async fn destroy(&self, spec: &EnvironmentSpec) -> Result<(), Stop> {
         let environment_id = spec.id;
+        // A reviewed destroy must find the plan its approvers read before anything changes.
+        let matched = match &self.job.expected_plan_hash {
+            Some(_) => self.check_reviewed(&self.plan(spec, true).await?).await?,
+            None => None,
+        };
         self.stop_if_canceled()?;
+        let job_id = self.job.id;
         self.fenced_db(move |conn| {
-            store::environments::set_state(conn, environment_id, EnvironmentState::Destroying, None)
+            store::environments::set_state(
+                conn,
+                environment_id,
+                EnvironmentState::Destroying,
+                None,
+            )?;
+            record_match(conn, job_id, matched)
         })
         .await?;
         let plan = self.plan(spec, true).await?;

@@ -10,13 +10,12 @@ use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use bulkhead_core::audit::AuditResult;
 use bulkhead_core::authz::{Action, Object};
-use bulkhead_core::domain::{Stage, parse_display_text_of};
+use bulkhead_core::domain::parse_display_text_of;
 use bulkhead_core::governance::decisions::{
     ApprovalProgress, ApprovalRefused, ChangeNeeds, decide_approval,
 };
 use bulkhead_core::jobs::JobState;
 use bulkhead_core::store::{self, jobs::Decision, jobs::Job};
-use diesel::PgConnection;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
@@ -57,23 +56,23 @@ fn check_comment(comment: Option<String>) -> ApiResult<Option<String>> {
 const KEYS_DO_NOT_APPROVE: &str = "approvals are given by people: sign in as a member with the \
     approver or tenant_admin role; an API key cannot approve or reject";
 
-/// What the review of `job` needs under the tenant's current policy (the number of approvals
-/// stays what the job was asked with).
-fn needs_of(conn: &mut PgConnection, job: &Job) -> ApiResult<ChangeNeeds> {
-    let environment = store::environments::find(conn, job.environment_id)?
-        .ok_or_else(|| ApiError::NotFound(format!("job {}'s environment is gone", job.id)))?;
-    let stage = Stage::parse("stage", &environment.stage)
-        .map_err(|e| ApiError::internal(anyhow::anyhow!("stored stage: {}", e.message)))?;
-    let policy = store::policies::get(conn, job.tenant_id)?.policy;
-    Ok(ChangeNeeds {
+/// What the review of `job` needs: as its stage's policy said when it was asked for.
+fn needs_of(job: &Job) -> ChangeNeeds {
+    ChangeNeeds {
         approvals: u8::try_from(job.approvals_required).unwrap_or(u8::MAX),
-        requester_may_approve: policy.stage(stage).requester_may_approve,
-    })
+        requester_may_approve: job.requester_may_approve,
+    }
 }
 
 fn awaiting(job: &Job) -> ApiResult<()> {
     if job.state == JobState::AwaitingApproval {
-        return Ok(());
+        return match job.approval_expires_at {
+            Some(until) if until <= chrono::Utc::now() => Err(ApiError::Conflict(format!(
+                "the approval wait of job {} ended at {until}; ask for the change again",
+                job.id
+            ))),
+            _ => Ok(()),
+        };
     }
     Err(ApiError::Conflict(match job.state {
         JobState::Queued | JobState::Running if job.awaits_review() => format!(
@@ -186,7 +185,7 @@ async fn decide(
                         job.id
                     )));
                 }
-                let needs = needs_of(conn, &job)?;
+                let needs = needs_of(&job);
                 let requester = store::jobs::is_requester(conn, &job, caller.id)?;
                 let (completes, remaining, hash) = match decision {
                     Decision::Approved => {
@@ -344,16 +343,13 @@ pub async fn pending(
     let page = state
         .db(move |conn| {
             let page = store::jobs::pending_for_tenant(conn, tenant.id, caller.id, after, limit)?;
-            let policy = store::policies::get(conn, tenant.id)?.policy;
             let mut items = Vec::with_capacity(page.items.len());
             for job in page.items {
                 let environment = store::environments::find(conn, job.environment_id)?;
                 let (name, stage) = environment.map(|e| (e.name, e.stage)).unwrap_or_default();
-                let requester_may = Stage::parse("stage", &stage)
-                    .map(|s| policy.stage(s).requester_may_approve)
-                    .unwrap_or(false);
                 let you_may_approve = caller.key.is_none()
-                    && (requester_may || !store::jobs::is_requester(conn, &job, caller.id)?);
+                    && (job.requester_may_approve
+                        || !store::jobs::is_requester(conn, &job, caller.id)?);
                 items.push(PendingApproval {
                     job: JobView::one(conn, job)?,
                     environment: name,

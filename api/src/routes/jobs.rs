@@ -55,6 +55,8 @@ pub struct JobView {
     pub approved_at: Option<DateTime<Utc>>,
     /// The approvers' decisions so far, oldest first.
     pub approvals: Vec<ApprovalView>,
+    /// For an upgrade: the blueprint version this apply brings the environment to.
+    pub blueprint_version: Option<i32>,
 }
 
 /// One approver's decision on a job.
@@ -104,6 +106,7 @@ impl JobView {
             approval_expires_at: job.approval_expires_at,
             approved_at: job.approved_at,
             approvals: Vec::new(),
+            blueprint_version: job.blueprint_version,
         }
     }
 

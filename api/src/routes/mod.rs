@@ -136,6 +136,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     web::post().to(environments::drift_check),
                 )
                 .route(
+                    "/tenants/{tenant}/environments/{env}/upgrade",
+                    web::post().to(environments::upgrade),
+                )
+                .route(
                     "/tenants/{tenant}/environments/{env}/credentials",
                     web::get().to(environments::credentials),
                 )

@@ -63,7 +63,7 @@ pub async fn get(
     params(("tenant" = String, Path, description = "Tenant id or slug")),
     request_body = TenantPolicyRequest,
     responses((status = 200, description = "The policy now in force (what the request left out took its default)", body = PolicyView),
-        (status = 403, body = crate::error::Problem),
+        (status = 403, description = "Your role does not allow this, or the caller is an API key (people set the policy)", body = crate::error::Problem),
         (status = 404, body = crate::error::Problem),
         (status = 409, description = "The tenant is offboarding", body = crate::error::Problem),
         (status = 422, body = crate::error::Problem)))]
@@ -76,6 +76,21 @@ pub async fn put(
     let tenant = state
         .authorize_tenant(&caller, &path, Object::Policy, Action::Update)
         .await?;
+    // The policy says who must approve changes: a pipeline's key that could lower it could
+    // approve its own changes in effect. People change it, audited.
+    if caller.key.is_some() {
+        return Err(state
+            .deny(
+                &caller,
+                &tenant,
+                Object::Policy,
+                Action::Update,
+                "the change policy is set by people: sign in as a tenant admin; an API key \
+                 cannot change it (it could lift the approvals its own changes need)"
+                    .to_owned(),
+            )
+            .await);
+    }
     let policy = body.into_inner()?.parse().map_err(ApiError::Validation)?;
     let stored = state
         .db(move |conn| {

@@ -77,9 +77,16 @@ fn queue_destroy(
     actor: &str,
     max_attempts: i32,
 ) -> Result<Expired, StoreError> {
+    // A destroy of a stage whose policy needs approvals waits for them like any other (setting
+    // a TTL is not a way around the review); it then waits in line behind the jobs before it
+    // rather than canceling them before anyone approved it.
+    let stage = crate::domain::Stage::parse("stage", &environment.stage)
+        .map_err(|e| StoreError::Unavailable(format!("stored stage: {}", e.message)))?;
+    let needs = jobs::approvals_needed(conn, environment.tenant_id, stage, Operation::Destroy)?;
+    let approvals_required = i16::from(needs.approvals);
     for job in jobs::active_for_environment(conn, environment.id)?
         .iter()
-        .filter(|j| j.state != JobState::Running)
+        .filter(|j| j.state != JobState::Running && approvals_required == 0)
     {
         if jobs::cancel(conn, job.id)? {
             jobs::add_event(
@@ -101,10 +108,10 @@ fn queue_destroy(
             max_attempts,
             expected_plan_hash: None,
             requested_by: None,
-            // The decision was made when the TTL was set (by a holder of environment:delete,
-            // or by the tenant admin whose policy gave the default): no approval is awaited.
-            approvals_required: 0,
+            approvals_required,
             reason: Some("the environment's TTL expired"),
+            blueprint_version: None,
+            requester_may_approve: needs.requester_may_approve,
         },
     )?;
     audit::append(

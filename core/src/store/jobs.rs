@@ -57,6 +57,10 @@ pub struct Job {
     pub approval_expires_at: Option<DateTime<Utc>>,
     /// When its last needed approval came; it then runs the approved plan.
     pub approved_at: Option<DateTime<Utc>>,
+    /// For an upgrade: the blueprint version this apply brings the environment to.
+    pub blueprint_version: Option<i32>,
+    /// Whether its requester may approve it (the stage's policy when it was asked for).
+    pub requester_may_approve: bool,
 }
 
 impl Job {
@@ -78,6 +82,8 @@ pub struct NewJob<'a> {
     pub requested_by: Option<Uuid>,
     pub approvals_required: i16,
     pub reason: Option<&'a str>,
+    pub blueprint_version: Option<i32>,
+    pub requester_may_approve: bool,
 }
 
 /// Inserts a queued job and its wake-up message in the caller's transaction.
@@ -147,6 +153,16 @@ pub fn add_event(
         ))
         .execute(conn)?;
     Ok(())
+}
+
+/// Whether the job has an event of `kind`.
+pub fn has_event(conn: &mut PgConnection, job_id: Uuid, kind: &str) -> Result<bool, StoreError> {
+    Ok(diesel::select(diesel::dsl::exists(
+        job_events::table
+            .filter(job_events::job_id.eq(job_id))
+            .filter(job_events::kind.eq(kind)),
+    ))
+    .get_result(conn)?)
 }
 
 /// Whether the job is still `running` under `token`; locks the row (`FOR SHARE`) until the

@@ -16,6 +16,7 @@ pub mod metering;
 pub mod outbox;
 pub mod policies;
 pub mod principals;
+pub mod promotion;
 pub mod quotas;
 pub mod sessions;
 pub mod tenants;

@@ -4,7 +4,7 @@
 use super::{Execution, Stop};
 use bulkhead_core::audit::AuditResult;
 use bulkhead_core::jobs::Operation;
-use bulkhead_core::plan::EnvironmentSpec;
+use bulkhead_core::plan::{EnvironmentSpec, Plan};
 use bulkhead_core::store::{self, StoreError};
 use serde_json::json;
 
@@ -17,15 +17,9 @@ impl Execution {
         let plan = self
             .plan(spec, self.job.operation == Operation::Destroy)
             .await?;
-        if let Some(expected) = &self.job.expected_plan_hash
-            && expected != &plan.hash
-        {
-            return Err(Stop::Fatal(format!(
-                "stale plan: the environment changed since the reviewed plan {expected} was \
-                 made (it would now be {}); run plan again and apply that one",
-                plan.hash
-            )));
-        }
+        self.check_reviewed(&plan).await?;
+        // Canceled while it was being planned: nobody is asked to approve it.
+        self.stop_if_canceled()?;
         let (job_id, token, wait) = (
             self.job.id,
             self.job.fencing_token,
@@ -60,5 +54,53 @@ impl Execution {
         })
         .await?;
         Err(Stop::Parked)
+    }
+
+    /// Whether `plan` is the reviewed one the job names (a plan job's, or the approved one):
+    /// a different plan fails the job as stale before the target changes. Checked until an
+    /// attempt starts changing the target with it (`plan_matched`, written with that state
+    /// change); a later attempt finishes what is left, whose plan is a remainder of it.
+    /// Returns the hash to record as matched, if any.
+    pub(super) async fn check_reviewed(&self, plan: &Plan) -> Result<Option<String>, Stop> {
+        let Some(expected) = self.job.expected_plan_hash.clone() else {
+            return Ok(None);
+        };
+        let job_id = self.job.id;
+        let matched_before = self
+            .db(move |conn| store::jobs::has_event(conn, job_id, PLAN_MATCHED))
+            .await?;
+        if matched_before {
+            return Ok(None);
+        }
+        if expected != plan.hash {
+            return Err(Stop::Fatal(format!(
+                "stale plan: the environment changed since the reviewed plan {expected} was \
+                 made (it would now be {}); run plan again and apply that one",
+                plan.hash
+            )));
+        }
+        Ok(Some(expected))
+    }
+}
+
+/// The job event that says an attempt started changing the target with the reviewed plan.
+const PLAN_MATCHED: &str = "plan_matched";
+
+/// Records, with the state change that starts changing the target, that the reviewed plan
+/// matched (`hash`), so a retry of this job does not refuse its own remainder.
+pub(super) fn record_match(
+    conn: &mut bulkhead_core::db::PgConn,
+    job_id: uuid::Uuid,
+    hash: Option<String>,
+) -> Result<(), StoreError> {
+    match hash {
+        Some(hash) => store::jobs::add_event(
+            conn,
+            job_id,
+            PLAN_MATCHED,
+            "the reviewed plan matched; the target changes now",
+            json!({"plan_hash": hash}),
+        ),
+        None => Ok(()),
     }
 }

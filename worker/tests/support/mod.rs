@@ -60,9 +60,11 @@ impl Fixture {
             tenant_id: Uuid::now_v7(),
             isolation,
             stage: Stage::Development,
+            // Version 1: the tests that change a blueprint build their own next version on it.
             blueprint: catalog
                 .default_for(isolation)
-                .expect("default blueprint")
+                .and_then(|latest| catalog.get(&latest.name, Some(1)))
+                .expect("default blueprint, version 1")
                 .clone(),
             cost_tags: BTreeMap::from([
                 ("cost_center".to_owned(), "cc-1042".to_owned()),

@@ -12,6 +12,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use bulkhead_core::audit::AuditResult;
 use bulkhead_core::authz::{Action, Object};
 use bulkhead_core::domain::{Stage, TenantState, parse_display_text_of};
+use bulkhead_core::governance::decisions::ChangeNeeds;
 use bulkhead_core::jobs::{JobState, Operation};
 use bulkhead_core::lifecycle::EnvironmentState;
 use bulkhead_core::limits::Quota;
@@ -27,7 +28,7 @@ use uuid::Uuid;
 /// transaction with the tenant row locked for a change: a tenant whose offboarding committed in
 /// between is seen, cannot start offboarding until the caller commits (so its teardown sees
 /// what the caller wrote), and two requests cannot both take a tenant's last quota.
-pub(super) fn ensure_still_active(
+pub(crate) fn ensure_still_active(
     conn: &mut PgConnection,
     tenant_id: Uuid,
     slug: &str,
@@ -100,16 +101,40 @@ fn queue_destroy(
     review_of_destroy: Review,
 ) -> ApiResult<Destroy> {
     let active = store::jobs::active_for_environment(conn, environment.id)?;
-    if let Some(existing) = active.iter().find(|j| j.operation == Operation::Destroy) {
-        let position = store::jobs::queue_position(conn, existing)?;
-        return Ok(Destroy {
-            job: JobView::new(existing.clone(), position),
-            created: false,
-            canceled: Vec::new(),
-        });
-    }
     let mut canceled = Vec::new();
-    for job in active.iter().filter(|j| j.state != JobState::Running) {
+    if let Some(existing) = active.iter().find(|j| j.operation == Operation::Destroy) {
+        // An offboarding's teardown does not wait on a destroy still awaiting its review (it
+        // could be rejected or expire and leave the tenant offboarding): that one is replaced.
+        let replace = review_of_destroy == Review::None && existing.awaits_review();
+        if !replace {
+            let position = store::jobs::queue_position(conn, existing)?;
+            return Ok(Destroy {
+                job: JobView::new(existing.clone(), position),
+                created: false,
+                canceled: Vec::new(),
+            });
+        }
+        let why = "canceled: replaced by the destroy of the tenant's offboarding";
+        if store::jobs::cancel(conn, existing.id)? {
+            store::jobs::add_event(conn, existing.id, "canceled", why, json!({}))?;
+            canceled.push(existing.id);
+        } else if store::jobs::request_cancel(conn, existing.id)? {
+            // Being planned right now: its worker stops before it would park it.
+            store::jobs::add_event(conn, existing.id, "cancel_requested", why, json!({}))?;
+        }
+    }
+    // A destroy that waits for approvals cancels nothing before it is approved: it takes its
+    // place in line behind the jobs already there.
+    let reviewed = review_of_destroy == Review::Policy && {
+        let stage = Stage::parse("stage", &environment.stage)
+            .map_err(|e| ApiError::internal(anyhow::anyhow!("stored stage: {}", e.message)))?;
+        store::jobs::approvals_needed(conn, environment.tenant_id, stage, Operation::Destroy)?
+            .needs_approval()
+    };
+    for job in active
+        .iter()
+        .filter(|j| j.state != JobState::Running && !reviewed && j.operation != Operation::Destroy)
+    {
         if store::jobs::cancel(conn, job.id)? {
             store::jobs::add_event(conn, job.id, "canceled", why_canceled, json!({}))?;
             canceled.push(job.id);
@@ -125,6 +150,7 @@ fn queue_destroy(
             expected_plan_hash: None,
             reason: None,
             review: review_of_destroy,
+            blueprint_version: None,
         },
     )?;
     Ok(Destroy {
@@ -150,6 +176,8 @@ pub(crate) struct Change<'a> {
     pub expected_plan_hash: Option<&'a str>,
     pub reason: Option<&'a str>,
     pub review: Review,
+    /// For an upgrade: the blueprint version the apply brings the environment to.
+    pub blueprint_version: Option<i32>,
 }
 
 /// Queues a job in the caller's transaction and audits it; returns its view. A change of a
@@ -161,14 +189,18 @@ pub(super) fn queue_job(
     change: Change<'_>,
 ) -> ApiResult<JobView> {
     let operation = change.operation;
-    let approvals_required = match change.review {
-        Review::None => 0,
+    let needs = match change.review {
+        Review::None => ChangeNeeds {
+            approvals: 0,
+            requester_may_approve: false,
+        },
         Review::Policy => {
             let stage = Stage::parse("stage", &environment.stage)
                 .map_err(|e| ApiError::internal(anyhow::anyhow!("stored stage: {}", e.message)))?;
             store::jobs::approvals_needed(conn, environment.tenant_id, stage, operation)?
         }
     };
+    let approvals_required = i16::from(needs.approvals);
     let job = store::jobs::insert(
         conn,
         &NewJob {
@@ -181,6 +213,8 @@ pub(super) fn queue_job(
             requested_by: Some(caller.id),
             approvals_required,
             reason: change.reason,
+            blueprint_version: change.blueprint_version,
+            requester_may_approve: needs.requester_may_approve,
         },
     )?;
     store::audit::append(
@@ -316,6 +350,7 @@ async fn job_action(
                             expected_plan_hash: expected.as_deref(),
                             reason: body.reason.as_deref(),
                             review: Review::Policy,
+                            blueprint_version: None,
                         })?
                     };
                     let body = serde_json::to_value(JobAccepted { job }).map_err(ApiError::internal)?;

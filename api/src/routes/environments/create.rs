@@ -81,7 +81,7 @@ fn validate(
         }),
     };
     // Stored as an integer (i32): checked whether or not a blueprint is named (without one,
-    // the isolation's default blueprint is taken and the version is not used).
+    // the isolation's default blueprint is taken, at this version when one is given).
     if body
         .blueprint_version
         .is_some_and(|v| v == 0 || i32::try_from(v).is_err())
@@ -94,7 +94,10 @@ fn validate(
     let blueprint = isolation.and_then(|isolation| {
         let found = match &body.blueprint {
             Some(name) => state.catalog.get(name, body.blueprint_version),
-            None => state.catalog.default_for(isolation),
+            None => state
+                .catalog
+                .default_for(isolation)
+                .and_then(|latest| state.catalog.get(&latest.name, body.blueprint_version)),
         };
         let names: Vec<String> = state
             .catalog
@@ -285,6 +288,7 @@ pub async fn create(
                         expected_plan_hash: None,
                         reason: Some("create the environment"),
                         review: Review::Policy,
+                        blueprint_version: None,
                     })?;
                     let body = serde_json::to_value(EnvironmentAccepted {
                         environment: environment.into(),

@@ -5,11 +5,13 @@ mod access;
 mod changes;
 mod create;
 mod lifetime;
+mod upgrade;
 
 pub use access::*;
 pub use changes::*;
 pub use create::*;
 pub use lifetime::*;
+pub use upgrade::*;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};

@@ -3,6 +3,7 @@
 
 use super::Job;
 use crate::domain::Stage;
+use crate::governance::decisions::ChangeNeeds;
 use crate::jobs::{JobState, Operation, can_transition};
 use crate::schema::{api_keys, job_approvals, jobs};
 use crate::store::{Page, StoreError, outbox, tenants::page};
@@ -12,17 +13,18 @@ use diesel::sql_types::{Int8, Uuid as SqlUuid};
 use std::time::Duration;
 use uuid::Uuid;
 
-/// Approvals a change of a `stage` environment by `operation` needs under the tenant's policy
-/// as it is now (the job keeps the number; a later policy applies to later jobs).
+/// What a change of a `stage` environment by `operation` needs under the tenant's policy as it
+/// is now (the job keeps it; a later policy applies to later jobs).
 pub fn approvals_needed(
     conn: &mut PgConnection,
     tenant_id: Uuid,
     stage: Stage,
     operation: Operation,
-) -> Result<i16, StoreError> {
+) -> Result<ChangeNeeds, StoreError> {
     let policy = crate::store::policies::get(conn, tenant_id)?.policy;
-    let needs = crate::governance::decisions::change_needs(&policy, stage, operation);
-    Ok(i16::from(needs.approvals))
+    Ok(crate::governance::decisions::change_needs(
+        &policy, stage, operation,
+    ))
 }
 
 /// Parks a running job (holding `token`) whose plan is recorded to await approval for `wait`;
@@ -180,7 +182,8 @@ pub fn decide(
     let now = Utc::now();
     let waiting = jobs::table
         .filter(jobs::id.eq(job.id))
-        .filter(jobs::state.eq(JobState::AwaitingApproval));
+        .filter(jobs::state.eq(JobState::AwaitingApproval))
+        .filter(jobs::approval_expires_at.gt(diesel::dsl::now));
     let changed = match decision {
         Decision::Approved => diesel::update(waiting)
             .set((
@@ -287,6 +290,7 @@ pub fn pending_for_tenant(
     let mut query = jobs::table
         .filter(jobs::tenant_id.eq(tenant_id))
         .filter(jobs::state.eq(JobState::AwaitingApproval))
+        .filter(jobs::approval_expires_at.gt(diesel::dsl::now))
         .filter(diesel::dsl::not(diesel::dsl::exists(decided)))
         .select(Job::as_select())
         .order(jobs::id.asc())

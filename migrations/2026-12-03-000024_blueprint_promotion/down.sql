@@ -1,0 +1,2 @@
+DROP TABLE promotion_evidence;
+ALTER TABLE jobs DROP COLUMN requester_may_approve, DROP COLUMN blueprint_version;
