@@ -202,6 +202,25 @@ pub fn approve_request() -> Value {
     json!({ "plan_hash": PLAN_HASH, "comment": "reviewed with the warehouse team" })
 }
 
+pub fn drift_report() -> Value {
+    json!({
+        "environment_id": ENVIRONMENT,
+        "state": "drifted",
+        "job_id": JOB,
+        "checked_at": READY,
+        "scheduled": true,
+        "differences": [{
+            "object": "grant on schema app to bk_01933b5e_app",
+            "change": "update",
+            "detail": "privileges CREATE, USAGE (found: USAGE)",
+            "expected": {"object_type": "schema", "privileges": ["CREATE", "USAGE"]},
+            "found": {"object_type": "schema", "privileges": ["USAGE"]}
+        }],
+        "isolation_violations": [],
+        "next_check_at": READY
+    })
+}
+
 pub fn reject_request() -> Value {
     json!({ "comment": "not during the quarter-end freeze" })
 }

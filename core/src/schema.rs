@@ -139,6 +139,7 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         expires_at -> Nullable<Timestamptz>,
+        drift_check_due_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -172,6 +173,7 @@ diesel::table! {
         approved_at -> Nullable<Timestamptz>,
         blueprint_version -> Nullable<Int4>,
         requester_may_approve -> Bool,
+        scheduled -> Bool,
     }
 }
 

@@ -111,6 +111,7 @@ enum TenantEndpoint {
     ApproveJob,
     RejectJob,
     Upgrade,
+    Drift,
 }
 
 /// Column order of `expected_in_own_tenant`.
@@ -138,7 +139,7 @@ const TENANT_ENDPOINTS: [TenantEndpoint; 20] = [
 ];
 
 /// Column order of `expected_on_environments`.
-const ENVIRONMENT_ENDPOINTS: [TenantEndpoint; 17] = [
+const ENVIRONMENT_ENDPOINTS: [TenantEndpoint; 18] = [
     TenantEndpoint::CreateEnvironment,
     TenantEndpoint::ListEnvironments,
     TenantEndpoint::GetEnvironment,
@@ -156,6 +157,7 @@ const ENVIRONMENT_ENDPOINTS: [TenantEndpoint; 17] = [
     TenantEndpoint::ApproveJob,
     TenantEndpoint::RejectJob,
     TenantEndpoint::Upgrade,
+    TenantEndpoint::Drift,
 ];
 
 /// Every tenant-scoped endpoint.
@@ -219,6 +221,7 @@ impl TenantEndpoint {
                 Method::POST,
                 "/v1/tenants/{tenant}/environments/{env}/upgrade",
             ),
+            Self::Drift => (Method::GET, "/v1/tenants/{tenant}/environments/{env}/drift"),
         }
     }
 
@@ -288,16 +291,16 @@ fn expected_in_own_tenant(role: Role) -> [u16; 20] {
 /// holding `role` in the tenant it targets; as above, another tenant or none answers 404. The
 /// environments have no credentials (nothing is provisioned), so whoever may read them gets 409.
 #[rustfmt::skip]
-fn expected_on_environments(role: Role) -> [u16; 17] {
+fn expected_on_environments(role: Role) -> [u16; 18] {
     match role {
-        //                    +env  envs  env  ttl  -env  plan apply drift creds isol  jobs  job events cancel approve reject upgrade
-        Role::PlatformAdmin => [202, 200, 200, 200, 202,  202, 202,  202,  403,  200,  200,  200, 200,  200,   409,    409,   409],
-        Role::Partner =>       [202, 200, 200, 200, 202,  202, 202,  202,  403,  200,  200,  200, 200,  200,   403,    403,   409],
-        Role::TenantAdmin =>   [202, 200, 200, 200, 202,  202, 202,  202,  409,  200,  200,  200, 200,  200,   409,    409,   409],
-        Role::Operator =>      [202, 200, 200, 403, 403,  202, 202,  202,  409,  200,  200,  200, 200,  200,   403,    403,   409],
-        Role::Approver =>      [403, 200, 200, 403, 403,  403, 403,  403,  403,  200,  200,  200, 200,  403,   409,    409,   403],
-        Role::Viewer =>        [403, 200, 200, 403, 403,  403, 403,  403,  403,  200,  200,  200, 200,  403,   403,    403,   403],
-        Role::Billing =>       [403, 403, 403, 403, 403,  403, 403,  403,  403,  403,  403,  403, 403,  403,   403,    403,   403],
+        //                    +env  envs  env  ttl  -env  plan apply drift creds isol  jobs  job events cancel approve reject upgrade drift-report
+        Role::PlatformAdmin => [202, 200, 200, 200, 202,  202, 202,  202,  403,  200,  200,  200, 200,  200,   409,    409,   409,    200],
+        Role::Partner =>       [202, 200, 200, 200, 202,  202, 202,  202,  403,  200,  200,  200, 200,  200,   403,    403,   409,    200],
+        Role::TenantAdmin =>   [202, 200, 200, 200, 202,  202, 202,  202,  409,  200,  200,  200, 200,  200,   409,    409,   409,    200],
+        Role::Operator =>      [202, 200, 200, 403, 403,  202, 202,  202,  409,  200,  200,  200, 200,  200,   403,    403,   409,    200],
+        Role::Approver =>      [403, 200, 200, 403, 403,  403, 403,  403,  403,  200,  200,  200, 200,  403,   409,    409,   403,    200],
+        Role::Viewer =>        [403, 200, 200, 403, 403,  403, 403,  403,  403,  200,  200,  200, 200,  403,   403,    403,   403,    200],
+        Role::Billing =>       [403, 403, 403, 403, 403,  403, 403,  403,  403,  403,  403,  403, 403,  403,   403,    403,   403,    403],
     }
 }
 
@@ -1257,7 +1260,8 @@ impl Matrix {
             | TenantEndpoint::CancelJob
             | TenantEndpoint::ApproveJob
             | TenantEndpoint::RejectJob
-            | TenantEndpoint::Upgrade => {
+            | TenantEndpoint::Upgrade
+            | TenantEndpoint::Drift => {
                 // A new environment per destroy and a new queued job per cancel; the rest use
                 // the tenant's standing environment and its (forever queued) apply job.
                 let environment = if endpoint == TenantEndpoint::DeleteEnvironment {
@@ -1531,6 +1535,14 @@ fn answer_problems(
             expect(p, "items", &body["items"], json!([]));
         }
         TenantEndpoint::ApproveJob | TenantEndpoint::RejectJob | TenantEndpoint::Upgrade => {}
+        // Never checked (no worker here): no differences, the next scheduled check named.
+        TenantEndpoint::Drift => {
+            expect(p, "environment_id", &body["environment_id"], environment_id);
+            expect(p, "differences", &body["differences"], json!([]));
+            if !body["next_check_at"].is_string() {
+                p.push(format!("no next_check_at: {body}"));
+            }
+        }
         TenantEndpoint::GetPolicy => {
             // The default or what an earlier case set: the whole policy either way.
             expect(

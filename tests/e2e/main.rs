@@ -11,6 +11,7 @@ mod smtp;
 
 mod approvals;
 mod costs;
+mod drift;
 mod fencing;
 mod generated_client;
 mod hostile_tenant;

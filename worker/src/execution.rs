@@ -5,6 +5,7 @@ use crate::executor::{ExecError, GuaranteeCheck};
 use crate::runtime::Worker;
 
 mod conclude;
+mod drift;
 mod lease;
 mod review;
 
@@ -362,44 +363,12 @@ impl Execution {
         if operation.changes_target() && self.job.awaits_review() {
             return self.await_review(&spec).await;
         }
-        let environment_id = environment.id;
         match operation {
             Operation::Plan => {
                 self.plan(&spec, false).await?;
                 Ok(())
             }
-            Operation::DriftCheck => {
-                let plan = self.plan(&spec, false).await?;
-                let drifted = !plan.is_empty();
-                let summary = plan.summary();
-                let settled = environment.state.is_settled();
-                if drifted || !settled {
-                    // A drift found on an environment that was never applied, failed or is
-                    // changing is reported on the job (its plan), not as a state: the table
-                    // allows `drifted` only from a settled environment.
-                    let mark = drifted
-                        && bulkhead_core::lifecycle::can_transition(
-                            environment.state,
-                            EnvironmentState::Drifted,
-                        );
-                    self.fenced_db(move |conn| {
-                        if mark {
-                            store::environments::set_state(
-                                conn,
-                                environment_id,
-                                EnvironmentState::Drifted,
-                                Some(Some(summary)),
-                            )
-                        } else {
-                            Ok(())
-                        }
-                    })
-                    .await?;
-                    return Ok(());
-                }
-                // The objects are as planned: probe the walls again, as every apply does.
-                self.reverify(&spec).await
-            }
+            Operation::DriftCheck => self.drift_check(&environment, &spec).await,
             Operation::Apply => self.apply(&spec).await,
             Operation::Destroy => self.destroy(&spec).await,
         }

@@ -342,6 +342,25 @@ impl Worker {
                     tracing::warn!(%error, "sweeper: approval waits not ended; next sweep")
                 }
             }
+            // Scheduled drift checks that are due (issue 11).
+            let max_attempts = self.config.worker.max_attempts;
+            match self
+                .db(move |conn| store::scheduler::queue_due_drift_checks(conn, max_attempts, 100))
+                .await
+            {
+                Ok(tick) if tick.queued.is_empty() => {}
+                Ok(tick) => {
+                    tracing::info!(
+                        queued = tick.queued.len(),
+                        put_off = tick.put_off,
+                        "scheduled drift checks queued"
+                    );
+                    self.wake.notify_one();
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "scheduler: drift checks not queued; next sweep")
+                }
+            }
             tokio::select! {
                 () = tokio::time::sleep(self.config.worker.sweep_every) => {}
                 _ = shutdown.changed() => {}

@@ -140,6 +140,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     web::post().to(environments::upgrade),
                 )
                 .route(
+                    "/tenants/{tenant}/environments/{env}/drift",
+                    web::get().to(environments::drift),
+                )
+                .route(
                     "/tenants/{tenant}/environments/{env}/credentials",
                     web::get().to(environments::credentials),
                 )

@@ -123,8 +123,9 @@ pub fn promotion_allowed(
 }
 
 /// When an environment's next scheduled drift check is due after one at `last`: one interval
-/// later, and for an environment never checked, at an offset within the first interval
-/// taken from its id, so environments created together are not all checked at once.
+/// later, and for an environment never checked, between a quarter and the whole of the first
+/// interval after its creation, at an offset taken from its id, so environments created
+/// together are not all checked at once (and none right after the apply that made it).
 pub fn next_drift_check(
     environment_id: Uuid,
     interval_hours: u32,
@@ -135,9 +136,10 @@ pub fn next_drift_check(
     match last {
         Some(last) => last + interval,
         None => {
-            let seconds = interval.num_seconds().max(1);
-            let spread = (environment_id.as_u128() % seconds as u128) as i64;
-            created_at + Duration::seconds(spread)
+            let seconds = interval.num_seconds().max(4);
+            let quarter = seconds / 4;
+            let spread = (environment_id.as_u128() % (seconds - quarter) as u128) as i64;
+            created_at + Duration::seconds(quarter + spread)
         }
     }
 }
@@ -231,19 +233,18 @@ mod tests {
         let firsts: Vec<DateTime<Utc>> = (0..200)
             .map(|_| next_drift_check(Uuid::now_v7(), 6, created, None))
             .collect();
+        let quarter = created + Duration::minutes(90);
         assert!(
             firsts
                 .iter()
-                .all(|t| *t >= created && *t < created + Duration::hours(6))
+                .all(|t| *t >= quarter && *t < created + Duration::hours(6))
         );
+        // Uniform over 1.5 h to 6 h: a third of them before 3 h.
         let early = firsts
             .iter()
             .filter(|t| **t < created + Duration::hours(3))
             .count();
-        assert!(
-            (60..=140).contains(&early),
-            "{early} of 200 in the first half"
-        );
+        assert!((35..=100).contains(&early), "{early} of 200 before 3 h");
         let last = created + Duration::hours(1);
         assert_eq!(
             next_drift_check(Uuid::now_v7(), 6, created, Some(last)),

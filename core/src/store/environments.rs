@@ -28,6 +28,8 @@ pub struct Environment {
     pub updated_at: DateTime<Utc>,
     /// When a worker destroys it (a TTL), if ever.
     pub expires_at: Option<DateTime<Utc>>,
+    /// When its next scheduled drift check is due (its stage's interval).
+    pub drift_check_due_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Insertable)]
@@ -43,6 +45,7 @@ pub struct NewEnvironment<'a> {
     pub cost_tags: serde_json::Value,
     pub created_by: Option<Uuid>,
     pub expires_at: Option<DateTime<Utc>>,
+    pub drift_check_due_at: Option<DateTime<Utc>>,
 }
 
 pub fn insert(

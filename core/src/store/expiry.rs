@@ -112,6 +112,7 @@ fn queue_destroy(
             reason: Some("the environment's TTL expired"),
             blueprint_version: None,
             requester_may_approve: needs.requester_may_approve,
+            scheduled: false,
         },
     )?;
     audit::append(

@@ -61,6 +61,8 @@ pub struct Job {
     pub blueprint_version: Option<i32>,
     /// Whether its requester may approve it (the stage's policy when it was asked for).
     pub requester_may_approve: bool,
+    /// Queued by the scheduler (a scheduled drift check), not by a person.
+    pub scheduled: bool,
 }
 
 impl Job {
@@ -84,6 +86,7 @@ pub struct NewJob<'a> {
     pub reason: Option<&'a str>,
     pub blueprint_version: Option<i32>,
     pub requester_may_approve: bool,
+    pub scheduled: bool,
 }
 
 /// Inserts a queued job and its wake-up message in the caller's transaction.
@@ -153,6 +156,21 @@ pub fn add_event(
         ))
         .execute(conn)?;
     Ok(())
+}
+
+/// The environment's last drift check that succeeded (its plan holds what differed).
+pub fn last_drift_check(
+    conn: &mut PgConnection,
+    environment_id: Uuid,
+) -> Result<Option<Job>, StoreError> {
+    Ok(jobs::table
+        .filter(jobs::environment_id.eq(environment_id))
+        .filter(jobs::operation.eq(Operation::DriftCheck))
+        .filter(jobs::state.eq(JobState::Succeeded))
+        .order(jobs::finished_at.desc())
+        .select(Job::as_select())
+        .first(conn)
+        .optional()?)
 }
 
 /// Whether the job has an event of `kind`.

@@ -18,6 +18,7 @@ pub mod policies;
 pub mod principals;
 pub mod promotion;
 pub mod quotas;
+pub mod scheduler;
 pub mod sessions;
 pub mod tenants;
 pub mod throttle;

@@ -215,6 +215,7 @@ pub(super) fn queue_job(
             reason: change.reason,
             blueprint_version: change.blueprint_version,
             requester_may_approve: needs.requester_may_approve,
+            scheduled: false,
         },
     )?;
     store::audit::append(

@@ -14,6 +14,7 @@ use bulkhead_core::authz::{Action, Object};
 use bulkhead_core::domain::{
     CostTags, FieldError, Isolation, Stage, Validator, parse_environment_name,
 };
+use bulkhead_core::governance::decisions::next_drift_check;
 use bulkhead_core::jobs::Operation;
 use bulkhead_core::limits::Quota;
 use bulkhead_core::store::environments::NewEnvironment;
@@ -249,21 +250,30 @@ pub async fn create(
                     ensure_still_active(conn, tenant.id, &tenant.slug)?;
                     ensure_quota(conn, tenant.id, &tenant.slug, Quota::Environments, 1, &quotas)?;
                     ensure_quota(conn, tenant.id, &tenant.slug, Quota::QueuedJobs, 1, &quotas)?;
+                    let policy = store::policies::get(conn, tenant.id)?.policy;
+                    let rules = policy.stage(valid.stage);
                     // A TTL asked for, else the stage's default from the tenant's policy.
                     let ttl_hours = match valid.ttl_hours {
                         Some(hours) => Some(hours),
                         // Re-checked: a stored policy is not trusted to be in range.
-                        None => store::policies::get(conn, tenant.id)?
-                            .policy
-                            .stage(valid.stage)
+                        None => rules
                             .default_ttl_hours
                             .filter(|h| bulkhead_core::governance::TTL_HOURS.contains(h)),
                     };
+                    // The first scheduled drift check, somewhere in the stage's first interval
+                    // (spread by id, so environments made together are not checked together).
+                    let id = Uuid::now_v7();
+                    let drift_check_due_at = Some(next_drift_check(
+                        id,
+                        rules.drift_check_interval_hours,
+                        chrono::Utc::now(),
+                        None,
+                    ));
                     let expires_at = ttl_hours.map(|h| chrono::Utc::now() + chrono::Duration::hours(i64::from(h)));
                     let environment = store::environments::insert(
                         conn,
                         &NewEnvironment {
-                            id: Uuid::now_v7(),
+                            id,
                             tenant_id: tenant.id,
                             name: &valid.name,
                             stage: valid.stage.as_str(),
@@ -273,6 +283,7 @@ pub async fn create(
                             cost_tags: serde_json::to_value(&valid.cost_tags).map_err(ApiError::internal)?,
                             created_by: Some(caller.id),
                             expires_at,
+                            drift_check_due_at,
                         },
                     )
                     .map_err(|e| match e {

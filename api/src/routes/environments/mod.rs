@@ -4,12 +4,14 @@
 mod access;
 mod changes;
 mod create;
+mod drift;
 mod lifetime;
 mod upgrade;
 
 pub use access::*;
 pub use changes::*;
 pub use create::*;
+pub use drift::*;
 pub use lifetime::*;
 pub use upgrade::*;
 
