@@ -12,6 +12,7 @@ pub mod domain;
 pub mod focus;
 pub mod governance;
 pub mod guarantees;
+pub mod indexes;
 pub mod jobs;
 pub mod lifecycle;
 pub mod limits;

@@ -27,6 +27,8 @@ pub const KIND_DATABASE: &str = "database";
 pub const KIND_SCHEMA: &str = "schema";
 pub const KIND_GRANT: &str = "grant";
 pub const KIND_BASELINE: &str = "baseline";
+/// An index a baseline migration made (`crate::indexes`): checked for, and made again.
+pub const KIND_INDEX: &str = "index";
 
 /// The schema a dedicated environment's objects live in.
 pub const DEDICATED_SCHEMA: &str = "app";
@@ -325,7 +327,27 @@ pub fn desired(spec: &EnvironmentSpec, names: &EnvNames) -> Vec<Resource> {
             }),
         ));
     }
+    resources.extend(index_resources(spec, names));
     resources
+}
+
+/// The indexes the baseline makes, as resources (a drift check compares them with the
+/// schema's; see `crate::indexes`).
+pub fn index_resources(spec: &EnvironmentSpec, names: &EnvNames) -> Vec<Resource> {
+    crate::indexes::of_blueprint(&spec.blueprint)
+        .into_iter()
+        .map(|index| {
+            Resource::new(
+                KIND_INDEX,
+                index.name,
+                json!({
+                    "database": names.database,
+                    "schema": names.schema,
+                    "migration": index.migration,
+                }),
+            )
+        })
+        .collect()
 }
 
 /// Name of the grant of privileges on database `database` to `grantee`.
@@ -353,7 +375,7 @@ fn rank(resource: &Resource) -> u8 {
         KIND_SCHEMA => 2,
         KIND_GRANT if resource.attr_str("object_type") == Some(GRANT_ON_SCHEMA) => 5,
         KIND_GRANT => 3,
-        KIND_BASELINE => 4,
+        KIND_BASELINE | KIND_INDEX => 4,
         _ => 6,
     }
 }
@@ -373,6 +395,18 @@ pub fn diff(desired: &[Resource], actual: &[Resource]) -> Plan {
 
     let mut ordered: Vec<&Resource> = desired.iter().collect();
     ordered.sort_by_key(|r| rank(r)); // stable: keeps the desired order within a kind
+    // A baseline index is looked for only once its migration is recorded: a migration this
+    // plan runs makes it.
+    let recorded: BTreeSet<&str> = actual
+        .iter()
+        .filter(|r| r.kind == KIND_BASELINE)
+        .map(|r| r.name.as_str())
+        .collect();
+    ordered.retain(|r| {
+        r.kind != KIND_INDEX
+            || r.attr_str("migration")
+                .is_some_and(|m| recorded.contains(m))
+    });
     let mut actions = Vec::new();
     for want in ordered {
         match actual_by_key.get(&(want.kind.as_str(), want.name.as_str())) {
@@ -399,8 +433,9 @@ pub fn diff(desired: &[Resource], actual: &[Resource]) -> Plan {
     let unwanted: Vec<&Resource> = actual
         .iter()
         .filter(|r| !desired_keys.contains(&(r.kind.as_str(), r.name.as_str())))
-        // Forward-only: a recorded migration is history; dropping its schema removes it.
-        .filter(|r| r.kind != KIND_BASELINE)
+        // Forward-only: a recorded migration is history, and so are the indexes it made;
+        // dropping their schema removes them.
+        .filter(|r| r.kind != KIND_BASELINE && r.kind != KIND_INDEX)
         .collect();
     actions.extend(delete_actions(&unwanted, actual));
     Plan::build(actions, actual)

@@ -1,7 +1,8 @@
-//! Drift checks on a schedule, through the real binaries (issue 11): a grant changed behind
-//! Bulkhead's back is found by the scheduled check on both stages; the development environment
-//! (policy: repair) gets a repair job and is ready again with the grant restored, the production
-//! one (policy: report) stays `drifted` and shows the difference at `GET …/drift`.
+//! Drift checks on a schedule, through the real binaries (issue 11): a grant changed and an
+//! index dropped behind Bulkhead's back are found by the scheduled check on both stages; the
+//! development environment (policy: repair) gets a repair job and is ready again with both
+//! restored, the production one (policy: report) stays `drifted` and shows both differences at
+//! `GET …/drift`.
 
 use crate::helpers::{Options, Stack, admin_conn, execute, texts};
 use serde_json::{Value, json};
@@ -36,6 +37,21 @@ async fn scheduled_job(stack: &Stack, environment: &str, operation: &str) -> Str
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+fn has_index(stack: &Stack, environment: &Value) -> bool {
+    let names = stack.names(environment);
+    let mut pooled = admin_conn(&stack.pooled_database);
+    texts(
+        &mut pooled,
+        &format!(
+            "SELECT indexname::text AS v FROM pg_indexes WHERE schemaname = '{}' \
+             AND indexname = 'order_lines_sku'",
+            names.schema
+        ),
+    )
+    .len()
+        == 1
 }
 
 fn may_create(stack: &Stack, environment: &Value) -> bool {
@@ -83,7 +99,8 @@ async fn scheduled_checks_repair_development_and_report_production() {
     }
     let (dev, prod) = (&environments[0], &environments[1]);
 
-    // Behind Bulkhead's back: the app roles lose CREATE on their schemas.
+    // Behind Bulkhead's back: the app roles lose CREATE on their schemas, and an index of the
+    // baseline is dropped.
     let mut pooled = admin_conn(&stack.pooled_database);
     for env in [dev, prod] {
         let names = stack.names(env);
@@ -94,7 +111,12 @@ async fn scheduled_checks_repair_development_and_report_production() {
                 names.schema, names.app_role
             ),
         );
+        execute(
+            &mut pooled,
+            &format!("DROP INDEX \"{}\".order_lines_sku", names.schema),
+        );
         assert!(!may_create(&stack, env));
+        assert!(!has_index(&stack, env));
     }
     // Their checks come due (as time would make them).
     let mut conn = stack.control_db();
@@ -121,6 +143,7 @@ async fn scheduled_checks_repair_development_and_report_production() {
         .wait_environment(TENANT, &id(dev), "ready", WITHIN)
         .await;
     assert!(may_create(&stack, dev), "the grant is back");
+    assert!(has_index(&stack, dev), "the index is back");
 
     // Production reports: drifted, the difference shown, nothing repaired.
     let check = scheduled_job(&stack, &id(prod), "drift_check").await;
@@ -146,7 +169,14 @@ async fn scheduled_checks_repair_development_and_report_production() {
             && d["change"] == "update"),
         "{report}"
     );
+    assert!(
+        differences
+            .iter()
+            .any(|d| d["object"] == "index order_lines_sku" && d["change"] == "create"),
+        "{report}"
+    );
     assert!(!may_create(&stack, prod), "a report stage is not repaired");
+    assert!(!has_index(&stack, prod), "a report stage is not repaired");
     let applies = texts(
         &mut conn,
         &format!(

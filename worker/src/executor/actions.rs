@@ -13,7 +13,7 @@ use super::postgres::Session;
 use super::sql::{ident, literal, password_verifier};
 use bulkhead_core::plan::{
     self, BASELINE_TABLE, EnvNames, EnvironmentSpec, KIND_BASELINE, KIND_DATABASE, KIND_GRANT,
-    KIND_ROLE, KIND_SCHEMA, META_SCHEMA, Op, PlanAction, Resource,
+    KIND_INDEX, KIND_ROLE, KIND_SCHEMA, META_SCHEMA, Op, PlanAction, Resource,
 };
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -58,6 +58,14 @@ pub(crate) fn execute(
         (KIND_BASELINE, Op::Create) => {
             super::baseline::apply(session, ctx, &step, resource, &action.name)
         }
+        (KIND_INDEX, Op::Create) => {
+            super::baseline::restore_index(session, ctx, &step, &action.name)
+        }
+        (KIND_INDEX, _) => Err(refused(
+            &step,
+            "indexes a baseline migration made are forward-only: a changed one is a new \
+             migration in a new blueprint version",
+        )),
         (KIND_BASELINE, _) => Err(refused(
             &step,
             "baseline migrations are forward-only: an applied migration cannot be changed or \

@@ -64,6 +64,38 @@ pub(crate) fn apply(
     })
 }
 
+/// Makes a baseline index again that was dropped behind Bulkhead's back (a repair), the
+/// statement as the blueprint wrote it with `IF NOT EXISTS`, in the owner's login session as a
+/// later migration runs (tenant code the statement meets runs as the owner role at most).
+pub(crate) fn restore_index(
+    session: &mut Session<'_>,
+    ctx: &Context<'_>,
+    step: &str,
+    name: &str,
+) -> Result<(), ExecError> {
+    let statement = bulkhead_core::indexes::of_blueprint(&ctx.spec.blueprint)
+        .into_iter()
+        .find(|index| index.name == name)
+        .and_then(|index| bulkhead_core::indexes::restore_statement(&index))
+        .ok_or_else(|| {
+            ExecError::StalePlan(format!(
+                "index {name} is not made by blueprint {}'s baseline; re-plan",
+                ctx.spec.blueprint.key()
+            ))
+        })?;
+    start_owner(session, ctx, step)?;
+    let sql = format!(
+        "SET LOCAL search_path = {}, pg_temp;\n{statement};\n",
+        ident(&ctx.names.schema)?
+    );
+    let conn = session.owner()?;
+    conn.fenced(step, |c, fence| {
+        diesel::Connection::transaction(c, |c| {
+            diesel::connection::SimpleConnection::batch_execute(c, &format!("{fence}{sql}"))
+        })
+    })
+}
+
 /// The first apply's path: in the admin's session, the record first (a concurrent attempt
 /// waits on it, then finds the migration applied), then the migration as the owner role.
 fn apply_fresh(

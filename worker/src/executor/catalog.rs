@@ -225,6 +225,7 @@ pub(crate) fn read_database(
     conn: &mut PooledConn<'_>,
     names: &EnvNames,
     dedicated: bool,
+    indexes: &[Resource],
     out: &mut Vec<Resource>,
 ) -> Result<(), ExecError> {
     let step = "read schema, grants and baseline";
@@ -342,6 +343,34 @@ pub(crate) fn read_database(
             ));
         }
     }
+    read_indexes(conn, &names.schema, indexes, out)
+}
+
+/// Which of the baseline's indexes (`wanted`, by name) the schema has; each found one as its
+/// resource. Indexes the tenant made are not looked at.
+fn read_indexes(
+    conn: &mut PooledConn<'_>,
+    schema: &str,
+    wanted: &[Resource],
+    out: &mut Vec<Resource>,
+) -> Result<(), ExecError> {
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let step = "read baseline indexes";
+    let names = wanted
+        .iter()
+        .map(|r| sql::literal(&r.name))
+        .collect::<Result<Vec<_>, _>>()?;
+    let query = format!(
+        "SELECT coalesce(json_agg(indexname ORDER BY indexname), '[]')::text AS doc \
+         FROM pg_indexes WHERE schemaname = {} AND indexname IN ({})",
+        sql::literal(schema)?,
+        names.join(", ")
+    );
+    let doc = conn.run(step, |c| diesel::sql_query(query).get_result::<Doc>(c))?;
+    let present: Vec<String> = parse(step, conn.target(), &doc.doc)?;
+    out.extend(wanted.iter().filter(|r| present.contains(&r.name)).cloned());
     Ok(())
 }
 

@@ -386,14 +386,17 @@ impl PostgresExecutor {
             let mut after_baseline = false;
             for (index, action) in plan.actions.iter().enumerate() {
                 let started = Instant::now();
-                if after_baseline && action.kind != plan::KIND_BASELINE {
+                // Baseline migrations and restored baseline indexes run in the owner's session.
+                let as_owner =
+                    action.kind == plan::KIND_BASELINE || action.kind == plan::KIND_INDEX;
+                if after_baseline && !as_owner {
                     session.close_owner()?;
                 }
                 if start_owner_at == Some(index) {
                     super::baseline::start_owner(&mut session, &ctx, &action.headline())?;
                 }
                 actions::execute(&mut session, &ctx, action)?;
-                after_baseline = action.kind == plan::KIND_BASELINE;
+                after_baseline = as_owner;
                 tracing::debug!(
                     environment_id = %spec.id,
                     step = %action.headline(),
@@ -532,7 +535,8 @@ fn read_actual_in(
     let database_exists =
         super::catalog::read_server(session.server()?, names, dedicated, &mut actual)?;
     if database_exists {
-        super::catalog::read_database(session.envdb()?, names, dedicated, &mut actual)?;
+        let indexes = plan::index_resources(spec, names);
+        super::catalog::read_database(session.envdb()?, names, dedicated, &indexes, &mut actual)?;
     }
     Ok(actual)
 }
