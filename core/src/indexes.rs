@@ -156,8 +156,12 @@ fn index_name(statement: &str) -> Option<String> {
     if words.get(at + 1).map(String::as_str) != Some("ON") {
         return None;
     }
-    let name = name.trim_matches('"');
-    (!name.is_empty()).then(|| name.to_owned())
+    // PostgreSQL folds an unquoted name to lower case and keeps a quoted one as written.
+    let name = match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+        Some(quoted) => quoted.to_owned(),
+        None => name.to_lowercase(),
+    };
+    (!name.is_empty()).then_some(name)
 }
 
 #[cfg(test)]
@@ -179,6 +183,14 @@ mod tests {
             .collect();
         let names: Vec<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["t_a", "t_b"]);
+        assert_eq!(
+            index_name("CREATE INDEX Mixed_Case ON t (a)").as_deref(),
+            Some("mixed_case")
+        );
+        assert_eq!(
+            index_name("CREATE INDEX \"Kept\" ON t (a)").as_deref(),
+            Some("Kept")
+        );
         assert_eq!(
             found[1].1,
             "create unique index if not exists t_b on t (b) WHERE b <> ';'"

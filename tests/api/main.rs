@@ -28,6 +28,7 @@ mod metrics;
 mod policy;
 mod quotas;
 mod rate_limits;
+mod scheduler;
 mod tenants;
 mod throttle;
 mod upgrade;

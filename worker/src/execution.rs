@@ -228,11 +228,19 @@ impl Execution {
             .db(move |conn| store::environments::find(conn, environment_id))
             .await?
             .ok_or_else(|| Stop::Fatal(format!("environment {environment_id} no longer exists")))?;
-        // An upgrade's apply plans for the version it brings the environment to.
+        // An upgrade's apply plans for the version it brings the environment to; one that a
+        // later upgrade overtook would take limits back, and is refused.
         let version = self
             .job
             .blueprint_version
             .unwrap_or(environment.blueprint_version);
+        if version < environment.blueprint_version {
+            return Err(Stop::Fatal(format!(
+                "environment {} is at {} v{} already; this upgrade to v{version} was overtaken \
+                 by a later one and changes nothing",
+                environment.name, environment.blueprint, environment.blueprint_version
+            )));
+        }
         let blueprint = self
             .worker
             .catalog

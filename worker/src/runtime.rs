@@ -345,17 +345,27 @@ impl Worker {
             // Scheduled drift checks that are due (issue 11).
             let max_attempts = self.config.worker.max_attempts;
             match self
-                .db(move |conn| store::scheduler::queue_due_drift_checks(conn, max_attempts, 100))
+                .db(move |conn| {
+                    store::scheduler::queue_due_drift_checks(
+                        conn,
+                        max_attempts,
+                        store::scheduler::TICK_LIMIT,
+                    )
+                })
                 .await
             {
-                Ok(tick) if tick.queued.is_empty() => {}
                 Ok(tick) => {
-                    tracing::info!(
-                        queued = tick.queued.len(),
-                        put_off = tick.put_off,
-                        "scheduled drift checks queued"
-                    );
-                    self.wake.notify_one();
+                    for (environment, error) in &tick.failed {
+                        tracing::warn!(environment.id = %environment, %error, "scheduler: drift check not scheduled; put off an hour");
+                    }
+                    if !tick.queued.is_empty() {
+                        tracing::info!(
+                            queued = tick.queued.len(),
+                            put_off = tick.put_off,
+                            "scheduled drift checks queued"
+                        );
+                        self.wake.notify_one();
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(%error, "scheduler: drift checks not queued; next sweep")

@@ -47,17 +47,22 @@ pub fn ready_at(
         .collect())
 }
 
-/// The environment takes the version its upgrade applied.
+/// The environment takes the version its upgrade applied, if that is later than its own (an
+/// upgrade queued behind a later one does not take it back).
 pub fn set_version(
     conn: &mut PgConnection,
     environment_id: Uuid,
     version: i32,
 ) -> Result<(), StoreError> {
-    diesel::update(environments::table.find(environment_id))
-        .set((
-            environments::blueprint_version.eq(version),
-            environments::updated_at.eq(chrono::Utc::now()),
-        ))
-        .execute(conn)?;
+    diesel::update(
+        environments::table
+            .find(environment_id)
+            .filter(environments::blueprint_version.lt(version)),
+    )
+    .set((
+        environments::blueprint_version.eq(version),
+        environments::updated_at.eq(chrono::Utc::now()),
+    ))
+    .execute(conn)?;
     Ok(())
 }

@@ -19,6 +19,11 @@ pub const DUE_DRIFT_SQL: &str = "SELECT e.id, e.tenant_id, e.stage FROM environm
      WHERE e.state IN ('ready', 'drifted') AND e.drift_check_due_at <= now() \
      ORDER BY e.drift_check_due_at LIMIT $1 FOR UPDATE OF e SKIP LOCKED";
 
+/// Due environments one tick takes at most: a tick queues about 2 ms of database work per
+/// check, so a backlog (workers were down; a migration made every environment due) is worked
+/// off in ticks of ≤ 50 ms, 20 checks a second per worker (BENCHMARKS.md, "Scheduler").
+pub const TICK_LIMIT: i64 = 20;
+
 /// How long a due check waits when its environment is busy with another job.
 const BUSY_RETRY_MINUTES: i32 = 10;
 
@@ -32,11 +37,13 @@ struct Due {
     stage: String,
 }
 
-/// One tick's work: the drift checks it queued and the due environments it put off (busy).
+/// One tick's work: the drift checks it queued, the due environments it put off (busy), and
+/// those it could not schedule (put off an hour), with why.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Tick {
     pub queued: Vec<(Uuid, Uuid)>,
     pub put_off: usize,
+    pub failed: Vec<(Uuid, String)>,
 }
 
 fn policy_of(
@@ -59,7 +66,9 @@ fn stage_of(raw: &str) -> Result<Stage, StoreError> {
 
 /// Queues the due scheduled drift checks (at most `limit`) in one transaction: a drift-check
 /// job per idle due environment (environment id, job id), the next due time one stage interval
-/// later by the database's clock; a busy environment is looked at again in ten minutes.
+/// later by the database's clock; a busy environment is looked at again in ten minutes. One
+/// that cannot be scheduled (a stored policy or stage that does not parse) does not hold back
+/// the others: its savepoint is rolled back and it is put off an hour.
 pub fn queue_due_drift_checks(
     conn: &mut PgConnection,
     max_attempts: i32,
@@ -72,35 +81,21 @@ pub fn queue_due_drift_checks(
         let mut cache = HashMap::new();
         let mut tick = Tick::default();
         for environment in due {
-            let policy = policy_of(&mut cache, conn, environment.tenant_id)?;
-            let interval = policy
-                .stage(stage_of(&environment.stage)?)
-                .drift_check_interval_hours;
-            let busy = !jobs::active_for_environment(conn, environment.id)?.is_empty();
-            let minutes = if busy {
-                tick.put_off += 1;
-                BUSY_RETRY_MINUTES
-            } else {
-                let reason = format!("scheduled drift check (every {interval} h)");
-                let job = jobs::insert(
-                    conn,
-                    &NewJob {
-                        id: Uuid::now_v7(),
-                        tenant_id: environment.tenant_id,
-                        environment_id: environment.id,
-                        operation: Operation::DriftCheck,
-                        max_attempts,
-                        expected_plan_hash: None,
-                        requested_by: None,
-                        approvals_required: 0,
-                        reason: Some(&reason),
-                        blueprint_version: None,
-                        requester_may_approve: false,
-                        scheduled: true,
-                    },
-                )?;
-                tick.queued.push((environment.id, job.id));
-                i32::try_from(interval.max(1)).unwrap_or(i32::MAX / 60) * 60
+            let scheduled =
+                conn.transaction(|conn| schedule_one(conn, &mut cache, &environment, max_attempts));
+            let minutes = match scheduled {
+                Ok(Some(job_id)) => {
+                    tick.queued.push((environment.id, job_id.0));
+                    job_id.1
+                }
+                Ok(None) => {
+                    tick.put_off += 1;
+                    BUSY_RETRY_MINUTES
+                }
+                Err(error) => {
+                    tick.failed.push((environment.id, error.to_string()));
+                    60
+                }
             };
             diesel::sql_query(
                 "UPDATE environments SET drift_check_due_at = now() + make_interval(mins => $2) \
@@ -112,6 +107,44 @@ pub fn queue_due_drift_checks(
         }
         Ok(tick)
     })
+}
+
+/// Queues one due environment's check: its job id and the minutes to its next one; `None`
+/// while the environment is busy with another job.
+fn schedule_one(
+    conn: &mut PgConnection,
+    cache: &mut HashMap<Uuid, TenantPolicy>,
+    environment: &Due,
+    max_attempts: i32,
+) -> Result<Option<(Uuid, i32)>, StoreError> {
+    let policy = policy_of(cache, conn, environment.tenant_id)?;
+    // Re-checked: a stored policy is not trusted to be in range.
+    let interval = policy
+        .stage(stage_of(&environment.stage)?)
+        .drift_check_interval_hours
+        .clamp(1, 720);
+    if !jobs::active_for_environment(conn, environment.id)?.is_empty() {
+        return Ok(None);
+    }
+    let reason = format!("scheduled drift check (every {interval} h)");
+    let job = jobs::insert(
+        conn,
+        &NewJob {
+            id: Uuid::now_v7(),
+            tenant_id: environment.tenant_id,
+            environment_id: environment.id,
+            operation: Operation::DriftCheck,
+            max_attempts,
+            expected_plan_hash: None,
+            requested_by: None,
+            approvals_required: 0,
+            reason: Some(&reason),
+            blueprint_version: None,
+            requester_may_approve: false,
+            scheduled: true,
+        },
+    )?;
+    Ok(Some((job.id, i32::try_from(interval).unwrap_or(720) * 60)))
 }
 
 /// After a scheduled check found drift: on a stage whose policy repairs, queues the repair (an

@@ -84,9 +84,19 @@ pub(crate) fn restore_index(
             ))
         })?;
     start_owner(session, ctx, step)?;
+    // `IF NOT EXISTS` also skips when another relation (a tenant's table, say) holds the
+    // name: the step then fails, saying so, instead of reporting the index made.
+    let missing = format!(
+        "{name} was not made: another relation in the schema has its name; rename or drop it"
+    );
     let sql = format!(
-        "SET LOCAL search_path = {}, pg_temp;\n{statement};\n",
-        ident(&ctx.names.schema)?
+        "SET LOCAL search_path = {schema}, pg_temp;\n{statement};\n\
+         DO $bk$BEGIN IF NOT EXISTS (SELECT FROM pg_catalog.pg_indexes WHERE schemaname = {schema_name} \
+         AND indexname = {index_name}) THEN RAISE EXCEPTION '%', {missing}; END IF; END$bk$;\n",
+        schema = ident(&ctx.names.schema)?,
+        schema_name = literal(&ctx.names.schema)?,
+        index_name = literal(name)?,
+        missing = literal(&missing)?,
     );
     let conn = session.owner()?;
     conn.fenced(step, |c, fence| {
