@@ -140,6 +140,7 @@ diesel::table! {
         updated_at -> Timestamptz,
         expires_at -> Nullable<Timestamptz>,
         drift_check_due_at -> Nullable<Timestamptz>,
+        expires_set_by -> Nullable<Uuid>,
     }
 }
 

@@ -130,7 +130,8 @@ async fn ttl_on_create_policy_default_patch_and_the_expiry_sweep() {
     );
     assert_eq!(
         app.count(&format!(
-            "jobs WHERE environment_id = '{pr1}' AND operation = 'destroy' AND requested_by IS NULL AND state = 'queued'"
+            "jobs WHERE environment_id = '{pr1}' AND operation = 'destroy' AND state = 'queued' \
+             AND requested_by = (SELECT created_by FROM environments WHERE id = '{pr1}')"
         )),
         1
     );
@@ -247,10 +248,11 @@ async fn an_expiry_destroy_waits_for_the_approvals_its_stage_needs() {
     assert_eq!(queued.len(), 1, "{queued:?}");
     assert_eq!(
         app.count(&format!(
-            "jobs WHERE environment_id = '{id}' AND operation = 'destroy' AND approvals_required = 1"
+            "jobs WHERE environment_id = '{id}' AND operation = 'destroy' AND approvals_required = 1 \
+             AND requested_by = (SELECT created_by FROM environments WHERE id = '{id}')"
         )),
         1,
-        "the expiry's destroy is reviewed"
+        "the expiry's destroy is reviewed, and is the TTL setter's (who may not approve it)"
     );
     assert_eq!(
         app.count(&format!(

@@ -76,8 +76,8 @@ async fn an_expired_environment_is_destroyed_by_the_workers() {
     let destroys = texts(
         &mut conn,
         &format!(
-            "SELECT state AS v FROM jobs WHERE environment_id = '{}' AND operation = 'destroy' \
-             AND requested_by IS NULL",
+            "SELECT state AS v FROM jobs WHERE environment_id = '{0}' AND operation = 'destroy' \
+             AND requested_by = (SELECT created_by FROM environments WHERE id = '{0}')",
             id(&env)
         ),
     );

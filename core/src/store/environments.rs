@@ -30,6 +30,8 @@ pub struct Environment {
     pub expires_at: Option<DateTime<Utc>>,
     /// When its next scheduled drift check is due (its stage's interval).
     pub drift_check_due_at: Option<DateTime<Utc>>,
+    /// Who set its TTL: the requester of the destroy its expiry queues.
+    pub expires_set_by: Option<Uuid>,
 }
 
 #[derive(Debug, Insertable)]
@@ -46,6 +48,7 @@ pub struct NewEnvironment<'a> {
     pub created_by: Option<Uuid>,
     pub expires_at: Option<DateTime<Utc>>,
     pub drift_check_due_at: Option<DateTime<Utc>>,
+    pub expires_set_by: Option<Uuid>,
 }
 
 pub fn insert(
@@ -137,18 +140,20 @@ pub fn standing_for_update(
         .load(conn)?)
 }
 
-/// Sets when the environment expires (`None`: never), unless it is destroyed or being
-/// destroyed; the environment as it now is, or `None` if it was not changed.
+/// Sets when the environment expires (`None`: never) and who set it, unless it is destroyed or
+/// being destroyed; the environment as it now is, or `None` if it was not changed.
 pub fn set_expiry(
     conn: &mut PgConnection,
     id: Uuid,
     expires_at: Option<DateTime<Utc>>,
+    by: Uuid,
 ) -> Result<Option<Environment>, StoreError> {
     Ok(diesel::update(environments::table.find(id).filter(
         environments::state.ne_all([EnvironmentState::Destroyed, EnvironmentState::Destroying]),
     ))
     .set((
         environments::expires_at.eq(expires_at),
+        environments::expires_set_by.eq(Some(by)),
         environments::updated_at.eq(Utc::now()),
     ))
     .returning(Environment::as_returning())

@@ -107,7 +107,9 @@ fn queue_destroy(
             operation: Operation::Destroy,
             max_attempts,
             expected_plan_hash: None,
-            requested_by: None,
+            // The destroy is the TTL setter's: they may not approve it where the stage's
+            // requesters may not.
+            requested_by: environment.expires_set_by,
             approvals_required,
             reason: Some("the environment's TTL expired"),
             blueprint_version: None,

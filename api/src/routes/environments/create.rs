@@ -284,6 +284,8 @@ pub async fn create(
                             created_by: Some(caller.id),
                             expires_at,
                             drift_check_due_at,
+                            // The creator chose the TTL (or the stage whose default gave it).
+                            expires_set_by: expires_at.map(|_| caller.id),
                         },
                     )
                     .map_err(|e| match e {

@@ -83,7 +83,7 @@ pub async fn update(
                         environment.name
                     )));
                 }
-                let updated = store::environments::set_expiry(conn, environment.id, Some(expires_at))?
+                let updated = store::environments::set_expiry(conn, environment.id, Some(expires_at), caller.id)?
                     .ok_or_else(|| {
                         ApiError::Conflict(format!(
                             "environment '{}' is destroyed or being destroyed; its lifetime no longer changes",
