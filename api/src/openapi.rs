@@ -272,6 +272,8 @@ impl Modify for CommonResponses {
         routes::approvals::reject,
         routes::approvals::pending,
         routes::environments::upgrade,
+        routes::environments::stop,
+        routes::environments::start,
         routes::environments::drift,
     ),
     components(schemas(crate::error::Problem, bulkhead_core::domain::FieldError)),

@@ -170,6 +170,10 @@ pub enum Operation {
     Plan,
     Destroy,
     DriftCheck,
+    /// Takes the login away from the environment's roles and ends their sessions (`stopped`).
+    Stop,
+    /// Gives the login back and probes the walls again (`ready`).
+    Start,
 }
 
 crate::text_enum_sql!(Operation);
@@ -187,19 +191,29 @@ impl Operation {
             Self::Plan => "plan",
             Self::Destroy => "destroy",
             Self::DriftCheck => "drift_check",
+            Self::Stop => "stop",
+            Self::Start => "start",
         }
     }
 
-    /// Whether the operation changes the target (an apply or a destroy); plans and drift
-    /// checks only read it.
+    pub const ALL: [Operation; 6] = [
+        Self::Apply,
+        Self::Plan,
+        Self::Destroy,
+        Self::DriftCheck,
+        Self::Stop,
+        Self::Start,
+    ];
+
+    /// Whether the operation changes the target's objects (an apply or a destroy), and so may
+    /// need review; plans and drift checks only read it, and a stop or start only turns the
+    /// environment's logins off or on.
     pub fn changes_target(self) -> bool {
         matches!(self, Self::Apply | Self::Destroy)
     }
 
     pub fn from_db(raw: &str) -> Option<Self> {
-        [Self::Apply, Self::Plan, Self::Destroy, Self::DriftCheck]
-            .into_iter()
-            .find(|o| o.as_str() == raw)
+        Self::ALL.into_iter().find(|o| o.as_str() == raw)
     }
 }
 

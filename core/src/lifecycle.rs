@@ -116,6 +116,8 @@ pub const TRANSITIONS: &[(EnvironmentState, EnvironmentState)] = {
         (Failed, Provisioning),
         (Failed, Destroying),
         (Stopped, Ready),
+        (Stopped, Stopped),
+        (Stopped, Drifted),
         (Stopped, Provisioning),
         (Stopped, Destroying),
         (Destroying, Destroying),

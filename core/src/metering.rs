@@ -53,6 +53,9 @@ pub struct Metered {
     /// When its destroy succeeded.
     pub destroyed_at: Option<DateTime<Utc>>,
     pub cursor: Option<Cursor>,
+    /// The stretches it stood stopped since its cursor (open-ended while stopped): no
+    /// environment-hours are charged for them.
+    pub stops: Vec<(DateTime<Utc>, Option<DateTime<Utc>>)>,
 }
 
 /// What the pass measured for one environment on its target (`None`: not found there).
@@ -75,6 +78,8 @@ pub struct Sample {
     pub period_start: DateTime<Utc>,
     pub period_end: DateTime<Utc>,
     pub standing_seconds: Decimal,
+    /// The parts of the period it stood stopped, in order.
+    pub stopped: Vec<(DateTime<Utc>, DateTime<Utc>)>,
     pub storage_bytes: i64,
     pub storage_measured: bool,
     pub connections_peak: i32,
@@ -123,6 +128,12 @@ pub fn sample(env: &Metered, measured: &Measurement, now: DateTime<Utc>) -> Opti
         period_start: start,
         period_end: end,
         standing_seconds: seconds_between(start, end),
+        stopped: env
+            .stops
+            .iter()
+            .map(|(from, to)| (start.max(*from), end.min(to.unwrap_or(end))))
+            .filter(|(from, to)| from < to)
+            .collect(),
         storage_bytes: measured
             .storage_bytes
             .or(previous.as_ref().map(|c| c.storage_bytes))
@@ -224,7 +235,23 @@ impl Pricer<'_> {
                 Isolation::Shared => Meter::EnvironmentHoursShared,
                 Isolation::Dedicated => Meter::EnvironmentHoursDedicated,
             };
-            out.push(self.charge(sample, tier, hour, h)?);
+            // A stopped environment keeps its storage (and a dedicated one its database), but
+            // is not charged as running.
+            let (from, to) = (
+                sample.period_start.max(hour),
+                sample.period_end.min(hour + chrono::Duration::hours(1)),
+            );
+            let stopped: Decimal = sample
+                .stopped
+                .iter()
+                .map(|(a, b)| seconds_between(from.max(*a), to.min(*b)))
+                .sum();
+            out.push(self.charge(
+                sample,
+                tier,
+                hour,
+                hours((seconds - stopped).max(Decimal::ZERO)),
+            )?);
             out.push(self.charge(
                 sample,
                 Meter::StorageGbHours,
@@ -356,7 +383,53 @@ mod tests {
             ready_at: Some(ready_at),
             destroyed_at: None,
             cursor: None,
+            stops: Vec::new(),
         }
+    }
+
+    #[test]
+    fn stopped_time_is_not_charged_as_running_but_storage_still_is() {
+        // Ready at 08:00, stopped 08:30–09:15 and again from 09:45 (still stopped at 10:00).
+        let e = Metered {
+            stops: vec![(t(8, 30), Some(t(9, 15))), (t(9, 45), None)],
+            ..env(Isolation::Dedicated, t(8, 0))
+        };
+        let measured = Measurement {
+            storage_bytes: Some(1_000_000_000),
+            ..Measurement::default()
+        };
+        let s = sample(&e, &measured, t(10, 0)).expect("sample");
+        assert_eq!(s.stopped, vec![(t(8, 30), t(9, 15)), (t(9, 45), t(10, 0))]);
+        let catalog = Catalog::builtin().expect("catalog");
+        let pricer = Pricer {
+            catalog: &catalog,
+            currency: "EUR",
+        };
+        let charges = pricer.sample_charges(&s).expect("priced");
+        let of = |meter: Meter| -> Vec<Decimal> {
+            charges
+                .iter()
+                .filter(|c| c.meter == meter)
+                .map(|c| c.quantity)
+                .collect()
+        };
+        // 08:00–09:00 ran 30 min; 09:00–10:00 ran 09:15–09:45.
+        assert_eq!(of(Meter::EnvironmentHoursDedicated), [d("0.5"), d("0.5")]);
+        // The database and its gigabyte stood all the time.
+        assert_eq!(of(Meter::DedicatedDatabaseHours), [d("1"), d("1")]);
+        assert_eq!(of(Meter::StorageGbHours), [d("1"), d("1")]);
+        // Stopped for a whole hour: no environment-hours row at all.
+        let whole = Metered {
+            stops: vec![(t(7, 0), None)],
+            ..env(Isolation::Shared, t(8, 0))
+        };
+        let s = sample(&whole, &measured, t(9, 0)).expect("sample");
+        let charges = pricer.sample_charges(&s).expect("priced");
+        assert!(
+            charges
+                .iter()
+                .all(|c| c.meter != Meter::EnvironmentHoursShared)
+        );
     }
 
     #[test]

@@ -58,6 +58,10 @@ pub struct EnvironmentSpec {
     pub stage: Stage,
     pub blueprint: Blueprint,
     pub cost_tags: BTreeMap<String, String>,
+    /// Stopped (outside its schedule, or by hand): its app role may not log in, so a drift
+    /// check finds a login given back behind Bulkhead's back.
+    #[serde(default)]
+    pub stopped: bool,
 }
 
 /// Names of an environment's objects on its target. They derive from the environment id only,
@@ -241,7 +245,7 @@ pub fn desired(spec: &EnvironmentSpec, names: &EnvNames) -> Vec<Resource> {
             KIND_ROLE,
             app,
             json!({
-                "login": true,
+                "login": !spec.stopped,
                 "connection_limit": limits.connection_limit,
                 "capabilities": [],
                 "settings": {
@@ -621,6 +625,7 @@ mod tests {
                 .expect("default, version 1")
                 .clone(),
             cost_tags: BTreeMap::from([("cost_center".to_owned(), "cc-1".to_owned())]),
+            stopped: false,
         }
     }
 

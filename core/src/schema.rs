@@ -141,6 +141,20 @@ diesel::table! {
         expires_at -> Nullable<Timestamptz>,
         drift_check_due_at -> Nullable<Timestamptz>,
         expires_set_by -> Nullable<Uuid>,
+        schedule_due_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    environment_stops (id) {
+        id -> Uuid,
+        environment_id -> Uuid,
+        tenant_id -> Uuid,
+        stopped_at -> Timestamptz,
+        started_at -> Nullable<Timestamptz>,
+        stop_job_id -> Uuid,
+        scheduled -> Bool,
+        start_job_id -> Nullable<Uuid>,
     }
 }
 

@@ -112,6 +112,8 @@ enum TenantEndpoint {
     RejectJob,
     Upgrade,
     Drift,
+    Stop,
+    Start,
 }
 
 /// Column order of `expected_in_own_tenant`.
@@ -139,7 +141,7 @@ const TENANT_ENDPOINTS: [TenantEndpoint; 20] = [
 ];
 
 /// Column order of `expected_on_environments`.
-const ENVIRONMENT_ENDPOINTS: [TenantEndpoint; 18] = [
+const ENVIRONMENT_ENDPOINTS: [TenantEndpoint; 20] = [
     TenantEndpoint::CreateEnvironment,
     TenantEndpoint::ListEnvironments,
     TenantEndpoint::GetEnvironment,
@@ -158,6 +160,8 @@ const ENVIRONMENT_ENDPOINTS: [TenantEndpoint; 18] = [
     TenantEndpoint::RejectJob,
     TenantEndpoint::Upgrade,
     TenantEndpoint::Drift,
+    TenantEndpoint::Stop,
+    TenantEndpoint::Start,
 ];
 
 /// Every tenant-scoped endpoint.
@@ -222,6 +226,11 @@ impl TenantEndpoint {
                 "/v1/tenants/{tenant}/environments/{env}/upgrade",
             ),
             Self::Drift => (Method::GET, "/v1/tenants/{tenant}/environments/{env}/drift"),
+            Self::Stop => (Method::POST, "/v1/tenants/{tenant}/environments/{env}/stop"),
+            Self::Start => (
+                Method::POST,
+                "/v1/tenants/{tenant}/environments/{env}/start",
+            ),
         }
     }
 
@@ -291,16 +300,16 @@ fn expected_in_own_tenant(role: Role) -> [u16; 20] {
 /// holding `role` in the tenant it targets; as above, another tenant or none answers 404. The
 /// environments have no credentials (nothing is provisioned), so whoever may read them gets 409.
 #[rustfmt::skip]
-fn expected_on_environments(role: Role) -> [u16; 18] {
+fn expected_on_environments(role: Role) -> [u16; 20] {
     match role {
-        //                    +env  envs  env  ttl  -env  plan apply drift creds isol  jobs  job events cancel approve reject upgrade drift-report
-        Role::PlatformAdmin => [202, 200, 200, 200, 202,  202, 202,  202,  403,  200,  200,  200, 200,  200,   409,    409,   409,    200],
-        Role::Partner =>       [202, 200, 200, 200, 202,  202, 202,  202,  403,  200,  200,  200, 200,  200,   403,    403,   409,    200],
-        Role::TenantAdmin =>   [202, 200, 200, 200, 202,  202, 202,  202,  409,  200,  200,  200, 200,  200,   409,    409,   409,    200],
-        Role::Operator =>      [202, 200, 200, 403, 403,  202, 202,  202,  409,  200,  200,  200, 200,  200,   403,    403,   409,    200],
-        Role::Approver =>      [403, 200, 200, 403, 403,  403, 403,  403,  403,  200,  200,  200, 200,  403,   409,    409,   403,    200],
-        Role::Viewer =>        [403, 200, 200, 403, 403,  403, 403,  403,  403,  200,  200,  200, 200,  403,   403,    403,   403,    200],
-        Role::Billing =>       [403, 403, 403, 403, 403,  403, 403,  403,  403,  403,  403,  403, 403,  403,   403,    403,   403,    403],
+        //                    +env  envs  env  ttl  -env  plan apply drift creds isol  jobs  job events cancel approve reject upgrade drift-report stop start
+        Role::PlatformAdmin => [202, 200, 200, 200, 202,  202, 202,  202,  403,  200,  200,  200, 200,  200,   409,    409,   409,    200,  409,  409],
+        Role::Partner =>       [202, 200, 200, 200, 202,  202, 202,  202,  403,  200,  200,  200, 200,  200,   403,    403,   409,    200,  409,  409],
+        Role::TenantAdmin =>   [202, 200, 200, 200, 202,  202, 202,  202,  409,  200,  200,  200, 200,  200,   409,    409,   409,    200,  409,  409],
+        Role::Operator =>      [202, 200, 200, 403, 403,  202, 202,  202,  409,  200,  200,  200, 200,  200,   403,    403,   409,    200,  409,  409],
+        Role::Approver =>      [403, 200, 200, 403, 403,  403, 403,  403,  403,  200,  200,  200, 200,  403,   409,    409,   403,    200,  403,  403],
+        Role::Viewer =>        [403, 200, 200, 403, 403,  403, 403,  403,  403,  200,  200,  200, 200,  403,   403,    403,   403,    200,  403,  403],
+        Role::Billing =>       [403, 403, 403, 403, 403,  403, 403,  403,  403,  403,  403,  403, 403,  403,   403,    403,   403,    403,  403,  403],
     }
 }
 
@@ -1261,7 +1270,9 @@ impl Matrix {
             | TenantEndpoint::ApproveJob
             | TenantEndpoint::RejectJob
             | TenantEndpoint::Upgrade
-            | TenantEndpoint::Drift => {
+            | TenantEndpoint::Drift
+            | TenantEndpoint::Stop
+            | TenantEndpoint::Start => {
                 // A new environment per destroy and a new queued job per cancel; the rest use
                 // the tenant's standing environment and its (forever queued) apply job.
                 let environment = if endpoint == TenantEndpoint::DeleteEnvironment {
@@ -1534,7 +1545,11 @@ fn answer_problems(
         TenantEndpoint::ListApprovals => {
             expect(p, "items", &body["items"], json!([]));
         }
-        TenantEndpoint::ApproveJob | TenantEndpoint::RejectJob | TenantEndpoint::Upgrade => {}
+        TenantEndpoint::ApproveJob
+        | TenantEndpoint::RejectJob
+        | TenantEndpoint::Upgrade
+        | TenantEndpoint::Stop
+        | TenantEndpoint::Start => {}
         // Never checked (no worker here): no differences, the next scheduled check named.
         TenantEndpoint::Drift => {
             expect(p, "environment_id", &body["environment_id"], environment_id);

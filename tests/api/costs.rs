@@ -77,6 +77,7 @@ fn record(
             ready_at: Some(start),
             destroyed_at: None,
             cursor: None,
+            stops: Vec::new(),
         };
         let m = Measurement {
             storage_bytes: Some(*bytes),

@@ -21,4 +21,5 @@ mod promotion;
 mod provisioning;
 mod reseal;
 mod resilience;
+mod schedules;
 mod startup;

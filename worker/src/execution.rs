@@ -8,6 +8,7 @@ mod conclude;
 mod drift;
 mod lease;
 mod review;
+mod schedule;
 
 use bulkhead_core::audit::AuditResult;
 use bulkhead_core::domain::{Isolation, Stage};
@@ -276,6 +277,15 @@ impl Execution {
             stage,
             blueprint,
             cost_tags,
+            // What a stop makes it, and what a plan or drift check of a stopped environment
+            // expects; an apply or start gives the login back, a destroy removes the roles.
+            stopped: match self.job.operation {
+                Operation::Stop => true,
+                Operation::Plan | Operation::DriftCheck => {
+                    environment.state == EnvironmentState::Stopped
+                }
+                _ => false,
+            },
         };
         Ok((environment, spec))
     }
@@ -379,45 +389,9 @@ impl Execution {
             Operation::DriftCheck => self.drift_check(&environment, &spec).await,
             Operation::Apply => self.apply(&spec).await,
             Operation::Destroy => self.destroy(&spec).await,
+            Operation::Stop => self.stop(&environment, &spec).await,
+            Operation::Start => self.start(&environment, &spec).await,
         }
-    }
-
-    /// A drift check's verification: the isolation probes with the stored password; the
-    /// environment is `ready` when every wall holds, else `drifted` with the violations.
-    async fn reverify(&self, spec: &EnvironmentSpec) -> Result<(), Stop> {
-        let environment_id = spec.id;
-        let keys = self.worker.config.credentials_keys.clone();
-        let Some(stored) = self
-            .db(move |conn| store::environments::credentials(conn, environment_id))
-            .await?
-        else {
-            return Err(Stop::Fatal(
-                "the environment has no stored credentials to probe its isolation with; apply \
-                 it to set a new password"
-                    .to_owned(),
-            ));
-        };
-        let password = open(&keys, &stored)?;
-        let started = Instant::now();
-        let (executor, spec_owned) = (self.worker.executor.clone(), spec.clone());
-        let checks =
-            tokio::task::spawn_blocking(move || executor.verify_isolation(&spec_owned, &password))
-                .await
-                .map_err(|e| Stop::Fatal(format!("verify task: {e}")))??;
-        let verify_ms = ms(started);
-        let (job_id, audit) = (self.job.id, self.audit(spec));
-        self.fenced_db(move |conn| {
-            let violations = record_verification(conn, environment_id, &checks, &audit)?;
-            store::jobs::add_event(
-                conn,
-                job_id,
-                "verified",
-                "no drift; verified isolation",
-                json!({"verify_ms": verify_ms, "checks": checks.len(), "violations": violations.len()}),
-            )
-        })
-        .await?;
-        Ok(())
     }
 
     /// Who writes this job's audit events, to move into a database closure.
@@ -535,6 +509,8 @@ impl Execution {
             if let Some(upgraded) = upgrade {
                 store::promotion::set_version(conn, environment_id, upgraded)?;
             }
+            // An apply gives a stopped environment's login back: its stop ends here.
+            store::stops::end(conn, environment_id, job_id)?;
             let violations = record_verification(conn, environment_id, &checks, &audit)?;
             // Ready at this version on this stage: evidence for promoting it to the next.
             if violations.is_empty() {
@@ -600,6 +576,7 @@ impl Execution {
                 store::environments::record_resources(conn, environment_id, &[], &json!({}))?;
                 store::environments::clear_guarantees(conn, environment_id)?;
                 store::environments::delete_credentials(conn, environment_id)?;
+                store::stops::end(conn, environment_id, audit.job_id)?;
                 store::environments::set_state(
                     conn,
                     environment_id,

@@ -371,6 +371,32 @@ impl Worker {
                     tracing::warn!(%error, "scheduler: drift checks not queued; next sweep")
                 }
             }
+            // Environments at an edge of their stage's schedule are stopped or started.
+            match self
+                .db(move |conn| {
+                    store::scheduler::lifecycle::queue_due_changes(
+                        conn,
+                        max_attempts,
+                        store::scheduler::TICK_LIMIT,
+                    )
+                })
+                .await
+            {
+                Ok(tick) => {
+                    for (environment, error) in &tick.failed {
+                        tracing::warn!(environment.id = %environment, %error, "scheduler: schedule not applied; put off an hour");
+                    }
+                    for (environment, job, operation) in &tick.queued {
+                        tracing::info!(environment.id = %environment, job.id = %job, %operation, "scheduled stop or start queued");
+                    }
+                    if !tick.queued.is_empty() {
+                        self.wake.notify_one();
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "scheduler: stops and starts not queued; next sweep")
+                }
+            }
             tokio::select! {
                 () = tokio::time::sleep(self.config.worker.sweep_every) => {}
                 _ = shutdown.changed() => {}

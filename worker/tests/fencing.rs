@@ -367,3 +367,57 @@ fn an_older_leases_owner_session_never_blocks_the_next_migrations() {
         );
     }
 }
+
+#[derive(QueryableByName)]
+struct Login {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    login: bool,
+}
+
+fn can_login(fx: &Fixture, role: &str) -> bool {
+    diesel::sql_query("SELECT rolcanlogin AS login FROM pg_roles WHERE rolname = $1")
+        .bind::<diesel::sql_types::Text, _>(role)
+        .get_result::<Login>(&mut fx.admin("postgres"))
+        .expect("role")
+        .login
+}
+
+#[test]
+fn a_stop_under_a_stale_lease_leaves_the_logins_and_sessions_alone() {
+    let mut fx = Fixture::new();
+    for isolation in [Isolation::Shared, Isolation::Dedicated] {
+        let spec = fx.spec(isolation);
+        let pw = password();
+        let (current, _) = fence(&spec, 1_000_020, Duration::from_secs(5));
+        provision_fenced(&fx, &spec, &pw, current);
+        let names = fx.exec.names(&spec);
+        let mut session = PgConnection::establish(&fx.app_url(&spec, &pw)).expect("app logs in");
+
+        // A worker whose lease was taken over tries to stop the environment: refused at the
+        // target, before the login is touched.
+        let (stale, _) = fence(&spec, 1_000_019, Duration::from_secs(5));
+        let error = fx
+            .exec
+            .stop_logins(&spec, Some(stale))
+            .expect_err("a stale stop is refused");
+        assert!(matches!(error, ExecError::Fenced(_)), "{error}");
+        assert!(can_login(&fx, &names.app_role));
+        diesel::sql_query("SELECT 1")
+            .execute(&mut session)
+            .expect("the session is untouched");
+
+        // The current holder stops it: no login, the open session ended.
+        let (holder, _) = fence(&spec, 1_000_021, Duration::from_secs(5));
+        let ended = fx.exec.stop_logins(&spec, Some(holder)).expect("stop");
+        assert_eq!(ended, 1);
+        assert!(!can_login(&fx, &names.app_role));
+        assert!(diesel::sql_query("SELECT 1").execute(&mut session).is_err());
+        let refused = PgConnection::establish(&fx.app_url(&spec, &pw))
+            .err()
+            .expect("a stopped environment refuses logins");
+        assert!(
+            refused.to_string().contains("not permitted to log in"),
+            "{refused}"
+        );
+    }
+}

@@ -136,6 +136,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     web::post().to(environments::drift_check),
                 )
                 .route(
+                    "/tenants/{tenant}/environments/{env}/stop",
+                    web::post().to(environments::stop),
+                )
+                .route(
+                    "/tenants/{tenant}/environments/{env}/start",
+                    web::post().to(environments::start),
+                )
+                .route(
                     "/tenants/{tenant}/environments/{env}/upgrade",
                     web::post().to(environments::upgrade),
                 )

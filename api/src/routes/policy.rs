@@ -99,6 +99,8 @@ pub async fn put(
                 crate::routes::tenants::lock_active(conn, &tenant)?;
                 let before = store::policies::get(conn, tenant.id)?;
                 let stored = store::policies::put(conn, tenant.id, &policy, caller.id)?;
+                // Schedules take effect at the scheduler's next tick, whatever the edge.
+                store::scheduler::lifecycle::reschedule(conn, tenant.id, &policy)?;
                 store::audit::append(
                     conn,
                     &caller.audit(

@@ -13,6 +13,8 @@ pub enum Stage {
 }
 
 impl Stage {
+    pub const ALL: [Stage; 3] = [Self::Development, Self::Staging, Self::Production];
+
     pub fn parse(field: &str, raw: &str) -> Result<Self, FieldError> {
         match raw {
             "development" => Ok(Self::Development),

@@ -23,12 +23,13 @@ impl ChangeNeeds {
 }
 
 /// What `operation` on an environment of `stage` needs. Plans and drift checks change nothing
-/// on the target and need nothing; applies (a create is an apply), destroys and repairs need
-/// the stage's approvals.
+/// on the target and need nothing; neither do stops and starts, which only turn the logins off
+/// and on (and run on non-production stages, on a schedule the policy set); applies (a create
+/// is an apply), destroys and repairs need the stage's approvals.
 pub fn change_needs(policy: &TenantPolicy, stage: Stage, operation: Operation) -> ChangeNeeds {
     let rules = policy.stage(stage);
     let approvals = match operation {
-        Operation::Plan | Operation::DriftCheck => 0,
+        Operation::Plan | Operation::DriftCheck | Operation::Stop | Operation::Start => 0,
         Operation::Apply | Operation::Destroy => rules.approvals_required,
     };
     ChangeNeeds {

@@ -2,7 +2,7 @@
 //! daily window (which may run past midnight), and whether an instant falls inside it.
 
 use crate::domain::FieldError;
-use chrono::{DateTime, Datelike, NaiveTime, Utc, Weekday};
+use chrono::{DateTime, Datelike, NaiveTime, TimeZone, Utc, Weekday};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
@@ -137,12 +137,51 @@ impl Schedule {
                 || (self.days.contains(&yesterday) && time < end)
         })
     }
+
+    /// The first instant after `at` at which a window starts or ends (where environments on
+    /// this schedule are started or stopped): looked for over the coming eight local days. A
+    /// local time that a daylight-saving change skips counts from the first instant after the
+    /// gap; one that occurs twice, from its first occurrence. `None` if the stored schedule is
+    /// unreadable.
+    pub fn next_change_after(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let zone: Tz = self.time_zone.parse().ok()?;
+        let (start, end) = (parse_time(&self.start)?, parse_time(&self.end)?);
+        let instant = |date: chrono::NaiveDate, time: NaiveTime| -> Option<DateTime<Utc>> {
+            let local = date.and_time(time);
+            // A skipped local time: the first minute after the gap (at most a few hours long).
+            (0..=180).find_map(|minutes| {
+                zone.from_local_datetime(&(local + chrono::Duration::minutes(minutes)))
+                    .earliest()
+                    .map(|t| t.with_timezone(&Utc))
+            })
+        };
+        let today = at.with_timezone(&zone).date_naive();
+        let mut next: Option<DateTime<Utc>> = None;
+        for offset in -1..=8 {
+            let date = today + chrono::Duration::days(offset);
+            if !self.days.contains(&Day::of(date.weekday())) {
+                continue;
+            }
+            let end_date = if end <= start {
+                date + chrono::Duration::days(1)
+            } else {
+                date
+            };
+            for candidate in [instant(date, start), instant(end_date, end)]
+                .into_iter()
+                .flatten()
+                .filter(|t| *t > at)
+            {
+                next = Some(next.map_or(candidate, |n| n.min(candidate)));
+            }
+        }
+        next
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
 
     fn schedule(zone: &str, days: &[Day], start: &str, end: &str) -> Schedule {
         ScheduleRequest {
@@ -201,5 +240,50 @@ mod tests {
         .expect_err("invalid");
         let fields: Vec<&str> = wrong.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["s.time_zone", "s.days", "s.start", "s.end"]);
+    }
+
+    #[test]
+    fn the_next_change_is_the_next_window_edge() {
+        let office = schedule("Europe/Berlin", &[Day::Mon, Day::Fri], "07:00", "19:00");
+        // Wednesday 2026-12-02 12:00 UTC: next is Friday 07:00 local (06:00 UTC).
+        assert_eq!(
+            office.next_change_after(utc(2026, 12, 2, 12, 0)),
+            Some(utc(2026, 12, 4, 6, 0))
+        );
+        // Inside Friday's window: its end, 19:00 local.
+        assert_eq!(
+            office.next_change_after(utc(2026, 12, 4, 6, 0)),
+            Some(utc(2026, 12, 4, 18, 0))
+        );
+        // After Friday's window: Monday's start.
+        assert_eq!(
+            office.next_change_after(utc(2026, 12, 4, 18, 0)),
+            Some(utc(2026, 12, 7, 6, 0))
+        );
+        let night = schedule("UTC", &[Day::Fri], "22:00", "02:00");
+        assert_eq!(
+            night.next_change_after(utc(2026, 12, 4, 23, 0)),
+            Some(utc(2026, 12, 5, 2, 0))
+        );
+        // Every change lands where the activity flips.
+        let mut at = utc(2026, 3, 20, 0, 0);
+        for _ in 0..20 {
+            let next = office
+                .next_change_after(at)
+                .expect("a change within a week");
+            let before = office.is_active_at(next - chrono::Duration::seconds(1));
+            assert_ne!(before, office.is_active_at(next), "{next}");
+            at = next;
+        }
+    }
+
+    #[test]
+    fn a_window_start_skipped_by_daylight_saving_begins_after_the_gap() {
+        // 2027-03-28, Berlin skips 02:00–03:00 local; a 02:30 start begins at 03:00 (01:00 UTC).
+        let early = schedule("Europe/Berlin", &[Day::Sun], "02:30", "05:00");
+        assert_eq!(
+            early.next_change_after(utc(2027, 3, 27, 12, 0)),
+            Some(utc(2027, 3, 28, 1, 0))
+        );
     }
 }

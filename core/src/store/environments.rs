@@ -32,6 +32,8 @@ pub struct Environment {
     pub drift_check_due_at: Option<DateTime<Utc>>,
     /// Who set its TTL: the requester of the destroy its expiry queues.
     pub expires_set_by: Option<Uuid>,
+    /// When the scheduler next looks at it (the next edge of its stage's schedule).
+    pub schedule_due_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Insertable)]
@@ -49,6 +51,9 @@ pub struct NewEnvironment<'a> {
     pub expires_at: Option<DateTime<Utc>>,
     pub drift_check_due_at: Option<DateTime<Utc>>,
     pub expires_set_by: Option<Uuid>,
+    /// Now, when its stage has a schedule: the scheduler stops it once it is ready if it was
+    /// made outside the window.
+    pub schedule_due_at: Option<DateTime<Utc>>,
 }
 
 pub fn insert(

@@ -89,6 +89,32 @@ pub struct NewJob<'a> {
     pub scheduled: bool,
 }
 
+impl<'a> NewJob<'a> {
+    /// A job the scheduler queues (no person asked, nothing to review).
+    pub fn scheduled(
+        tenant_id: Uuid,
+        environment_id: Uuid,
+        operation: Operation,
+        max_attempts: i32,
+        reason: &'a str,
+    ) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            tenant_id,
+            environment_id,
+            operation,
+            max_attempts,
+            expected_plan_hash: None,
+            requested_by: None,
+            approvals_required: 0,
+            reason: Some(reason),
+            blueprint_version: None,
+            requester_may_approve: false,
+            scheduled: true,
+        }
+    }
+}
+
 /// Inserts a queued job and its wake-up message in the caller's transaction.
 pub fn insert(conn: &mut PgConnection, new: &NewJob<'_>) -> Result<Job, StoreError> {
     let job: Job = diesel::insert_into(jobs::table)

@@ -254,10 +254,15 @@ pub fn environments_to_meter(conn: &mut PgConnection) -> Result<Vec<Metered>, St
         rows_read_total: Option<i64>,
         #[diesel(sql_type = Nullable<BigInt>)]
         rows_written_total: Option<i64>,
+        #[diesel(sql_type = Nullable<Array<Timestamptz>>)]
+        stops_from: Option<Vec<DateTime<Utc>>>,
+        #[diesel(sql_type = Nullable<Array<Nullable<Timestamptz>>>)]
+        stops_to: Option<Vec<Option<DateTime<Utc>>>>,
     }
     let rows: Vec<Row> = diesel::sql_query(
         "SELECT e.id, e.tenant_id, e.isolation, t.region, e.cost_tags, r.ready_at, d.destroyed_at, \
-                c.metered_until, c.storage_bytes, c.rows_read_total, c.rows_written_total \
+                c.metered_until, c.storage_bytes, c.rows_read_total, c.rows_written_total, \
+                st.stops_from, st.stops_to \
          FROM environments e \
          JOIN tenants t ON t.id = e.tenant_id \
          LEFT JOIN meter_cursors c ON c.environment_id = e.id \
@@ -265,6 +270,10 @@ pub fn environments_to_meter(conn: &mut PgConnection) -> Result<Vec<Metered>, St
              WHERE j.environment_id = e.id AND j.operation = 'apply' AND j.state = 'succeeded') r \
          CROSS JOIN LATERAL (SELECT max(j.finished_at) AS destroyed_at FROM jobs j \
              WHERE j.environment_id = e.id AND j.operation = 'destroy' AND j.state = 'succeeded') d \
+         CROSS JOIN LATERAL (SELECT array_agg(s.stopped_at ORDER BY s.stopped_at) AS stops_from, \
+                 array_agg(s.started_at ORDER BY s.stopped_at) AS stops_to \
+             FROM environment_stops s WHERE s.environment_id = e.id \
+               AND (s.started_at IS NULL OR c.metered_until IS NULL OR s.started_at > c.metered_until)) st \
          WHERE (e.state <> 'destroyed' OR c.environment_id IS NULL OR c.metered_until < e.updated_at) \
            AND r.ready_at IS NOT NULL \
            AND NOT (e.state = 'destroyed' AND d.destroyed_at IS NULL) \
@@ -292,6 +301,12 @@ pub fn environments_to_meter(conn: &mut PgConnection) -> Result<Vec<Metered>, St
                 rows_read_total: r.rows_read_total.unwrap_or(0),
                 rows_written_total: r.rows_written_total.unwrap_or(0),
             }),
+            stops: r
+                .stops_from
+                .unwrap_or_default()
+                .into_iter()
+                .zip(r.stops_to.unwrap_or_default())
+                .collect(),
         })
         .collect())
 }

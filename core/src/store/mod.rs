@@ -20,6 +20,7 @@ pub mod promotion;
 pub mod quotas;
 pub mod scheduler;
 pub mod sessions;
+pub mod stops;
 pub mod tenants;
 pub mod throttle;
 

@@ -8,6 +8,7 @@ mod catalog;
 mod fence;
 mod grants;
 mod lockdown;
+mod logins;
 mod meta;
 mod pool;
 mod postgres;

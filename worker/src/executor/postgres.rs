@@ -497,7 +497,11 @@ impl PostgresExecutor {
         )
     }
 
-    fn session(&self, spec: &EnvironmentSpec, names: &EnvNames) -> Result<Session<'_>, ExecError> {
+    pub(super) fn session(
+        &self,
+        spec: &EnvironmentSpec,
+        names: &EnvNames,
+    ) -> Result<Session<'_>, ExecError> {
         let (server_url, envdb_url) = match spec.isolation {
             Isolation::Shared => (self.pooled_url()?, self.pooled_url()?),
             Isolation::Dedicated => (

@@ -70,6 +70,7 @@ impl Fixture {
                 ("cost_center".to_owned(), "cc-1042".to_owned()),
                 ("team".to_owned(), "o'brien's \"wms\"".to_owned()),
             ]),
+            stopped: false,
         };
         self.made.push(spec.clone());
         spec

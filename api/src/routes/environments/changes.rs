@@ -1,4 +1,4 @@
-//! The jobs that change an environment (destroy, plan, apply, drift check) and a tenant's
+//! The jobs that change an environment (destroy, plan, apply, drift check, stop, start) and a tenant's
 //! teardown, queued in the caller's transaction under the tenant's lock and audited.
 
 use super::{JobAccepted, environment};
@@ -325,6 +325,7 @@ async fn job_action(
                             environment.name
                         )));
                     }
+                    ensure_can(conn, &environment, operation)?;
                     let expected = match body.plan_job_id {
                         None => None,
                         Some(plan_job_id) => {
@@ -362,6 +363,82 @@ async fn job_action(
         .await?;
     state.relay_wake.notify_one();
     idempotency::respond(status, response)
+}
+
+/// A stop needs a standing non-production environment; a start, a stopped one (or a stop in
+/// line before it). Checked under the environment's lock; the worker checks again when it runs.
+fn ensure_can(
+    conn: &mut PgConnection,
+    environment: &Environment,
+    operation: Operation,
+) -> ApiResult<()> {
+    let (name, state) = (&environment.name, environment.state);
+    match operation {
+        Operation::Stop if environment.stage == Stage::Production.as_str() => {
+            Err(ApiError::Conflict(format!(
+                "environment '{name}' is a production environment, and those are never stopped; \
+                 suspend the tenant to cut it off"
+            )))
+        }
+        Operation::Stop
+            if !matches!(
+                state,
+                EnvironmentState::Ready | EnvironmentState::Drifted | EnvironmentState::Stopped
+            ) =>
+        {
+            Err(ApiError::Conflict(format!(
+                "environment '{name}' is {state}; only a ready or drifted environment can be \
+                 stopped (wait for its job to finish)"
+            )))
+        }
+        Operation::Start
+            if state != EnvironmentState::Stopped
+                && !store::jobs::active_for_environment(conn, environment.id)?
+                    .iter()
+                    .any(|j| j.operation == Operation::Stop) =>
+        {
+            Err(ApiError::Conflict(format!(
+                "environment '{name}' is {state}, not stopped; there is nothing to start"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[utoipa::path(post, operation_id = "stopEnvironment", path = "/v1/tenants/{tenant}/environments/{env}/stop", tag = "environments", security(("bearer" = [])),
+    params(("tenant" = String, Path), ("env" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "Same key + same body → the same response; same key + another body → 422")),
+    responses((status = 202, description = "A stop job is queued: its worker takes the login \
+        away from the environment's roles and ends their sessions; the environment is then \
+        `stopped` until a start, an apply, or its schedule's next window", body = JobAccepted),
+        (status = 403, description = "Your role in this tenant does not allow this", body = crate::error::Problem),
+        (status = 404, body = crate::error::Problem),
+        (status = 409, description = "A production environment, or one that is not ready, drifted or stopped", body = crate::error::Problem),
+        (status = 422, body = crate::error::Problem)))]
+pub async fn stop(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    job_action(state, caller, req, path, Operation::Stop, None).await
+}
+
+#[utoipa::path(post, operation_id = "startEnvironment", path = "/v1/tenants/{tenant}/environments/{env}/start", tag = "environments", security(("bearer" = [])),
+    params(("tenant" = String, Path), ("env" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "Same key + same body → the same response; same key + another body → 422")),
+    responses((status = 202, description = "A start job is queued: its worker gives the login \
+        back, probes the isolation walls and makes the environment `ready`; outside its \
+        schedule's window it stays running until the window's next end", body = JobAccepted),
+        (status = 403, description = "Your role in this tenant does not allow this", body = crate::error::Problem),
+        (status = 404, body = crate::error::Problem),
+        (status = 409, description = "The environment is not stopped", body = crate::error::Problem),
+        (status = 422, body = crate::error::Problem)))]
+pub async fn start(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    job_action(state, caller, req, path, Operation::Start, None).await
 }
 
 #[utoipa::path(delete, operation_id = "destroyEnvironment", path = "/v1/tenants/{tenant}/environments/{env}", tag = "environments", security(("bearer" = [])),

@@ -286,6 +286,7 @@ pub async fn create(
                             drift_check_due_at,
                             // The creator chose the TTL (or the stage whose default gave it).
                             expires_set_by: expires_at.map(|_| caller.id),
+                            schedule_due_at: rules.schedule.as_ref().map(|_| chrono::Utc::now()),
                         },
                     )
                     .map_err(|e| match e {

@@ -64,6 +64,9 @@ pub struct EnvironmentView {
     pub updated_at: DateTime<Utc>,
     /// When a worker destroys it (its TTL); absent: never.
     pub expires_at: Option<DateTime<Utc>>,
+    /// When the scheduler next looks at it to stop or start it (the next edge of its stage's
+    /// schedule); absent: its stage has no schedule.
+    pub schedule_next_check_at: Option<DateTime<Utc>>,
 }
 
 impl From<Environment> for EnvironmentView {
@@ -82,6 +85,7 @@ impl From<Environment> for EnvironmentView {
             created_at: e.created_at,
             updated_at: e.updated_at,
             expires_at: e.expires_at,
+            schedule_next_check_at: e.schedule_due_at,
         }
     }
 }

@@ -1,6 +1,9 @@
 //! The scheduler's store side: environments whose scheduled drift check is due get one (a job
 //! queued by no person), then their next due time from their stage's policy; a scheduled check
-//! that found drift on a `repair` stage queues the repair (reviewed as the stage says).
+//! that found drift on a `repair` stage queues the repair (reviewed as the stage says); and
+//! environments at an edge of their stage's schedule are stopped or started (`lifecycle`).
+
+pub mod lifecycle;
 
 use super::jobs::{self, NewJob};
 use super::{StoreError, policies};
@@ -46,7 +49,7 @@ pub struct Tick {
     pub failed: Vec<(Uuid, String)>,
 }
 
-fn policy_of(
+pub(crate) fn policy_of(
     cache: &mut HashMap<Uuid, TenantPolicy>,
     conn: &mut PgConnection,
     tenant_id: Uuid,
@@ -59,7 +62,7 @@ fn policy_of(
     Ok(policy)
 }
 
-fn stage_of(raw: &str) -> Result<Stage, StoreError> {
+pub(crate) fn stage_of(raw: &str) -> Result<Stage, StoreError> {
     Stage::parse("stage", raw)
         .map_err(|e| StoreError::Unavailable(format!("stored stage: {}", e.message)))
 }
@@ -129,20 +132,13 @@ fn schedule_one(
     let reason = format!("scheduled drift check (every {interval} h)");
     let job = jobs::insert(
         conn,
-        &NewJob {
-            id: Uuid::now_v7(),
-            tenant_id: environment.tenant_id,
-            environment_id: environment.id,
-            operation: Operation::DriftCheck,
+        &NewJob::scheduled(
+            environment.tenant_id,
+            environment.id,
+            Operation::DriftCheck,
             max_attempts,
-            expected_plan_hash: None,
-            requested_by: None,
-            approvals_required: 0,
-            reason: Some(&reason),
-            blueprint_version: None,
-            requester_may_approve: false,
-            scheduled: true,
-        },
+            &reason,
+        ),
     )?;
     Ok(Some((job.id, i32::try_from(interval).unwrap_or(720) * 60)))
 }
