@@ -140,10 +140,13 @@ DESTRUCTIVE = ("deleteTenant", "destroyEnvironment", "removeMember", "revokeApiK
 # start, days and promotion stages each named once, no schedule or TTL on production
 # (setTenantPolicy; utoipa cannot state uniqueItems on a field). A TTL only on a non-production
 # environment (updateEnvironment). An upgrade names a released version of the environment's own
-# blueprint (upgradeEnvironment: the catalog is the installation's).
+# blueprint (upgradeEnvironment: the catalog is the installation's). A webhook URL must parse
+# as a URL (the pattern cannot state every rule of a host) and, when its host is a literal
+# address, a public one (createWebhook).
 STATEFUL_422 = ("createEnvironment", "applyEnvironment", "updateTenant", "addMember",
                 "getTenantCosts", "getPlatformCosts", "exportTenantCosts", "exportPlatformCosts",
-                "setTenantBudget", "setTenantPolicy", "updateEnvironment", "upgradeEnvironment")
+                "setTenantBudget", "setTenantPolicy", "updateEnvironment", "upgradeEnvironment",
+                "createWebhook")
 
 
 def write_config(path, token, logout_token, targets, own_targets):

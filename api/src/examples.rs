@@ -460,3 +460,47 @@ pub fn blueprint_view() -> Value {
 pub fn blueprint_list() -> Value {
     json!({ "items": [blueprint_view()] })
 }
+
+const WEBHOOK: &str = "0192f5d8-2c3d-7e4f-9a5b-6c7d8e9f0a1b";
+
+pub fn create_webhook_request() -> Value {
+    json!({
+        "url": "https://hooks.acme-foods.example/bulkhead",
+        "events": ["job.awaiting_approval", "approval.decided", "environment.ready", "environment.drifted"]
+    })
+}
+
+pub fn webhook_view() -> Value {
+    json!({
+        "id": WEBHOOK,
+        "url": "https://hooks.acme-foods.example/bulkhead",
+        "events": ["job.awaiting_approval", "approval.decided", "environment.ready", "environment.drifted"],
+        "created_at": CREATED
+    })
+}
+
+pub fn webhook_created() -> Value {
+    json!({
+        "webhook": webhook_view(),
+        "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw3s4Bkz2mBcs="
+    })
+}
+
+pub fn webhook_list() -> Value {
+    json!({ "items": [webhook_view()] })
+}
+
+pub fn delivery_list() -> Value {
+    json!({ "items": [{
+        "id": "6f1d2c3b-4a5e-4f60-8a7b-9c0d1e2f3a4b",
+        "event_type": "job.awaiting_approval",
+        "subject": format!("jobs/{JOB}"),
+        "state": "delivered",
+        "attempts": 3,
+        "last_status": 204,
+        "last_error": null,
+        "occurred_at": CREATED,
+        "next_attempt_at": READY,
+        "delivered_at": READY
+    }]})
+}

@@ -286,3 +286,32 @@ pub fn decision_comment() -> Object {
 pub fn override_reason() -> Object {
     display_text(500, true, "Audited with the missing evidence. ")
 }
+
+/// Where a webhook's deliveries go.
+pub fn webhook_url() -> Object {
+    text(false)
+        .pattern(Some("^https?://[^\\s/@#]+(/[^\\s#]*)?$"))
+        .max_length(Some(2000))
+        .description(Some(
+            "An absolute http(s) URL without user, password or fragment; it must reach a public \
+             address (checked after DNS resolution at every delivery).",
+        ))
+        .build()
+}
+
+/// The event types a webhook subscribes to.
+pub fn webhook_events() -> utoipa::openapi::schema::Array {
+    let mut names = bulkhead_core::webhooks::event_types();
+    names.push("*".to_owned());
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::Type(Type::String))
+                .enum_values(Some(names)),
+        )
+        .min_items(Some(1))
+        .max_items(Some(32))
+        .unique_items(true)
+        .description(Some("Event types (`*`: all of them)."))
+        .build()
+}

@@ -8,6 +8,7 @@ use std::time::Duration;
 mod debug;
 pub mod metering;
 mod secrets;
+pub mod webhooks;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{var}: {problem}")]
@@ -116,6 +117,8 @@ pub struct Config {
     pub retention: crate::retention::RetentionConfig,
     /// `BULKHEAD_METERING_*`, `BULKHEAD_BILLING_*`, `BULKHEAD_PRICING_DIR` (see `config/metering.rs`).
     pub metering: metering::MeteringConfig,
+    /// `BULKHEAD_WEBHOOK_*` (see `config/webhooks.rs`).
+    pub webhooks: webhooks::WebhookConfig,
 }
 
 /// What a worker needs: how much it runs at once, its lease, retries, and its targets.
@@ -415,6 +418,7 @@ impl Config {
             },
             retention: crate::retention::RetentionConfig::from_lookup(&get)?,
             metering: metering::MeteringConfig::from_lookup(&get)?,
+            webhooks: webhooks::WebhookConfig::from_lookup(&get)?,
         })
     }
 }

@@ -28,3 +28,4 @@ pub mod schema;
 pub mod secrets;
 pub mod store;
 pub mod textenum;
+pub mod webhooks;

@@ -518,3 +518,38 @@ diesel::table! {
         updated_at -> Timestamptz,
     }
 }
+
+diesel::table! {
+    webhooks (id) {
+        id -> Uuid,
+        tenant_id -> Uuid,
+        url -> Text,
+        events -> Array<Text>,
+        secret_nonce -> Bytea,
+        secret_ciphertext -> Bytea,
+        secret_key_id -> Text,
+        created_by -> Nullable<Uuid>,
+        created_at -> Timestamptz,
+        deleted_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    webhook_deliveries (seq) {
+        seq -> Int8,
+        id -> Uuid,
+        webhook_id -> Uuid,
+        tenant_id -> Uuid,
+        event_type -> Text,
+        subject -> Text,
+        data -> Jsonb,
+        occurred_at -> Timestamptz,
+        state -> Text,
+        attempts -> Int4,
+        next_attempt_at -> Timestamptz,
+        claimed_until -> Nullable<Timestamptz>,
+        last_status -> Nullable<Int4>,
+        last_error -> Nullable<Text>,
+        delivered_at -> Nullable<Timestamptz>,
+    }
+}

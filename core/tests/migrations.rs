@@ -65,7 +65,7 @@ fn postgres_type(diesel_type: &str) -> (String, bool) {
         "Timestamptz" => "timestamp with time zone",
         "Numeric" => "numeric",
         "Date" => "date",
-        "Array<Int4>" => "ARRAY",
+        "Array<Int4>" | "Array<Text>" => "ARRAY",
         other => panic!("schema.rs uses {other}: add it to this test's type map"),
     };
     (name.to_owned(), nullable)

@@ -94,6 +94,10 @@ enum TenantEndpoint {
     GetPolicy,
     SetPolicy,
     ListApprovals,
+    CreateWebhook,
+    ListWebhooks,
+    DeleteWebhook,
+    WebhookDeliveries,
     CreateEnvironment,
     ListEnvironments,
     GetEnvironment,
@@ -117,7 +121,7 @@ enum TenantEndpoint {
 }
 
 /// Column order of `expected_in_own_tenant`.
-const TENANT_ENDPOINTS: [TenantEndpoint; 20] = [
+const TENANT_ENDPOINTS: [TenantEndpoint; 24] = [
     TenantEndpoint::GetTenant,
     TenantEndpoint::UpdateTenant,
     TenantEndpoint::DeleteTenant,
@@ -138,6 +142,10 @@ const TENANT_ENDPOINTS: [TenantEndpoint; 20] = [
     TenantEndpoint::GetPolicy,
     TenantEndpoint::SetPolicy,
     TenantEndpoint::ListApprovals,
+    TenantEndpoint::CreateWebhook,
+    TenantEndpoint::ListWebhooks,
+    TenantEndpoint::DeleteWebhook,
+    TenantEndpoint::WebhookDeliveries,
 ];
 
 /// Column order of `expected_on_environments`.
@@ -193,6 +201,13 @@ impl TenantEndpoint {
             Self::GetPolicy => (Method::GET, "/v1/tenants/{tenant}/policy"),
             Self::SetPolicy => (Method::PUT, "/v1/tenants/{tenant}/policy"),
             Self::ListApprovals => (Method::GET, "/v1/tenants/{tenant}/approvals"),
+            Self::CreateWebhook => (Method::POST, "/v1/tenants/{tenant}/webhooks"),
+            Self::ListWebhooks => (Method::GET, "/v1/tenants/{tenant}/webhooks"),
+            Self::DeleteWebhook => (Method::DELETE, "/v1/tenants/{tenant}/webhooks/{webhook}"),
+            Self::WebhookDeliveries => (
+                Method::GET,
+                "/v1/tenants/{tenant}/webhooks/{webhook}/deliveries",
+            ),
             Self::CreateEnvironment => (Method::POST, "/v1/tenants/{tenant}/environments"),
             Self::ListEnvironments => (Method::GET, "/v1/tenants/{tenant}/environments"),
             Self::GetEnvironment => (Method::GET, "/v1/tenants/{tenant}/environments/{env}"),
@@ -283,16 +298,16 @@ impl TenantEndpoint {
 /// the tenant it targets. Every role can read the tenant, so a missing permission is a 403.
 /// In another tenant, or with no tenant at all, every endpoint answers 404.
 #[rustfmt::skip]
-fn expected_in_own_tenant(role: Role) -> [u16; 20] {
+fn expected_in_own_tenant(role: Role) -> [u16; 24] {
     match role {
-        //                    GET  PATCH  DEL  +member members -member +key  keys  -key audit quotas set-quotas costs export budget +budget -budget policy set-policy approvals
-        Role::PlatformAdmin => [200, 200, 202,   201,   200,    204,   201,  200,  204,  200,  200,  200,       200,  200,   200,   200,    204,    200,   200,       200],
-        Role::Partner =>       [200, 200, 202,   201,   200,    204,   201,  200,  204,  200,  200,  403,       200,  200,   200,   200,    204,    200,   403,       403],
-        Role::TenantAdmin =>   [200, 200, 403,   201,   200,    204,   201,  200,  204,  200,  200,  403,       200,  200,   200,   200,    204,    200,   200,       200],
-        Role::Operator =>      [200, 403, 403,   403,   200,    403,   403,  403,  403,  403,  200,  403,       403,  403,   403,   403,    403,    200,   403,       403],
-        Role::Approver =>      [200, 403, 403,   403,   403,    403,   403,  403,  403,  403,  200,  403,       403,  403,   403,   403,    403,    200,   403,       200],
-        Role::Viewer =>        [200, 403, 403,   403,   200,    403,   403,  403,  403,  403,  200,  403,       403,  403,   403,   403,    403,    403,   403,       403],
-        Role::Billing =>       [200, 403, 403,   403,   403,    403,   403,  403,  403,  403,  200,  403,       200,  200,   200,   200,    204,    403,   403,       403],
+        //                    GET  PATCH  DEL  +member members -member +key  keys  -key audit quotas set-quotas costs export budget +budget -budget policy set-policy approvals +hook hooks -hook deliveries
+        Role::PlatformAdmin => [200, 200, 202,   201,   200,    204,   201,  200,  204,  200,  200,  200,       200,  200,   200,   200,    204,    200,   200,       200,  201,   200,   204,   200],
+        Role::Partner =>       [200, 200, 202,   201,   200,    204,   201,  200,  204,  200,  200,  403,       200,  200,   200,   200,    204,    200,   403,       403,  201,   200,   204,   200],
+        Role::TenantAdmin =>   [200, 200, 403,   201,   200,    204,   201,  200,  204,  200,  200,  403,       200,  200,   200,   200,    204,    200,   200,       200,  201,   200,   204,   200],
+        Role::Operator =>      [200, 403, 403,   403,   200,    403,   403,  403,  403,  403,  200,  403,       403,  403,   403,   403,    403,    200,   403,       403,  403,   403,   403,   403],
+        Role::Approver =>      [200, 403, 403,   403,   403,    403,   403,  403,  403,  403,  200,  403,       403,  403,   403,   403,    403,    200,   403,       200,  403,   403,   403,   403],
+        Role::Viewer =>        [200, 403, 403,   403,   200,    403,   403,  403,  403,  403,  200,  403,       403,  403,   403,   403,    403,    403,   403,       403,  403,   403,   403,   403],
+        Role::Billing =>       [200, 403, 403,   403,   403,    403,   403,  403,  403,  403,  200,  403,       200,  200,   200,   200,    204,    403,   403,       403,  403,   403,   403,   403],
     }
 }
 
@@ -668,6 +683,8 @@ struct Snapshot {
     budget_rows: String,
     #[diesel(sql_type = Text)]
     policy_rows: String,
+    #[diesel(sql_type = Text)]
+    webhook_rows: String,
     /// The target tenant's `name|state|updated_at`.
     #[diesel(sql_type = Nullable<Text>)]
     target: Option<String>,
@@ -713,10 +730,12 @@ const SNAPSHOT_SQL: &str = "SELECT \
         updated_at), ',' ORDER BY tenant_id), '')) FROM budgets) AS budget_rows, \
     (SELECT md5(coalesce(string_agg(concat_ws('|', tenant_id, policy, updated_by, \
         updated_at), ',' ORDER BY tenant_id), '')) FROM tenant_policies) AS policy_rows, \
+    (SELECT md5(coalesce(string_agg(concat_ws('|', id, tenant_id, url, events, deleted_at), ',' \
+        ORDER BY id), '')) FROM webhooks) AS webhook_rows, \
     (SELECT concat_ws('|', name, state, updated_at) FROM tenants WHERE slug = $1) AS target";
 
 impl Snapshot {
-    fn state(&self) -> [(&'static str, String); 21] {
+    fn state(&self) -> [(&'static str, String); 22] {
         [
             ("tenants", self.tenants.to_string()),
             ("principals", self.principals.to_string()),
@@ -738,6 +757,7 @@ impl Snapshot {
             ("quota rows", self.quota_rows.clone()),
             ("budget rows", self.budget_rows.clone()),
             ("policy rows", self.policy_rows.clone()),
+            ("webhook rows", self.webhook_rows.clone()),
             (
                 "target tenant",
                 self.target.clone().unwrap_or_else(|| "-".into()),
@@ -947,6 +967,26 @@ impl Matrix {
         let environment = self.fresh_environment(tenant).await;
         self.standing.insert(tenant.id.clone(), environment.clone());
         environment
+    }
+
+    /// A webhook of `tenant`, written straight to the database (no limit, never delivered).
+    fn fresh_webhook(&mut self, tenant: &TenantRef) -> String {
+        #[derive(diesel::QueryableByName)]
+        struct Id {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            id: String,
+        }
+        diesel::RunQueryDsl::get_result::<Id>(
+            diesel::sql_query(format!(
+                "INSERT INTO webhooks (id, tenant_id, url, events, secret_nonce, secret_ciphertext, \
+                 secret_key_id) VALUES (gen_random_uuid(), '{}', 'https://hooks.example.com/m', \
+                 '{{*}}', '\\x000000000000000000000000', '\\x00', 'k') RETURNING id::text AS id",
+                tenant.id
+            )),
+            &mut self.conn,
+        )
+        .expect("a webhook")
+        .id
     }
 
     /// A new queued plan job on the standing environment of `tenant` (queued by the admin).
@@ -1234,6 +1274,32 @@ impl Matrix {
             TenantEndpoint::GetPolicy => ("/policy".to_owned(), None),
             TenantEndpoint::SetPolicy => ("/policy".to_owned(), Some(policy_body())),
             TenantEndpoint::ListApprovals => ("/approvals".to_owned(), None),
+            TenantEndpoint::CreateWebhook => {
+                // A tenant may hold ten: the cases before this one leave none behind.
+                diesel::RunQueryDsl::execute(
+                    diesel::sql_query(format!(
+                        "DELETE FROM webhooks WHERE tenant_id = '{}'",
+                        holder.id
+                    )),
+                    &mut self.conn,
+                )
+                .expect("clear webhooks");
+                (
+                    "/webhooks".to_owned(),
+                    Some(json!({"url": "https://hooks.example.com/matrix", "events": ["*"]})),
+                )
+            }
+            TenantEndpoint::ListWebhooks => ("/webhooks".to_owned(), None),
+            TenantEndpoint::DeleteWebhook | TenantEndpoint::WebhookDeliveries => {
+                let webhook = self.fresh_webhook(&holder);
+                about.object = Some(webhook.clone());
+                let suffix = if endpoint == TenantEndpoint::DeleteWebhook {
+                    format!("/webhooks/{webhook}")
+                } else {
+                    format!("/webhooks/{webhook}/deliveries")
+                };
+                (suffix, None)
+            }
             TenantEndpoint::GetBudget | TenantEndpoint::DeleteBudget => {
                 // A budget to read or remove, set by the admin.
                 let path = format!("/v1/tenants/{}/budget", holder.slug);
@@ -1523,7 +1589,18 @@ fn answer_problems(
         | TenantEndpoint::ListKeys
         | TenantEndpoint::RevokeKey
         | TenantEndpoint::ListTenantAudit
-        | TenantEndpoint::ReadCredentials => {}
+        | TenantEndpoint::ReadCredentials
+        | TenantEndpoint::ListWebhooks
+        | TenantEndpoint::DeleteWebhook
+        | TenantEndpoint::WebhookDeliveries => {}
+        TenantEndpoint::CreateWebhook => {
+            if !body["secret"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("whsec_"))
+            {
+                p.push(format!("no whsec_ secret: {body}"));
+            }
+        }
         TenantEndpoint::GetCosts => {
             expect(p, "currency", &body["currency"], json!("EUR"));
             expect(p, "group_by", &body["group_by"], json!(["tag:cost_center"]));

@@ -32,3 +32,4 @@ mod scheduler;
 mod tenants;
 mod throttle;
 mod upgrade;
+mod webhooks;

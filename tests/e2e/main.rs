@@ -23,3 +23,4 @@ mod reseal;
 mod resilience;
 mod schedules;
 mod startup;
+mod webhooks;

@@ -7,7 +7,7 @@
 
 use crate::helpers::{Stack, admin_conn, connect_as, execute, texts};
 use chrono::Timelike;
-use diesel::RunQueryDsl;
+use diesel::{Connection, RunQueryDsl};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -225,10 +225,41 @@ async fn schedules_stop_and_start_development_environments_and_the_tenant_cannot
     assert_eq!(stack.environment(TENANT, &dev).await["state"], "ready");
     logs_in(&dev_credentials).expect("running again after the apply");
 
-    // By hand: stop, then start; the walls are probed again on the way up.
+    // By hand: stop, then start; the walls are probed again on the way up. A session that
+    // passed the login check just before the stop and holds itself out of `pg_stat_activity`
+    // meanwhile (`post_auth_delay`, which any client may set) appears after the stop looked:
+    // the workers' sweep ends it and audits it.
+    let url = dev_credentials["url"].as_str().expect("url").to_owned();
+    let url = format!(
+        "{url}{}options=-c%20post_auth_delay%3D5",
+        if url.contains('?') { '&' } else { '?' }
+    );
+    // The login check passes at once; the session shows five seconds later, after the stop.
+    let slipped = std::thread::spawn(move || -> Result<bool, String> {
+        let Ok(mut conn) = diesel::PgConnection::establish(&url) else {
+            return Err("the login was refused: it did not pass before the stop".to_owned());
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if diesel::sql_query("SELECT 1").execute(&mut conn).is_err() {
+                return Ok(true);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Err("the session that slipped past the stop was still alive 10 s later".to_owned())
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let stop = stack.job_action(TENANT, &dev, "stop", None).await;
     stack.wait_succeeded(TENANT, &id(&stop), WITHIN).await;
     assert!(logs_in(&dev_credentials).is_err());
+    assert_eq!(
+        slipped.join().expect("session thread"),
+        Ok(true),
+        "{}",
+        stack.log_tail(60)
+    );
+    let ended = audit_of(&stack, "environment.session_ended").await;
+    assert!(!ended.is_empty(), "the ended session is audited");
     let start = stack.job_action(TENANT, &dev, "start", None).await;
     let started = stack.wait_succeeded(TENANT, &id(&start), WITHIN).await;
     assert!(

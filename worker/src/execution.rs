@@ -277,13 +277,12 @@ impl Execution {
             stage,
             blueprint,
             cost_tags,
-            // What a stop makes it, and what a plan or drift check of a stopped environment
-            // expects; an apply or start gives the login back, a destroy removes the roles.
+            // What a stop makes it, and what a drift check of a stopped environment expects;
+            // an apply or start gives the login back, a destroy removes the roles.
+            // (A plan shows what an apply would do, and an apply gives the login back.)
             stopped: match self.job.operation {
                 Operation::Stop => true,
-                Operation::Plan | Operation::DriftCheck => {
-                    environment.state == EnvironmentState::Stopped
-                }
+                Operation::DriftCheck => environment.state == EnvironmentState::Stopped,
                 _ => false,
             },
         };

@@ -5,3 +5,5 @@ pub mod execution;
 pub mod executor;
 pub mod metering;
 pub mod runtime;
+mod sessions;
+pub mod webhooks;

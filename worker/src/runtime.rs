@@ -96,7 +96,7 @@ impl Worker {
         Topology::with_prefix(&self.config.queue_prefix)
     }
 
-    fn stopping(&self) -> bool {
+    pub(crate) fn stopping(&self) -> bool {
         *self.shutdown.borrow()
     }
 
@@ -115,6 +115,7 @@ impl Worker {
         let sweeper = tokio::spawn(self.clone().sweep_forever());
         let housekeeper = tokio::spawn(self.clone().housekeep_forever());
         let meter = tokio::spawn(self.clone().meter_forever());
+        let webhooks = tokio::spawn(crate::webhooks::send_forever(self.clone()));
         let mut in_flight = JoinSet::new();
         self.clone().consume_forever(&mut in_flight).await;
         tracing::info!(
@@ -125,6 +126,7 @@ impl Worker {
         let _ = sweeper.await;
         let _ = housekeeper.await;
         let _ = meter.await;
+        let _ = webhooks.await;
         if let Some(relay) = relay {
             let _ = relay.await;
         }
@@ -397,6 +399,7 @@ impl Worker {
                     tracing::warn!(%error, "scheduler: stops and starts not queued; next sweep")
                 }
             }
+            self.end_stray_sessions().await;
             tokio::select! {
                 () = tokio::time::sleep(self.config.worker.sweep_every) => {}
                 _ = shutdown.changed() => {}

@@ -33,6 +33,7 @@ pub mod partners;
 pub mod policy;
 pub mod quotas;
 pub mod tenants;
+pub mod webhooks;
 
 use crate::error::{ApiError, ApiResult};
 use actix_web::web;
@@ -72,6 +73,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(
                     "/tenants/{tenant}/costs/export",
                     web::get().to(costs::tenant_export),
+                )
+                .route(
+                    "/tenants/{tenant}/webhooks",
+                    web::post().to(webhooks::create),
+                )
+                .route("/tenants/{tenant}/webhooks", web::get().to(webhooks::list))
+                .route(
+                    "/tenants/{tenant}/webhooks/{webhook}",
+                    web::delete().to(webhooks::delete),
+                )
+                .route(
+                    "/tenants/{tenant}/webhooks/{webhook}/deliveries",
+                    web::get().to(webhooks::deliveries),
                 )
                 .route("/tenants/{tenant}/budget", web::get().to(budgets::get))
                 .route("/tenants/{tenant}/budget", web::put().to(budgets::put))

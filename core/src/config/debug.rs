@@ -34,6 +34,7 @@ impl fmt::Debug for Config {
             limits,
             retention,
             metering,
+            webhooks,
             worker,
         } = self;
         f.debug_struct("Config")
@@ -59,6 +60,7 @@ impl fmt::Debug for Config {
             .field("limits", limits)
             .field("retention", retention)
             .field("metering", metering)
+            .field("webhooks", webhooks)
             .field("worker", worker)
             .finish()
     }

@@ -23,6 +23,7 @@ pub mod sessions;
 pub mod stops;
 pub mod tenants;
 pub mod throttle;
+pub mod webhooks;
 
 pub use crate::db::StoreError;
 

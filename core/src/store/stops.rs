@@ -104,3 +104,38 @@ pub fn open_since(
     .optional()?;
     Ok(row.map(|r| r.stopped_at))
 }
+
+#[derive(QueryableByName)]
+struct StoppedRow {
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    tenant_id: Uuid,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    isolation: String,
+}
+
+/// Stopped environments with no job in their line (a start in progress logs in to probe):
+/// (id, tenant, tier). Served by the partial index `environments_stopped`.
+pub fn stopped_idle(
+    conn: &mut PgConnection,
+) -> Result<Vec<(Uuid, Uuid, crate::domain::Isolation)>, StoreError> {
+    let rows: Vec<StoppedRow> = diesel::sql_query(concat!(
+        "SELECT e.id, e.tenant_id, e.isolation FROM environments e WHERE e.state = 'stopped' \
+         AND NOT EXISTS (SELECT FROM jobs j WHERE j.environment_id = e.id AND j.state IN ",
+        crate::active_job_states_sql!(),
+        ")"
+    ))
+    .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let isolation = if r.isolation == "dedicated" {
+                crate::domain::Isolation::Dedicated
+            } else {
+                crate::domain::Isolation::Shared
+            };
+            (r.id, r.tenant_id, isolation)
+        })
+        .collect())
+}

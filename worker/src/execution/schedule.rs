@@ -22,7 +22,7 @@ impl Execution {
     ) -> Result<(), Stop> {
         if spec.stage == Stage::Production {
             return Err(Stop::Fatal(
-                "production environments are never stopped; suspend the tenant to cut it off"
+                "production environments are never stopped (stops and schedules are for non-production stages)"
                     .to_owned(),
             ));
         }

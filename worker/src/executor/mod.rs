@@ -18,6 +18,7 @@ mod spares;
 mod sql;
 
 pub use fence::{Fence, Report};
+pub use logins::StrayEnded;
 pub use postgres::PostgresExecutor;
 
 use bulkhead_core::guarantees::{self, Enforcement, Guarantee, GuaranteeStatus};

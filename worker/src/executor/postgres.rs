@@ -26,7 +26,7 @@ pub const CANARY_SCHEMA: &str = "bk_canary";
 /// Provisions, inspects, destroys and probes environments on PostgreSQL servers.
 pub struct PostgresExecutor {
     targets: Targets,
-    pool: ConnPool,
+    pub(super) pool: ConnPool,
     prepared: Mutex<bool>,
     spares: usize,
     refills: Mutex<Vec<std::thread::JoinHandle<()>>>,
@@ -478,7 +478,7 @@ impl PostgresExecutor {
         self.pool.get(&self.pooled_url()?)
     }
 
-    fn pooled_url(&self) -> Result<String, ExecError> {
+    pub(super) fn pooled_url(&self) -> Result<String, ExecError> {
         sql::with_database(
             &self.targets.shared_admin_url,
             &self.targets.pooled_database,

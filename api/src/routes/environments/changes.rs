@@ -376,8 +376,8 @@ fn ensure_can(
     match operation {
         Operation::Stop if environment.stage == Stage::Production.as_str() => {
             Err(ApiError::Conflict(format!(
-                "environment '{name}' is a production environment, and those are never stopped; \
-                 suspend the tenant to cut it off"
+                "environment '{name}' is a production environment, and those are never stopped \
+                 (stops and schedules are for non-production stages)"
             )))
         }
         Operation::Stop

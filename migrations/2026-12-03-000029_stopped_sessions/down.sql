@@ -1,0 +1,1 @@
+DROP INDEX environments_stopped;
