@@ -6,11 +6,19 @@
 //!    written), and one of 100 for the per-check cost;
 //! 3. both again without the partial index `environments_drift_due`, for comparison.
 //!
-//! Each with the due query's own execution time from `EXPLAIN (ANALYZE)`.
+//! Each with the due query's own execution time from `EXPLAIN (ANALYZE)`. Then the lifecycle
+//! schedules' share of the same sweep: a quiet and a busy tick of
+//! `store::scheduler::lifecycle::queue_due_changes` (the development stage of the tenants with
+//! a policy has a schedule whose window is not now, so a due ready environment gets a stop
+//! job), with and without the partial index `environments_schedule_due`, and the stray-session
+//! check's control-database read (`store::stops::stopped_idle`) with 1,000 stopped environments.
 //!
 //! Run: `cargo bench --bench scheduler`. The database it makes is dropped at the end.
 
+use bulkhead_core::store::scheduler::lifecycle::queue_due_changes;
 use bulkhead_core::store::scheduler::{DUE_DRIFT_SQL, TICK_LIMIT, queue_due_drift_checks};
+use bulkhead_core::store::stops::stopped_idle;
+use chrono::Timelike;
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use std::time::{Duration, Instant};
@@ -50,6 +58,13 @@ fn ms(d: Duration) -> f64 {
 
 /// Seeds tenants, policies and ready environments whose next checks are spread over a day.
 fn seed(conn: &mut PgConnection) -> Result<()> {
+    // A daily window two to three hours from now: every scheduled environment is outside it.
+    let hour = chrono::Utc::now().hour();
+    let schedule = format!(
+        "{{\"time_zone\": \"UTC\", \"days\": [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\",          \"sat\", \"sun\"], \"start\": \"{:02}:00\", \"end\": \"{:02}:00\"}}",
+        (hour + 2) % 24,
+        (hour + 3) % 24
+    );
     conn.batch_execute(&format!(
         "INSERT INTO tenants (id, slug, name, tier, region) \
          SELECT gen_random_uuid(), 'tenant-' || g, 'Tenant ' || g, 'shared', 'eu-west-1' \
@@ -57,7 +72,8 @@ fn seed(conn: &mut PgConnection) -> Result<()> {
          INSERT INTO tenant_policies (tenant_id, policy, updated_at) \
          SELECT id, '{{\"stages\": {{\"development\": {{\"approvals_required\": 0, \
            \"requester_may_approve\": false, \"drift_check_interval_hours\": 12, \
-           \"drift_remediation\": \"repair\"}}, \"staging\": {{\"approvals_required\": 0, \
+           \"drift_remediation\": \"repair\", \"schedule\": {schedule}}}, \
+           \"staging\": {{\"approvals_required\": 0, \
            \"requester_may_approve\": false, \"drift_check_interval_hours\": 24, \
            \"drift_remediation\": \"repair\"}}, \"production\": {{\"approvals_required\": 2, \
            \"requester_may_approve\": false, \"drift_check_interval_hours\": 6, \
@@ -73,6 +89,8 @@ fn seed(conn: &mut PgConnection) -> Result<()> {
          FROM generate_series(1, {ENVIRONMENTS}) g \
          JOIN LATERAL (SELECT id FROM tenants ORDER BY slug OFFSET (g % {TENANTS}) LIMIT 1) t \
            ON true; \
+         UPDATE environments e SET schedule_due_at = now() + make_interval(secs => 60 + random() * 86400) \
+         FROM tenant_policies p WHERE p.tenant_id = e.tenant_id AND e.stage = 'development'; \
          ANALYZE tenants; ANALYZE environments; ANALYZE jobs; ANALYZE tenant_policies;"
     ))?;
     Ok(())
@@ -158,6 +176,59 @@ fn run(conn: &mut PgConnection, label: &str, batch: i64) -> Result<()> {
     Ok(())
 }
 
+/// The lifecycle tick: quiet (nothing at an edge), busy (`TICK_LIMIT` environments at an edge,
+/// each getting a stop job), and the stray-session check's read of stopped environments.
+fn run_lifecycle(conn: &mut PgConnection, label: &str) -> Result<()> {
+    let mut quiet = Vec::with_capacity(QUIET_TICKS);
+    for _ in 0..QUIET_TICKS {
+        let started = Instant::now();
+        let tick = queue_due_changes(conn, 3, TICK_LIMIT)?;
+        quiet.push(started.elapsed());
+        assert!(
+            tick.queued.is_empty(),
+            "nothing is at an edge in a quiet tick"
+        );
+    }
+    quiet.sort();
+    let mut busy = Vec::with_capacity(BUSY_TICKS);
+    let mut queued = 0;
+    for _ in 0..BUSY_TICKS {
+        conn.batch_execute(&format!(
+            "UPDATE environments SET schedule_due_at = now() - interval '1 second' \
+             WHERE id IN (SELECT id FROM environments WHERE schedule_due_at > now() \
+                          AND state = 'ready' ORDER BY schedule_due_at LIMIT {TICK_LIMIT})"
+        ))?;
+        let started = Instant::now();
+        let tick = queue_due_changes(conn, 3, TICK_LIMIT)?;
+        busy.push(started.elapsed());
+        queued += tick.queued.len();
+        conn.batch_execute(
+            "UPDATE jobs SET state = 'succeeded', finished_at = now() WHERE state = 'queued'",
+        )?;
+    }
+    busy.sort();
+    let mut sweep = Vec::with_capacity(QUIET_TICKS);
+    for _ in 0..QUIET_TICKS {
+        let started = Instant::now();
+        let stopped = stopped_idle(conn)?;
+        sweep.push(started.elapsed());
+        assert_eq!(stopped.len(), 1000);
+    }
+    sweep.sort();
+    println!(
+        "lifecycle, {label}: quiet tick p50 {:.2} ms, p99 {:.2} ms; busy tick p50 {:.1} ms, p99 \
+         {:.1} ms, {queued} stops queued in {BUSY_TICKS} ticks; stopped-environment read p50 \
+         {:.2} ms, p99 {:.2} ms",
+        ms(percentile(&quiet, 0.5)),
+        ms(percentile(&quiet, 0.99)),
+        ms(percentile(&busy, 0.5)),
+        ms(percentile(&busy, 0.99)),
+        ms(percentile(&sweep, 0.5)),
+        ms(percentile(&sweep, 0.99)),
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let server = std::env::var("TEST_DATABASE_SERVER")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
@@ -178,6 +249,16 @@ fn main() -> Result<()> {
     );
     run(&mut conn, "with the partial index", TICK_LIMIT)?;
     run(&mut conn, "with the partial index", 100)?;
+    // 1,000 stopped environments (without schedules) for the stray-session check.
+    conn.batch_execute(
+        "UPDATE environments SET state = 'stopped' WHERE id IN (SELECT id FROM environments \
+         WHERE stage = 'staging' ORDER BY id LIMIT 1000); ANALYZE environments;",
+    )?;
+    run_lifecycle(&mut conn, "with the partial indexes")?;
+    conn.batch_execute(
+        "DROP INDEX environments_schedule_due; DROP INDEX environments_stopped; ANALYZE environments;",
+    )?;
+    run_lifecycle(&mut conn, "without them (comparison)")?;
     conn.batch_execute("DROP INDEX environments_drift_due; ANALYZE environments;")?;
     run(&mut conn, "without it (comparison)", TICK_LIMIT)?;
     Ok(())

@@ -62,20 +62,21 @@ pub fn validate(
     if events.is_empty() || events.len() > 32 {
         errors.push(FieldError::new(
             "events",
-            "must name 1 to 32 event types, or [\"*\"] for all of them",
+            format!(
+                "must name 1 to 32 event types ({}), or [\"*\"] for all of them",
+                known.join(", ")
+            ),
         ));
-    }
-    for (i, event) in events.iter().enumerate() {
-        if event != "*" && !known.contains(event) {
-            errors.push(FieldError::new(
-                format!("events[{i}]"),
-                format!(
-                    "is not an event type; use one of {}, or *",
-                    known.join(", ")
-                ),
-            ));
-        } else if events[..i].contains(event) {
-            errors.push(FieldError::new(format!("events[{i}]"), "is named twice"));
+    } else {
+        for (i, event) in events.iter().enumerate() {
+            if event != "*" && !known.contains(event) {
+                errors.push(FieldError::new(
+                    format!("events[{i}]"),
+                    "is not an event type (the `events` field's description lists them)",
+                ));
+            } else if events[..i].contains(event) {
+                errors.push(FieldError::new(format!("events[{i}]"), "is named twice"));
+            }
         }
     }
     match (url, errors.is_empty()) {
@@ -94,6 +95,10 @@ fn check_url(raw: &str, allow_private: bool) -> Result<url::Url, String> {
     let url = url::Url::parse(raw).map_err(|e| {
         format!("must be an absolute http(s) URL such as https://hooks.example.com/bulkhead ({e})")
     })?;
+    // The stored form (percent-encoded) can be longer than what was sent.
+    if url.as_str().len() > 2000 {
+        return Err("must be at most 2000 characters once percent-encoded".to_owned());
+    }
     if !matches!(url.scheme(), "https" | "http") {
         return Err("must use https (or http)".to_owned());
     }
@@ -124,13 +129,15 @@ fn check_url(raw: &str, allow_private: bool) -> Result<url::Url, String> {
     Ok(url)
 }
 
-/// Whether a delivery may reach `ip`: not loopback, private, link-local, shared (CGNAT),
-/// unspecified, broadcast, multicast, documentation or unique-local (IPv4-mapped IPv6
-/// addresses are judged as their IPv4 address).
+/// Whether a delivery may reach `ip`: a globally routable unicast address. Refused: loopback,
+/// private, link-local, shared (CGNAT), benchmarking, unspecified, broadcast, multicast,
+/// documentation, reserved, IETF protocol and 6to4-relay ranges; IPv6 unique- and site-local;
+/// Teredo and the NAT64 local-use prefix. IPv6 forms that carry an IPv4 address (mapped,
+/// compatible, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`) are judged as that address.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             !(v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
@@ -140,20 +147,42 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || v4.is_documentation()
                 || a == 0
                 || (a == 100 && (64..128).contains(&b))
-                || (a == 192 && b == 0 && v4.octets()[2] == 0)
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 192 && b == 88 && c == 99)
+                || (a == 198 && (b == 18 || b == 19))
                 || a >= 240)
         }
         IpAddr::V6(v6) => {
+            let seg = v6.segments();
+            let embedded = |hi: u16, lo: u16| {
+                IpAddr::V4(std::net::Ipv4Addr::from(
+                    (u32::from(hi) << 16) | u32::from(lo),
+                ))
+            };
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            // IPv4-compatible (::a.b.c.d, deprecated) and NAT64 (64:ff9b::a.b.c.d).
+            if seg[..6] == [0, 0, 0, 0, 0, 0] && !v6.is_loopback() && !v6.is_unspecified() {
+                return is_public(embedded(seg[6], seg[7]));
+            }
+            if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                return is_public(embedded(seg[6], seg[7]));
+            }
+            // 6to4: 2002:a.b.c.d::/48.
+            if seg[0] == 0x2002 {
+                return is_public(embedded(seg[1], seg[2]));
+            }
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || first == 0x2001 && v6.segments()[1] == 0x0db8)
+                || (seg[0] & 0xfe00) == 0xfc00
+                || (seg[0] & 0xffc0) == 0xfe80
+                || (seg[0] & 0xffc0) == 0xfec0
+                || (seg[0] == 0x2001 && seg[1] == 0x0db8)
+                || (seg[0] == 0x2001 && seg[1] == 0)
+                || (seg[0] == 0x64 && seg[1] == 0xff9b && seg[2] == 1)
+                || (seg[0] == 0x100 && seg[1..4] == [0, 0, 0]))
         }
     }
 }
@@ -228,10 +257,25 @@ mod tests {
             "fd00::7",
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
+            "198.18.0.1",
+            "192.88.99.1",
+            "::127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::1",
+            "2002:7f00:1::1",
+            "2002:a00:1::1",
+            "2001::1",
+            "fec0::1",
         ] {
             assert!(!is_public(ip(private)), "{private}");
         }
-        for public in ["93.184.216.34", "1.1.1.1", "2606:4700::1111"] {
+        for public in [
+            "93.184.216.34",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "64:ff9b::5db8:d822",
+            "2002:5db8:d822::1",
+        ] {
             assert!(is_public(ip(public)), "{public}");
         }
     }
@@ -257,6 +301,15 @@ mod tests {
         assert!(validate("ftp://example.com/", &["*".to_owned()], false).is_err());
         assert!(validate("https://u:p@example.com/", &["*".to_owned()], false).is_err());
         assert!(validate("https://example.com/", &[], false).is_err());
+        // Many wrong entries make one error, not one per entry.
+        let many = vec![String::new(); 21_000];
+        let errors = validate("https://example.com/", &many, false).expect_err("too many");
+        assert_eq!(errors.len(), 1);
+        let long = format!("https://example.com/?{}", "\"".repeat(1900));
+        assert!(
+            validate(&long, &["*".to_owned()], false).is_err(),
+            "encoded past the limit"
+        );
     }
 
     #[test]

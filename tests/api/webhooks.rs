@@ -86,3 +86,56 @@ async fn webhooks_are_validated_limited_and_their_secret_shown_once() {
         10
     );
 }
+
+/// One tenant with ten webhooks full of due events and another with one: a claim takes at most
+/// four of the first tenant's (those in flight count), so the other's event goes out at once.
+#[actix_web::test]
+async fn one_tenants_backlog_takes_at_most_its_share_of_the_senders() {
+    let app = TestApp::spawn().await;
+    let mut tenants = Vec::new();
+    for (slug, hooks) in [("noisy", 10), ("quiet", 1)] {
+        let tenant = app.create_tenant(slug).await;
+        let id = tenant["id"].as_str().expect("id").to_owned();
+        for n in 0..hooks {
+            let (status, body) = app
+                .post(
+                    &format!("/v1/tenants/{slug}/webhooks"),
+                    &app.admin,
+                    json!({"url": format!("https://hooks.example.com/{slug}/{n}"), "events": ["*"]}),
+                )
+                .await;
+            assert_eq!(status, 201, "{body}");
+        }
+        tenants.push(id);
+    }
+    // Fifty events for each of the noisy tenant's webhooks, then one for the quiet one.
+    let mut db = app.db();
+    for (tenant, events) in [(&tenants[0], 50), (&tenants[1], 1)] {
+        diesel::RunQueryDsl::execute(
+            diesel::sql_query(format!(
+                "SELECT bulkhead_webhook_event('{tenant}', 'environment.ready', 'environments/x', \
+                 '{{}}'::jsonb) FROM generate_series(1, {events})"
+            )),
+            &mut db,
+        )
+        .expect("events");
+    }
+    let hold = std::time::Duration::from_secs(60);
+    let claimed = bulkhead_core::store::webhooks::claim_due(&mut db, 20, 4, hold).expect("claim");
+    let of = |tenant: &str| {
+        claimed
+            .iter()
+            .filter(|d| d.tenant_id.to_string() == tenant)
+            .count()
+    };
+    assert_eq!(of(&tenants[0]), 4, "{claimed:?}");
+    assert_eq!(of(&tenants[1]), 1);
+    // One per webhook, its oldest: each claimed delivery heads its webhook's line.
+    let mut hooks: Vec<_> = claimed.iter().map(|d| d.webhook_id).collect();
+    hooks.sort();
+    hooks.dedup();
+    assert_eq!(hooks.len(), claimed.len());
+    // The noisy tenant's four are in flight: the next claim takes none of its others.
+    let again = bulkhead_core::store::webhooks::claim_due(&mut db, 20, 4, hold).expect("claim");
+    assert!(again.is_empty(), "{again:?}");
+}

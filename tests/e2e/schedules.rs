@@ -258,8 +258,15 @@ async fn schedules_stop_and_start_development_environments_and_the_tenant_cannot
         "{}",
         stack.log_tail(60)
     );
-    let ended = audit_of(&stack, "environment.session_ended").await;
-    assert!(!ended.is_empty(), "the ended session is audited");
+    // Audited once the sweep that ended it has written (a moment after the session went).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while audit_of(&stack, "environment.session_ended")
+        .await
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the ended session is audited");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let start = stack.job_action(TENANT, &dev, "start", None).await;
     let started = stack.wait_succeeded(TENANT, &id(&start), WITHIN).await;
     assert!(

@@ -1,5 +1,6 @@
 //! The webhook sender: every worker claims the oldest due delivery of each webhook (so each
-//! endpoint gets its events one at a time, in order), signs its CloudEvents JSON per Standard
+//! endpoint gets its events one at a time, in order; at most four of a tenant's at once, and a
+//! slot is claimed again as soon as its try ends), signs its CloudEvents JSON per Standard
 //! Webhooks, posts it to an address that is public after DNS resolution (checked at every
 //! try, and the connection made to that very address), and records the try: delivered on a
 //! 2xx, else retried with exponential backoff until the event is a day old (configurable).
@@ -15,18 +16,28 @@ use bulkhead_core::webhooks::{Event, cloud_event, is_public, retry_after};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::task::JoinSet;
+use tokio::sync::Semaphore;
 
 /// How often a worker looks for due deliveries.
 const POLL: Duration = Duration::from_millis(250);
-/// Deliveries (one per webhook) a worker tries at once.
-const BATCH: i64 = 20;
+/// Tries a worker runs at once; a slot is claimed again as soon as its try ends.
+const SLOTS: usize = 20;
+/// Tries of one tenant in flight at once (across workers), so one tenant's slow endpoints
+/// cannot take every slot.
+const PER_TENANT: i64 = 4;
 
-/// Sends due deliveries until the worker stops.
+/// Sends due deliveries until the worker stops, then waits for the tries in flight.
 pub async fn send_forever(worker: Arc<Worker>) {
+    let slots = Arc::new(Semaphore::new(SLOTS));
     let mut shutdown = worker.shutdown.clone();
     while !worker.stopping() {
-        match send_due(&worker).await {
+        let free = slots.available_permits();
+        let claimed = if free == 0 {
+            Ok(0)
+        } else {
+            claim_and_send(&worker, &slots, free).await
+        };
+        match claimed {
             Ok(0) => {
                 tokio::select! {
                     _ = tokio::time::sleep(POLL) => {}
@@ -40,47 +51,57 @@ pub async fn send_forever(worker: Arc<Worker>) {
             }
         }
     }
+    let _ = slots.acquire_many(SLOTS as u32).await;
 }
 
-/// Claims and tries one batch; returns how many it tried.
-pub async fn send_due(worker: &Arc<Worker>) -> Result<usize, store::StoreError> {
+/// Claims up to `free` due deliveries and starts a try for each (each records its own end);
+/// returns how many it claimed.
+async fn claim_and_send(
+    worker: &Arc<Worker>,
+    slots: &Arc<Semaphore>,
+    free: usize,
+) -> Result<usize, store::StoreError> {
     let settings = worker.config.webhooks.clone();
-    // Held a little longer than a try may take, so no other worker sends it meanwhile.
-    let hold = settings.timeout + Duration::from_secs(30);
+    // Held a little longer than a try may take (lookup and request), so no other worker
+    // sends it meanwhile.
+    let hold = settings.timeout * 2 + Duration::from_secs(30);
     let due = worker
-        .db(move |conn| store::webhooks::claim_due(conn, BATCH, hold))
+        .db(move |conn| store::webhooks::claim_due(conn, free as i64, PER_TENANT, hold))
         .await?;
     let count = due.len();
-    let mut tries = JoinSet::new();
     for delivery in due {
-        let (keys, settings) = (worker.config.credentials_keys.clone(), settings.clone());
-        tries.spawn(async move {
-            let outcome = try_once(&delivery, &keys, &settings).await;
-            (delivery, outcome)
-        });
-    }
-    while let Some(joined) = tries.join_next().await {
-        let Ok((delivery, outcome)) = joined else {
-            continue;
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            break;
         };
-        let retry_in = retry_after(delivery.attempts, settings.retry_base);
-        let give_up = settings.give_up_after;
-        let (seq, logged) = (delivery.seq, outcome.clone());
-        match worker
-            .db(move |conn| store::webhooks::record_try(conn, seq, &outcome, retry_in, give_up))
-            .await
-        {
-            Ok(state) => match logged {
-                TryOutcome::Delivered { .. } => {}
-                TryOutcome::Failed { status, error } => tracing::info!(
+        let worker = worker.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let settings = worker.config.webhooks.clone();
+            let outcome = try_once(&delivery, &worker.config.credentials_keys, &settings).await;
+            let retry_in = retry_after(delivery.attempts, settings.retry_base);
+            let (seq, logged) = (delivery.seq, outcome.clone());
+            let recorded = worker
+                .db(move |conn| {
+                    store::webhooks::record_try(
+                        conn,
+                        seq,
+                        &outcome,
+                        retry_in,
+                        settings.give_up_after,
+                    )
+                })
+                .await;
+            match (recorded, logged) {
+                (Ok(_), TryOutcome::Delivered { .. }) => {}
+                (Ok(state), TryOutcome::Failed { status, error }) => tracing::info!(
                     webhook.id = %delivery.webhook_id, delivery.id = %delivery.id,
-                    attempt = delivery.attempts, ?status, %error, %state,
+                    attempt = delivery.attempts, ?status, %error, ?state,
                     "webhook delivery failed"
                 ),
-            },
-            Err(error) => tracing::warn!(%error, delivery.id = %delivery.id,
-                "webhooks: a try's end not recorded; it is tried again when its claim lapses"),
-        }
+                (Err(error), _) => tracing::warn!(%error, delivery.id = %delivery.id,
+                    "webhooks: a try's end not recorded; it is tried again when its claim lapses"),
+            }
+        });
     }
     Ok(count)
 }
@@ -104,19 +125,27 @@ pub async fn try_once(delivery: &Due, keys: &Keyring, settings: &WebhookConfig) 
         Ok(url) => url,
         Err(error) => return failed(format!("stored URL does not parse: {error}")),
     };
-    let addrs = match resolve(&url).await {
-        Ok(addrs) => addrs,
-        Err(error) => return failed(error),
+    // What the tenant reads on the delivery stays general (no resolved addresses, no resolver
+    // messages: they would map the installation's network); the log has the details.
+    let addrs = match tokio::time::timeout(settings.timeout, resolve(&url)).await {
+        Ok(Ok(addrs)) => addrs,
+        Ok(Err(error)) => {
+            tracing::info!(webhook.id = %delivery.webhook_id, %error, "webhook host not resolved");
+            return failed("not delivered: the host name did not resolve".to_owned());
+        }
+        Err(_) => return failed("not delivered: resolving the host name timed out".to_owned()),
     };
     if let Some(private) = addrs
         .iter()
         .find(|a| !settings.allow_private && !is_public(a.ip()))
     {
-        return failed(format!(
-            "refused: {} resolves to {}, a loopback, private or link-local address",
-            url.host_str().unwrap_or_default(),
-            private.ip()
-        ));
+        tracing::warn!(webhook.id = %delivery.webhook_id, address = %private.ip(),
+            "webhook refused: its host resolves to a non-public address");
+        return failed(
+            "refused: the host resolves to a loopback, private, link-local or otherwise \
+             non-public address; webhooks go to public addresses only"
+                .to_owned(),
+        );
     }
     let event = Event {
         id: delivery.id,
@@ -138,7 +167,9 @@ pub async fn try_once(delivery: &Due, keys: &Keyring, settings: &WebhookConfig) 
         Ok(signature) => signature,
         Err(error) => return failed(format!("cannot sign: {error}")),
     };
+    // No proxy from the environment: a proxy would resolve the name again itself.
     let mut client = reqwest::Client::builder()
+        .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(settings.timeout)
         .user_agent("Bulkhead-Webhooks/1");
@@ -170,7 +201,14 @@ pub async fn try_once(delivery: &Due, keys: &Keyring, settings: &WebhookConfig) 
             status: Some(i32::from(response.status().as_u16())),
             error: format!("the endpoint answered {}", response.status()),
         },
-        Err(error) => failed(format!("not delivered: {error}")),
+        Err(error) if error.is_timeout() => {
+            failed("not delivered: the request timed out".to_owned())
+        }
+        Err(error) if error.is_connect() => failed("not delivered: could not connect".to_owned()),
+        Err(error) => {
+            tracing::info!(webhook.id = %delivery.webhook_id, %error, "webhook request failed");
+            failed("not delivered: the request failed".to_owned())
+        }
     }
 }
 

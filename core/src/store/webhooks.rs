@@ -180,17 +180,30 @@ fn interval(duration: Duration) -> diesel::data_types::PgInterval {
 
 /// Claims up to `limit` deliveries for one try each, for `hold` (another sender takes one
 /// only after that): the oldest pending delivery of each live webhook, if it is due, so a
-/// webhook's events go out one at a time in the order they happened.
+/// webhook's events go out one at a time in the order they happened. At most `per_tenant` of a
+/// tenant's deliveries are in flight at once (those claimed earlier count), so one tenant's
+/// slow endpoints cannot take every slot. The heads are found per live webhook (an index probe
+/// each), whatever the number of pending rows behind them.
 pub fn claim_due(
     conn: &mut PgConnection,
     limit: i64,
+    per_tenant: i64,
     hold: Duration,
 ) -> Result<Vec<Due>, StoreError> {
     Ok(diesel::sql_query(
-        "WITH heads AS (SELECT DISTINCT ON (webhook_id) seq, next_attempt_at, claimed_until \
-                 FROM webhook_deliveries WHERE state = 'pending' ORDER BY webhook_id, seq), \
-              due AS (SELECT seq FROM heads WHERE next_attempt_at <= now() \
-                 AND (claimed_until IS NULL OR claimed_until < now()) ORDER BY seq LIMIT $1) \
+        "WITH heads AS (SELECT h.seq, h.tenant_id, h.next_attempt_at, h.claimed_until \
+                 FROM webhooks w CROSS JOIN LATERAL (SELECT seq, tenant_id, next_attempt_at, \
+                     claimed_until FROM webhook_deliveries d WHERE d.webhook_id = w.id \
+                     AND d.state = 'pending' ORDER BY d.seq LIMIT 1) h \
+                 WHERE w.deleted_at IS NULL), \
+              busy AS (SELECT tenant_id, count(*) AS n FROM heads \
+                 WHERE claimed_until >= now() GROUP BY tenant_id), \
+              ranked AS (SELECT h.seq, row_number() OVER (PARTITION BY h.tenant_id ORDER BY h.seq) \
+                     + coalesce(b.n, 0) AS place \
+                 FROM heads h LEFT JOIN busy b ON b.tenant_id = h.tenant_id \
+                 WHERE h.next_attempt_at <= now() \
+                   AND (h.claimed_until IS NULL OR h.claimed_until < now())), \
+              due AS (SELECT seq FROM ranked WHERE place <= $3 ORDER BY seq LIMIT $1) \
          UPDATE webhook_deliveries d SET claimed_until = now() + $2, attempts = d.attempts + 1 \
          FROM due, webhooks w \
          WHERE d.seq = due.seq AND w.id = d.webhook_id AND w.deleted_at IS NULL \
@@ -201,6 +214,7 @@ pub fn claim_due(
     )
     .bind::<Int8, _>(limit)
     .bind::<Interval, _>(interval(hold))
+    .bind::<Int8, _>(per_tenant)
     .load(conn)?)
 }
 
@@ -214,39 +228,43 @@ pub enum TryOutcome {
 }
 
 /// Records a try: delivered, or retried after `retry_in` unless the event is older than
-/// `give_up_after` (then `failed`). Returns the delivery's new state.
+/// `give_up_after` (then `failed`). Returns the delivery's new state, or `None` when it was
+/// settled meanwhile (a try whose claim lapsed must not undo a later one's delivery).
 pub fn record_try(
     conn: &mut PgConnection,
     seq: i64,
     outcome: &TryOutcome,
     retry_in: Duration,
     give_up_after: Duration,
-) -> Result<String, StoreError> {
+) -> Result<Option<String>, StoreError> {
     #[derive(QueryableByName)]
     struct State {
         #[diesel(sql_type = Text)]
         state: String,
     }
-    let row: State = match outcome {
+    let row: Option<State> = match outcome {
         TryOutcome::Delivered { status } => diesel::sql_query(
             "UPDATE webhook_deliveries SET state = 'delivered', delivered_at = now(), \
-             last_status = $2, last_error = NULL, claimed_until = NULL WHERE seq = $1 RETURNING state",
+             last_status = $2, last_error = NULL, claimed_until = NULL \
+             WHERE seq = $1 AND state = 'pending' RETURNING state",
         )
         .bind::<Int8, _>(seq)
         .bind::<Int4, _>(*status)
-        .get_result(conn)?,
+        .get_result(conn)
+        .optional()?,
         TryOutcome::Failed { status, error } => diesel::sql_query(
             "UPDATE webhook_deliveries SET last_status = $2, last_error = $3, claimed_until = NULL, \
                  state = CASE WHEN now() + $4 > occurred_at + $5 THEN 'failed' ELSE 'pending' END, \
                  next_attempt_at = now() + $4 \
-             WHERE seq = $1 RETURNING state",
+             WHERE seq = $1 AND state = 'pending' RETURNING state",
         )
         .bind::<Int8, _>(seq)
         .bind::<Nullable<Int4>, _>(*status)
         .bind::<Text, _>(error.chars().take(500).collect::<String>())
         .bind::<Interval, _>(interval(retry_in))
         .bind::<Interval, _>(interval(give_up_after))
-        .get_result(conn)?,
+        .get_result(conn)
+        .optional()?,
     };
-    Ok(row.state)
+    Ok(row.map(|r| r.state))
 }
