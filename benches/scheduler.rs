@@ -4,7 +4,8 @@
 //! 1. a quiet tick (nothing due: the common case, every second);
 //! 2. a busy tick (as many due as a tick takes, `TICK_LIMIT`: jobs queued, next due times
 //!    written), and one of 100 for the per-check cost;
-//! 3. both again without the partial index `environments_drift_due`, for comparison.
+//! 3. both again without the partial index `environments_drift_due`, for comparison, and the
+//!    busy tick with the webhook trigger on `jobs` turned off.
 //!
 //! Each with the due query's own execution time from `EXPLAIN (ANALYZE)`. Then the lifecycle
 //! schedules' share of the same sweep: a quiet and a busy tick of
@@ -248,6 +249,10 @@ fn main() -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     run(&mut conn, "with the partial index", TICK_LIMIT)?;
+    // The webhook triggers' share: every job inserted fires one (no webhooks registered here).
+    conn.batch_execute("ALTER TABLE jobs DISABLE TRIGGER jobs_webhook_events;")?;
+    run(&mut conn, "webhook triggers off (comparison)", TICK_LIMIT)?;
+    conn.batch_execute("ALTER TABLE jobs ENABLE TRIGGER jobs_webhook_events;")?;
     run(&mut conn, "with the partial index", 100)?;
     // 1,000 stopped environments (without schedules) for the stray-session check.
     conn.batch_execute(

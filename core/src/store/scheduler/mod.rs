@@ -22,10 +22,12 @@ pub const DUE_DRIFT_SQL: &str = "SELECT e.id, e.tenant_id, e.stage FROM environm
      WHERE e.state IN ('ready', 'drifted') AND e.drift_check_due_at <= now() \
      ORDER BY e.drift_check_due_at LIMIT $1 FOR UPDATE OF e SKIP LOCKED";
 
-/// Due environments one tick takes at most: a tick queues about 2 ms of database work per
-/// check, so a backlog (workers were down; a migration made every environment due) is worked
-/// off in ticks of ≤ 50 ms, 20 checks a second per worker (BENCHMARKS.md, "Scheduler").
-pub const TICK_LIMIT: i64 = 20;
+/// Due environments one tick takes at most (drift checks, and again stops and starts): a tick
+/// costs 2–5 ms per environment it queues a job for (a job, its event, its outbox row, the
+/// next due time: a dozen round trips), so a backlog (workers were down; a migration made
+/// every environment due) is worked off in ticks of ≤ 50 ms, 8 a second per worker
+/// (BENCHMARKS.md, "Scheduler").
+pub const TICK_LIMIT: i64 = 8;
 
 /// How long a due check waits when its environment is busy with another job.
 const BUSY_RETRY_MINUTES: i32 = 10;
