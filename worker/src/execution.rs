@@ -255,10 +255,8 @@ impl Execution {
                     environment.blueprint
                 ))
             })?;
-        let isolation = match environment.isolation.as_str() {
-            "dedicated" => Isolation::Dedicated,
-            _ => Isolation::Shared,
-        };
+        let isolation =
+            Isolation::parse("isolation", &environment.isolation).unwrap_or(Isolation::Shared);
         let stage = Stage::parse("stage", &environment.stage)
             .map_err(|e| Stop::Fatal(format!("environment stage: {}", e.message)))?;
         let cost_tags: BTreeMap<String, String> = environment
@@ -393,6 +391,29 @@ impl Execution {
         }
     }
 
+    /// The environment's resources and cost tags as the blueprint wants them: what a
+    /// successful apply or start records (without reading the catalogs again).
+    fn as_desired(
+        &self,
+        spec: &EnvironmentSpec,
+    ) -> (Vec<(String, String, serde_json::Value)>, serde_json::Value) {
+        let names = self.worker.executor.names(spec);
+        let present = bulkhead_core::plan::desired(spec, &names)
+            .into_iter()
+            .map(|r| {
+                (
+                    r.kind,
+                    r.name,
+                    serde_json::to_value(r.attributes).unwrap_or_default(),
+                )
+            })
+            .collect();
+        (
+            present,
+            serde_json::to_value(&spec.cost_tags).unwrap_or_default(),
+        )
+    }
+
     /// Who writes this job's audit events, to move into a database closure.
     fn audit(&self, spec: &EnvironmentSpec) -> WorkerAudit {
         WorkerAudit {
@@ -483,19 +504,7 @@ impl Execution {
 
         // A successful apply leaves the target as desired: record the desired resources rather
         // than reading the catalogs a third time (drift-check compares with the catalogs).
-        let names = self.worker.executor.names(spec);
-        let present: Vec<(String, String, serde_json::Value)> =
-            bulkhead_core::plan::desired(spec, &names)
-                .into_iter()
-                .map(|r| {
-                    (
-                        r.kind,
-                        r.name,
-                        serde_json::to_value(r.attributes).unwrap_or_default(),
-                    )
-                })
-                .collect();
-        let tags = serde_json::to_value(&spec.cost_tags).unwrap_or_default();
+        let (present, tags) = self.as_desired(spec);
         let (job_id, audit) = (self.job.id, self.audit(spec));
         let (upgrade, blueprint, version, stage) = (
             self.job.blueprint_version,

@@ -20,6 +20,18 @@ pub enum Day {
 }
 
 impl Day {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mon => "mon",
+            Self::Tue => "tue",
+            Self::Wed => "wed",
+            Self::Thu => "thu",
+            Self::Fri => "fri",
+            Self::Sat => "sat",
+            Self::Sun => "sun",
+        }
+    }
+
     fn of(weekday: Weekday) -> Self {
         match weekday {
             Weekday::Mon => Self::Mon,

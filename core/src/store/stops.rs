@@ -130,11 +130,8 @@ pub fn stopped_idle(
     Ok(rows
         .into_iter()
         .map(|r| {
-            let isolation = if r.isolation == "dedicated" {
-                crate::domain::Isolation::Dedicated
-            } else {
-                crate::domain::Isolation::Shared
-            };
+            let isolation = crate::domain::Isolation::parse("isolation", &r.isolation)
+                .unwrap_or(crate::domain::Isolation::Shared);
             (r.id, r.tenant_id, isolation)
         })
         .collect())

@@ -135,17 +135,7 @@ impl Execution {
         .await
         .map_err(|e| Stop::Fatal(format!("start task: {e}")))??;
         let start_ms = ms(started);
-        let present: Vec<(String, String, serde_json::Value)> = plan::desired(spec, &names)
-            .into_iter()
-            .map(|r| {
-                (
-                    r.kind,
-                    r.name,
-                    serde_json::to_value(r.attributes).unwrap_or_default(),
-                )
-            })
-            .collect();
-        let tags = serde_json::to_value(&spec.cost_tags).unwrap_or_default();
+        let (present, tags) = self.as_desired(spec);
         let (scheduled, audit) = (self.job.scheduled, self.audit(spec));
         self.fenced_db(move |conn| {
             store::environments::record_resources(conn, environment_id, &present, &tags)?;

@@ -131,21 +131,16 @@ fn decide(
     if !jobs::active_for_environment(conn, environment.id)?.is_empty() {
         return Ok(Decision::Busy);
     }
+    let window = format!(
+        "{} {}–{} {}",
+        days(&schedule.days),
+        schedule.start,
+        schedule.end,
+        schedule.time_zone
+    );
     let reason = match operation {
-        Operation::Stop => format!(
-            "outside its schedule ({} {}–{} {})",
-            days(&schedule.days),
-            schedule.start,
-            schedule.end,
-            schedule.time_zone
-        ),
-        _ => format!(
-            "its scheduled window began ({} {}–{} {})",
-            days(&schedule.days),
-            schedule.start,
-            schedule.end,
-            schedule.time_zone
-        ),
+        Operation::Stop => format!("outside its schedule ({window})"),
+        _ => format!("its scheduled window began ({window})"),
     };
     let job = jobs::insert(
         conn,
@@ -162,12 +157,7 @@ fn decide(
 
 fn days(days: &[crate::governance::schedule::Day]) -> String {
     days.iter()
-        .map(|d| {
-            serde_json::to_value(d)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default()
-        })
+        .map(|d| d.as_str())
         .collect::<Vec<_>>()
         .join(",")
 }
