@@ -6,7 +6,10 @@
 //! the hashing bound.
 //!
 //! Run: `cargo bench --bench http` (needs `wrk` on PATH: `apt-get install wrk`).
-//! Optional: BENCH_SECONDS (default 20), BENCH_CONNECTIONS (default 64).
+//! Optional: BENCH_SECONDS (default 20), BENCH_CONNECTIONS (default 64), BENCH_CHURN_PER_SECOND
+//! (default: none, the churn runs at the server's default write budgets; a number paces each
+//! churning principal at that many writes a second and raises the server's write limits to
+//! let it through, as the bench did before those limits existed).
 
 #[path = "../tests/support/smtp.rs"]
 mod smtp;
@@ -72,7 +75,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let queue_prefix = format!("bench-http-{}", uuid::Uuid::now_v7().simple());
     let base = format!("http://127.0.0.1:{port}");
     let mail = smtp::SmtpSink::start().await;
-    let child = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+    let (pace, explicit_pace) = Pace::from_env();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bulkhead"));
+    if explicit_pace.is_some() {
+        // A pace above the default write budgets, to compare with: let it through.
+        for var in [
+            "BULKHEAD_WRITE_RATE_LIMIT_PER_MINUTE",
+            "BULKHEAD_TENANT_WRITE_RATE_LIMIT_PER_MINUTE",
+        ] {
+            command.env(var, "6000000");
+        }
+        for var in [
+            "BULKHEAD_WRITE_RATE_LIMIT_BURST",
+            "BULKHEAD_TENANT_WRITE_RATE_LIMIT_BURST",
+        ] {
+            command.env(var, "1000000");
+        }
+    }
+    let child = command
         .arg("api")
         .env("DATABASE_URL", &db_url)
         .env("BULKHEAD_LISTEN", format!("127.0.0.1:{port}"))
@@ -83,7 +103,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .env("BULKHEAD_SMTP_URL", mail.url())
         .env("BULKHEAD_QUEUE_PREFIX", &queue_prefix)
         // One principal drives the whole load: its bucket is checked on every request (that
-        // cost is measured) but set above what this machine can send.
+        // cost is measured) but set above what this machine can send. Writes keep their
+        // default budgets (the churn below runs within them).
         .env("BULKHEAD_RATE_LIMIT_PER_MINUTE", "6000000")
         .env("BULKHEAD_RATE_LIMIT_BURST", "1000000")
         .env("BULKHEAD_ANONYMOUS_RATE_LIMIT_PER_MINUTE", "6000000")
@@ -218,7 +239,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         tenant: (churn_slug, churn_tenant_id),
         churners,
         flooders,
+        pace,
     };
+    println!(
+        "churn pace: the admin every {:.0} ms, each flooder every {:.0} ms{}",
+        pace.admin.as_secs_f64() * 1e3,
+        pace.flooder.as_secs_f64() * 1e3,
+        if explicit_pace.is_some() {
+            " (BENCH_CHURN_PER_SECOND; write limits raised)"
+        } else {
+            " (the default write budgets per principal and per tenant)"
+        }
+    );
 
     // What the churn costs the machine on its own: its share of both cores, measured the same
     // way as the quiet run's, so the slowdown below can be read against it.
@@ -390,8 +422,48 @@ async fn member(
     login(client, base, email, USER_PASSWORD).await
 }
 
-/// One request per principal every 20 ms: the default `BULKHEAD_RATE_LIMIT_PER_MINUTE` (3000).
-const PACE: Duration = Duration::from_millis(20);
+/// How fast the churning tenant's principals write.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    /// Between two writes of the admin (two per offer → accept → remove cycle).
+    admin: Duration,
+    /// Between two denied writes of each flooder.
+    flooder: Duration,
+}
+
+impl Pace {
+    /// As hard as one tenant can push an installation with the default limits: its admin at
+    /// the default writes per principal, its two flooders sharing what is left of the default
+    /// writes per tenant (the accepts are the invited accounts' own, outside the tenant's
+    /// budget until they are members). Or, with BENCH_CHURN_PER_SECOND, every churning
+    /// principal at that pace.
+    fn from_env() -> (Self, Option<f64>) {
+        let defaults = bulkhead_core::limits::Limits::from_lookup(&|_| None)
+            .map(|limits| limits.rate)
+            .ok();
+        let explicit: Option<f64> = std::env::var("BENCH_CHURN_PER_SECOND")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|v: &f64| *v > 0.0);
+        let per_second = |rate: bulkhead_core::limits::Rate| f64::from(rate.per_minute) / 60.0;
+        let (admin, flooder) = match (explicit, defaults) {
+            (Some(each), _) => (each, each),
+            (None, Some(rates)) => {
+                let admin = per_second(rates.principal_writes);
+                let left = (per_second(rates.tenant_writes) - admin).max(0.2);
+                (admin, left / 2.0)
+            }
+            (None, None) => (10.0, 5.0),
+        };
+        (
+            Self {
+                admin: Duration::from_secs_f64(1.0 / admin),
+                flooder: Duration::from_secs_f64(1.0 / flooder),
+            },
+            explicit,
+        )
+    }
+}
 
 type Churned = Result<u64, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -432,12 +504,13 @@ async fn churn_members(
     admin: String,
     (tenant, tenant_id): (&'static str, String),
     churners: Vec<String>,
+    every: Duration,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> Churned {
     let mut changes = 0;
     let mut i = 0;
-    // The admin makes two requests per cycle: the default sustained pace for one principal.
-    let mut pace = tokio::time::interval(PACE * 2);
+    // The admin makes two writes per cycle.
+    let mut pace = tokio::time::interval(every * 2);
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         pace.tick().await;
         i += 1;
@@ -479,10 +552,11 @@ async fn flood_denials(
     base: String,
     viewer: String,
     tenant: &'static str,
+    every: Duration,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> Churned {
     let mut denials = 0;
-    let mut pace = tokio::time::interval(PACE);
+    let mut pace = tokio::time::interval(every);
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         pace.tick().await;
         let status = client
@@ -523,9 +597,16 @@ async fn open_loop(
     for i in 0..total {
         let due = started + every.mul_f64(i as f64);
         tokio::time::sleep_until(due).await;
-        let request = client.get(url).bearer_auth(bearer).send();
+        let request = client.get(url).bearer_auth(bearer);
         requests.spawn(async move {
-            let status = request.await.map(|r| r.status().as_u16());
+            // A kept-alive connection the server closed just as this request went out fails
+            // before any answer (`IncompleteMessage`); a GET is safe to send again, and the
+            // latency still runs from the scheduled time.
+            let retry = request.try_clone();
+            let mut status = request.send().await.map(|r| r.status().as_u16());
+            if let (Err(_), Some(retry)) = (&status, retry) {
+                status = retry.send().await.map(|r| r.status().as_u16());
+            }
             (status, due.elapsed())
         });
     }
@@ -558,6 +639,7 @@ struct Churn {
     tenant: (&'static str, String),
     churners: Vec<String>,
     flooders: [String; 2],
+    pace: Pace,
 }
 
 /// A churn under way, until `stop`.
@@ -576,6 +658,7 @@ impl Churn {
             self.admin.clone(),
             self.tenant.clone(),
             self.churners.clone(),
+            self.pace.admin,
             stop.clone(),
         ));
         let floods = self
@@ -587,6 +670,7 @@ impl Churn {
                     self.base.clone(),
                     flooder.clone(),
                     self.tenant.0,
+                    self.pace.flooder,
                     stop.clone(),
                 ))
             })

@@ -150,9 +150,27 @@ async fn authenticate(req: HttpRequest) -> ApiResult<Caller> {
             .anonymous(&crate::ratelimit::client_address(req.peer_addr()))?;
         return Err(ApiError::Unauthenticated(INVALID_CREDENTIAL));
     };
-    let standing = state.rate_limits.principal(authenticated.principal.id)?;
-    req.extensions_mut().insert(standing);
+    let principal_id = authenticated.principal.id;
+    let mut standings = vec![state.rate_limits.principal(principal_id)?];
+    let write = crate::ratelimit::is_write(req.method());
+    if write {
+        standings.push(state.rate_limits.write(principal_id)?);
+    }
     state.refresh_authz(authenticated.authz_generation).await?;
+    // A write in a tenant by one of its own members or keys also spends the tenant's budget;
+    // a non-member cannot spend it for the tenant (it is answered 404 anyway), nor can
+    // platform staff be locked out of a tenant by the tenant's own flood.
+    if write
+        && let Some((_, Some(tenant))) = &prefetched_tenant
+        && state.authz.read().await.holds_role_in(
+            principal_id,
+            bulkhead_core::authz::Domain::Tenant(tenant.id),
+        )
+    {
+        standings.push(state.rate_limits.tenant_write(tenant.id)?);
+    }
+    req.extensions_mut()
+        .insert(crate::ratelimit::Standings(standings));
     let principal = authenticated.principal;
     Ok(Caller {
         id: principal.id,

@@ -190,15 +190,19 @@ impl Modify for CommonResponses {
                     response.headers.insert(
                         "RateLimit".to_owned(),
                         text_header(
-                            "Where the caller stands: `\"<principal|anonymous>\";r=<remaining>;t=<seconds \
-                             until full>` (draft-ietf-httpapi-ratelimit-headers-10)",
+                            "Where the caller stands in each bucket the request was counted in, \
+                             comma-separated: `\"<principal|anonymous|writes|tenant-writes>\";\
+                             r=<remaining>;t=<seconds until full>` \
+                             (draft-ietf-httpapi-ratelimit-headers-10); a 429 names only the \
+                             bucket that refused it",
                         ),
                     );
                     response.headers.insert(
                         "RateLimit-Policy".to_owned(),
                         text_header(
-                            "The bucket: `\"<principal|anonymous>\";q=<burst>;w=<seconds to \
-                             refill it>`",
+                            "The buckets, comma-separated: \
+                             `\"<principal|anonymous|writes|tenant-writes>\";q=<burst>;\
+                             w=<seconds to refill it>`",
                         ),
                     );
                 }

@@ -1,7 +1,8 @@
 //! Request rate limits (GCRA buckets in this process's memory, via `governor`): per principal on
-//! every authenticated route, per client address for requests without a valid credential; and
-//! the `RateLimit` / `RateLimit-Policy` headers (draft-ietf-httpapi-ratelimit-headers-10) that
-//! tell a client where it stands on every answer, 429s included.
+//! every authenticated route, per principal and per tenant for writes, per client address for
+//! requests without a valid credential; and the `RateLimit` / `RateLimit-Policy` headers
+//! (draft-ietf-httpapi-ratelimit-headers-10) that tell a client where it stands on every
+//! answer, 429s included.
 
 use crate::error::ApiError;
 use actix_web::body::MessageBody;
@@ -55,15 +56,20 @@ impl<K: std::hash::Hash + Eq + Clone> Bucket<K> {
                 Err(ApiError::RateLimited {
                     retry_after_secs: retry_after,
                     detail: format!(
-                        "more than {} requests in {} s ({} per minute) from this {}; retry in \
-                         {retry_after} s, and spread requests out (see the RateLimit header)",
+                        "more than {} {} in {} s ({} per minute) {}; retry in {retry_after} s, \
+                         and spread requests out (see the RateLimit header)",
                         self.rate.burst,
+                        if self.name.ends_with("writes") {
+                            "changes"
+                        } else {
+                            "requests"
+                        },
                         ceil_secs(self.rate.window()),
                         self.rate.per_minute,
-                        if self.name == "principal" {
-                            "principal"
-                        } else {
-                            "address"
+                        match self.name {
+                            "principal" | "writes" => "from this principal",
+                            "tenant-writes" => "by this tenant's members and keys together",
+                            _ => "from this address",
                         },
                     ),
                     standing: self.standing(0, retry_after),
@@ -105,29 +111,49 @@ pub struct Standing {
 
 impl Standing {
     pub fn headers(&self) -> [(HeaderName, String); 2] {
+        Standings(vec![*self]).headers()
+    }
+}
+
+/// Every bucket a request was counted in (a write by a member counts in three); the headers
+/// list each, as the draft's lists of policies.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Standings(pub Vec<Standing>);
+
+impl Standings {
+    pub fn headers(&self) -> [(HeaderName, String); 2] {
+        let list = |item: &dyn Fn(&Standing) -> String| {
+            self.0.iter().map(item).collect::<Vec<_>>().join(", ")
+        };
         [
             (
                 RATELIMIT_POLICY,
-                format!(
-                    "\"{}\";q={};w={}",
-                    self.policy, self.quota, self.window_secs
-                ),
+                list(&|s| format!("\"{}\";q={};w={}", s.policy, s.quota, s.window_secs)),
             ),
             (
                 RATELIMIT,
-                format!(
-                    "\"{}\";r={};t={}",
-                    self.policy, self.remaining, self.reset_secs
-                ),
+                list(&|s| format!("\"{}\";r={};t={}", s.policy, s.remaining, s.reset_secs)),
             ),
         ]
     }
+}
+
+/// Whether a request with this method changes something (and so counts as a write).
+pub fn is_write(method: &actix_web::http::Method) -> bool {
+    !matches!(
+        *method,
+        actix_web::http::Method::GET
+            | actix_web::http::Method::HEAD
+            | actix_web::http::Method::OPTIONS
+    )
 }
 
 /// The process's buckets.
 pub struct RateLimiters {
     principals: Bucket<Uuid>,
     anonymous: Bucket<String>,
+    writes: Bucket<Uuid>,
+    tenant_writes: Bucket<Uuid>,
 }
 
 impl RateLimiters {
@@ -135,12 +161,24 @@ impl RateLimiters {
         Self {
             principals: Bucket::new("principal", limits.principal),
             anonymous: Bucket::new("anonymous", limits.anonymous),
+            writes: Bucket::new("writes", limits.principal_writes),
+            tenant_writes: Bucket::new("tenant-writes", limits.tenant_writes),
         }
     }
 
     /// Counts one request of an authenticated principal (a person or an API key).
     pub fn principal(&self, id: Uuid) -> Result<Standing, ApiError> {
         self.principals.check(&id)
+    }
+
+    /// Counts one write of an authenticated principal (on top of `principal`).
+    pub fn write(&self, principal: Uuid) -> Result<Standing, ApiError> {
+        self.writes.check(&principal)
+    }
+
+    /// Counts one write in `tenant` by one of its own members or keys.
+    pub fn tenant_write(&self, tenant: Uuid) -> Result<Standing, ApiError> {
+        self.tenant_writes.check(&tenant)
     }
 
     /// Counts one request without a valid credential from this client address.
@@ -152,6 +190,8 @@ impl RateLimiters {
     pub fn forget_idle(&self) {
         self.principals.forget_idle();
         self.anonymous.forget_idle();
+        self.writes.forget_idle();
+        self.tenant_writes.forget_idle();
     }
 }
 
@@ -204,7 +244,7 @@ pub async fn limit(
             .anonymous(&client_address(req.peer_addr()))
         {
             Ok(standing) => {
-                req.extensions_mut().insert(standing);
+                req.extensions_mut().insert(Standings(vec![standing]));
             }
             Err(error) => {
                 let (req, _) = req.into_parts();
@@ -214,14 +254,19 @@ pub async fn limit(
         }
     }
     let mut response = next.call(req).await?.map_into_boxed_body();
-    let standing = response.request().extensions().get::<Standing>().copied();
-    add_headers(response.response_mut(), standing);
+    let standings = response.request().extensions().get::<Standings>().cloned();
+    add_headers(response.response_mut(), standings);
     Ok(response)
 }
 
-fn add_headers(response: &mut actix_web::HttpResponse, standing: Option<Standing>) {
-    let Some(standing) = standing else { return };
-    for (name, value) in standing.headers() {
+/// Puts where the request stands on the answer, unless the answer is a refusal that already
+/// names the bucket that refused it.
+fn add_headers(response: &mut actix_web::HttpResponse, standings: Option<Standings>) {
+    let Some(standings) = standings else { return };
+    if response.headers().contains_key(RATELIMIT) {
+        return;
+    }
+    for (name, value) in standings.headers() {
         if let Ok(value) = HeaderValue::from_str(&value) {
             response.headers_mut().insert(name, value);
         }
@@ -240,6 +285,14 @@ mod tests {
                 burst: 3,
             },
             anonymous: Rate {
+                per_minute: 60,
+                burst: 1,
+            },
+            principal_writes: Rate {
+                per_minute: 60,
+                burst: 1,
+            },
+            tenant_writes: Rate {
                 per_minute: 60,
                 burst: 1,
             },

@@ -4,7 +4,7 @@
 use crate::domain::Role;
 use casbin::function_map::{OperatorFunction, dynamic_to_str};
 use casbin::rhai::Dynamic;
-use casbin::{CoreApi, DefaultModel, Enforcer, MgmtApi, StringAdapter};
+use casbin::{CoreApi, DefaultModel, Enforcer, MgmtApi, RbacApi, StringAdapter};
 use uuid::Uuid;
 
 /// The model and role → permission policy, compiled in from `policies/`.
@@ -186,6 +186,15 @@ impl Authorizer {
         }
         self.generation = self.generation.max(generation);
         Ok(())
+    }
+
+    /// Whether `principal` holds any role in `domain` (is one of a tenant's own members or
+    /// keys, say), whatever its permissions there.
+    pub fn holds_role_in(&self, principal: Uuid, domain: Domain) -> bool {
+        !self
+            .enforcer
+            .get_roles_for_user(&principal.to_string(), Some(&domain.to_casbin()))
+            .is_empty()
     }
 
     /// The assignment generation this enforcer reflects.

@@ -1,5 +1,6 @@
-//! Fair-use limits: request rates per principal and per client address, and the per-tenant
-//! quotas (defaults here, from configuration; overrides per tenant in the control database).
+//! Fair-use limits: request rates per principal, per client address and per tenant for writes,
+//! and the per-tenant quotas (defaults here, from configuration; overrides per tenant in the
+//! control database).
 
 use crate::config::{ConfigError, number};
 use std::time::Duration;
@@ -32,6 +33,15 @@ pub struct RateLimits {
     /// `BULKHEAD_ANONYMOUS_RATE_LIMIT_PER_MINUTE` / `..._BURST`: per client address, for
     /// requests without a valid credential (login, accept-invitation, bad tokens).
     pub anonymous: Rate,
+    /// `BULKHEAD_WRITE_RATE_LIMIT_PER_MINUTE` / `..._BURST`: per principal, for requests that
+    /// change something (every method but GET, HEAD and OPTIONS), denied ones included: a
+    /// write costs several times a read (audit chain, assignment changes, mail).
+    pub principal_writes: Rate,
+    /// `BULKHEAD_TENANT_WRITE_RATE_LIMIT_PER_MINUTE` / `..._BURST`: all the writes a tenant's
+    /// own members and keys make in it together, so that adding principals does not add
+    /// budget. Platform staff and non-members are not counted against it (they could
+    /// otherwise spend a tenant's budget for it).
+    pub tenant_writes: Rate,
 }
 
 /// What a tenant may hold at once.
@@ -177,6 +187,18 @@ impl Limits {
                     120,
                     30,
                 )?,
+                principal_writes: rate(
+                    "BULKHEAD_WRITE_RATE_LIMIT_PER_MINUTE",
+                    "BULKHEAD_WRITE_RATE_LIMIT_BURST",
+                    600,
+                    100,
+                )?,
+                tenant_writes: rate(
+                    "BULKHEAD_TENANT_WRITE_RATE_LIMIT_PER_MINUTE",
+                    "BULKHEAD_TENANT_WRITE_RATE_LIMIT_BURST",
+                    1200,
+                    200,
+                )?,
             },
             quotas: QuotaDefaults {
                 environments: quota(Quota::Environments)?,
@@ -208,6 +230,14 @@ mod tests {
         assert_eq!(limits.rate.principal.per_minute, 3000);
         assert_eq!(limits.quotas.get(Quota::Environments), 50);
         assert_eq!(limits.rate.anonymous.window(), Duration::from_secs(15));
+        assert_eq!(
+            limits.rate.principal_writes.interval(),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            limits.rate.tenant_writes.interval(),
+            Duration::from_millis(50)
+        );
         let err = Limits::from_lookup(&|name| {
             (name == "BULKHEAD_QUOTA_MEMBERS").then(|| "-1".to_owned())
         })

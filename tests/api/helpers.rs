@@ -22,6 +22,8 @@ pub fn unlimited() -> bulkhead_core::limits::RateLimits {
     bulkhead_core::limits::RateLimits {
         principal: rate,
         anonymous: rate,
+        principal_writes: rate,
+        tenant_writes: rate,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Fair use: one principal's flood is answered 429 with when to come back, and nobody else
-//! waits for it; requests without a valid credential are counted per client address.
+//! waits for it; requests without a valid credential are counted per client address; a
+//! tenant's members and keys share one budget of writes that nobody outside can spend.
 
 use crate::helpers::{TestApp, USER_PASSWORD};
 use bulkhead_core::limits::{Rate, RateLimits};
@@ -15,6 +16,14 @@ fn tight(principal_burst: u32, anonymous_burst: u32) -> RateLimits {
         anonymous: Rate {
             per_minute: 1,
             burst: anonymous_burst,
+        },
+        principal_writes: Rate {
+            per_minute: 1,
+            burst: 1000,
+        },
+        tenant_writes: Rate {
+            per_minute: 1,
+            burst: 1000,
         },
     }
 }
@@ -137,5 +146,136 @@ async fn anonymous_requests_and_bad_tokens_count_per_address() {
         .expect("health");
     assert_eq!(health.status(), 200);
     let (status, _) = app.get("/v1/me", &app.admin).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_tenants_members_and_keys_share_one_budget_of_writes_nobody_else_can_spend() {
+    const TENANT_BURST: usize = 6;
+    let app = TestApp::spawn_with(|config| {
+        let mut rates = tight(1000, 1000);
+        rates.tenant_writes.burst = TENANT_BURST as u32;
+        rates.principal_writes.burst = 20;
+        config.limits.rate = rates;
+    })
+    .await;
+    app.create_tenant("acme").await;
+    app.create_tenant("globex").await;
+    let (_, viewer_a) = app.member("acme", "a@acme.test", "viewer").await;
+    let (_, viewer_b) = app.member("acme", "b@acme.test", "viewer").await;
+    let (_, key) = app.api_key("acme", "viewer").await;
+    let (_, outsider) = app.member("globex", "o@globex.test", "viewer").await;
+    let write = |token: String, tenant: &'static str| {
+        let request = app
+            .client
+            .post(app.url(&format!("/v1/tenants/{tenant}/api-keys")))
+            .bearer_auth(token)
+            .json(&json!({"name": "mine", "role": "viewer"}));
+        async move { request.send().await.expect("write") }
+    };
+
+    // Someone outside acme cannot spend its budget: its writes there are answered as for a
+    // tenant that does not exist, counted only against its own bucket of writes.
+    for _ in 0..(TENANT_BURST * 2) {
+        let response = write(outsider.clone(), "acme").await;
+        assert_eq!(response.status(), 404);
+        assert!(!header(&response, "ratelimit-policy").contains("tenant-writes"));
+    }
+
+    // acme's two viewers and its key flood writes (denied ones count): together they get
+    // exactly the tenant's burst, then 429 naming the tenant's bucket.
+    let members = [viewer_a.clone(), viewer_b.clone(), key.clone()];
+    let mut admitted = 0;
+    let mut refused = None;
+    for i in 0..(TENANT_BURST * 3) {
+        let response = write(members[i % 3].clone(), "acme").await;
+        if response.status() == 429 {
+            refused = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), 403);
+        let policy = header(&response, "ratelimit-policy");
+        assert!(
+            policy.contains("\"principal\";")
+                && policy.contains("\"writes\";q=20")
+                && policy.contains(&format!("\"tenant-writes\";q={TENANT_BURST}")),
+            "{policy}"
+        );
+        admitted += 1;
+    }
+    assert_eq!(
+        admitted, TENANT_BURST,
+        "the members and the key share one budget"
+    );
+    let refused = refused.expect("the tenant's flood is refused");
+    assert!(header(&refused, "ratelimit").starts_with("\"tenant-writes\";r=0;t="));
+    assert!(header(&refused, "retry-after").parse::<u64>().is_ok());
+    let problem: serde_json::Value = refused.json().await.expect("problem");
+    assert_eq!(
+        problem["type"],
+        "https://bulkhead.dev/problems/rate-limited"
+    );
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("by this tenant's members and keys together"),
+        "{problem}"
+    );
+
+    // Reads are not writes: acme's members still read.
+    let (status, _) = app.get("/v1/tenants/acme", &viewer_b).await;
+    assert_eq!(status, 200);
+    // Another tenant's writes have their own budget.
+    let response = write(outsider.clone(), "globex").await;
+    assert_eq!(response.status(), 403);
+    // Platform staff are not locked out of acme by acme's own flood.
+    let (status, body) = app
+        .post(
+            "/v1/tenants/acme/api-keys",
+            &app.admin,
+            json!({"name": "ops", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+}
+
+#[tokio::test]
+async fn a_principals_writes_have_a_budget_of_their_own() {
+    let app = TestApp::spawn_with(|config| {
+        let mut rates = tight(1000, 1000);
+        rates.principal_writes.burst = 3;
+        config.limits.rate = rates;
+    })
+    .await;
+    app.create_tenant("acme").await;
+    let (_, viewer) = app.member("acme", "a@acme.test", "viewer").await;
+    for _ in 0..3 {
+        let (status, _) = app
+            .post(
+                "/v1/tenants/acme/api-keys",
+                &viewer,
+                json!({"name": "k", "role": "viewer"}),
+            )
+            .await;
+        assert_eq!(status, 403);
+    }
+    let (status, problem) = app
+        .post(
+            "/v1/tenants/acme/api-keys",
+            &viewer,
+            json!({"name": "k", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(status, 429, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("changes in"),
+        "{problem}"
+    );
+    // Its reads go on.
+    let (status, _) = app.get("/v1/tenants/acme", &viewer).await;
     assert_eq!(status, 200);
 }
