@@ -116,9 +116,11 @@ impl AppState {
         .await?
     }
 
-    /// Brings the enforcer up to `seen_generation` when the database has moved past it: the
-    /// changes since its generation are applied one by one (a membership change costs each API
-    /// process one `g` line); a process that fell too far behind reloads everything.
+    /// Brings the enforcer up to `seen_generation` (the caller's own principal's latest change:
+    /// a change to anyone else makes nobody else wait) when it is behind: the changes since its
+    /// generation are applied one by one (a membership change costs each API process one `g`
+    /// line); a process that fell too far behind, or finds the log forgot changes it never
+    /// applied, reloads everything.
     pub async fn refresh_authz(&self, seen_generation: i64) -> ApiResult<()> {
         if self.authz.read().await.generation() >= seen_generation {
             return Ok(());

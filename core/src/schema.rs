@@ -12,6 +12,7 @@ diesel::table! {
         invitation_expires_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        assignments_generation -> Int8,
     }
 }
 

@@ -1,6 +1,6 @@
 //! Login sessions (access tokens) and bearer authentication of both tokens and API keys.
 
-use crate::schema::{api_keys, authz_generation, principals, sessions};
+use crate::schema::{api_keys, principals, sessions};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::AsyncPgConnection;
@@ -62,18 +62,20 @@ pub struct KeyScope {
     pub tenant_id: Uuid,
 }
 
-/// A verified bearer: who it is, through which key (if any), and the assignment generation
-/// read in the same round trip.
+/// A verified bearer: who it is, through which key (if any), and the generation of its latest
+/// role-assignment change, read in the same round trip.
 #[derive(Debug, Clone)]
 pub struct Authenticated {
     pub principal: Principal,
     pub key: Option<KeyScope>,
+    /// An enforcer at this generation or later reflects every role this principal holds (only
+    /// its own assignments decide for it).
     pub authz_generation: i64,
     /// For API keys: when the key was last marked used.
     pub key_last_used_at: Option<DateTime<Utc>>,
 }
 
-/// Looks up a live access token (not expired, not revoked) with the assignment generation, in
+/// Looks up a live access token (not expired, not revoked) with its principal's generation, in
 /// one prepared, cached statement. Takes a shared reference so it can be pipelined with the
 /// request's other lookups on the same connection.
 pub async fn authenticate_token(
@@ -82,11 +84,10 @@ pub async fn authenticate_token(
 ) -> Result<Option<Authenticated>, StoreError> {
     let query = sessions::table
         .inner_join(principals::table)
-        .inner_join(authz_generation::table.on(authz_generation::singleton.eq(true)))
         .filter(sessions::token_hash.eq(token_hash))
         .filter(sessions::revoked_at.is_null())
         .filter(sessions::expires_at.gt(diesel::dsl::now))
-        .select((Principal::as_select(), authz_generation::generation));
+        .select((Principal::as_select(), principals::assignments_generation));
     let row = diesel_async::RunQueryDsl::first::<(Principal, i64)>(query, &mut conn)
         .await
         .optional()?;
@@ -105,7 +106,6 @@ pub async fn authenticate_api_key(
 ) -> Result<Option<Authenticated>, StoreError> {
     let query = api_keys::table
         .inner_join(principals::table)
-        .inner_join(authz_generation::table.on(authz_generation::singleton.eq(true)))
         .filter(api_keys::secret_hash.eq(secret_hash))
         .filter(api_keys::revoked_at.is_null())
         .filter(
@@ -115,7 +115,7 @@ pub async fn authenticate_api_key(
         )
         .select((
             Principal::as_select(),
-            authz_generation::generation,
+            principals::assignments_generation,
             api_keys::id,
             api_keys::tenant_id,
             api_keys::last_used_at,
