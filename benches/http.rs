@@ -6,7 +6,8 @@
 //! the hashing bound.
 //!
 //! Run: `cargo bench --bench http` (needs `wrk` on PATH: `apt-get install wrk`).
-//! Optional: BENCH_SECONDS (default 20), BENCH_CONNECTIONS (default 64), BENCH_CHURN_PER_SECOND
+//! Optional: BENCH_SECONDS (default 20, each phase), BENCH_ROUNDS (default 3: quiet and churn
+//! phases alternate, medians compared), BENCH_CONNECTIONS (default 64), BENCH_CHURN_PER_SECOND
 //! (default: none, the churn runs at the server's default write budgets; a number paces each
 //! churning principal at that many writes a second and raises the server's write limits to
 //! let it through, as the bench did before those limits existed).
@@ -265,71 +266,98 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         churn_cpu * 100.0
     );
 
-    println!("== the same wrk, while {churn_slug} churns members and floods denials ==");
-    let running = churn.start();
-    let before = cpu_ticks()?;
-    let busy = tokio::task::spawn_blocking({
-        let (viewer, target) = (viewer.clone(), target.clone());
-        move || wrk(&viewer, &target, connections, seconds)
-    })
-    .await??;
-    let busy_cpu = cpu_busy_since(before)?;
-    let (changes, denials) = running.stop().await?;
+    // Quiet and churn phases alternate, so that drift of the machine over the run (a noisy
+    // neighbour on the VM, autovacuum, caches) falls on both alike; the medians are compared.
+    let rounds: usize = env_or("BENCH_ROUNDS", 3).max(1);
     println!(
-        "membership changes: {changes} ({:.0}/s); denied requests: {denials} ({:.0}/s)",
-        changes as f64 / seconds as f64,
-        denials as f64 / seconds as f64
+        "== the same wrk: {rounds} rounds of quiet, then while {churn_slug} churns members and floods denials =="
     );
+    let (mut quiet_p99, mut churn_p99, mut quiet_rps, mut churn_rps) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut busy_cpu = Vec::new();
+    for round in 1..=rounds {
+        let calm = if round == 1 {
+            quiet
+        } else {
+            wrk(&viewer, &target, connections, seconds)?
+        };
+        let running = churn.start();
+        let before = cpu_ticks()?;
+        let busy = tokio::task::spawn_blocking({
+            let (viewer, target) = (viewer.clone(), target.clone());
+            move || wrk(&viewer, &target, connections, seconds)
+        })
+        .await??;
+        busy_cpu.push(cpu_busy_since(before)?);
+        let (changes, denials) = running.stop().await?;
+        println!(
+            "round {round}: p99 quiet {:.2} ms ({:.0} req/s), under churn {:.2} ms ({:.0} req/s), \
+             {:.0} changes/s, {:.0} denials/s",
+            calm.p99_ms,
+            calm.requests_per_second,
+            busy.p99_ms,
+            busy.requests_per_second,
+            changes as f64 / seconds as f64,
+            denials as f64 / seconds as f64
+        );
+        quiet_p99.push(calm.p99_ms);
+        churn_p99.push(busy.p99_ms);
+        quiet_rps.push(calm.requests_per_second);
+        churn_rps.push(busy.requests_per_second);
+    }
+    let (quiet_p99, churn_p99) = (median(quiet_p99), median(churn_p99));
+    let (quiet_rps, churn_rps) = (median(quiet_rps), median(churn_rps));
     println!(
-        "GET p99 quiet {:.2} ms, under churn {:.2} ms ({:+.0} %); throughput {:.0} → {:.0} req/s; \
-         machine busy {:.0} % quiet, {:.0} % churn alone, {:.0} % both\n",
-        quiet.p99_ms,
-        busy.p99_ms,
-        (busy.p99_ms / quiet.p99_ms - 1.0) * 100.0,
-        quiet.requests_per_second,
-        busy.requests_per_second,
+        "GET p99 quiet {quiet_p99:.2} ms, under churn {churn_p99:.2} ms ({:+.0} %) (medians of \
+         {rounds} rounds); throughput {quiet_rps:.0} → {churn_rps:.0} req/s; machine busy {:.0} % \
+         quiet, {:.0} % churn alone, {:.0} % both\n",
+        (churn_p99 / quiet_p99 - 1.0) * 100.0,
         quiet_cpu * 100.0,
         churn_cpu * 100.0,
-        busy_cpu * 100.0
+        median(busy_cpu) * 100.0
     );
 
-    // The same comparison at a fixed offered load below saturation (half the quiet run's
+    // The same comparison at a fixed offered load below saturation (half the quiet
     // throughput), measured open-loop: each request has its scheduled send time and its latency
     // runs from then, so a stall counts for every request it delays (no coordinated omission).
     // At saturation any added work lengthens every queue; here the question is only whether
     // another tenant's churn slows this tenant's requests.
-    let rate = (quiet.requests_per_second / 2.0).max(100.0);
-    println!("== GET at a fixed {rate:.0} requests/s (open loop), quiet, then under churn ==");
-    let fixed_quiet = open_loop(
-        &client,
-        &target,
-        &viewer,
-        rate,
-        Duration::from_secs(seconds),
-    )
-    .await?;
-    let running = churn.start();
-    let fixed_busy = open_loop(
-        &client,
-        &target,
-        &viewer,
-        rate,
-        Duration::from_secs(seconds),
-    )
-    .await?;
-    let (changes, denials) = running.stop().await?;
+    let rate = (quiet_rps / 2.0).max(100.0);
     println!(
-        "membership changes: {changes} ({:.0}/s); denied requests: {denials} ({:.0}/s)",
-        changes as f64 / seconds as f64,
-        denials as f64 / seconds as f64
+        "== GET at a fixed {rate:.0} requests/s (open loop): {rounds} rounds of quiet, then under churn =="
     );
+    let (mut quiet_fixed, mut churn_fixed) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let calm = open_loop(
+            &client,
+            &target,
+            &viewer,
+            rate,
+            Duration::from_secs(seconds),
+        )
+        .await?;
+        let running = churn.start();
+        let busy = open_loop(
+            &client,
+            &target,
+            &viewer,
+            rate,
+            Duration::from_secs(seconds),
+        )
+        .await?;
+        running.stop().await?;
+        println!(
+            "round {round}: p50 {:.2} → {:.2} ms, p99 quiet {:.2} ms, under churn {:.2} ms",
+            calm.p50_ms, busy.p50_ms, calm.p99_ms, busy.p99_ms
+        );
+        quiet_fixed.push(calm.p99_ms);
+        churn_fixed.push(busy.p99_ms);
+    }
+    let (quiet_fixed, churn_fixed) = (median(quiet_fixed), median(churn_fixed));
     println!(
-        "fixed {rate:.0}/s: p50 {:.2} → {:.2} ms, p99 quiet {:.2} ms, under churn {:.2} ms ({:+.0} %)\n",
-        fixed_quiet.p50_ms,
-        fixed_busy.p50_ms,
-        fixed_quiet.p99_ms,
-        fixed_busy.p99_ms,
-        (fixed_busy.p99_ms / fixed_quiet.p99_ms - 1.0) * 100.0
+        "fixed {rate:.0}/s: p99 quiet {quiet_fixed:.2} ms, under churn {churn_fixed:.2} ms ({:+.0} %) \
+         (medians of {rounds} rounds)\n",
+        (churn_fixed / quiet_fixed - 1.0) * 100.0
     );
 
     println!(
@@ -341,7 +369,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     Ok(())
 }
 
+/// The middle value (the mean of the two middle ones for an even count).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
 /// What wrk measured.
+#[derive(Debug, Clone, Copy)]
 struct Wrk {
     p99_ms: f64,
     requests_per_second: f64,
