@@ -123,3 +123,54 @@ async fn keys_do_not_mint_keys() {
         "only the parent exists: {listed}"
     );
 }
+
+#[tokio::test]
+async fn a_removal_racing_the_removed_admins_own_writes_leaves_nothing_of_theirs_after_it() {
+    // Found by a live attack: the role was checked before the transaction, so a member's offer
+    // or key racing its own removal committed after the removal (20 of 30 tries).
+    let app = TestApp::spawn().await;
+    app.create_tenant("acme").await;
+    for round in 0..12 {
+        let (erin, session) = app
+            .member("acme", &format!("erin{round}@acme.test"), "tenant_admin")
+            .await;
+        let offer = app.post(
+            "/v1/tenants/acme/members",
+            &session,
+            json!({"email": format!("frank{round}@acme.test"), "role": "tenant_admin"}),
+        );
+        let key = app.post(
+            "/v1/tenants/acme/api-keys",
+            &session,
+            json!({"name": format!("race {round}"), "role": "viewer"}),
+        );
+        let erin_path = format!("/v1/tenants/acme/members/{erin}");
+        let removal = app.delete(&erin_path, &app.admin);
+        let ((offered, offer_body), (keyed, key_body), (removed, _)) =
+            tokio::join!(offer, key, removal);
+        assert_eq!(removed, 204);
+        assert!(
+            [201, 404].contains(&offered) && [201, 404].contains(&keyed),
+            "round {round}: {offered} {offer_body} / {keyed} {key_body}"
+        );
+        // Whichever ran first, no offer of hers outlives her removal ...
+        assert_eq!(
+            app.count(&format!(
+                "memberships WHERE created_by = '{erin}' AND state = 'invited'"
+            )),
+            0,
+            "round {round}: an offer made by a removed member survived ({offered} {offer_body})"
+        );
+        // ... and no key of hers was made after it.
+        assert_eq!(
+            app.count(&format!(
+                "audit_events k JOIN audit_events d ON d.action = 'member.delete' \
+                 AND d.target = 'principal/{erin}' AND d.result = 'success' \
+                 WHERE k.action = 'api_key.create' AND k.result = 'success' \
+                 AND k.actor_id = '{erin}' AND k.seq > d.seq"
+            )),
+            0,
+            "round {round}: a key was made by a member after its removal"
+        );
+    }
+}

@@ -3,7 +3,7 @@
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
-use crate::routes::tenants::{ensure_not_leaving, ensure_quota, lock_active};
+use crate::routes::tenants::{ensure_not_leaving, ensure_quota, lock_active_as};
 use crate::routes::{PageOf, PageQuery, parse_id};
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
@@ -139,10 +139,11 @@ pub async fn create(
     let generated = secrets::generate_api_key();
     let secret = generated.secret.clone();
     let quotas = state.config.limits.quotas;
+    let creator = caller.clone();
     let key = state
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
-                lock_active(conn, &tenant)?;
+                lock_active_as(conn, &tenant, &creator, Object::ApiKey, Action::Create)?;
                 ensure_quota(conn, tenant.id, &tenant.slug, Quota::ApiKeys, 1, &quotas)?;
                 let display_name = format!("API key {name} ({})", tenant.slug);
                 let principal = store::principals::insert(

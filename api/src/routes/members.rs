@@ -3,7 +3,7 @@
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
-use crate::routes::tenants::{ensure_not_leaving, ensure_quota, lock_active};
+use crate::routes::tenants::{ensure_not_leaving, ensure_quota, lock_active_as};
 use crate::routes::{PageOf, PageQuery, parse_id};
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
@@ -252,10 +252,11 @@ pub async fn add(
     let what = format!("tenant '{}' as {}", tenant.name, role.as_str());
     let inviter = caller.display_name.clone();
     let quotas = state.config.limits.quotas;
+    let adder = caller.clone();
     let added = state
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
-                lock_active(conn, &tenant)?;
+                lock_active_as(conn, &tenant, &adder, Object::Member, Action::Create)?;
                 // A re-sent offer holds no new place; anything else does.
                 let holds_a_place = match store::principals::find_by_email(conn, email.as_str())? {
                     // An expired offer holds no place any more: reviving it takes one again.
@@ -381,6 +382,9 @@ pub async fn remove(
     state
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
+                // The same lock as every change to the tenant's members and keys: a removal and
+                // a write by the one removed take turns, and the write re-checks its author.
+                store::tenants::lock_for_change(conn, tenant.id)?;
                 if !store::memberships::remove(conn, tenant.id, principal_id)? {
                     return Err(ApiError::NotFound(format!(
                         "principal {principal_id} is not a member of '{}'",

@@ -307,6 +307,41 @@ pub fn lock_active(conn: &mut diesel::PgConnection, tenant: &Tenant) -> ApiResul
     }
 }
 
+/// `lock_active`, then, under that lock, whether the caller still holds `object:action` in the
+/// tenant by its membership (a platform admin acts by its platform role): a removal or demotion
+/// that committed while the request was on its way wins over it, since removals take the same
+/// lock. The front door's check read the enforcer before the transaction began.
+pub fn lock_active_as(
+    conn: &mut diesel::PgConnection,
+    tenant: &Tenant,
+    caller: &Caller,
+    object: Object,
+    action: Action,
+) -> ApiResult<()> {
+    lock_active(conn, tenant)?;
+    if caller.is_platform_admin() {
+        return Ok(());
+    }
+    let permission = format!("{}:{}", object.as_str(), action.as_str());
+    match store::memberships::active_role(conn, tenant.id, caller.id)? {
+        None => Err(crate::scope::tenant_not_found(&tenant.slug)),
+        Some(role) => {
+            let holds = bulkhead_core::domain::TenantRole::parse("role", &role).is_ok_and(|role| {
+                bulkhead_core::authz::role_permissions(role.role()).contains(&permission)
+            });
+            if holds {
+                Ok(())
+            } else {
+                Err(ApiError::Forbidden(format!(
+                    "your role in '{}' changed while this request was on its way and no longer \
+                     includes {permission}",
+                    tenant.slug
+                )))
+            }
+        }
+    }
+}
+
 /// Refuses to add `adding` more of `quota` to a tenant already at its value. Call with the
 /// tenant row locked (`lock_active`).
 pub fn ensure_quota(

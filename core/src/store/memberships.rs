@@ -280,6 +280,22 @@ pub fn remove(
     Ok(removed == 1)
 }
 
+/// The role `principal_id` (a person or an API key) holds in `tenant_id` by an accepted
+/// membership, read in the caller's transaction.
+pub fn active_role(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    principal_id: Uuid,
+) -> Result<Option<String>, StoreError> {
+    Ok(memberships::table
+        .filter(memberships::tenant_id.eq(tenant_id))
+        .filter(memberships::principal_id.eq(principal_id))
+        .filter(memberships::state.eq("active"))
+        .select(memberships::role)
+        .first(conn)
+        .optional()?)
+}
+
 /// Withdraws every open offer `principal_id` made (its key was revoked).
 pub fn withdraw_offers_by(
     conn: &mut PgConnection,
