@@ -23,21 +23,51 @@ pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-poli
 
 type Keyed<K> = DefaultKeyedRateLimiter<K, StateInformationMiddleware>;
 
-/// One named bucket kind and its limiter.
+/// The kinds of bucket, named as the `RateLimit` headers name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Principal,
+    Anonymous,
+    Writes,
+    TenantWrites,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Principal => "principal",
+            Self::Anonymous => "anonymous",
+            Self::Writes => "writes",
+            Self::TenantWrites => "tenant-writes",
+        }
+    }
+
+    /// What the bucket counts and whose they are, for a refusal's message.
+    fn counts(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Principal => ("requests", "from this principal"),
+            Self::Anonymous => ("requests", "from this address"),
+            Self::Writes => ("changes", "from this principal"),
+            Self::TenantWrites => ("changes", "by this tenant's members and keys together"),
+        }
+    }
+}
+
+/// One kind of bucket and its limiter.
 struct Bucket<K: std::hash::Hash + Eq + Clone> {
-    name: &'static str,
+    kind: Kind,
     rate: Rate,
     limiter: Keyed<K>,
 }
 
 impl<K: std::hash::Hash + Eq + Clone> Bucket<K> {
-    fn new(name: &'static str, rate: Rate) -> Self {
+    fn new(kind: Kind, rate: Rate) -> Self {
         let burst = NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::with_period(rate.interval())
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
             .allow_burst(burst);
         Self {
-            name,
+            kind,
             rate,
             limiter: RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
         }
@@ -51,26 +81,17 @@ impl<K: std::hash::Hash + Eq + Clone> Bucket<K> {
                 Ok(self.standing(remaining, ceil_secs(self.rate.interval() * used)))
             }
             Err(not_until) => {
+                let (what, whose) = self.kind.counts();
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
                 let retry_after = ceil_secs(wait).max(1);
                 Err(ApiError::RateLimited {
                     retry_after_secs: retry_after,
                     detail: format!(
-                        "more than {} {} in {} s ({} per minute) {}; retry in {retry_after} s, \
-                         and spread requests out (see the RateLimit header)",
+                        "more than {} {what} in {} s ({} per minute) {whose}; retry in \
+                         {retry_after} s, and spread requests out (see the RateLimit header)",
                         self.rate.burst,
-                        if self.name.ends_with("writes") {
-                            "changes"
-                        } else {
-                            "requests"
-                        },
                         ceil_secs(self.rate.window()),
                         self.rate.per_minute,
-                        match self.name {
-                            "principal" | "writes" => "from this principal",
-                            "tenant-writes" => "by this tenant's members and keys together",
-                            _ => "from this address",
-                        },
                     ),
                     standing: self.standing(0, retry_after),
                 })
@@ -80,7 +101,7 @@ impl<K: std::hash::Hash + Eq + Clone> Bucket<K> {
 
     fn standing(&self, remaining: u32, reset_secs: u64) -> Standing {
         Standing {
-            policy: self.name,
+            policy: self.kind.as_str(),
             quota: self.rate.burst,
             window_secs: ceil_secs(self.rate.window()).max(1),
             remaining,
@@ -159,10 +180,10 @@ pub struct RateLimiters {
 impl RateLimiters {
     pub fn new(limits: &RateLimits) -> Self {
         Self {
-            principals: Bucket::new("principal", limits.principal),
-            anonymous: Bucket::new("anonymous", limits.anonymous),
-            writes: Bucket::new("writes", limits.principal_writes),
-            tenant_writes: Bucket::new("tenant-writes", limits.tenant_writes),
+            principals: Bucket::new(Kind::Principal, limits.principal),
+            anonymous: Bucket::new(Kind::Anonymous, limits.anonymous),
+            writes: Bucket::new(Kind::Writes, limits.principal_writes),
+            tenant_writes: Bucket::new(Kind::TenantWrites, limits.tenant_writes),
         }
     }
 
