@@ -144,13 +144,21 @@ async fn a_removal_racing_the_removed_admins_own_writes_leaves_nothing_of_theirs
             &session,
             json!({"name": format!("race {round}"), "role": "viewer"}),
         );
+        let rename = app.call(
+            reqwest::Method::PATCH,
+            "/v1/tenants/acme",
+            &session,
+            Some(json!({"name": format!("Renamed {round}")})),
+        );
         let erin_path = format!("/v1/tenants/acme/members/{erin}");
         let removal = app.delete(&erin_path, &app.admin);
-        let ((offered, offer_body), (keyed, key_body), (removed, _)) =
-            tokio::join!(offer, key, removal);
+        let ((offered, offer_body), (keyed, key_body), (renamed, _), (removed, _)) =
+            tokio::join!(offer, key, rename, removal);
         assert_eq!(removed, 204);
         assert!(
-            [201, 404].contains(&offered) && [201, 404].contains(&keyed),
+            [201, 404].contains(&offered)
+                && [201, 404].contains(&keyed)
+                && [200, 404].contains(&renamed),
             "round {round}: {offered} {offer_body} / {keyed} {key_body}"
         );
         // Whichever ran first, no offer of hers outlives her removal ...
@@ -171,6 +179,17 @@ async fn a_removal_racing_the_removed_admins_own_writes_leaves_nothing_of_theirs
             )),
             0,
             "round {round}: a key was made by a member after its removal"
+        );
+        // ... nor any other change of hers (here: renaming the tenant).
+        assert_eq!(
+            app.count(&format!(
+                "audit_events k JOIN audit_events d ON d.action = 'member.delete' \
+                 AND d.target = 'principal/{erin}' AND d.result = 'success' \
+                 WHERE k.action = 'tenant.update' AND k.result = 'success' \
+                 AND k.actor_id = '{erin}' AND k.seq > d.seq"
+            )),
+            0,
+            "round {round}: the tenant was changed by a member after its removal"
         );
     }
 }

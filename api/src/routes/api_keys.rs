@@ -231,6 +231,15 @@ pub async fn revoke(
     state
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
+                // Under the tenant's lock, with its author re-checked, like every member's change.
+                store::tenants::lock_for_change(conn, tenant.id)?;
+                crate::routes::tenants::still_holds(
+                    conn,
+                    &tenant,
+                    &caller,
+                    Object::ApiKey,
+                    Action::Delete,
+                )?;
                 let Some(key) = store::api_keys::revoke(conn, tenant.id, key_id)? else {
                     return Err(ApiError::NotFound(format!(
                         "no live API key {key_id} in '{}'",

@@ -185,7 +185,7 @@ pub async fn put(
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
                 // The same rule, under the same lock, as every other change to a tenant.
-                crate::routes::tenants::lock_active(conn, &tenant)?;
+                crate::routes::tenants::lock_active_as(conn, &tenant, &caller, Object::Cost, Action::Update)?;
                 let budget = store::budgets::put(conn, tenant.id, amount, &body.currency, &thresholds, caller.id)?;
                 store::audit::append(
                     conn,

@@ -385,6 +385,13 @@ pub async fn remove(
                 // The same lock as every change to the tenant's members and keys: a removal and
                 // a write by the one removed take turns, and the write re-checks its author.
                 store::tenants::lock_for_change(conn, tenant.id)?;
+                crate::routes::tenants::still_holds(
+                    conn,
+                    &tenant,
+                    &caller,
+                    Object::Member,
+                    Action::Delete,
+                )?;
                 if !store::memberships::remove(conn, tenant.id, principal_id)? {
                     return Err(ApiError::NotFound(format!(
                         "principal {principal_id} is not a member of '{}'",

@@ -96,7 +96,13 @@ pub async fn put(
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
                 // The same rule, under the same lock, as every other change to a tenant.
-                crate::routes::tenants::lock_active(conn, &tenant)?;
+                crate::routes::tenants::lock_active_as(
+                    conn,
+                    &tenant,
+                    &caller,
+                    Object::Policy,
+                    Action::Update,
+                )?;
                 let before = store::policies::get(conn, tenant.id)?;
                 let stored = store::policies::put(conn, tenant.id, &policy, caller.id)?;
                 // Schedules take effect at the scheduler's next tick, whatever the edge.

@@ -271,7 +271,7 @@ pub async fn update(
     let updated = state
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
-                lock_active(conn, &tenant)?;
+                lock_active_as(conn, &tenant, &caller, Object::Tenant, Action::Update)?;
                 let updated = store::tenants::update(conn, tenant.id, &changes)?;
                 store::audit::append(
                     conn,
@@ -307,10 +307,8 @@ pub fn lock_active(conn: &mut diesel::PgConnection, tenant: &Tenant) -> ApiResul
     }
 }
 
-/// `lock_active`, then, under that lock, whether the caller still holds `object:action` in the
-/// tenant by its membership (a platform admin acts by its platform role): a removal or demotion
-/// that committed while the request was on its way wins over it, since removals take the same
-/// lock. The front door's check read the enforcer before the transaction began.
+/// `lock_active`, then `still_holds`: every change a member makes to its tenant runs under the
+/// tenant row's lock with its author re-checked.
 pub fn lock_active_as(
     conn: &mut diesel::PgConnection,
     tenant: &Tenant,
@@ -319,6 +317,21 @@ pub fn lock_active_as(
     action: Action,
 ) -> ApiResult<()> {
     lock_active(conn, tenant)?;
+    still_holds(conn, tenant, caller, object, action)
+}
+
+/// Under the tenant row's lock (taken in this transaction), whether the caller still holds
+/// `object:action` in the tenant by its membership (a platform admin acts by its platform
+/// role): a removal or demotion that committed while the request was on its way wins over it,
+/// since removals take the same lock. The front door's check read the enforcer before the
+/// transaction began.
+pub fn still_holds(
+    conn: &mut diesel::PgConnection,
+    tenant: &Tenant,
+    caller: &Caller,
+    object: Object,
+    action: Action,
+) -> ApiResult<()> {
     if caller.is_platform_admin() {
         return Ok(());
     }

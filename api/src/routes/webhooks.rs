@@ -98,7 +98,7 @@ pub async fn create(
     let created = state
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
-                crate::routes::tenants::lock_active(conn, &tenant)?;
+                crate::routes::tenants::lock_active_as(conn, &tenant, &caller, Object::Tenant, Action::Update)?;
                 if store::webhooks::list(conn, tenant.id)?.len() as i64 >= MAX_PER_TENANT {
                     return Err(ApiError::Conflict(format!(
                         "tenant '{}' has {MAX_PER_TENANT} webhooks, as many as it may; delete one first",

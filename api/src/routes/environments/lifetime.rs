@@ -70,7 +70,7 @@ pub async fn update(
     let updated = state
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
-                crate::routes::tenants::lock_active(conn, &tenant)?;
+                crate::routes::tenants::lock_active_as(conn, &tenant, &caller, Object::Environment, Action::Delete)?;
                 // Under the environment's row lock: a destroy queued (by a person, a teardown or
                 // the expiry sweep) makes a new lifetime meaningless.
                 store::environments::lock(conn, environment.id)?;
