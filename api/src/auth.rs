@@ -35,6 +35,10 @@ pub struct Caller {
     /// The route's `{tenant}`, looked up in the same round trip as the credential (the two
     /// queries are pipelined): the reference and what it found.
     pub prefetched_tenant: Option<(String, Option<Tenant>)>,
+    /// Whether the request changes something (any method but GET, HEAD and OPTIONS).
+    pub write: bool,
+    /// The buckets the request was counted in (shared with the rate-limit headers).
+    pub standings: crate::ratelimit::Standings,
 }
 
 impl Caller {
@@ -157,20 +161,10 @@ async fn authenticate(req: HttpRequest) -> ApiResult<Caller> {
         standings.push(state.rate_limits.write(principal_id)?);
     }
     state.refresh_authz(authenticated.authz_generation).await?;
-    // A write in a tenant by one of its own members or keys also spends the tenant's budget;
-    // a non-member cannot spend it for the tenant (it is answered 404 anyway), nor can
-    // platform staff be locked out of a tenant by the tenant's own flood.
-    if write
-        && let Some((_, Some(tenant))) = &prefetched_tenant
-        && state.authz.read().await.holds_role_in(
-            principal_id,
-            bulkhead_core::authz::Domain::Tenant(tenant.id),
-        )
-    {
-        standings.push(state.rate_limits.tenant_write(tenant.id)?);
-    }
-    req.extensions_mut()
-        .insert(crate::ratelimit::Standings(standings));
+    // The tenant's shared bucket of writes is charged by `authorize_tenant`, once the write is
+    // known to be allowed (see `Caller::charges_tenant_writes`).
+    let standings = crate::ratelimit::Standings::new(standings);
+    req.extensions_mut().insert(standings.clone());
     let principal = authenticated.principal;
     Ok(Caller {
         id: principal.id,
@@ -183,6 +177,8 @@ async fn authenticate(req: HttpRequest) -> ApiResult<Caller> {
         secret_hash,
         request_id: request_id(&req),
         prefetched_tenant,
+        write,
+        standings,
     })
 }
 

@@ -16,6 +16,7 @@ use governor::middleware::StateInformationMiddleware;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
 pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
@@ -132,19 +133,57 @@ pub struct Standing {
 
 impl Standing {
     pub fn headers(&self) -> [(HeaderName, String); 2] {
-        Standings(vec![*self]).headers()
+        Standings::new(vec![*self]).headers()
     }
 }
 
-/// Every bucket a request was counted in (a write by a member counts in three); the headers
-/// list each, as the draft's lists of policies.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Standings(pub Vec<Standing>);
+/// Every bucket a request was counted in (a member's authorized write counts in three); the
+/// headers list each, as the draft's lists of policies. Shared between the request's extensions
+/// (where the middleware reads it for the headers) and its `Caller` (whose tenant authorization
+/// adds the tenant's bucket once it knows the write is allowed).
+#[derive(Debug, Clone, Default)]
+pub struct Standings(Arc<Mutex<Counted>>);
+
+#[derive(Debug, Default)]
+struct Counted {
+    list: Vec<Standing>,
+    tenant_charged: bool,
+}
 
 impl Standings {
+    pub fn new(list: Vec<Standing>) -> Self {
+        Self(Arc::new(Mutex::new(Counted {
+            list,
+            tenant_charged: false,
+        })))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counted> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts the request in its tenant's bucket of writes, once however often the tenant is
+    /// authorized during the request.
+    pub fn charge_tenant_once(
+        &self,
+        charge: impl FnOnce() -> Result<Standing, ApiError>,
+    ) -> Result<(), ApiError> {
+        let mut counted = self.lock();
+        if counted.tenant_charged {
+            return Ok(());
+        }
+        counted.tenant_charged = true;
+        let standing = charge()?;
+        counted.list.push(standing);
+        Ok(())
+    }
+
     pub fn headers(&self) -> [(HeaderName, String); 2] {
+        let counted = self.lock();
         let list = |item: &dyn Fn(&Standing) -> String| {
-            self.0.iter().map(item).collect::<Vec<_>>().join(", ")
+            counted.list.iter().map(item).collect::<Vec<_>>().join(", ")
         };
         [
             (
@@ -197,7 +236,7 @@ impl RateLimiters {
         self.writes.check(&principal)
     }
 
-    /// Counts one write in `tenant` by one of its own members or keys.
+    /// Counts one authorized write in `tenant` by one of its own members or keys.
     pub fn tenant_write(&self, tenant: Uuid) -> Result<Standing, ApiError> {
         self.tenant_writes.check(&tenant)
     }
@@ -265,7 +304,7 @@ pub async fn limit(
             .anonymous(&client_address(req.peer_addr()))
         {
             Ok(standing) => {
-                req.extensions_mut().insert(Standings(vec![standing]));
+                req.extensions_mut().insert(Standings::new(vec![standing]));
             }
             Err(error) => {
                 let (req, _) = req.into_parts();

@@ -126,11 +126,12 @@ impl AppState {
         }
         .ok_or_else(|| tenant_not_found(reference))?;
         let domain = Domain::Tenant(tenant.id);
-        let (visible, allowed) = {
+        let (visible, allowed, member) = {
             let authz = self.authz.read().await;
             (
                 authz.allows(caller.id, domain, Object::Tenant, Action::Read),
                 authz.allows(caller.id, domain, object, action),
+                authz.holds_role_in(caller.id, domain),
             )
         };
         if !visible {
@@ -159,6 +160,17 @@ impl AppState {
                 action.as_str(),
                 object.as_str()
             )));
+        }
+        // An allowed change by one of the tenant's own members or keys spends the tenant's
+        // shared budget of writes. Denied writes spend only their author's own budget (so one
+        // member's flood of refused writes cannot hold back the tenant's admins); outsiders and
+        // platform staff never spend it (nobody can exhaust it for the tenant, and the tenant's
+        // own flood cannot lock staff out).
+        if caller.write && action != Action::Read && member {
+            let limits = &self.rate_limits;
+            caller
+                .standings
+                .charge_tenant_once(|| limits.tenant_write(tenant.id))?;
         }
         Ok(tenant)
     }

@@ -37,10 +37,10 @@ pub struct RateLimits {
     /// change something (every method but GET, HEAD and OPTIONS), denied ones included: a
     /// write costs several times a read (audit chain, assignment changes, mail).
     pub principal_writes: Rate,
-    /// `BULKHEAD_TENANT_WRITE_RATE_LIMIT_PER_MINUTE` / `..._BURST`: all the writes a tenant's
-    /// own members and keys make in it together, so that adding principals does not add
-    /// budget. Platform staff and non-members are not counted against it (they could
-    /// otherwise spend a tenant's budget for it).
+    /// `BULKHEAD_TENANT_WRITE_RATE_LIMIT_PER_MINUTE` / `..._BURST`: all the allowed writes a
+    /// tenant's own members and keys make in it together, so that adding principals does not
+    /// add budget. Refused writes, platform staff and non-members are not counted against it
+    /// (one member's denials, or outsiders, could otherwise spend a tenant's budget for it).
     pub tenant_writes: Rate,
 }
 

@@ -28,6 +28,7 @@ mod metrics;
 mod policy;
 mod quotas;
 mod rate_limits;
+mod removal_races;
 mod scheduler;
 mod tenants;
 mod throttle;

@@ -171,6 +171,15 @@ async fn decide(
     let decided = state
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
+                // The approver as it is now (its membership share-locked to the commit): one
+                // removed while its approval was on its way approves nothing.
+                crate::routes::tenants::still_holds(
+                    conn,
+                    &tenant,
+                    &caller,
+                    Object::Job,
+                    Action::Approve,
+                )?;
                 let job = store::jobs::lock(conn, tenant.id, job_id)?.ok_or_else(|| {
                     ApiError::NotFound(format!("no job {job_id} in tenant '{}'", tenant.slug))
                 })?;

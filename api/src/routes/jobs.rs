@@ -9,7 +9,7 @@ use bulkhead_core::audit::AuditResult;
 use bulkhead_core::authz::{Action, Object};
 use bulkhead_core::jobs::JobState;
 use bulkhead_core::lifecycle::EnvironmentState;
-use bulkhead_core::store::{self, jobs::Job, jobs::JobEvent};
+use bulkhead_core::store::{self, jobs::Job, jobs::JobEvent, tenants::Tenant};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -203,15 +203,19 @@ pub(crate) async fn job(
     tenant_ref: &str,
     job_ref: &str,
     action: Action,
-) -> ApiResult<Job> {
+) -> ApiResult<(Tenant, Job)> {
     let tenant = state
         .authorize_tenant(caller, tenant_ref, Object::Job, action)
         .await?;
     let job_id = parse_id(job_ref, "job")?;
-    state
-        .db(move |conn| Ok(store::jobs::find(conn, tenant.id, job_id)?))
+    let tenant_id = tenant.id;
+    let job = state
+        .db(move |conn| Ok(store::jobs::find(conn, tenant_id, job_id)?))
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no job {job_id} in tenant '{}'", tenant.slug)))
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("no job {job_id} in tenant '{}'", tenant.slug))
+        })?;
+    Ok((tenant, job))
 }
 
 #[utoipa::path(get, operation_id = "getJob", path = "/v1/tenants/{tenant}/jobs/{job}", tag = "jobs", security(("bearer" = [])),
@@ -225,7 +229,7 @@ pub async fn get(
     path: web::Path<(String, String)>,
 ) -> ApiResult<HttpResponse> {
     let (tenant_ref, job_ref) = path.into_inner();
-    let job = job(&state, &caller, &tenant_ref, &job_ref, Action::Read).await?;
+    let (_, job) = job(&state, &caller, &tenant_ref, &job_ref, Action::Read).await?;
     let view = state
         .db(move |conn| Ok::<_, ApiError>(JobView::one(conn, job)?))
         .await?;
@@ -268,7 +272,7 @@ pub async fn events(
     query: web::Query<SeqPageQuery>,
 ) -> ApiResult<HttpResponse> {
     let (tenant_ref, job_ref) = path.into_inner();
-    let job = job(&state, &caller, &tenant_ref, &job_ref, Action::Read).await?;
+    let (_, job) = job(&state, &caller, &tenant_ref, &job_ref, Action::Read).await?;
     let (limit, after) = (query.limit()?, query.seq_cursor()?);
     let page = state
         .db(move |conn| Ok(store::jobs::events(conn, job.id, after, limit)?))
@@ -291,8 +295,9 @@ pub async fn cancel(
     path: web::Path<(String, String)>,
 ) -> ApiResult<HttpResponse> {
     let (tenant_ref, job_ref) = path.into_inner();
-    let job = job(&state, &caller, &tenant_ref, &job_ref, Action::Create).await?;
+    let (tenant, job) = job(&state, &caller, &tenant_ref, &job_ref, Action::Create).await?;
     // Canceled at once, or (running) asked to stop at its next step.
+    let who = caller.clone();
     let audit = move |action: &str| {
         caller.audit(
             Some(job.tenant_id),
@@ -305,6 +310,15 @@ pub async fn cancel(
     let (status, view) = state
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
+                // The caller as it is now (its membership share-locked to the commit): one
+                // removed while this request was on its way cancels nothing.
+                crate::routes::tenants::still_holds(
+                    conn,
+                    &tenant,
+                    &who,
+                    Object::Job,
+                    Action::Create,
+                )?;
                 let was_first = store::jobs::queue_position(conn, &job)? == Some(0);
                 if store::jobs::cancel(conn, job.id)? {
                     store::jobs::add_event(

@@ -320,11 +320,13 @@ pub fn lock_active_as(
     still_holds(conn, tenant, caller, object, action)
 }
 
-/// Under the tenant row's lock (taken in this transaction), whether the caller still holds
-/// `object:action` in the tenant by its membership (a platform admin acts by its platform
-/// role): a removal or demotion that committed while the request was on its way wins over it,
-/// since removals take the same lock. The front door's check read the enforcer before the
-/// transaction began.
+/// In the caller's transaction, whether the caller still holds `object:action` in the tenant
+/// by its membership (a platform admin acts by its platform role). The membership row is
+/// share-locked until the transaction ends, so a removal (or a key's revocation) racing the
+/// request either commits first and is seen here (404/403), or waits until this change has
+/// committed, and so comes after it. The front door's check read the enforcer before the
+/// transaction began. Most callers hold the tenant row's lock too (removals take it), which
+/// the membership lock does not need.
 pub fn still_holds(
     conn: &mut diesel::PgConnection,
     tenant: &Tenant,
@@ -336,7 +338,7 @@ pub fn still_holds(
         return Ok(());
     }
     let permission = format!("{}:{}", object.as_str(), action.as_str());
-    match store::memberships::active_role(conn, tenant.id, caller.id)? {
+    match store::memberships::active_role_locked(conn, tenant.id, caller.id)? {
         None => Err(crate::scope::tenant_not_found(&tenant.slug)),
         Some(role) => {
             let holds = bulkhead_core::domain::TenantRole::parse("role", &role).is_ok_and(|role| {
@@ -418,6 +420,7 @@ pub async fn delete(
                 // The tenant row first: an environment created concurrently either committed
                 // before and is torn down, or waits and is refused; two DELETEs take turns.
                 let locked = store::tenants::lock_for_change(conn, tenant.id)?;
+                still_holds(conn, &tenant, &caller, Object::Tenant, Action::Delete)?;
                 let resumed = locked.as_deref() == Some(TenantState::Offboarding.as_str());
                 if locked.as_deref() == Some(TenantState::Offboarded.as_str()) {
                     // Deleting again is not an error: there is nothing left to tear down.

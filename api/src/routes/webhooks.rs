@@ -180,6 +180,13 @@ pub async fn delete(
     state
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
+                crate::routes::tenants::lock_active_as(
+                    conn,
+                    &tenant,
+                    &caller,
+                    Object::Tenant,
+                    Action::Update,
+                )?;
                 if !store::webhooks::delete(conn, tenant.id, id)? {
                     return Err(ApiError::NotFound(format!(
                         "no webhook '{id}' in this tenant"

@@ -296,6 +296,24 @@ pub fn active_role(
         .optional()?)
 }
 
+/// `active_role`, with the membership row share-locked until the transaction ends: a removal
+/// (or a key's revocation) of that membership waits for this transaction, or this one waits for
+/// it and then finds no active membership.
+pub fn active_role_locked(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    principal_id: Uuid,
+) -> Result<Option<String>, StoreError> {
+    Ok(memberships::table
+        .filter(memberships::tenant_id.eq(tenant_id))
+        .filter(memberships::principal_id.eq(principal_id))
+        .filter(memberships::state.eq("active"))
+        .select(memberships::role)
+        .for_share()
+        .first(conn)
+        .optional()?)
+}
+
 /// Withdraws every open offer `principal_id` made (its key was revoked).
 pub fn withdraw_offers_by(
     conn: &mut PgConnection,

@@ -6,7 +6,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::idempotency;
 use crate::routes::jobs::JobView;
-use crate::routes::tenants::ensure_quota;
+use crate::routes::tenants::{ensure_quota, still_holds};
 use crate::state::AppState;
 use actix_web::{HttpRequest, HttpResponse, web};
 use bulkhead_core::audit::AuditResult;
@@ -304,7 +304,12 @@ async fn job_action(
                     if operation != Operation::Destroy {
                         ensure_still_active(conn, tenant_id, &slug)?;
                         ensure_quota(conn, tenant_id, &slug, Quota::QueuedJobs, 1, &quotas)?;
+                    } else {
+                        store::tenants::lock_for_change(conn, tenant_id)?;
                     }
+                    // Under the tenant row's lock, which removals take too: a member removed
+                    // (or a key revoked) while this request was on its way queues nothing.
+                    still_holds(conn, &tenant, &caller, object, action)?;
                     // The environment as it is now, locked: a destroy committed since the
                     // lookup above is seen, and none can commit until this job is queued.
                     let environment = store::environments::lock(conn, environment.id)?

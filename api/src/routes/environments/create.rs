@@ -8,6 +8,7 @@ use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::idempotency;
 use crate::routes::tenants::ensure_quota;
+use crate::routes::tenants::still_holds;
 use crate::state::AppState;
 use actix_web::{HttpRequest, HttpResponse, web};
 use bulkhead_core::authz::{Action, Object};
@@ -248,6 +249,10 @@ pub async fn create(
             conn.build_transaction().run(|conn| {
                 idempotency::once(conn, caller.id, key.as_deref(), &request_hash, |conn| {
                     ensure_still_active(conn, tenant.id, &tenant.slug)?;
+                    still_holds(conn, &tenant, &caller, Object::Environment, Action::Create)?;
+                    if valid.ttl_hours.is_some() {
+                        still_holds(conn, &tenant, &caller, Object::Environment, Action::Delete)?;
+                    }
                     ensure_quota(conn, tenant.id, &tenant.slug, Quota::Environments, 1, &quotas)?;
                     ensure_quota(conn, tenant.id, &tenant.slug, Quota::QueuedJobs, 1, &quotas)?;
                     let policy = store::policies::get(conn, tenant.id)?.policy;

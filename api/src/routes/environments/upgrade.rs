@@ -8,6 +8,7 @@ use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::routes::tenants::ensure_quota;
+use crate::routes::tenants::still_holds;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use bulkhead_core::audit::AuditResult;
@@ -119,6 +120,7 @@ pub async fn upgrade(
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
                 ensure_still_active(conn, tenant_id, &slug)?;
+                still_holds(conn, &tenant, &caller, Object::Job, Action::Create)?;
                 ensure_quota(conn, tenant_id, &slug, Quota::QueuedJobs, 1, &quotas)?;
                 let environment = store::environments::lock(conn, environment.id)?.ok_or_else(
                     || ApiError::NotFound(format!("environment '{}' no longer exists", environment.name)),
