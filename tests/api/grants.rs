@@ -150,16 +150,30 @@ async fn a_removal_racing_the_removed_admins_own_writes_leaves_nothing_of_theirs
             &session,
             Some(json!({"name": format!("Renamed {round}")})),
         );
+        let (status, hook) = app
+            .post(
+                "/v1/tenants/acme/webhooks",
+                &app.admin,
+                json!({"url": format!("https://hooks.example.com/acme/{round}"), "events": ["*"]}),
+            )
+            .await;
+        assert_eq!(status, 201, "{hook}");
+        let hook_path = format!(
+            "/v1/tenants/acme/webhooks/{}",
+            hook["webhook"]["id"].as_str().expect("webhook id")
+        );
+        let unhook = app.delete(&hook_path, &session);
         let erin_path = format!("/v1/tenants/acme/members/{erin}");
         let removal = app.delete(&erin_path, &app.admin);
-        let ((offered, offer_body), (keyed, key_body), (renamed, _), (removed, _)) =
-            tokio::join!(offer, key, rename, removal);
+        let ((offered, offer_body), (keyed, key_body), (renamed, _), (unhooked, _), (removed, _)) =
+            tokio::join!(offer, key, rename, unhook, removal);
         assert_eq!(removed, 204);
         assert!(
             [201, 404].contains(&offered)
                 && [201, 404].contains(&keyed)
-                && [200, 404].contains(&renamed),
-            "round {round}: {offered} {offer_body} / {keyed} {key_body}"
+                && [200, 404].contains(&renamed)
+                && [204, 404].contains(&unhooked),
+            "round {round}: {offered} {offer_body} / {keyed} {key_body} / {unhooked}"
         );
         // Whichever ran first, no offer of hers outlives her removal ...
         assert_eq!(
@@ -191,5 +205,18 @@ async fn a_removal_racing_the_removed_admins_own_writes_leaves_nothing_of_theirs
             0,
             "round {round}: the tenant was changed by a member after its removal"
         );
+        assert_eq!(
+            app.count(&format!(
+                "audit_events k JOIN audit_events d ON d.action = 'member.delete' \
+                 AND d.target = 'principal/{erin}' AND d.result = 'success' \
+                 WHERE k.action = 'webhook.delete' AND k.result = 'success' \
+                 AND k.actor_id = '{erin}' AND k.seq > d.seq"
+            )),
+            0,
+            "round {round}: a webhook was deleted by a member after its removal"
+        );
+        // A tenant holds at most 10 webhooks: the ones her removal saved go now.
+        let (status, _) = app.delete(&hook_path, &app.admin).await;
+        assert!([204, 404].contains(&status));
     }
 }
