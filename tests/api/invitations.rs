@@ -288,7 +288,7 @@ async fn offers_end_with_whoever_made_them() {
     let (boss_id, boss) = app
         .member("acme", "boss@acme.example", "tenant_admin")
         .await;
-    let (_, pat) = app.member("globex", "pat@globex.example", "viewer").await;
+    let (pat_id, pat) = app.member("globex", "pat@globex.example", "viewer").await;
     let (status, added) = app
         .post(
             "/v1/tenants/acme/members",
@@ -302,6 +302,15 @@ async fn offers_end_with_whoever_made_them() {
         .delete(&format!("/v1/tenants/acme/members/{boss_id}"), &app.admin)
         .await;
     assert_eq!(status, 204);
+    // The trail says the offer ended, and why.
+    assert_eq!(
+        app.count(&format!(
+            "audit_events WHERE action = 'member.delete' AND target = 'principal/{pat_id}' \
+             AND tenant_id = '{acme_id}' AND details->>'withdrawn_offer' = 'true' \
+             AND details->>'offered_by' = 'principal/{boss_id}'"
+        )),
+        1
+    );
     let (status, body) = app
         .post(
             &format!("/v1/me/invitations/{acme_id}/accept"),

@@ -240,7 +240,8 @@ pub async fn revoke(
                     Object::ApiKey,
                     Action::Delete,
                 )?;
-                let Some(key) = store::api_keys::revoke(conn, tenant.id, key_id)? else {
+                let Some((key, withdrawn)) = store::api_keys::revoke(conn, tenant.id, key_id)?
+                else {
                     return Err(ApiError::NotFound(format!(
                         "no live API key {key_id} in '{}'",
                         tenant.slug
@@ -255,6 +256,13 @@ pub async fn revoke(
                         AuditResult::Success,
                         json!({"prefix": key.prefix}),
                     ),
+                )?;
+                crate::routes::members::audit_withdrawn(
+                    conn,
+                    &caller,
+                    &tenant,
+                    &withdrawn,
+                    &format!("api_key/{}", key.id),
                 )?;
                 Ok(())
             })

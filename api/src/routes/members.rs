@@ -392,12 +392,13 @@ pub async fn remove(
                     Object::Member,
                     Action::Delete,
                 )?;
-                if !store::memberships::remove(conn, tenant.id, principal_id)? {
+                let Some(withdrawn) = store::memberships::remove(conn, tenant.id, principal_id)?
+                else {
                     return Err(ApiError::NotFound(format!(
                         "principal {principal_id} is not a member of '{}'",
                         tenant.slug
                     )));
-                }
+                };
                 store::audit::append(
                     conn,
                     &caller.audit(
@@ -408,9 +409,40 @@ pub async fn remove(
                         json!({}),
                     ),
                 )?;
+                audit_withdrawn(
+                    conn,
+                    &caller,
+                    &tenant,
+                    &withdrawn,
+                    &format!("principal/{principal_id}"),
+                )?;
                 Ok(())
             })
         })
         .await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// One `member.delete` event for each open offer withdrawn because `maker` (a removed member
+/// or a revoked key) made it: the trail shows every invitation that ended, and why.
+pub(crate) fn audit_withdrawn(
+    conn: &mut PgConnection,
+    caller: &Caller,
+    tenant: &bulkhead_core::store::tenants::Tenant,
+    invitees: &[Uuid],
+    maker: &str,
+) -> ApiResult<()> {
+    for invitee in invitees {
+        store::audit::append(
+            conn,
+            &caller.audit(
+                Some(tenant.id),
+                "member.delete",
+                format!("principal/{invitee}"),
+                AuditResult::Success,
+                json!({"withdrawn_offer": true, "offered_by": maker}),
+            ),
+        )?;
+    }
+    Ok(())
 }

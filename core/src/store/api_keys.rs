@@ -77,12 +77,13 @@ pub fn find(
         .optional()?)
 }
 
-/// Revokes a key and drops its role assignment; `None` if it was not live in this tenant.
+/// Revokes a key, drops its role assignment and withdraws the membership offers it made (their
+/// invitees are returned with it); `None` if it was not live in this tenant.
 pub fn revoke(
     conn: &mut PgConnection,
     tenant_id: Uuid,
     key_id: Uuid,
-) -> Result<Option<ApiKey>, StoreError> {
+) -> Result<Option<(ApiKey, Vec<Uuid>)>, StoreError> {
     let revoked = diesel::update(
         api_keys::table
             .filter(api_keys::tenant_id.eq(tenant_id))
@@ -93,10 +94,11 @@ pub fn revoke(
     .returning(ApiKey::as_returning())
     .get_result(conn)
     .optional()?;
-    if let Some(key) = &revoked {
-        diesel::delete(memberships::table.filter(memberships::principal_id.eq(key.principal_id)))
-            .execute(conn)?;
-        super::memberships::withdraw_offers_by(conn, key.principal_id)?;
-    }
-    Ok(revoked)
+    let Some(key) = revoked else {
+        return Ok(None);
+    };
+    diesel::delete(memberships::table.filter(memberships::principal_id.eq(key.principal_id)))
+        .execute(conn)?;
+    let withdrawn = super::memberships::withdraw_offers_by(conn, key.principal_id)?;
+    Ok(Some((key, withdrawn)))
 }

@@ -259,25 +259,28 @@ pub fn remove(
     conn: &mut PgConnection,
     tenant_id: Uuid,
     principal_id: Uuid,
-) -> Result<bool, StoreError> {
+) -> Result<Option<Vec<Uuid>>, StoreError> {
     let removed = diesel::delete(
         memberships::table
             .filter(memberships::tenant_id.eq(tenant_id))
             .filter(memberships::principal_id.eq(principal_id)),
     )
     .execute(conn)?;
-    if removed == 1 {
-        // Offers it made in this tenant go with it: nobody accepts a grant from someone who
-        // no longer holds anything there.
+    if removed != 1 {
+        return Ok(None);
+    }
+    // Offers it made in this tenant go with it: nobody accepts a grant from someone who no
+    // longer holds anything there. Returns their invitees, for the audit trail.
+    Ok(Some(
         diesel::delete(
             memberships::table
                 .filter(memberships::tenant_id.eq(tenant_id))
                 .filter(memberships::created_by.eq(principal_id))
                 .filter(memberships::state.eq("invited")),
         )
-        .execute(conn)?;
-    }
-    Ok(removed == 1)
+        .returning(memberships::principal_id)
+        .get_results(conn)?,
+    ))
 }
 
 /// The role `principal_id` (a person or an API key) holds in `tenant_id` by an accepted
@@ -314,17 +317,18 @@ pub fn active_role_locked(
         .optional()?)
 }
 
-/// Withdraws every open offer `principal_id` made (its key was revoked).
+/// Withdraws every open offer `principal_id` made (its key was revoked); returns the invitees.
 pub fn withdraw_offers_by(
     conn: &mut PgConnection,
     principal_id: Uuid,
-) -> Result<usize, StoreError> {
+) -> Result<Vec<Uuid>, StoreError> {
     Ok(diesel::delete(
         memberships::table
             .filter(memberships::created_by.eq(principal_id))
             .filter(memberships::state.eq("invited")),
     )
-    .execute(conn)?)
+    .returning(memberships::principal_id)
+    .get_results(conn)?)
 }
 
 /// The role `principal_id` holds in each tenant it is an active member of.
