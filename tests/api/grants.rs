@@ -163,16 +163,33 @@ async fn a_removal_racing_the_removed_admins_own_writes_leaves_nothing_of_theirs
             hook["webhook"]["id"].as_str().expect("webhook id")
         );
         let unhook = app.delete(&hook_path, &session);
+        let (status, budget) = app
+            .call(
+                reqwest::Method::PUT,
+                "/v1/tenants/acme/budget",
+                &app.admin,
+                Some(json!({"amount": "100.00", "currency": "EUR", "period": "month"})),
+            )
+            .await;
+        assert_eq!(status, 200, "{budget}");
+        let unbudget = app.delete("/v1/tenants/acme/budget", &session);
         let erin_path = format!("/v1/tenants/acme/members/{erin}");
         let removal = app.delete(&erin_path, &app.admin);
-        let ((offered, offer_body), (keyed, key_body), (renamed, _), (unhooked, _), (removed, _)) =
-            tokio::join!(offer, key, rename, unhook, removal);
+        let (
+            (offered, offer_body),
+            (keyed, key_body),
+            (renamed, _),
+            (unhooked, _),
+            (unbudgeted, _),
+            (removed, _),
+        ) = tokio::join!(offer, key, rename, unhook, unbudget, removal);
         assert_eq!(removed, 204);
         assert!(
             [201, 404].contains(&offered)
                 && [201, 404].contains(&keyed)
                 && [200, 404].contains(&renamed)
-                && [204, 404].contains(&unhooked),
+                && [204, 404].contains(&unhooked)
+                && [204, 404].contains(&unbudgeted),
             "round {round}: {offered} {offer_body} / {keyed} {key_body} / {unhooked}"
         );
         // Whichever ran first, no offer of hers outlives her removal ...
@@ -214,6 +231,16 @@ async fn a_removal_racing_the_removed_admins_own_writes_leaves_nothing_of_theirs
             )),
             0,
             "round {round}: a webhook was deleted by a member after its removal"
+        );
+        assert_eq!(
+            app.count(&format!(
+                "audit_events k JOIN audit_events d ON d.action = 'member.delete' \
+                 AND d.target = 'principal/{erin}' AND d.result = 'success' \
+                 WHERE k.action = 'budget.delete' AND k.result = 'success' \
+                 AND k.actor_id = '{erin}' AND k.seq > d.seq"
+            )),
+            0,
+            "round {round}: the budget was deleted by a member after its removal"
         );
         // A tenant holds at most 10 webhooks: the ones her removal saved go now.
         let (status, _) = app.delete(&hook_path, &app.admin).await;

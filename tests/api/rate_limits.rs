@@ -165,6 +165,7 @@ async fn a_tenants_members_and_keys_share_one_budget_of_writes_nobody_else_can_s
     let (_, admin_b) = app.member("acme", "b@acme.test", "tenant_admin").await;
     let (_, key) = app.api_key("acme", "tenant_admin").await;
     let (_, viewer) = app.member("acme", "v@acme.test", "viewer").await;
+    let (_, approver_key) = app.api_key("acme", "approver").await;
     let (_, outsider) = app.member("globex", "o@globex.test", "tenant_admin").await;
     let write = |token: String, tenant: &'static str, n: usize| {
         let request = app
@@ -192,6 +193,24 @@ async fn a_tenants_members_and_keys_share_one_budget_of_writes_nobody_else_can_s
             policy.contains("\"writes\";q=20") && !policy.contains("tenant-writes"),
             "{policy}"
         );
+    }
+
+    // Nor can a key whose role's one write (approving) keys are never allowed (found by a live
+    // attack: its refusals spent the tenant's budget and locked its admins out).
+    for _ in 0..(TENANT_BURST * 2) {
+        let response = app
+            .client
+            .post(app.url(&format!(
+                "/v1/tenants/acme/jobs/{}/approve",
+                uuid::Uuid::now_v7()
+            )))
+            .bearer_auth(&approver_key)
+            .json(&json!({"plan_hash": "a".repeat(64)}))
+            .send()
+            .await
+            .expect("approve");
+        assert_eq!(response.status(), 403);
+        assert!(!header(&response, "ratelimit-policy").contains("tenant-writes"));
     }
 
     // acme's two admins and its key make changes: together they get exactly the tenant's

@@ -152,8 +152,16 @@ async fn decide(
     comment: Option<String>,
 ) -> ApiResult<HttpResponse> {
     let (tenant_ref, job_ref) = path.into_inner();
+    // Keys never approve: a key is refused below whatever its role, after only the tenant's
+    // visibility is checked, so its refusals do not spend the tenant's budget of writes (an
+    // approver key, which has no write it may make, could otherwise exhaust it).
+    let needed = if caller.key.is_some() {
+        Action::Read
+    } else {
+        Action::Approve
+    };
     let tenant = state
-        .authorize_tenant(&caller, &tenant_ref, Object::Job, Action::Approve)
+        .authorize_tenant(&caller, &tenant_ref, Object::Job, needed)
         .await?;
     if caller.key.is_some() {
         return Err(state

@@ -207,7 +207,8 @@ pub async fn put(
 #[utoipa::path(delete, operation_id = "deleteTenantBudget", path = "/v1/tenants/{tenant}/budget", tag = "costs", security(("bearer" = [])),
     params(("tenant" = String, Path, description = "Tenant id or slug")),
     responses((status = 204, description = "Removed (or there was none)"), (status = 403, body = crate::error::Problem),
-        (status = 404, description = "No such tenant", body = crate::error::Problem)))]
+        (status = 404, description = "No such tenant", body = crate::error::Problem),
+        (status = 409, description = "The tenant is offboarding", body = crate::error::Problem)))]
 pub async fn delete(
     state: web::Data<AppState>,
     caller: Caller,
@@ -219,6 +220,14 @@ pub async fn delete(
     state
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
+                // Under the tenant's lock with its author re-checked, like every member's change.
+                crate::routes::tenants::lock_active_as(
+                    conn,
+                    &tenant,
+                    &caller,
+                    Object::Cost,
+                    Action::Update,
+                )?;
                 // Idempotent: no budget afterwards either way; only a removal is audited.
                 if !store::budgets::delete(conn, tenant.id)? {
                     return Ok(());
