@@ -10,7 +10,10 @@
 //! phases alternate, medians compared), BENCH_CONNECTIONS (default 64), BENCH_CHURN_PER_SECOND
 //! (default: none, the churn runs at the server's default write budgets; a number paces each
 //! churning principal at that many writes a second and raises the server's write limits to
-//! let it through, as the bench did before those limits existed).
+//! let it through, as the bench did before those limits existed), BENCH_OPEN_LOOP_SHARE (default
+//! 0.5: the open-loop rate as a share of the quiet saturated throughput), BENCH_PIN (1: the load
+//! generator on the last CPU, the API and PostgreSQL on the others; needs 2+ CPUs, `taskset`,
+//! and the right to re-pin PostgreSQL's processes, which the run undoes at its end).
 
 #[path = "../tests/support/smtp.rs"]
 mod smtp;
@@ -18,6 +21,8 @@ mod smtp;
 mod support;
 #[path = "support/api.rs"]
 mod support_api;
+#[path = "support/pin.rs"]
+mod support_pin;
 
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use serde_json::{Value, json};
@@ -183,6 +188,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         return Err(format!("viewer GET answered {}", check.status()).into());
     }
 
+    // With BENCH_PIN=1 the load generator runs on a CPU of its own, apart from the API and
+    // PostgreSQL it measures (undone at the end); the comparison is then of the server alone.
+    let _pinned = if env_or("BENCH_PIN", 0) == 1 {
+        Some(support_pin::Pinned::generator_apart(api.child.id())?)
+    } else {
+        None
+    };
     let seconds: u64 = env_or("BENCH_SECONDS", 20);
     let connections: u64 = env_or("BENCH_CONNECTIONS", 64);
     println!(
@@ -199,7 +211,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 
     // Another tenant's admin adds and removes members (each change reaches the enforcer of
     // every request after it), and two of its viewers flood requests they may not make (each one
-    // audited as denied), each principal at the default rate limit's sustained pace (50/s):
+    // audited as denied), each principal at its default write budget's sustained pace (`Pace`):
     // as hard as one tenant's principals can push a default installation.
     let churn_slug = "tenant-77";
     let flooder = member(
@@ -322,12 +334,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         median(busy_cpu) * 100.0
     );
 
-    // The same comparison at a fixed offered load below saturation (half the quiet
-    // throughput), measured open-loop: each request has its scheduled send time and its latency
-    // runs from then, so a stall counts for every request it delays (no coordinated omission).
+    // The same comparison at a fixed offered load below saturation (BENCH_OPEN_LOOP_SHARE of
+    // the quiet throughput, default a half), measured open-loop: each request has its scheduled
+    // send time and its latency runs from then, so a stall counts for every request it delays
+    // (no coordinated omission).
     // At saturation any added work lengthens every queue; here the question is only whether
     // another tenant's churn slows this tenant's requests.
-    let rate = (quiet_rps / 2.0).max(100.0);
+    let share: f64 = env_or("BENCH_OPEN_LOOP_SHARE", 0.5);
+    let rate = (quiet_rps * share.clamp(0.01, 1.0)).max(100.0);
     println!(
         "== GET at a fixed {rate:.0} requests/s (open loop): {rounds} rounds of quiet, then under churn =="
     );
@@ -478,10 +492,11 @@ struct Pace {
 
 impl Pace {
     /// As hard as one tenant can push an installation with the default limits: its admin at
-    /// the default writes per principal, its two flooders sharing what is left of the default
-    /// writes per tenant (the accepts are the invited accounts' own, outside the tenant's
-    /// budget until they are members). Or, with BENCH_CHURN_PER_SECOND, every churning
-    /// principal at that pace.
+    /// the default writes per principal (its changes are allowed: they spend the tenant's
+    /// budget too, which has room for them), its two flooders each at the default writes per
+    /// principal (their writes are refused, and refused writes spend only their author's own
+    /// budget; the accepts are the invited accounts' own). Or, with BENCH_CHURN_PER_SECOND,
+    /// every churning principal at that pace.
     fn from_env() -> (Self, Option<f64>) {
         let defaults = bulkhead_core::limits::Limits::from_lookup(&|_| None)
             .map(|limits| limits.rate)
@@ -494,11 +509,10 @@ impl Pace {
         let (admin, flooder) = match (explicit, defaults) {
             (Some(each), _) => (each, each),
             (None, Some(rates)) => {
-                let admin = per_second(rates.principal_writes);
-                let left = (per_second(rates.tenant_writes) - admin).max(0.2);
-                (admin, left / 2.0)
+                let each = per_second(rates.principal_writes);
+                (each.min(per_second(rates.tenant_writes)), each)
             }
-            (None, None) => (10.0, 5.0),
+            (None, None) => (10.0, 10.0),
         };
         (
             Self {
