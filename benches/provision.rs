@@ -5,6 +5,7 @@
 //!
 //! Run: `cargo bench --bench provision` (local PostgreSQL and RabbitMQ).
 //! Optional: BENCH_SEQUENTIAL (default 30), BENCH_BURST (default 200), BENCH_WORKERS (default 1),
+//! BENCH_BLUEPRINT_VERSION (default: the latest),
 //! BENCH_CONCURRENCY (worker concurrency, default 4 as in the product; 8 and 16 were slower for the burst on 2 cores).
 
 #[path = "support/mod.rs"]
@@ -148,6 +149,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // The driver polls as one principal, faster than a client should.
         ("BULKHEAD_RATE_LIMIT_PER_MINUTE", "6000000".to_owned()),
         ("BULKHEAD_RATE_LIMIT_BURST", "1000000".to_owned()),
+        // ... and writes its burst of environments at once.
+        ("BULKHEAD_WRITE_RATE_LIMIT_PER_MINUTE", "6000000".to_owned()),
+        ("BULKHEAD_WRITE_RATE_LIMIT_BURST", "1000000".to_owned()),
         // `api` and `worker` refuse the built-in development key; one for this run.
         (
             "BULKHEAD_CREDENTIALS_KEY",
@@ -208,6 +212,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 &json!({"slug": slug, "name": slug, "tier": tier, "region": "eu-west-1",
                           "cost_tags": {"business_unit": "bench", "cost_center": "cc-0"}}),
             )
+            .send()
+            .await?
+            .error_for_status()?;
+        // The burst holds more environments and queued jobs than a tenant's default quotas
+        // allow: raised the way an operator would, per tenant.
+        let most = env_or("BENCH_BURST", 200) + env_or("BENCH_SEQUENTIAL", 30);
+        client
+            .put(format!("{base}/v1/tenants/{slug}/quotas"))
+            .bearer_auth(&token)
+            .json(&json!({"environments": most, "queued_jobs": most}))
             .send()
             .await?
             .error_for_status()?;
@@ -371,7 +385,13 @@ async fn create(
     let body: Value = client
         .post(format!("{base}/v1/tenants/{tenant}/environments"))
         .bearer_auth(token)
-        .json(&json!({"name": name, "stage": "development"}))
+        .json(&match std::env::var("BENCH_BLUEPRINT_VERSION").ok() {
+            // An older version of the blueprint (what an earlier build provisioned), to compare
+            // like with like; default: the latest.
+            Some(version) => json!({"name": name, "stage": "development",
+                                    "blueprint_version": version.parse::<u32>()?}),
+            None => json!({"name": name, "stage": "development"}),
+        })
         .send()
         .await?
         .error_for_status()?
