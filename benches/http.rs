@@ -13,7 +13,9 @@
 //! let it through, as the bench did before those limits existed), BENCH_OPEN_LOOP_SHARE (default
 //! 0.5: the open-loop rate as a share of the quiet saturated throughput), BENCH_PIN (1: the load
 //! generator on the last CPU, the API and PostgreSQL on the others; needs 2+ CPUs, `taskset`,
-//! and the right to re-pin PostgreSQL's processes, which the run undoes at its end).
+//! and the right to re-pin PostgreSQL's processes, which the run undoes at its end),
+//! BENCH_CHURN_ONLY (`changes` or `denials`: only that part of the churn runs; the churn-alone
+//! phase prints the CPU the API, PostgreSQL and the generator used).
 
 #[path = "../tests/support/smtp.rs"]
 mod smtp;
@@ -21,6 +23,8 @@ mod smtp;
 mod support;
 #[path = "support/api.rs"]
 mod support_api;
+#[path = "support/cpu.rs"]
+mod support_cpu;
 #[path = "support/pin.rs"]
 mod support_pin;
 
@@ -272,14 +276,34 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     // What the churn costs the machine on its own: its share of both cores, measured the same
     // way as the quiet run's, so the slowdown below can be read against it.
     println!("== {churn_slug} churns members and floods denials, alone for {seconds} s ==");
+    // What the processes use on their own (background polls, PostgreSQL's own processes), to
+    // take from the churn's figures below.
+    let idle_from = support_cpu::read(api.child.id());
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let idle = support_cpu::read(api.child.id()).since(&idle_from);
     let before = cpu_ticks()?;
+    let by_process = support_cpu::read(api.child.id());
     let (alone_changes, alone_denials) = churn.run_for(Duration::from_secs(seconds)).await?;
+    let split = support_cpu::read(api.child.id()).since(&by_process);
     let churn_cpu = cpu_busy_since(before)?;
     println!(
         "membership changes: {alone_changes} ({:.0}/s); denied requests: {alone_denials} ({:.0}/s); machine busy {:.0} %",
         alone_changes as f64 / seconds as f64,
         alone_denials as f64 / seconds as f64,
         churn_cpu * 100.0
+    );
+    let churn_requests = (alone_changes + alone_denials).max(1) as f64;
+    println!(
+        "CPU by process over the churn alone: API {:.2} s, PostgreSQL {:.2} s, generator {:.2} s; \
+         idle for as long: API {:.2} s, PostgreSQL {:.2} s (per churn request, idle taken off: \
+         API {:.2} ms, PostgreSQL {:.2} ms)",
+        split.api,
+        split.postgres,
+        split.generator,
+        idle.api,
+        idle.postgres,
+        (split.api - idle.api).max(0.0) * 1e3 / churn_requests,
+        (split.postgres - idle.postgres).max(0.0) * 1e3 / churn_requests
     );
 
     // Quiet and churn phases alternate, so that drift of the machine over the run (a noisy
@@ -752,6 +776,17 @@ struct Running {
 impl Churn {
     fn start(&self) -> Running {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // BENCH_CHURN_ONLY=changes or =denials runs one part alone (to see what each costs).
+        let only = std::env::var("BENCH_CHURN_ONLY").unwrap_or_default();
+        if only == "denials" {
+            let floods = self.floods(&stop);
+            let churn = tokio::spawn(async { Ok(0) });
+            return Running {
+                stop,
+                churn,
+                floods,
+            };
+        }
         let churn = tokio::spawn(churn_members(
             self.client.clone(),
             self.base.clone(),
@@ -760,8 +795,23 @@ impl Churn {
             (self.churners.clone(), self.pace.admin, self.next.clone()),
             stop.clone(),
         ));
-        let floods = self
-            .flooders
+        let floods = if only == "changes" {
+            Vec::new()
+        } else {
+            self.floods(&stop)
+        };
+        Running {
+            stop,
+            churn,
+            floods,
+        }
+    }
+
+    fn floods(
+        &self,
+        stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Vec<tokio::task::JoinHandle<Churned>> {
+        self.flooders
             .iter()
             .map(|flooder| {
                 tokio::spawn(flood_denials(
@@ -773,12 +823,7 @@ impl Churn {
                     stop.clone(),
                 ))
             })
-            .collect();
-        Running {
-            stop,
-            churn,
-            floods,
-        }
+            .collect()
     }
 
     async fn run_for(
