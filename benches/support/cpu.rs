@@ -18,19 +18,25 @@ pub struct Split {
     pub generator: f64,
 }
 
-/// Reads the CPU time of `api`, of every `postgres` process alive now, and of this process.
-pub fn read(api: u32) -> Reading {
-    let postgres = Command::new("pgrep")
+/// The ids of every PostgreSQL process on this machine (`pgrep -x postgres`).
+pub fn postgres_pids() -> Result<Vec<u32>, String> {
+    let out = Command::new("pgrep")
         .args(["-x", "postgres"])
         .output()
-        .map(|out| {
-            String::from_utf8_lossy(&out.stdout)
-                .split_whitespace()
-                .filter_map(|pid| pid.parse::<u32>().ok())
-                .filter_map(|pid| ticks(pid).map(|t| (pid, t)))
-                .collect()
-        })
-        .unwrap_or_default();
+        .map_err(|e| format!("pgrep: {e}"))?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|pid| pid.parse().ok())
+        .collect())
+}
+
+/// Reads the CPU time of `api`, of every `postgres` process alive now, and of this process.
+pub fn read(api: u32) -> Reading {
+    let postgres = postgres_pids()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|pid| ticks(pid).map(|t| (pid, t)))
+        .collect();
     Reading {
         api: ticks(api).unwrap_or(0),
         postgres,
@@ -61,7 +67,7 @@ impl Reading {
 fn ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name, in parentheses, may hold spaces: count fields after its end.
-    let rest = &stat[stat.rfind(')')? + 2..];
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // Fields 14 and 15 of the whole line (utime, stime) are the 12th and 13th after the name.
     let utime: u64 = fields.get(11)?.parse().ok()?;

@@ -1,7 +1,8 @@
 //! CPU pinning for a benchmark whose load generator must not share the measured cores: the
 //! generator (this process, and the `wrk` it starts) on the last CPU, the server under test
 //! (the API child and every PostgreSQL process, whose postmaster passes its mask on to new
-//! backends) on the others; undone when dropped.
+//! backends) on the others; undone when dropped. PostgreSQL's processes are found by
+//! `support_cpu`.
 
 use std::process::Command;
 
@@ -32,14 +33,7 @@ impl Pinned {
             all: format!("0-{last}"),
             pids: Vec::new(),
         };
-        let postgres = Command::new("pgrep")
-            .args(["-x", "postgres"])
-            .output()
-            .map_err(|e| format!("pgrep: {e}"))?;
-        let mut server_side: Vec<u32> = String::from_utf8_lossy(&postgres.stdout)
-            .split_whitespace()
-            .filter_map(|pid| pid.parse().ok())
-            .collect();
+        let mut server_side = crate::support_cpu::postgres_pids()?;
         if server_side.is_empty() {
             return Err("no PostgreSQL process found to pin (pgrep -x postgres)".to_owned());
         }
@@ -76,12 +70,8 @@ fn set(pid: u32, cpus: &str) -> Result<(), String> {
 impl Drop for Pinned {
     fn drop(&mut self) {
         // PostgreSQL backends started meanwhile inherited the postmaster's mask: unpin them too.
-        if let Ok(out) = Command::new("pgrep").args(["-x", "postgres"]).output() {
-            self.pids.extend(
-                String::from_utf8_lossy(&out.stdout)
-                    .split_whitespace()
-                    .filter_map(|pid| pid.parse::<u32>().ok()),
-            );
+        if let Ok(postgres) = crate::support_cpu::postgres_pids() {
+            self.pids.extend(postgres);
         }
         for pid in &self.pids {
             let _ = set(*pid, &self.all);
