@@ -261,6 +261,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         flooders,
         pace,
         next: std::sync::Arc::default(),
+        parts: Parts::from_env()?,
     };
     println!(
         "churn pace: the admin every {:.0} ms, each flooder every {:.0} ms{}",
@@ -292,7 +293,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         alone_denials as f64 / seconds as f64,
         churn_cpu * 100.0
     );
-    let churn_requests = (alone_changes + alone_denials).max(1) as f64;
+    // Each offer → accept → remove cycle counts as two changes and makes three requests.
+    let churn_requests = (alone_changes / 2 * 3 + alone_denials).max(1) as f64;
     println!(
         "CPU by process over the churn alone: API {:.2} s, PostgreSQL {:.2} s, generator {:.2} s; \
          idle for as long: API {:.2} s, PostgreSQL {:.2} s (per churn request, idle taken off: \
@@ -764,6 +766,31 @@ struct Churn {
     pace: Pace,
     /// The next churner account to offer a membership to.
     next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    parts: Parts,
+}
+
+/// Which parts of the churn run (BENCH_CHURN_ONLY), to see what each costs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Parts {
+    Both,
+    Changes,
+    Denials,
+}
+
+impl Parts {
+    fn from_env() -> Result<Self, String> {
+        match std::env::var("BENCH_CHURN_ONLY")
+            .unwrap_or_default()
+            .as_str()
+        {
+            "" => Ok(Self::Both),
+            "changes" => Ok(Self::Changes),
+            "denials" => Ok(Self::Denials),
+            other => Err(format!(
+                "BENCH_CHURN_ONLY={other}: expected `changes` or `denials` (or unset for both)"
+            )),
+        }
+    }
 }
 
 /// A churn under way, until `stop`.
@@ -776,9 +803,7 @@ struct Running {
 impl Churn {
     fn start(&self) -> Running {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        // BENCH_CHURN_ONLY=changes or =denials runs one part alone (to see what each costs).
-        let only = std::env::var("BENCH_CHURN_ONLY").unwrap_or_default();
-        if only == "denials" {
+        if self.parts == Parts::Denials {
             let floods = self.floods(&stop);
             let churn = tokio::spawn(async { Ok(0) });
             return Running {
@@ -795,7 +820,7 @@ impl Churn {
             (self.churners.clone(), self.pace.admin, self.next.clone()),
             stop.clone(),
         ));
-        let floods = if only == "changes" {
+        let floods = if self.parts == Parts::Changes {
             Vec::new()
         } else {
             self.floods(&stop)

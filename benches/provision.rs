@@ -204,6 +204,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .as_str()
         .ok_or("login failed")?
         .to_owned();
+    let sequential = env_or("BENCH_SEQUENTIAL", 30);
+    let burst = env_or("BENCH_BURST", 200);
     for (slug, tier) in [("bench-shared", "shared"), ("bench-dedicated", "dedicated")] {
         client
             .post(format!("{base}/v1/tenants"))
@@ -217,7 +219,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .error_for_status()?;
         // The burst holds more environments and queued jobs than a tenant's default quotas
         // allow: raised the way an operator would, per tenant.
-        let most = env_or("BENCH_BURST", 200) + env_or("BENCH_SEQUENTIAL", 30);
+        let most = burst + sequential;
         client
             .put(format!("{base}/v1/tenants/{slug}/quotas"))
             .bearer_auth(&token)
@@ -229,7 +231,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Let the worker finish preparing targets before timing anything.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let sequential = env_or("BENCH_SEQUENTIAL", 30);
     println!(
         "provisioning benchmark: {workers} worker(s), release build, API + worker + PostgreSQL + RabbitMQ on this machine"
     );
@@ -262,7 +263,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     }
 
-    let burst = env_or("BENCH_BURST", 200);
     let started = Instant::now();
     let mut posts = Vec::new();
     for i in 0..burst {
