@@ -46,7 +46,9 @@ fn path_error(error: PathError, _: &HttpRequest) -> actix_web::Error {
     ApiError::Malformed(format!("the path does not fit this endpoint: {error}")).into()
 }
 
-async fn no_route(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+/// The answer for a path no route takes with this method: 405 with `Allow` when the contract
+/// has the path, else 404.
+pub(crate) async fn no_route(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
     if let Some(allow) = openapi::allowed_methods(req.path()) {
         return Err(ApiError::MethodNotAllowed {
             detail: format!(

@@ -7,6 +7,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage, web};
+use std::borrow::Cow;
 use std::time::Instant;
 use tracing::Instrument;
 
@@ -33,9 +34,15 @@ pub async fn observe(
     let request_id = incoming_request_id(&req).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let method = req.method().to_string();
-    let route = req
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
+    // The documented template in one pass over the segments; the router's table (walked
+    // again by `match_pattern`) only for paths the contract does not have (Swagger UI, 404s).
+    let route: Cow<'static, str> = match crate::openapi::route_label(req.path()) {
+        Some(template) => Cow::Borrowed(template),
+        None => Cow::Owned(
+            req.match_pattern()
+                .unwrap_or_else(|| "unmatched".to_owned()),
+        ),
+    };
     let metrics = req
         .app_data::<web::Data<AppState>>()
         .map(|s| s.metrics.clone());
@@ -53,11 +60,11 @@ pub async fn observe(
     if let Some(metrics) = metrics {
         metrics
             .http_requests
-            .with_label_values(&[method.as_str(), route.as_str(), &status.to_string()])
+            .with_label_values(&[method.as_str(), route.as_ref(), &status.to_string()])
             .inc();
         metrics
             .http_duration
-            .with_label_values(&[method.as_str(), route.as_str()])
+            .with_label_values(&[method.as_str(), route.as_ref()])
             .observe(elapsed.as_secs_f64());
     }
     let mut response = result?;

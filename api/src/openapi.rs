@@ -302,8 +302,25 @@ impl Modify for CommonResponses {
 )]
 pub struct ApiDoc;
 
-/// A documented path as segments (`None` for a `{parameter}`), with its methods.
-type Route = (Vec<Option<String>>, Vec<&'static str>);
+/// A documented path: its template (`/v1/tenants/{tenant}`), its segments (`None` for a
+/// `{parameter}`) and its methods.
+struct Route {
+    template: String,
+    segments: Vec<Option<String>>,
+    methods: Vec<&'static str>,
+}
+
+impl Route {
+    /// Whether `path`'s segments fit the template (a parameter takes any non-empty segment,
+    /// as the router's `{name}` does).
+    fn fits(&self, segments: &[&str]) -> bool {
+        self.segments.len() == segments.len()
+            && self.segments.iter().zip(segments).all(|(t, s)| match t {
+                Some(literal) => literal == s,
+                None => !s.is_empty(),
+            })
+    }
+}
 
 static ROUTES: std::sync::LazyLock<Vec<Route>> = std::sync::LazyLock::new(|| {
     let document = ApiDoc::openapi();
@@ -326,15 +343,33 @@ static ROUTES: std::sync::LazyLock<Vec<Route>> = std::sync::LazyLock::new(|| {
             .into_iter()
             .filter_map(|(method, present)| present.then_some(method))
             .collect();
-            (segments, methods)
+            Route {
+                template: path.clone(),
+                segments,
+                methods,
+            }
         })
         .collect();
-    routes.push((
-        vec![Some(String::new()), Some("openapi.json".into())],
-        vec!["GET"],
-    ));
+    routes.push(Route {
+        template: "/openapi.json".into(),
+        segments: vec![Some(String::new()), Some("openapi.json".into())],
+        methods: vec!["GET"],
+    });
     routes
 });
+
+/// The documented template `path` belongs to (`/v1/tenants/{tenant}` for
+/// `/v1/tenants/acme`), whatever the method: the route label of metrics and log lines. One
+/// pass over the segments, without the router's patterns (walking actix's route table a
+/// second time for the label cost as much as routing the request). Documented templates do
+/// not overlap (a test says so), so the first that fits is the one.
+pub fn route_label(path: &str) -> Option<&'static str> {
+    let segments: Vec<&str> = path.split('/').collect();
+    ROUTES
+        .iter()
+        .find(|route| route.fits(&segments))
+        .map(|route| route.template.as_str())
+}
 
 /// The methods the contract has for `path` (one a router did not match with the request's
 /// method), or `None` if no documented path matches it: 405 with `Allow` rather than 404.
@@ -342,16 +377,55 @@ pub fn allowed_methods(path: &str) -> Option<String> {
     let segments: Vec<&str> = path.split('/').collect();
     let mut allowed: Vec<&str> = ROUTES
         .iter()
-        .filter(|(template, _)| {
-            template.len() == segments.len()
-                && template.iter().zip(&segments).all(|(t, s)| match t {
-                    Some(literal) => literal == s,
-                    None => !s.is_empty(),
-                })
-        })
-        .flat_map(|(_, methods)| methods.iter().copied())
+        .filter(|route| route.fits(&segments))
+        .flat_map(|route| route.methods.iter().copied())
         .collect();
     allowed.sort_unstable();
     allowed.dedup();
     (!allowed.is_empty()).then(|| allowed.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ROUTES, route_label};
+
+    #[test]
+    fn no_two_documented_paths_fit_one_request_path() {
+        for (i, a) in ROUTES.iter().enumerate() {
+            for b in &ROUTES[i + 1..] {
+                let overlap = a.segments.len() == b.segments.len()
+                    && a.segments.iter().zip(&b.segments).all(|pair| match pair {
+                        (Some(x), Some(y)) => x == y,
+                        (Some(x), None) | (None, Some(x)) => !x.is_empty(),
+                        (None, None) => true,
+                    });
+                assert!(
+                    !overlap,
+                    "{} and {} fit the same paths",
+                    a.template, b.template
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_request_path_is_labelled_with_its_template() {
+        assert_eq!(
+            route_label("/v1/tenants/acme"),
+            Some("/v1/tenants/{tenant}")
+        );
+        assert_eq!(
+            route_label("/v1/tenants/acme/members/0190a0e4-0000-7000-8000-000000000000"),
+            Some("/v1/tenants/{tenant}/members/{principal}")
+        );
+        assert_eq!(
+            route_label("/v1/audit-events/verify"),
+            Some("/v1/audit-events/verify")
+        );
+        assert_eq!(route_label("/healthz"), Some("/healthz"));
+        assert_eq!(route_label("/openapi.json"), Some("/openapi.json"));
+        // An empty segment is no parameter, and an undocumented path has no label here.
+        assert_eq!(route_label("/v1/tenants/"), None);
+        assert_eq!(route_label("/v1/tenants/acme/nothing-here"), None);
+    }
 }

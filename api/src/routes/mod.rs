@@ -41,167 +41,142 @@ use bulkhead_core::store::{MAX_PAGE, Page};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// The routes, nested by their common prefixes: the router tries a request against the
+/// patterns of one level at a time (a path under `/v1/tenants/{tenant}` is matched against that
+/// prefix once, then against the tenant's own short list), not against every pattern of the
+/// contract in turn. A method a path does not have falls through to the app's default
+/// service, which answers 405 with `Allow`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        .route("/metrics", web::get().to(health::metrics))
+    use web::{delete, get, patch, post, put, scope};
+    // One path with several methods: another method gets the same 405 problem as anywhere
+    // else (actix's own would list the methods in its own order, without a problem body).
+    fn resource(path: &str) -> actix_web::Resource {
+        web::resource(path).default_service(web::to(crate::no_route))
+    }
+    cfg.route("/healthz", get().to(health::healthz))
+        .route("/readyz", get().to(health::readyz))
+        .route("/metrics", get().to(health::metrics))
         .service(
-            web::scope("/v1")
-                .route("/auth/login", web::post().to(auth::login))
-                .route("/auth/logout", web::post().to(auth::logout))
+            scope("/v1")
+                .route("/auth/login", post().to(auth::login))
+                .route("/auth/logout", post().to(auth::logout))
                 .route(
                     "/auth/accept-invitation",
-                    web::post().to(auth::accept_invitation),
+                    post().to(auth::accept_invitation),
                 )
-                .route("/me", web::get().to(me::me))
-                .route("/me/invitations", web::get().to(me::invitations))
+                .route("/me", get().to(me::me))
+                .route("/me/invitations", get().to(me::invitations))
                 .route(
                     "/me/invitations/{tenant}/accept",
-                    web::post().to(me::accept_invitation),
+                    post().to(me::accept_invitation),
                 )
                 .route(
                     "/me/invitations/{tenant}/decline",
-                    web::post().to(me::decline_invitation),
+                    post().to(me::decline_invitation),
                 )
-                .route("/partners", web::post().to(partners::create))
-                .route("/tenants", web::post().to(tenants::create))
-                .route("/tenants", web::get().to(tenants::list))
-                .route("/tenants/{tenant}", web::get().to(tenants::get))
-                .route("/tenants/{tenant}", web::patch().to(tenants::update))
-                .route("/tenants/{tenant}", web::delete().to(tenants::delete))
-                .route("/tenants/{tenant}/costs", web::get().to(costs::tenant))
-                .route(
-                    "/tenants/{tenant}/costs/export",
-                    web::get().to(costs::tenant_export),
+                .route("/partners", post().to(partners::create))
+                .service(
+                    resource("/tenants")
+                        .route(post().to(tenants::create))
+                        .route(get().to(tenants::list)),
                 )
-                .route(
-                    "/tenants/{tenant}/webhooks",
-                    web::post().to(webhooks::create),
-                )
-                .route("/tenants/{tenant}/webhooks", web::get().to(webhooks::list))
-                .route(
-                    "/tenants/{tenant}/webhooks/{webhook}",
-                    web::delete().to(webhooks::delete),
-                )
-                .route(
-                    "/tenants/{tenant}/webhooks/{webhook}/deliveries",
-                    web::get().to(webhooks::deliveries),
-                )
-                .route("/tenants/{tenant}/budget", web::get().to(budgets::get))
-                .route("/tenants/{tenant}/budget", web::put().to(budgets::put))
-                .route(
-                    "/tenants/{tenant}/budget",
-                    web::delete().to(budgets::delete),
-                )
-                .route("/blueprints", web::get().to(blueprints::list))
-                .route("/blueprints/{name}", web::get().to(blueprints::get))
-                .route("/tenants/{tenant}/policy", web::get().to(policy::get))
-                .route("/tenants/{tenant}/policy", web::put().to(policy::put))
-                .route("/costs", web::get().to(costs::platform))
-                .route("/costs/export", web::get().to(costs::platform_export))
-                .route("/metering/passes", web::get().to(budgets::passes))
-                .route("/tenants/{tenant}/quotas", web::get().to(quotas::get))
-                .route("/tenants/{tenant}/quotas", web::put().to(quotas::set))
-                .route("/tenants/{tenant}/members", web::post().to(members::add))
-                .route("/tenants/{tenant}/members", web::get().to(members::list))
-                .route(
-                    "/tenants/{tenant}/members/{principal}",
-                    web::delete().to(members::remove),
-                )
-                .route(
-                    "/tenants/{tenant}/api-keys",
-                    web::post().to(api_keys::create),
-                )
-                .route("/tenants/{tenant}/api-keys", web::get().to(api_keys::list))
-                .route(
-                    "/tenants/{tenant}/api-keys/{key}",
-                    web::delete().to(api_keys::revoke),
-                )
-                .route(
-                    "/tenants/{tenant}/environments",
-                    web::post().to(environments::create),
-                )
-                .route(
-                    "/tenants/{tenant}/environments",
-                    web::get().to(environments::list),
-                )
-                .route(
-                    "/tenants/{tenant}/environments/{env}",
-                    web::get().to(environments::get),
-                )
-                .route(
-                    "/tenants/{tenant}/environments/{env}",
-                    web::patch().to(environments::update),
-                )
-                .route(
-                    "/tenants/{tenant}/environments/{env}",
-                    web::delete().to(environments::destroy),
-                )
-                .route(
-                    "/tenants/{tenant}/environments/{env}/plan",
-                    web::post().to(environments::plan),
-                )
-                .route(
-                    "/tenants/{tenant}/environments/{env}/apply",
-                    web::post().to(environments::apply),
-                )
-                .route(
-                    "/tenants/{tenant}/environments/{env}/drift-check",
-                    web::post().to(environments::drift_check),
-                )
-                .route(
-                    "/tenants/{tenant}/environments/{env}/stop",
-                    web::post().to(environments::stop),
-                )
-                .route(
-                    "/tenants/{tenant}/environments/{env}/start",
-                    web::post().to(environments::start),
-                )
-                .route(
-                    "/tenants/{tenant}/environments/{env}/upgrade",
-                    web::post().to(environments::upgrade),
-                )
-                .route(
-                    "/tenants/{tenant}/environments/{env}/drift",
-                    web::get().to(environments::drift),
-                )
-                .route(
-                    "/tenants/{tenant}/environments/{env}/credentials",
-                    web::get().to(environments::credentials),
-                )
-                .route(
-                    "/tenants/{tenant}/environments/{env}/isolation",
-                    web::get().to(environments::isolation),
-                )
-                .route("/tenants/{tenant}/jobs", web::get().to(jobs::list))
-                .route("/tenants/{tenant}/jobs/{job}", web::get().to(jobs::get))
-                .route(
-                    "/tenants/{tenant}/jobs/{job}/events",
-                    web::get().to(jobs::events),
-                )
-                .route(
-                    "/tenants/{tenant}/jobs/{job}/cancel",
-                    web::post().to(jobs::cancel),
-                )
-                .route(
-                    "/tenants/{tenant}/jobs/{job}/approve",
-                    web::post().to(approvals::approve),
-                )
-                .route(
-                    "/tenants/{tenant}/jobs/{job}/reject",
-                    web::post().to(approvals::reject),
-                )
-                .route(
-                    "/tenants/{tenant}/approvals",
-                    web::get().to(approvals::pending),
-                )
-                .route(
-                    "/tenants/{tenant}/audit-events",
-                    web::get().to(audit::list_for_tenant),
-                )
-                .route("/audit-events", web::get().to(audit::list_all))
-                .route("/audit-events/verify", web::get().to(audit::verify)),
+                .service(scope("/tenants/{tenant}").configure(tenant_routes))
+                .route("/blueprints", get().to(blueprints::list))
+                .route("/blueprints/{name}", get().to(blueprints::get))
+                .route("/costs", get().to(costs::platform))
+                .route("/costs/export", get().to(costs::platform_export))
+                .route("/metering/passes", get().to(budgets::passes))
+                .route("/audit-events", get().to(audit::list_all))
+                .route("/audit-events/verify", get().to(audit::verify)),
         );
+
+    /// Under `/v1/tenants/{tenant}`.
+    fn tenant_routes(cfg: &mut web::ServiceConfig) {
+        cfg.service(
+            resource("")
+                .route(get().to(tenants::get))
+                .route(patch().to(tenants::update))
+                .route(delete().to(tenants::delete)),
+        )
+        .route("/costs", get().to(costs::tenant))
+        .route("/costs/export", get().to(costs::tenant_export))
+        .service(
+            resource("/webhooks")
+                .route(post().to(webhooks::create))
+                .route(get().to(webhooks::list)),
+        )
+        .route("/webhooks/{webhook}", delete().to(webhooks::delete))
+        .route(
+            "/webhooks/{webhook}/deliveries",
+            get().to(webhooks::deliveries),
+        )
+        .service(
+            resource("/budget")
+                .route(get().to(budgets::get))
+                .route(put().to(budgets::put))
+                .route(delete().to(budgets::delete)),
+        )
+        .service(
+            resource("/policy")
+                .route(get().to(policy::get))
+                .route(put().to(policy::put)),
+        )
+        .service(
+            resource("/quotas")
+                .route(get().to(quotas::get))
+                .route(put().to(quotas::set)),
+        )
+        .service(
+            resource("/members")
+                .route(post().to(members::add))
+                .route(get().to(members::list)),
+        )
+        .route("/members/{principal}", delete().to(members::remove))
+        .service(
+            resource("/api-keys")
+                .route(post().to(api_keys::create))
+                .route(get().to(api_keys::list)),
+        )
+        .route("/api-keys/{key}", delete().to(api_keys::revoke))
+        .service(
+            resource("/environments")
+                .route(post().to(environments::create))
+                .route(get().to(environments::list)),
+        )
+        .service(scope("/environments/{env}").configure(environment_routes))
+        .route("/jobs", get().to(jobs::list))
+        .service(scope("/jobs/{job}").configure(job_routes))
+        .route("/approvals", get().to(approvals::pending))
+        .route("/audit-events", get().to(audit::list_for_tenant));
+    }
+
+    /// Under `/v1/tenants/{tenant}/environments/{env}`.
+    fn environment_routes(cfg: &mut web::ServiceConfig) {
+        cfg.service(
+            resource("")
+                .route(get().to(environments::get))
+                .route(patch().to(environments::update))
+                .route(delete().to(environments::destroy)),
+        )
+        .route("/plan", post().to(environments::plan))
+        .route("/apply", post().to(environments::apply))
+        .route("/drift-check", post().to(environments::drift_check))
+        .route("/stop", post().to(environments::stop))
+        .route("/start", post().to(environments::start))
+        .route("/upgrade", post().to(environments::upgrade))
+        .route("/drift", get().to(environments::drift))
+        .route("/credentials", get().to(environments::credentials))
+        .route("/isolation", get().to(environments::isolation));
+    }
+
+    /// Under `/v1/tenants/{tenant}/jobs/{job}`.
+    fn job_routes(cfg: &mut web::ServiceConfig) {
+        cfg.route("", get().to(jobs::get))
+            .route("/events", get().to(jobs::events))
+            .route("/cancel", post().to(jobs::cancel))
+            .route("/approve", post().to(approvals::approve))
+            .route("/reject", post().to(approvals::reject));
+    }
 }
 
 /// `?limit=&cursor=` of list endpoints whose cursor is an id.
