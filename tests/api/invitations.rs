@@ -534,3 +534,84 @@ async fn adding_a_member_does_not_tell_whether_the_address_has_an_account() {
     assert_eq!(states.len(), 4, "boss and the three");
     assert!(states.iter().all(|s| s.state == "active"));
 }
+
+/// The member an add answers with is the one the member list then shows, for each kind of
+/// offer: a new address, an account in use, an offer re-sent (keeping when it was made), and
+/// a platform admin re-inviting an account that never accepted.
+#[tokio::test]
+async fn an_added_member_is_answered_as_the_list_shows_it() {
+    let app = TestApp::spawn().await;
+    app.create_tenant("acme").await;
+    app.create_tenant("globex").await;
+    app.member("globex", "pat@globex.test", "viewer").await;
+    let mut first_offer = None;
+    for (email, role) in [
+        ("new@acme.test", "operator"),
+        ("pat@globex.test", "viewer"),
+        ("pat@globex.test", "approver"),
+        ("new@acme.test", "billing"),
+    ] {
+        let (status, added) = app
+            .post(
+                "/v1/tenants/acme/members",
+                &app.admin,
+                json!({"email": email, "role": role}),
+            )
+            .await;
+        assert_eq!(status, 201, "{email} as {role}: {added}");
+        let member = &added["member"];
+        assert_eq!(member["role"], role);
+        assert_eq!(
+            *member,
+            listed(&app, &member["principal_id"]).await,
+            "{email} as {role}"
+        );
+        if email == "pat@globex.test" {
+            // Re-sent: the membership keeps the time it was first offered.
+            let created = member["created_at"].clone();
+            assert_eq!(*first_offer.get_or_insert(created.clone()), created);
+        }
+    }
+}
+
+/// An add refused (the address is already a member) mails nothing, so it spends none of the
+/// address's three mails a day: before, the attempt was counted in a commit of its own.
+#[tokio::test]
+async fn a_refused_add_spends_none_of_the_mail_limit() {
+    let app = TestApp::spawn().await;
+    app.create_tenant("acme").await;
+    let (principal, _) = app.member("acme", "pat@acme.test", "viewer").await;
+    let again = json!({"email": "pat@acme.test", "role": "viewer"});
+    for round in 1..=3 {
+        let (status, body) = app
+            .post("/v1/tenants/acme/members", &app.admin, again.clone())
+            .await;
+        assert_eq!(status, 409, "round {round}: {body}");
+    }
+    let (status, _) = app
+        .delete(&format!("/v1/tenants/acme/members/{principal}"), &app.admin)
+        .await;
+    assert_eq!(status, 204);
+    // The joining above mailed once; two offers are left for today, then the limit holds.
+    for round in 1..=2 {
+        let (status, body) = app
+            .post("/v1/tenants/acme/members", &app.admin, again.clone())
+            .await;
+        assert_eq!(status, 201, "offer {round}: {body}");
+    }
+    let (status, body) = app
+        .post("/v1/tenants/acme/members", &app.admin, again)
+        .await;
+    assert_eq!(status, 429, "{body}");
+}
+
+async fn listed(app: &TestApp, id: &serde_json::Value) -> serde_json::Value {
+    let (status, page) = app
+        .get("/v1/tenants/acme/members?limit=200", &app.admin)
+        .await;
+    assert_eq!(status, 200, "{page}");
+    page["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|m| m["principal_id"] == *id).cloned())
+        .expect("the added member is listed")
+}

@@ -15,7 +15,7 @@ use bulkhead_core::secrets;
 use bulkhead_core::store::{
     self, memberships::Member, principals::NewPrincipal, principals::Principal,
 };
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use diesel::PgConnection;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -164,6 +164,60 @@ pub struct MemberAdded {
 
 /// Mails to one address per tenant and day (invitations, offers and re-sends together).
 const MAILS_PER_DAY: i32 = 3;
+const MAIL_WINDOW: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+/// Queues the mail of an offer to `email`, creating its account if it has none: who the
+/// membership is for, and whether that account still has an open invitation token (what a
+/// member view calls `invitation_pending`). `offer` is the inviter, what is offered, the
+/// tenant and when the offer lapses.
+fn offer_mail(
+    conn: &mut PgConnection,
+    existing: Option<Principal>,
+    email: &Email,
+    display_name: &str,
+    is_platform_admin: bool,
+    (inviter, what, tenant_id, expires_at): (&str, &str, Uuid, DateTime<Utc>),
+) -> ApiResult<(Principal, bool)> {
+    use store::mail::MailKind;
+    Ok(match existing {
+        // Invited before and never accepted. Only a platform admin may issue a fresh token:
+        // anyone else holding it could take over the account and every grant it has in other
+        // tenants (and a partner's platform role).
+        Some(existing) if existing.password_hash.is_none() && is_platform_admin => {
+            let token = secrets::generate_invitation_token();
+            store::principals::renew_invitation(conn, existing.id, &token.hash, expires_at)?;
+            let issued = IssuedInvitation {
+                secret: token.secret,
+                shown: Invitation {
+                    mailed_to: email.as_str().to_owned(),
+                    expires_at,
+                },
+            };
+            mail_invitation(conn, MailKind::Invitation, inviter, what, issued)?;
+            (existing, true)
+        }
+        // An account in use, or one whose earlier invitation is still open: nobody but its
+        // owner may accept a grant for it; the mail says how.
+        Some(existing) => {
+            crate::mail::enqueue_membership_offer(
+                conn,
+                email.as_str(),
+                inviter,
+                what,
+                tenant_id,
+                expires_at,
+                existing.password_hash.is_some(),
+            )?;
+            let pending = existing.invitation_token_hash.is_some();
+            (existing, pending)
+        }
+        None => {
+            let (principal, issued) = invite_user(conn, email, display_name, None)?;
+            mail_invitation(conn, MailKind::Invitation, inviter, what, issued)?;
+            (principal, true)
+        }
+    })
+}
 
 #[utoipa::path(post, operation_id = "addMember", path = "/v1/tenants/{tenant}/members", tag = "members", security(("bearer" = [])),
     params(("tenant" = String, Path, description = "Tenant id or slug")),
@@ -230,24 +284,6 @@ pub async fn add(
         tenant.id,
         hex::encode(bulkhead_core::secrets::sha256(email.as_str().as_bytes()))
     )];
-    let mailed = state
-        .db(move |conn| {
-            Ok(store::throttle::reserve(
-                conn,
-                &mail_key,
-                std::time::Duration::from_secs(86_400),
-            )?)
-        })
-        .await?;
-    if let Some(window) = mailed.first().filter(|w| w.attempts > MAILS_PER_DAY) {
-        return Err(ApiError::TooManyRequests {
-            retry_after_secs: u64::try_from(window.retry_after).unwrap_or(3600),
-            detail: format!(
-                "{email} was already mailed {MAILS_PER_DAY} times in the last 24 hours for this \
-                 tenant; ask them to look for the earlier mail (and in spam), or try again later"
-            ),
-        });
-    }
     let is_platform_admin = caller.is_platform_admin();
     let what = format!("tenant '{}' as {}", tenant.name, role.as_str());
     let inviter = caller.display_name.clone();
@@ -257,74 +293,89 @@ pub async fn add(
         .db(move |conn| {
             conn.build_transaction().run(|conn| {
                 lock_active_as(conn, &tenant, &adder, Object::Member, Action::Create)?;
-                // A re-sent offer holds no new place; anything else does.
-                let holds_a_place = match store::principals::find_by_email(conn, email.as_str())? {
-                    // An expired offer holds no place any more: reviving it takes one again.
-                    Some(existing) => store::memberships::find(conn, tenant.id, existing.id)?
-                        .is_none_or(|m| {
-                            m.state == "invited"
-                                && m.invitation_expires_at.is_none_or(|at| at <= Utc::now())
-                        }),
+                // The mail is counted in the transaction that queues it: an add refused below
+                // (already a member, over quota) mails nothing and counts nothing; adds of one
+                // address take turns on the tenant's lock (and the window's row).
+                let mailed = store::throttle::reserve(conn, &mail_key, MAIL_WINDOW)?;
+                if let Some(window) = mailed.first().filter(|w| w.attempts > MAILS_PER_DAY) {
+                    return Err(ApiError::TooManyRequests {
+                        retry_after_secs: u64::try_from(window.retry_after).unwrap_or(3600),
+                        detail: format!(
+                            "{email} was already mailed {MAILS_PER_DAY} times in the last 24 \
+                             hours for this tenant; ask them to look for the earlier mail (and \
+                             in spam), or try again later"
+                        ),
+                    });
+                }
+                let existing = store::principals::find_by_email(conn, email.as_str())?;
+                let membership = match &existing {
+                    Some(principal) => store::memberships::find(conn, tenant.id, principal.id)?,
+                    None => None,
+                };
+                let already = || {
+                    ApiError::Conflict(format!(
+                        "{email} is already a member of '{}'; remove the membership first to \
+                         change the role",
+                        tenant.slug
+                    ))
+                };
+                // A re-sent offer holds no new place; anything else does (an expired offer
+                // holds none any more: reviving it takes one again).
+                let holds_a_place = match &membership {
+                    Some(m) if m.state != "invited" => return Err(already()),
+                    Some(m) => m.invitation_expires_at.is_none_or(|at| at <= Utc::now()),
                     None => true,
                 };
+                if role == TenantRole::Partner
+                    && existing.as_ref().and_then(Principal::platform_role)
+                        != Some(PlatformRole::Partner)
+                {
+                    return Err(ApiError::validation(
+                        "role",
+                        "partner can be granted only to partner accounts (POST /v1/partners)",
+                    ));
+                }
                 if holds_a_place {
                     ensure_quota(conn, tenant.id, &tenant.slug, Quota::Members, 1, &quotas)?;
                 }
                 // Every membership starts `invited`, whoever the address belongs to, and the
                 // answer has one shape: whether the address already has an account (in use, or
                 // invited and never accepted) is not the caller's to learn.
-                let expires_at = Utc::now() + chrono::Duration::hours(INVITATION_HOURS);
-                let principal = match store::principals::find_by_email(conn, email.as_str())? {
-                    // Invited before and never accepted. Only a platform admin may issue a
-                    // fresh token: anyone else holding it could take over the account and
-                    // every grant it has in other tenants (and a partner's platform role).
-                    Some(existing) if existing.password_hash.is_none() && is_platform_admin => {
-                        let token = secrets::generate_invitation_token();
-                        store::principals::renew_invitation(conn, existing.id, &token.hash, expires_at)?;
-                        let issued = IssuedInvitation {
-                            secret: token.secret,
-                            shown: Invitation { mailed_to: email.as_str().to_owned(), expires_at },
-                        };
-                        mail_invitation(conn, store::mail::MailKind::Invitation, &inviter, &what, issued)?;
-                        existing
-                    }
-                    // An account in use, or one whose earlier invitation is still open: nobody
-                    // but its owner may accept a grant for it; the mail says how.
-                    Some(existing) => {
-                        crate::mail::enqueue_membership_offer(
-                            conn, email.as_str(), &inviter, &what, tenant.id, expires_at,
-                            existing.password_hash.is_some(),
-                        )?;
-                        existing
-                    }
-                    None => {
-                        let (principal, issued) = invite_user(conn, &email, &display_name, None)?;
-                        mail_invitation(conn, store::mail::MailKind::Invitation, &inviter, &what, issued)?;
-                        principal
-                    }
-                };
-                let invitation = Some(Invitation { mailed_to: email.as_str().to_owned(), expires_at });
-                if role == TenantRole::Partner && principal.platform_role() != Some(PlatformRole::Partner) {
-                    return Err(ApiError::validation(
-                        "role",
-                        "partner can be granted only to partner accounts (POST /v1/partners)",
-                    ));
-                }
+                // To the microsecond, as PostgreSQL keeps it: the answer shows what is stored.
+                let expires_at =
+                    (Utc::now() + chrono::Duration::hours(INVITATION_HOURS)).trunc_subsecs(6);
+                let (principal, token_pending) = offer_mail(
+                    conn,
+                    existing,
+                    &email,
+                    &display_name,
+                    is_platform_admin,
+                    (&inviter, &what, tenant.id, expires_at),
+                )?;
                 // Offered again (re-sent) when an earlier offer is still open or lapsed.
-                let added = if store::memberships::renew_invited(conn, principal.id, tenant.id, role.as_str(), expires_at)? {
-                    Ok(())
-                } else {
-                    store::memberships::add_invited(
-                        conn, principal.id, tenant.id, role.as_str(), Some(caller.id), expires_at,
+                let created_at = match membership {
+                    Some(_) => store::memberships::renew_invited(
+                        conn,
+                        principal.id,
+                        tenant.id,
+                        role.as_str(),
+                        expires_at,
+                    )?
+                    // Accepted since it was read (an accept does not take the tenant's lock).
+                    .ok_or_else(already)?,
+                    None => store::memberships::add_invited(
+                        conn,
+                        principal.id,
+                        tenant.id,
+                        role.as_str(),
+                        Some(caller.id),
+                        expires_at,
                     )
-                };
-                added.map_err(|e| match e {
-                        store::StoreError::Conflict(_) => ApiError::Conflict(format!(
-                            "{email} is already a member of '{}'; remove the membership first to change the role",
-                            tenant.slug
-                        )),
+                    .map_err(|e| match e {
+                        store::StoreError::Conflict(_) => already(),
                         other => other.into(),
-                    })?;
+                    })?,
+                };
                 store::audit::append(
                     conn,
                     &caller.audit(
@@ -335,9 +386,21 @@ pub async fn add(
                         json!({"email": email.as_str(), "role": role.as_str()}),
                     ),
                 )?;
-                let member = store::memberships::find(conn, tenant.id, principal.id)?
-                    .ok_or_else(|| ApiError::internal(anyhow::anyhow!("membership vanished")))?;
-                Ok::<_, ApiError>(MemberAdded { member: member.into(), invitation })
+                let member = MemberView::from(Member {
+                    principal_id: principal.id,
+                    email: principal.email,
+                    display_name: principal.display_name,
+                    role: role.as_str().to_owned(),
+                    invitation_pending: token_pending,
+                    created_at,
+                    state: "invited".to_owned(),
+                    invitation_expires_at: Some(expires_at),
+                });
+                let invitation = Some(Invitation {
+                    mailed_to: email.as_str().to_owned(),
+                    expires_at,
+                });
+                Ok::<_, ApiError>(MemberAdded { member, invitation })
             })
         })
         .await?;

@@ -35,7 +35,7 @@ pub struct PendingInvitation {
 }
 
 /// Offers `role` in the tenant to an existing account: it grants nothing until the account
-/// accepts it (before `expires_at`).
+/// accepts it (before `expires_at`). Returns when the membership was created.
 pub fn add_invited(
     conn: &mut PgConnection,
     principal_id: Uuid,
@@ -43,8 +43,8 @@ pub fn add_invited(
     role: &str,
     created_by: Option<Uuid>,
     expires_at: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    diesel::insert_into(memberships::table)
+) -> Result<DateTime<Utc>, StoreError> {
+    Ok(diesel::insert_into(memberships::table)
         .values((
             memberships::principal_id.eq(principal_id),
             memberships::tenant_id.eq(tenant_id),
@@ -53,20 +53,21 @@ pub fn add_invited(
             memberships::state.eq("invited"),
             memberships::invitation_expires_at.eq(Some(expires_at)),
         ))
-        .execute(conn)?;
-    Ok(())
+        .returning(memberships::created_at)
+        .get_result(conn)?)
 }
 
-/// Offers a pending (or expired) invitation again, with `role` and a new expiry; `false` when
-/// there is no invited membership to renew (none, or already accepted).
+/// Offers a pending (or expired) invitation again, with `role` and a new expiry; returns when
+/// the membership was created, or `None` when there is no invited membership to renew (none,
+/// or already accepted).
 pub fn renew_invited(
     conn: &mut PgConnection,
     principal_id: Uuid,
     tenant_id: Uuid,
     role: &str,
     expires_at: DateTime<Utc>,
-) -> Result<bool, StoreError> {
-    let changed = diesel::update(
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    Ok(diesel::update(
         memberships::table
             .filter(memberships::principal_id.eq(principal_id))
             .filter(memberships::tenant_id.eq(tenant_id))
@@ -76,8 +77,9 @@ pub fn renew_invited(
         memberships::role.eq(role),
         memberships::invitation_expires_at.eq(Some(expires_at)),
     ))
-    .execute(conn)?;
-    Ok(changed == 1)
+    .returning(memberships::created_at)
+    .get_result(conn)
+    .optional()?)
 }
 
 /// The live invitations offered to `principal_id`.
