@@ -1,5 +1,6 @@
 //! Permission-check latency with 10,000 tenants × 5 members (50,000 role assignments).
-//! Run: `cargo bench -p bulkhead-core --bench authz`. Prints p50/p99/max per check kind.
+//! Run: `cargo bench -p bulkhead-core --bench authz`. Prints p50/p99/max per check kind, and
+//! what applying one membership change (a `g` line added or removed) costs.
 
 use bulkhead_core::authz::{Action, Assignment, Authorizer, Domain, Object};
 use bulkhead_core::domain::Role;
@@ -46,7 +47,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
 
     let load_started = Instant::now();
-    let authz = Authorizer::new(&assignments, 1).await?;
+    let mut authz = Authorizer::new(&assignments, 1).await?;
     let load = load_started.elapsed();
 
     let objects = [
@@ -111,6 +112,44 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         samples.sort_unstable();
         println!(
             "{name:>8}: n={:>6} p50={:>6.1} µs p99={:>6.1} µs max={:>7.1} µs",
+            samples.len(),
+            percentile(samples, 0.50) as f64 / 1e3,
+            percentile(samples, 0.99) as f64 / 1e3,
+            samples.last().copied().unwrap_or(0) as f64 / 1e3,
+        );
+    }
+    // What a membership change costs each API process: one `g` line added or removed, under
+    // the enforcer's write lock (requests wait for it).
+    let (mut grants, mut revokes) = (Vec::new(), Vec::new());
+    for i in 0..200 {
+        let change = bulkhead_core::store::principals::AssignmentChange {
+            generation: 2 + i,
+            assignment: Assignment {
+                principal_id: Uuid::now_v7(),
+                role: Role::Operator,
+                domain: Domain::Tenant(tenants[i as usize % TENANTS]),
+            },
+            granted: true,
+        };
+        let started = Instant::now();
+        authz
+            .apply(std::slice::from_ref(&change), change.generation)
+            .await?;
+        grants.push(started.elapsed().as_nanos());
+        let revoke = bulkhead_core::store::principals::AssignmentChange {
+            granted: false,
+            ..change
+        };
+        let started = Instant::now();
+        authz
+            .apply(std::slice::from_ref(&revoke), revoke.generation)
+            .await?;
+        revokes.push(started.elapsed().as_nanos());
+    }
+    for (name, samples) in [("grant", &mut grants), ("revoke", &mut revokes)] {
+        samples.sort_unstable();
+        println!(
+            "{name:>8}: n={:>6} p50={:>8.1} µs p99={:>8.1} µs max={:>8.1} µs",
             samples.len(),
             percentile(samples, 0.50) as f64 / 1e3,
             percentile(samples, 0.99) as f64 / 1e3,
