@@ -145,11 +145,28 @@ pub struct Stack {
     dir: PathBuf,
 }
 
+/// A port for a binary to listen on, below the kernel's ephemeral range. A port the kernel
+/// hands out for `:0` comes from that range, which outgoing connections draw from too: between
+/// this check and the binary's own bind, one of the many connections the tests open could take
+/// it (`Address already in use`, seen once in CI while other work ran on the machine). Below
+/// the range only another listener can, and ports are taken in turn per test process.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_from: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768);
+    let (low, high) = (10_000, ephemeral_from.max(12_000));
+    let start = std::process::id() * 97;
+    for _ in 0..(high - low) {
+        let offset = start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % (high - low);
+        let port = u16::try_from(low + offset).expect("port below 65536");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port from {low} to {high}")
 }
 
 pub fn admin_conn(database: &str) -> PgConnection {
