@@ -16,6 +16,18 @@ fn percentile(sorted: &[u128], p: f64) -> u128 {
     sorted[index]
 }
 
+/// Prints one line of p50/p99/max for `samples` (nanoseconds), which it sorts.
+fn report(name: &str, samples: &mut [u128]) {
+    samples.sort_unstable();
+    println!(
+        "{name:>8}: n={:>6} p50={:>6.1} µs p99={:>6.1} µs max={:>7.1} µs",
+        samples.len(),
+        percentile(samples, 0.50) as f64 / 1e3,
+        percentile(samples, 0.99) as f64 / 1e3,
+        samples.last().copied().unwrap_or(0) as f64 / 1e3,
+    );
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let roles = [
@@ -109,14 +121,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("denied", &mut denied),
         ("allowed", &mut allowed),
     ] {
-        samples.sort_unstable();
-        println!(
-            "{name:>8}: n={:>6} p50={:>6.1} µs p99={:>6.1} µs max={:>7.1} µs",
-            samples.len(),
-            percentile(samples, 0.50) as f64 / 1e3,
-            percentile(samples, 0.99) as f64 / 1e3,
-            samples.last().copied().unwrap_or(0) as f64 / 1e3,
-        );
+        report(name, samples);
     }
     // What a membership change costs each API process: one `g` line added or removed, under
     // the enforcer's write lock (requests wait for it).
@@ -147,14 +152,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         revokes.push(started.elapsed().as_nanos());
     }
     for (name, samples) in [("grant", &mut grants), ("revoke", &mut revokes)] {
-        samples.sort_unstable();
-        println!(
-            "{name:>8}: n={:>6} p50={:>8.1} µs p99={:>8.1} µs max={:>8.1} µs",
-            samples.len(),
-            percentile(samples, 0.50) as f64 / 1e3,
-            percentile(samples, 0.99) as f64 / 1e3,
-            samples.last().copied().unwrap_or(0) as f64 / 1e3,
-        );
+        report(name, samples);
     }
     Ok(())
 }
