@@ -27,13 +27,32 @@ fn incoming_request_id(req: &ServiceRequest) -> Option<String> {
     sane.then(|| value.to_owned())
 }
 
+/// The request's method as a metrics and log label: the standard methods by name, any other
+/// as `other`. A client may send any token as its method (and the 405 it gets is observed
+/// too), so taking it as sent let anyone add series to `/metrics` without limit.
+fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
+}
+
 pub async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let request_id = incoming_request_id(&req).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     req.extensions_mut().insert(RequestId(request_id.clone()));
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     // The documented template in one pass over the segments; the router's table (walked
     // again by `match_pattern`) only for paths the contract does not have (Swagger UI, 404s).
     let route: Cow<'static, str> = match crate::openapi::route_label(req.path()) {
@@ -60,11 +79,11 @@ pub async fn observe(
     if let Some(metrics) = metrics {
         metrics
             .http_requests
-            .with_label_values(&[method.as_str(), route.as_ref(), &status.to_string()])
+            .with_label_values(&[method, route.as_ref(), &status.to_string()])
             .inc();
         metrics
             .http_duration
-            .with_label_values(&[method.as_str(), route.as_ref()])
+            .with_label_values(&[method, route.as_ref()])
             .observe(elapsed.as_secs_f64());
     }
     let mut response = result?;

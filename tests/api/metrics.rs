@@ -66,3 +66,34 @@ async fn without_a_token_metrics_stay_open() {
     let (status, _, body) = scrape(&app, Some("Bearer anything-at-all")).await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// From a live attack: any token is a method to HTTP, and every request is observed (a 405
+/// too), so methods taken as sent let anyone, signed in or not, add series to `/metrics`
+/// without end. Methods outside the standard ones share one label.
+#[tokio::test]
+async fn made_up_methods_add_no_series() {
+    let app = TestApp::spawn().await;
+    for i in 0..5 {
+        let method =
+            reqwest::Method::from_bytes(format!("ZZMADEUP{i}").as_bytes()).expect("method");
+        let response = app
+            .client
+            .request(method, app.url("/metrics"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status().as_u16(), 405);
+    }
+    let (status, _, body) = scrape(&app, None).await;
+    assert_eq!(status, 200);
+    assert!(!body.contains("ZZMADEUP"), "{body}");
+    assert!(
+        body.lines()
+            .any(|line| line.starts_with("bulkhead_http_requests_total")
+                && line.contains("method=\"other\"")
+                && line.contains("route=\"/metrics\"")
+                && line.contains("status=\"405\"")
+                && line.ends_with(" 5")),
+        "{body}"
+    );
+}
